@@ -1,0 +1,1 @@
+"""The only modules that import proxmoxer, asyncssh or the kubernetes client."""

@@ -1,0 +1,133 @@
+"""Command line: `k3s-deploy run | crds ... | lab ...`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group()
+@click.version_option(package_name="k3s-deploy")
+def main() -> None:
+    """Turn Proxmox VE virtual machines into K3s clusters, declaratively."""
+
+
+@main.command()
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Namespace to watch (repeatable).")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (cluster-wide install).")
+@click.option("--standalone/--peering", default=None, help="Disable or enable kopf peering (HA).")
+@click.option("--liveness", default=None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--verbose", is_flag=True, help="Debug logging.")
+def run(
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    standalone: bool | None,
+    liveness: str | None,
+    verbose: bool,
+) -> None:
+    """Run the operator (kopf) against the current kubeconfig or in-cluster config."""
+    from k3s_deploy.runner import run_operator
+    from k3s_deploy.settings import OperatorSettings
+
+    overrides: dict[str, object] = {}
+    if namespaces:
+        overrides["namespaces"] = list(namespaces)
+    if all_namespaces:
+        overrides["namespaces"] = []
+    if standalone is not None:
+        overrides["standalone"] = standalone
+    if liveness is not None:
+        overrides["liveness_endpoint"] = liveness
+    if verbose:
+        overrides["log_level"] = "DEBUG"
+    settings = OperatorSettings(**overrides)  # type: ignore[arg-type]
+    sys.exit(run_operator(settings))
+
+
+@main.group()
+def crds() -> None:
+    """Generate or check the CRD YAML made from the pydantic models."""
+
+
+@crds.command("generate")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("crds"), show_default=True)
+def crds_generate(out: Path) -> None:
+    """Write crds/*.yaml from the models."""
+    from k3s_deploy.api.crdgen import write_crds
+
+    for path in write_crds(out):
+        click.echo(f"wrote {path}")
+
+
+@crds.command("check")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("crds"), show_default=True)
+def crds_check(directory: Path) -> None:
+    """Exit non-zero when crds/ differs from what the models generate."""
+    from k3s_deploy.api.crdgen import drifted_files
+
+    drift = drifted_files(directory)
+    if drift:
+        click.echo("CRDs drifted from the models; run `k3s-deploy crds generate`: " + ", ".join(drift), err=True)
+        sys.exit(1)
+    click.echo("crds are up to date")
+
+
+@crds.command("print")
+def crds_print() -> None:
+    """Print every CRD as one YAML stream (for `kubectl apply -f -`)."""
+    from k3s_deploy.api.crdgen import render_all
+
+    click.echo(render_all(), nl=False)
+
+
+@main.group()
+def lab() -> None:
+    """The local lab: control plane, Proxmox VE simulator, guests, operator, a sample cluster."""
+
+
+@lab.command("build")
+def lab_build() -> None:
+    """Build (once, cached by version) the control-plane binaries the lab and the tests use."""
+    from k3s_deploy.lab.controlplane.build import ensure_binaries
+
+    for name, path in ensure_binaries().items():
+        click.echo(f"{name}: {path}")
+
+
+@lab.command("up")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".lab"), show_default=True)
+@click.option(
+    "--components",
+    default="all",
+    show_default=True,
+    help="Comma-separated subset of: controlplane, pve, guests, operator, cluster (or 'all').",
+)
+@click.option("--kubeconfig", type=click.Path(path_type=Path), default=None, help="Use this cluster instead.")
+@click.option("--detach", is_flag=True, help="Return once everything is up; `lab down` stops it.")
+def lab_up(directory: Path, components: str, kubeconfig: Path | None, detach: bool) -> None:
+    """Start the lab in DIR; stay in the foreground until interrupted unless --detach."""
+    from k3s_deploy.lab.stack import parse_components, up
+
+    sys.exit(up(directory, parse_components(components), kubeconfig=kubeconfig, detach=detach))
+
+
+@lab.command("serve", hidden=True)
+@click.option("--dir", "directory", type=click.Path(path_type=Path), required=True)
+@click.option("--components", required=True)
+@click.option("--kubeconfig", type=click.Path(path_type=Path), default=None)
+def lab_serve(directory: Path, components: str, kubeconfig: Path | None) -> None:
+    """Run the lab supervisor in the foreground (what `lab up` runs, detached or not)."""
+    from k3s_deploy.lab.stack import parse_components, serve
+
+    sys.exit(serve(directory, parse_components(components), kubeconfig=kubeconfig))
+
+
+@lab.command("down")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".lab"), show_default=True)
+def lab_down(directory: Path) -> None:
+    """Stop everything `lab up` started in DIR and leave no process behind."""
+    from k3s_deploy.lab.stack import down
+
+    sys.exit(down(directory))

@@ -1,0 +1,130 @@
+"""One error tree for the whole operator.
+
+Every failure that crosses a port is raised as one of these, so handlers can decide with a single
+``isinstance`` whether to retry with backoff (transient) or to stall with a reason (permanent)::
+
+    K3sDeployError
+    ├── TransientError                  retry with backoff; the world may fix itself
+    │   ├── ProxmoxUnavailable          connection refused/reset, timeout, 5xx, 595/596
+    │   ├── ProxmoxBusy                 VM locked, task still running, vmid race lost
+    │   ├── KubeUnavailable             management or target apiserver not answering
+    │   ├── SshUnavailable              connect/auth timeout, connection dropped mid-command
+    │   ├── GuestNotReady               guest agent silent, no address yet, node not Ready yet
+    │   └── WaitingForDependency        another object must progress first
+    └── PermanentError                  stall with a reason until the spec or the world changes
+        ├── InvalidSpec                 valid for the schema, wrong for the world
+        ├── CredentialsError            Secret missing/malformed, auth refused (401)
+        ├── ProxmoxPermissionDenied     token lacks a privilege (403)
+        ├── ProxmoxNotFound             template/VM/node/storage does not exist
+        ├── ProxmoxRejected             Proxmox refused the request (400, most sync 500s)
+        ├── ProxmoxTaskFailed           a task ended with an error exit status
+        ├── SshAuthFailed               the guest refused our key
+        ├── HostKeyMismatch             the guest's host key changed since it was pinned
+        ├── CommandFailed               a remote command exited non-zero
+        └── K3sInstallFailed            the K3s installer refused (bad token, bad version, ...)
+
+``reason`` is the CamelCase condition reason the error surfaces as; the message says what to fix.
+"""
+
+from __future__ import annotations
+
+
+class K3sDeployError(Exception):
+    """Base of every error the operator raises on purpose."""
+
+    reason: str = "Error"
+    transient: bool = False
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TransientError(K3sDeployError):
+    """Retry later with backoff."""
+
+    reason = "Retrying"
+    transient = True
+
+    def __init__(self, message: str, *, reason: str | None = None, delay: float | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.delay = delay
+
+
+class ProxmoxUnavailable(TransientError):
+    reason = "ProxmoxUnavailable"
+
+
+class ProxmoxBusy(TransientError):
+    reason = "ProxmoxBusy"
+
+
+class KubeUnavailable(TransientError):
+    reason = "KubernetesUnavailable"
+
+
+class SshUnavailable(TransientError):
+    reason = "SshUnavailable"
+
+
+class GuestNotReady(TransientError):
+    reason = "GuestNotReady"
+
+
+class WaitingForDependency(TransientError):
+    reason = "Waiting"
+
+
+class PermanentError(K3sDeployError):
+    """Stall with a reason; retrying without a change would only repeat the failure."""
+
+    reason = "Failed"
+
+
+class InvalidSpec(PermanentError):
+    reason = "InvalidSpec"
+
+
+class CredentialsError(PermanentError):
+    reason = "CredentialsInvalid"
+
+
+class ProxmoxPermissionDenied(PermanentError):
+    reason = "ProxmoxPermissionDenied"
+
+
+class ProxmoxNotFound(PermanentError):
+    reason = "ProxmoxNotFound"
+
+
+class ProxmoxRejected(PermanentError):
+    reason = "ProxmoxRejected"
+
+
+class ProxmoxTaskFailed(PermanentError):
+    reason = "ProxmoxTaskFailed"
+
+
+class SshAuthFailed(PermanentError):
+    reason = "SshAuthFailed"
+
+
+class HostKeyMismatch(PermanentError):
+    reason = "HostKeyChanged"
+
+
+class CommandFailed(PermanentError):
+    reason = "CommandFailed"
+
+    def __init__(self, message: str, *, exit_status: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.exit_status = exit_status
+
+
+class K3sInstallFailed(PermanentError):
+    reason = "K3sInstallFailed"

@@ -1,0 +1,1 @@
+"""kopf handlers: parse the body into a model, call a service, write status. Nothing else."""

@@ -1,0 +1,1 @@
+"""typing.Protocol seams to the outside world (Proxmox, SSH, Kubernetes, target clusters)."""

@@ -1,0 +1,1 @@
+"""Reconcile logic as small idempotent steps, written against the ports only."""

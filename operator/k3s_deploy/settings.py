@@ -1,0 +1,32 @@
+"""Typed operator settings, read from the environment (prefix ``K3SD_``) and overridden by CLI flags."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything an operator deployment can tune; defaults are safe for production."""
+
+    model_config = SettingsConfigDict(env_prefix="K3SD_", extra="forbid")
+
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; empty means cluster-wide."
+    )
+    standalone: bool = Field(default=True, description="Run without kopf peering (set False for HA).")
+    peering_name: str = Field(default="k3s-deploy", description="kopf peering object name when not standalone.")
+    liveness_endpoint: str | None = Field(
+        default=None, description="kopf liveness endpoint such as http://0.0.0.0:8080/healthz."
+    )
+    metrics_port: int | None = Field(default=None, description="Prometheus metrics port; None disables.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    resync_seconds: float = Field(default=60.0, gt=0, description="Periodic drift check interval.")
+    proxmox_concurrency: int = Field(default=8, ge=1, description="Parallel Proxmox API calls per credential.")
+    proxmox_timeout_seconds: float = Field(default=30.0, gt=0, description="HTTP timeout of one Proxmox call.")
+    kube_concurrency: int = Field(default=8, ge=1, description="Parallel Kubernetes API calls.")
+    watch_server_timeout: int = Field(default=300, ge=10, description="Server-side watch timeout (s).")
+    watch_client_timeout: int = Field(default=330, ge=10, description="Client-side watch timeout (s).")
