@@ -69,7 +69,9 @@ def crds_check(directory: Path) -> None:
 
     drift = drifted_files(directory)
     if drift:
-        click.echo("CRDs drifted from the models; run `k3s-deploy crds generate`: " + ", ".join(drift), err=True)
+        click.echo(
+            "CRDs drifted from the models; run `k3s-deploy crds generate`: " + ", ".join(drift), err=True
+        )
         sys.exit(1)
     click.echo("crds are up to date")
 

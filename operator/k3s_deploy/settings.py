@@ -17,7 +17,9 @@ class OperatorSettings(BaseSettings):
         default_factory=list, description="Namespaces to watch; empty means cluster-wide."
     )
     standalone: bool = Field(default=True, description="Run without kopf peering (set False for HA).")
-    peering_name: str = Field(default="k3s-deploy", description="kopf peering object name when not standalone.")
+    peering_name: str = Field(
+        default="k3s-deploy", description="kopf peering object name when not standalone."
+    )
     liveness_endpoint: str | None = Field(
         default=None, description="kopf liveness endpoint such as http://0.0.0.0:8080/healthz."
     )
@@ -25,8 +27,12 @@ class OperatorSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     resync_seconds: float = Field(default=60.0, gt=0, description="Periodic drift check interval.")
-    proxmox_concurrency: int = Field(default=8, ge=1, description="Parallel Proxmox API calls per credential.")
-    proxmox_timeout_seconds: float = Field(default=30.0, gt=0, description="HTTP timeout of one Proxmox call.")
+    proxmox_concurrency: int = Field(
+        default=8, ge=1, description="Parallel Proxmox API calls per credential."
+    )
+    proxmox_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="HTTP timeout of one Proxmox call."
+    )
     kube_concurrency: int = Field(default=8, ge=1, description="Parallel Kubernetes API calls.")
     watch_server_timeout: int = Field(default=300, ge=10, description="Server-side watch timeout (s).")
     watch_client_timeout: int = Field(default=330, ge=10, description="Client-side watch timeout (s).")

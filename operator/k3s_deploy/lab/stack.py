@@ -66,7 +66,9 @@ def parse_components(text: str) -> tuple[str, ...]:
     wanted = {part.strip() for part in text.split(",") if part.strip()}
     unknown = wanted - set(ORDER)
     if unknown:
-        raise SystemExit(f"unknown lab component(s): {', '.join(sorted(unknown))}; choose from {', '.join(ORDER)}")
+        raise SystemExit(
+            f"unknown lab component(s): {', '.join(sorted(unknown))}; choose from {', '.join(ORDER)}"
+        )
     return tuple(name for name in ORDER if name in wanted)
 
 
@@ -97,7 +99,9 @@ async def _serve(ctx: LabContext) -> None:
         async with running(ctx):
             (ctx.dir / "facts.json").write_text(json.dumps(ctx.facts, indent=2, default=str))
             (ctx.dir / READY_FILE).write_text(str(os.getpid()))
-            ctx.log(f"ready; facts in {ctx.dir / 'facts.json'}; stop with `k3s-deploy lab down --dir {ctx.dir}`")
+            ctx.log(
+                f"ready; facts in {ctx.dir / 'facts.json'}; stop with `k3s-deploy lab down --dir {ctx.dir}`"
+            )
             await stop.wait()
             ctx.log("stopping")
     except BaseException as exc:
@@ -114,7 +118,9 @@ def serve(directory: Path, components: tuple[str, ...], *, kubeconfig: Path | No
     for stale in (READY_FILE, FAILED_FILE):
         (directory / stale).unlink(missing_ok=True)
     (directory / PID_FILE).write_text(str(os.getpid()))
-    ctx = LabContext(dir=directory, components=components, kubeconfig=kubeconfig.resolve() if kubeconfig else None)
+    ctx = LabContext(
+        dir=directory, components=components, kubeconfig=kubeconfig.resolve() if kubeconfig else None
+    )
     try:
         asyncio.run(_serve(ctx))
     except KeyboardInterrupt:
@@ -141,17 +147,30 @@ def up(
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if _alive(_read_pid(directory / PID_FILE)):
-        print(f"a lab already runs in {directory}; `k3s-deploy lab down --dir {directory}` first", file=sys.stderr)
+        print(
+            f"a lab already runs in {directory}; `k3s-deploy lab down --dir {directory}` first",
+            file=sys.stderr,
+        )
         return 1
     for stale in (READY_FILE, FAILED_FILE):
         (directory / stale).unlink(missing_ok=True)
-    args = [sys.executable, "-m", "k3s_deploy", "lab", "serve", "--dir", str(directory),
-            "--components", ",".join(components)]
+    args = [
+        sys.executable,
+        "-m",
+        "k3s_deploy",
+        "lab",
+        "serve",
+        "--dir",
+        str(directory),
+        "--components",
+        ",".join(components),
+    ]
     if kubeconfig is not None:
         args += ["--kubeconfig", str(kubeconfig.resolve())]
     log = (directory / "lab.log").open("ab")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (directory / READY_FILE).exists():
@@ -186,7 +205,10 @@ def down(directory: Path, *, timeout: float = 60.0) -> int:
             child = int(line)
             if _alive(child):
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child, signal.SIGKILL) if _is_group_leader(child) else os.kill(child, signal.SIGKILL)
+                    if _is_group_leader(child):
+                        os.killpg(child, signal.SIGKILL)
+                    else:
+                        os.kill(child, signal.SIGKILL)
         pids_file.unlink()
     for name in (PID_FILE, READY_FILE):
         (directory / name).unlink(missing_ok=True)
