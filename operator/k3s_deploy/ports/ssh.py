@@ -1,0 +1,79 @@
+"""The SSH seam: run commands on a guest, read files from it, and learn its host key.
+
+Services talk to guests only through :class:`SshRunner`, so unit tests use a fake and the asyncssh
+adapter stays the one place that knows about SSH. Host keys are identified by their OpenSSH SHA256
+fingerprint (``SHA256:...``), which is what status records and what users compare with ``ssh-keygen -l``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to log in. The private key is kept out of ``repr`` so it can never be logged."""
+
+    host: str
+    port: int
+    user: str
+    private_key: str = field(repr=False)
+    # Fingerprint pinned in status from an earlier contact; None means first contact (trust on first use).
+    pinned_host_key: str | None = None
+    # When True a changed host key is accepted (and re-pinned by the caller); off by default.
+    accept_changed_host_key: bool = False
+
+    @property
+    def needs_sudo(self) -> bool:
+        return self.user != "root"
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a remote command did, plus the host key the guest presented for this connection."""
+
+    exit_status: int
+    stdout: str
+    stderr: str
+    host_key: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+class SshRunner(Protocol):
+    """Run things on guests. Errors are from :mod:`k3s_deploy.errors`.
+
+    - unreachable / timed out / dropped: ``SshUnavailable`` (after the adapter's own retries)
+    - key refused: ``SshAuthFailed``; malformed key: ``CredentialsError``
+    - host key differs from ``target.pinned_host_key`` and not accepted: ``HostKeyMismatch``
+    - ``check=True`` and a non-zero exit: ``CommandFailed``
+    """
+
+    async def run(
+        self,
+        target: SshTarget,
+        command: str,
+        *,
+        input: str | None = None,
+        sudo: bool | None = None,
+        timeout_s: float = 60.0,
+        check: bool = False,
+    ) -> CommandResult:
+        """Run ``command`` through the login shell; ``sudo=None`` means sudo when the user is not root."""
+        ...
+
+    async def fetch(
+        self, target: SshTarget, path: str, *, sudo: bool | None = None, timeout_s: float = 30.0
+    ) -> bytes:
+        """Read a remote file (through sudo when needed); a missing file raises ``CommandFailed``."""
+        ...
+
+    async def host_key(self, target: SshTarget) -> str:
+        """Connect, verify the host key against the pin, log in, and return the presented fingerprint."""
+        ...
