@@ -24,6 +24,9 @@ class OperatorSettings(BaseSettings):
         default=None, description="kopf liveness endpoint such as http://0.0.0.0:8080/healthz."
     )
     metrics_port: int | None = Field(default=None, description="Prometheus metrics port; None disables.")
+    metrics_address: str = Field(
+        default="127.0.0.1", description="Address the metrics port binds; 0.0.0.0 in a pod to be scraped."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     resync_seconds: float = Field(default=60.0, gt=0, description="Periodic drift check interval.")
