@@ -17,13 +17,18 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, model_validator
-from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 GROUP = "k3sdeploy.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def camel(name: str) -> str:
+    """snake_case -> camelCase, leaving digits alone (``k3s_version`` -> ``k3sVersion``)."""
+    first, *rest = name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def cel_string(text: str) -> str:
@@ -50,7 +55,7 @@ class Rule:
 class ApiModel(BaseModel):
     """Base of spec models: snake_case in Python, camelCase in YAML, unknown fields refused."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(alias_generator=camel, populate_by_name=True, extra="forbid")
     rules: ClassVar[tuple[Rule, ...]] = ()
 
     @model_validator(mode="after")
@@ -78,7 +83,7 @@ class ApiModel(BaseModel):
 class StatusModel(ApiModel):
     """Base of status models: fields we do not know (written by another version) are ignored."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(alias_generator=camel, populate_by_name=True, extra="ignore")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
 from k3s_deploy.api.common import (
     ApiModel,
@@ -31,6 +30,7 @@ from k3s_deploy.api.common import (
     StorageId,
     Vmid,
     VmName,
+    camel,
     conditions_field,
 )
 
@@ -332,7 +332,7 @@ class ProxmoxVMStatus(StatusModel):
 class ProxmoxVM(ApiModel):
     """A Proxmox VE virtual machine managed by k3s-deploy."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(alias_generator=camel, populate_by_name=True, extra="ignore")
 
     api_version: Literal["k3sdeploy.io/v1alpha1"] = Field(default="k3sdeploy.io/v1alpha1", alias="apiVersion")
     kind: Literal["ProxmoxVM"] = "ProxmoxVM"
