@@ -1,0 +1,237 @@
+"""K3s bootstrap planning: who initialises, who joins whom, in which order, with which command.
+
+Pure functions only. The plan follows the K3s HA guide: with more than one server the first server
+starts with ``--cluster-init`` (embedded etcd); every other server joins it with ``--server``; agents
+join once a server answers. Servers join one at a time (etcd member changes are serial); agents join
+in parallel. The token travels in the script's environment, which is sent over the SSH channel's
+stdin, so it never appears on a command line, in a log or in status.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from k3s_deploy import errors
+from k3s_deploy.services.k3scluster.kubeconfig import server_url
+
+Role = Literal["server", "agent"]
+StepKind = Literal["init", "single", "join-server", "agent"]
+
+DEFAULT_SCRIPT_URL = "https://get.k3s.io"
+DEFAULT_CHANNEL = "stable"
+VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
+_VERSION_IN_OUTPUT = re.compile(r"\bv\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
+
+# Prints the installed K3s version (first line of `k3s --version`) or nothing.
+PROBE_COMMAND = (
+    "for b in k3s /usr/local/bin/k3s; do "
+    'if command -v "$b" >/dev/null 2>&1; then "$b" --version 2>/dev/null | head -n 1; exit 0; fi; '
+    "done; exit 0"
+)
+# Exit status the install script uses when the installer could not be downloaded (transient).
+DOWNLOAD_FAILED = 100
+
+
+@dataclass(frozen=True)
+class InstallSource:
+    """Where the installer comes from: a script URL (default get.k3s.io, or a mirror/lab URL), or a
+    script already on the guest with the K3s binary pre-placed (air-gapped; downloads are skipped)."""
+
+    mode: Literal["script", "airgap"] = "script"
+    script_url: str = DEFAULT_SCRIPT_URL
+    installer_path: str = "/usr/local/bin/k3s-install.sh"
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class K3sSettings:
+    """The K3s part of the spec, already validated."""
+
+    version: str | None = None
+    channel: str | None = None
+    channel_url: str | None = None
+    server_args: tuple[str, ...] = ()
+    agent_args: tuple[str, ...] = ()
+    tls_sans: tuple[str, ...] = ()
+    endpoint: str | None = None
+    source: InstallSource = field(default_factory=InstallSource)
+
+    def wants(self, installed: str | None) -> bool:
+        """Whether a node at ``installed`` already satisfies the spec (a channel accepts any version)."""
+        if installed is None:
+            return False
+        return self.version is None or installed == self.version
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the planner needs to know about one member."""
+
+    name: str
+    role: Role
+    ip: str | None
+    installed_version: str | None = None
+
+
+@dataclass(frozen=True)
+class InstallStep:
+    node: str
+    role: Role
+    kind: StepKind
+    join_url: str | None = None
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """Waves run one after the other; steps inside a wave may run in parallel."""
+
+    init_server: str | None
+    waves: tuple[tuple[InstallStep, ...], ...]
+    unchanged: tuple[str, ...]
+
+    @property
+    def steps(self) -> list[InstallStep]:
+        return [step for wave in self.waves for step in wave]
+
+
+def validate_version(version: str | None) -> None:
+    if version is not None and not VERSION_RE.match(version):
+        raise errors.InvalidSpec(
+            f"spec.k3s.version {version!r} is not a K3s release such as v1.31.4+k3s1", reason="InvalidVersion"
+        )
+
+
+def parse_version(output: str) -> str | None:
+    """``k3s version v1.31.4+k3s1 (a1b2c3d)`` -> ``v1.31.4+k3s1``; None when nothing is installed."""
+    match = _VERSION_IN_OUTPUT.search(output)
+    return match.group(0) if match else None
+
+
+def new_token() -> str:
+    return secrets.token_hex(32)
+
+
+def plan(nodes: Sequence[NodeFacts], settings: K3sSettings, *, init_server: str | None) -> InstallPlan:
+    """Plan the installs that bring every node to the wanted version.
+
+    ``nodes`` are in spec order (servers first). ``init_server`` is the one recorded in status: it keeps
+    the role while it is a member, so a restarted operator never initialises a second cluster. When
+    some server already runs K3s, everyone who needs an install joins it, the recorded init server
+    included (a rebuilt init server joins the existing cluster instead of starting a new one).
+    """
+    servers = [n for n in nodes if n.role == "server"]
+    agents = [n for n in nodes if n.role == "agent"]
+    if not servers:
+        raise errors.InvalidSpec("a K3s cluster needs at least one server", reason="NoServers")
+    by_name = {n.name: n for n in servers}
+    init = by_name.get(init_server or "") or servers[0]
+    installed = [s for s in servers if s.installed_version is not None]
+    unchanged = tuple(n.name for n in nodes if settings.wants(n.installed_version))
+    waves: list[tuple[InstallStep, ...]] = []
+
+    if installed:
+        anchor = init if init.installed_version is not None else installed[0]
+        join = _url(anchor)
+    else:
+        anchor = init
+        kind: StepKind = "init" if len(servers) > 1 else "single"
+        waves.append((InstallStep(init.name, "server", kind),))
+        join = _url(init)
+    for server in servers:
+        if server.name in unchanged or any(s.node == server.name for w in waves for s in w):
+            continue
+        # The anchor itself only ever gets here for a version change: reinstall it in place.
+        kind = "join-server" if server is not anchor else ("init" if len(servers) > 1 else "single")
+        waves.append((InstallStep(server.name, "server", kind, None if server is anchor else join),))
+    agent_steps = tuple(
+        InstallStep(a.name, "agent", "agent", join) for a in agents if a.name not in unchanged
+    )
+    if agent_steps:
+        waves.append(agent_steps)
+    return InstallPlan(init_server=init.name, waves=tuple(waves), unchanged=unchanged)
+
+
+def _url(node: NodeFacts) -> str:
+    if not node.ip:
+        raise errors.GuestNotReady(f"{node.name} has no address yet")
+    return server_url(node.ip)
+
+
+def tls_sans(settings: K3sSettings, server_ips: Sequence[str]) -> list[str]:
+    """Every server address, the user's endpoint and extra SANs, deduplicated in order."""
+    out: list[str] = []
+    for san in [*server_ips, *([settings.endpoint] if settings.endpoint else []), *settings.tls_sans]:
+        host = _host_of(san)
+        if host and host not in out:
+            out.append(host)
+    return out
+
+
+def _host_of(value: str) -> str:
+    text = value.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    text = text.split("/", 1)[0]
+    if text.startswith("["):
+        return text[1 : text.index("]")] if "]" in text else text
+    if text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    return text
+
+
+def k3s_args(
+    step: InstallStep, settings: K3sSettings, *, node_ip: str | None, sans: Sequence[str]
+) -> list[str]:
+    """The arguments after ``sh -s -`` (subcommand first)."""
+    args: list[str] = [step.role]
+    if step.kind == "init":
+        args.append("--cluster-init")
+    if step.kind == "join-server" and step.join_url:
+        args += ["--server", step.join_url]
+    args += ["--node-name", step.node]
+    if node_ip:
+        args += ["--node-ip", node_ip]
+    if step.role == "server":
+        for san in sans:
+            args += ["--tls-san", san]
+        args += list(settings.server_args)
+    else:
+        args += list(settings.agent_args)
+    return args
+
+
+def render_script(
+    step: InstallStep, settings: K3sSettings, *, token: str, node_ip: str | None, sans: Sequence[str]
+) -> str:
+    """The POSIX shell script sent over stdin to ``sh -s`` on the guest."""
+    env: list[tuple[str, str]] = [("K3S_TOKEN", token)]
+    if settings.version:
+        env.append(("INSTALL_K3S_VERSION", settings.version))
+    else:
+        env.append(("INSTALL_K3S_CHANNEL", settings.channel or DEFAULT_CHANNEL))
+        if settings.channel_url:
+            env.append(("INSTALL_K3S_CHANNEL_URL", settings.channel_url))
+    if step.role == "agent" and step.join_url:
+        env.append(("K3S_URL", step.join_url))
+    if settings.source.mode == "airgap":
+        env.append(("INSTALL_K3S_SKIP_DOWNLOAD", "true"))
+    env += list(settings.source.env)
+    lines = ["set -eu"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env]
+    argv = " ".join(shlex.quote(a) for a in k3s_args(step, settings, node_ip=node_ip, sans=sans))
+    if settings.source.mode == "airgap":
+        lines.append(f"sh {shlex.quote(settings.source.installer_path)} {argv}")
+    else:
+        lines += [
+            'installer="$(mktemp)"',
+            "trap 'rm -f \"$installer\"' EXIT",
+            f'curl -sfL --retry 3 -o "$installer" {shlex.quote(settings.source.script_url)} '
+            f"|| {{ echo 'cannot download the K3s installer' >&2; exit {DOWNLOAD_FAILED}; }}",
+            f'sh "$installer" {argv}',
+        ]
+    return "\n".join(lines) + "\n"
