@@ -347,7 +347,7 @@ class UpgradePolicy(ApiModel):
     agent_concurrency: int = Field(
         default=1, ge=1, le=100, description="How many agents are upgraded at the same time."
     )
-    drain: DrainOptions = Field(default_factory=DrainOptions, description="Draining before each node.")
+    drain: DrainOptions = Field(default_factory=DrainOptions)
     node_ready_timeout_seconds: int = Field(
         default=600,
         ge=30,
@@ -359,8 +359,8 @@ class UpgradePolicy(ApiModel):
 class K3sClusterSpec(ProxmoxAccess):
     """Desired state of a K3s cluster on Proxmox VMs."""
 
-    k3s: K3sSettings = Field(description="K3s version or channel, token, arguments and install source.")
-    ssh: SshSettings = Field(description="How the operator logs in to the nodes.")
+    k3s: K3sSettings
+    ssh: SshSettings
     servers: ServerPool | None = Field(
         default=None, description="Clone the servers from a template (use this or discovery)."
     )
@@ -369,12 +369,12 @@ class K3sClusterSpec(ProxmoxAccess):
         default=None,
         description="Use existing VMs, found by tags or node/vmid lists (instead of servers/agents).",
     )
-    network: ClusterNetwork | None = Field(default=None, description="Static IP pool or DHCP, DNS.")
+    network: ClusterNetwork | None = None
     power_state: PowerState = Field(
         default="Running",
         description="Stopped shuts down agents, then servers; Running starts servers, then agents.",
     )
-    upgrade: UpgradePolicy = Field(default_factory=UpgradePolicy, description="Rolling upgrade policy.")
+    upgrade: UpgradePolicy = Field(default_factory=UpgradePolicy)
     paused: bool = Field(
         default=False, description="Stop acting (rollouts halt between nodes); status is still reported."
     )
@@ -496,7 +496,7 @@ class K3sClusterStatus(StatusModel):
     available_version: str | None = Field(
         default=None, max_length=64, description="Newest version of the channel (the version check)."
     )
-    channel_resolution: ChannelResolution | None = Field(default=None, description="Last channel lookup.")
+    channel_resolution: ChannelResolution | None = None
     desired_servers: int | None = Field(default=None, description="Servers wanted.")
     desired_agents: int | None = Field(default=None, description="Agents wanted.")
     ready_servers: int | None = Field(default=None, description="Servers Ready at the wanted version.")
@@ -510,7 +510,7 @@ class K3sClusterStatus(StatusModel):
     ip_allocations: dict[str, str] = Field(
         default_factory=dict, description="Static addresses handed out from the pool, by node name."
     )
-    upgrade: UpgradeStatus | None = Field(default=None, description="Rolling upgrade progress.")
+    upgrade: UpgradeStatus | None = None
     last_sync_time: datetime | None = Field(default=None, description="Last full reconcile.")
     conditions: list[Condition] = conditions_field()
 

@@ -167,9 +167,7 @@ class CloudInitUser(ApiModel):
 class CloudInit(CloudInitUser):
     """Cloud-init settings of the VM. Changing them regenerates the cloud-init drive."""
 
-    ip_config: IPConfig | None = Field(
-        default=None, alias="ipConfig", description="Address of the first interface (ipconfig0)."
-    )
+    ip_config: IPConfig | None = Field(default=None, alias="ipConfig")
     nameservers: list[IPv4] = Field(
         default_factory=list, max_length=3, description="DNS servers (nameserver)."
     )
@@ -205,7 +203,7 @@ class VMSettings(ApiModel):
         description="Clone onto the node of this list with the most free memory (instead of a fixed node).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    resources: Resources | None = Field(default=None, description="CPU, memory and disk.")
+    resources: Resources | None = None
     tags: list[PveTag] = _tags_field(
         "Proxmox tags the VM must carry. Tags not listed are left alone; the operator adds its ownership "
         "tag (k3sdeploy-<uid prefix>) to VMs it clones."
@@ -227,7 +225,7 @@ class VMSettings(ApiModel):
         le=3600,
         description="Graceful shutdown (ACPI/agent) time limit before a hard stop.",
     )
-    guest_agent: GuestAgent | None = Field(default=None, description="Guest agent address reporting.")
+    guest_agent: GuestAgent | None = None
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -249,7 +247,7 @@ class ProxmoxVMSpec(VMSettings, ProxmoxAccess):
         default=None,
         description="VM name in Proxmox (default: metadata.name for clones; kept when adopting).",
     )
-    source: VMSource = Field(description="Adopt an existing VM or clone a template.")
+    source: VMSource
     cloud_init: CloudInit | None = Field(
         default=None, description="Cloud-init user, SSH keys, addresses, DNS."
     )
@@ -310,7 +308,7 @@ class ProxmoxVMStatus(StatusModel):
         description="IP addresses the guest agent reports (after the CIDR filter), first one preferred.",
     )
     task_ref: TaskRef | None = Field(
-        default=None, description="In-flight Proxmox task, checked on every reconcile."
+        default=None, description="Checked on every reconcile; cleared when the task has ended."
     )
     pending_changes: list[str] = Field(
         default_factory=list,
