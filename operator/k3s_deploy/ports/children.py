@@ -1,0 +1,52 @@
+"""The management-cluster objects a K3sCluster owns: its ProxmoxVM children and its Secrets.
+
+A separate seam from the generic gateway so the K3sCluster services can be tested with an in-memory
+fake and the operator's RBAC for these verbs is easy to see. Errors: ``KubeUnavailable`` (transient).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+
+class ClusterObjects(Protocol):
+    async def list_children(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
+        """ProxmoxVM objects labelled ``k3sdeploy.io/cluster=<cluster>`` in ``namespace``."""
+        ...
+
+    async def create_child(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a ProxmoxVM; when it already exists return the existing object."""
+        ...
+
+    async def patch_child_spec(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        """Merge-patch a ProxmoxVM's spec."""
+        ...
+
+    async def delete_child(self, namespace: str, name: str) -> None:
+        """Delete a ProxmoxVM (a missing one is fine)."""
+        ...
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """Decoded data of a Secret, or None when it does not exist."""
+        ...
+
+    async def write_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        *,
+        labels: Mapping[str, str],
+        owner: Mapping[str, Any] | None,
+    ) -> bool:
+        """Create or update a Secret; returns True when something changed."""
+        ...
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        """Delete a Secret (a missing one is fine)."""
+        ...
+
+    async def patch_cluster_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch the K3sCluster status at once (progress that must survive a crash mid-handler)."""
+        ...
