@@ -1,0 +1,410 @@
+"""ProxmoxClient over proxmoxer + requests.
+
+proxmoxer is synchronous, so every call runs in a worker thread (``asyncio.to_thread``), at most
+``concurrency`` at a time per credential. TLS verification is always on: the Secret's ``caCert`` is
+written to a private temporary file handed to requests as the CA bundle. Errors are mapped onto the
+operator's error tree here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+from proxmoxer import ProxmoxAPI
+from proxmoxer.core import AuthenticationError, ResourceException
+from requests.adapters import HTTPAdapter
+
+from k3s_deploy.errors import (
+    CredentialsError,
+    GuestNotReady,
+    K3sDeployError,
+    ProxmoxBusy,
+    ProxmoxNotFound,
+    ProxmoxPermissionDenied,
+    ProxmoxRejected,
+    ProxmoxUnavailable,
+)
+from k3s_deploy.ports.proxmox import (
+    GuestInterface,
+    NodeSummary,
+    PowerAction,
+    ProxmoxCredentials,
+    TaskStatus,
+    VmSummary,
+)
+
+T = TypeVar("T")
+
+# Sync 500s that mean "the request is wrong", not "the server is unwell" (pve-api-facts.md §3, §6).
+_REJECTIONS = re.compile(
+    r"can't |cannot |protection mode|no options specified|validation error|not supported|invalid|"
+    r"not a template|you can't|only possible|not allowed",
+    re.IGNORECASE,
+)
+_AGENT_SILENT = re.compile(r"guest agent|not running|agent error", re.IGNORECASE)
+
+
+def _error_text(exc: ResourceException) -> str:
+    text = str(exc.content or exc.status_message or "").strip()
+    if exc.errors:
+        details = exc.errors if isinstance(exc.errors, Mapping) else {"": exc.errors}
+        text += (
+            " ("
+            + "; ".join(f"{k}: {str(v).strip()}" if k else str(v).strip() for k, v in details.items())
+            + ")"
+        )
+    return text
+
+
+def map_resource_error(exc: ResourceException, what: str) -> K3sDeployError:
+    """Turn an HTTP error answer of PVE into the operator's error tree."""
+    code = int(exc.status_code)
+    text = _error_text(exc)
+    message = f"{what}: {code} {text}"
+    lowered = text.lower()
+    if code == 401:
+        return CredentialsError(
+            f"{what}: Proxmox refused the credentials (401 {text}); check tokenId/tokenSecret or "
+            "username/password in the credentials Secret"
+        )
+    if code == 403:
+        return ProxmoxPermissionDenied(f"{what}: {text}; grant the token the missing privilege")
+    if "already exists" in lowered:
+        return ProxmoxBusy(message, reason="VmidTaken")
+    if "locked" in lowered or "checksum mismatch" in lowered or "can't lock file" in lowered:
+        return ProxmoxBusy(message)
+    if "does not exist" in lowered or code == 404:
+        return ProxmoxNotFound(message)
+    if code == 400 or code == 501:
+        return ProxmoxRejected(message)
+    if code == 500 and _REJECTIONS.search(text):
+        return ProxmoxRejected(message)
+    return ProxmoxUnavailable(message)
+
+
+def map_exception(exc: BaseException, what: str) -> K3sDeployError:
+    """Map anything a proxmoxer call can raise."""
+    if isinstance(exc, K3sDeployError):
+        return exc
+    if isinstance(exc, ResourceException):
+        return map_resource_error(exc, what)
+    if isinstance(exc, AuthenticationError):
+        return CredentialsError(f"{what}: {exc}; check username/password in the credentials Secret")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return CredentialsError(
+            f"{what}: TLS verification of the Proxmox server failed ({type(exc).__name__}); "
+            "put the server's CA certificate into the Secret key caCert",
+            reason="TLSVerificationFailed",
+        )
+    if isinstance(exc, requests.exceptions.RequestException):
+        return ProxmoxUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, (ValueError, KeyError, TypeError)):
+        return ProxmoxUnavailable(f"{what}: unexpected answer ({type(exc).__name__}: {exc})")
+    return ProxmoxUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def split_tags(raw: object) -> frozenset[str]:
+    """PVE's tag string (``a;b``; input also accepts ``,`` and spaces) as a set."""
+    if not raw:
+        return frozenset()
+    return frozenset(t for t in re.split(r"[;, ]+", str(raw).lower()) if t)
+
+
+def encode_value(value: object) -> object:
+    """Form-encode one config value: booleans as 1/0 (PVE refuses 'True')."""
+    if isinstance(value, bool):
+        return 1 if value else 0
+    return value
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Trust exactly the certificate whose SHA-256 fingerprint the spec pins (urllib3 checks it)."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self._fingerprint = fingerprint.replace(":", "").lower()
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["assert_fingerprint"] = self._fingerprint
+        super().init_poolmanager(*args, **kwargs)
+
+
+class ProxmoxerClient:
+    """A ProxmoxClient for one credential. Thread-safe; login happens lazily in a worker thread."""
+
+    def __init__(self, credentials: ProxmoxCredentials, *, timeout: float, concurrency: int) -> None:
+        self._credentials = credentials
+        self._timeout = timeout
+        self._semaphore = asyncio.BoundedSemaphore(concurrency)
+        self._api: Any = None
+        self._api_lock = threading.Lock()
+        self._ca_path: str | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _verify(self) -> str | bool:
+        if self._credentials.fingerprint or self._credentials.insecure_skip_tls_verify:
+            return False  # pinning replaces CA validation (checked by the mounted adapter)
+        if not self._credentials.ca_cert:
+            return True
+        if self._ca_path is None:
+            fd, path = tempfile.mkstemp(prefix="k3sd-pve-ca-", suffix=".pem")
+            with os.fdopen(fd, "w") as f:
+                f.write(self._credentials.ca_cert)
+            self._ca_path = path
+        return self._ca_path
+
+    def _build(self) -> Any:
+        creds = self._credentials
+        parts = urlsplit(creds.url if "://" in creds.url else f"https://{creds.url}")
+        if parts.scheme != "https":
+            raise CredentialsError(f"Proxmox url {creds.url!r} must use https")
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        kwargs: dict[str, Any] = {
+            "port": parts.port or 8006,
+            "backend": "https",
+            "verify_ssl": self._verify(),
+            "timeout": self._timeout,
+        }
+        if creds.token_id:
+            user, _, token_name = creds.token_id.rpartition("!")
+            kwargs.update(user=user, token_name=token_name, token_value=creds.token_secret)
+        else:
+            kwargs.update(user=creds.username, password=creds.password)
+        fingerprint = creds.fingerprint
+        if fingerprint:
+            # Check the pin before any credential is sent (a password login posts at construction).
+            probe = requests.Session()
+            probe.mount("https://", _PinnedAdapter(fingerprint))
+            probe.get(
+                f"https://{host}:{kwargs['port']}/api2/json/version", verify=False, timeout=self._timeout
+            ).close()
+        api = ProxmoxAPI(host, **kwargs)
+        if fingerprint:
+            api._store["session"].mount("https://", _PinnedAdapter(fingerprint))
+        return api
+
+    def _api_sync(self) -> Any:
+        with self._api_lock:
+            if self._api is None:
+                self._api = self._build()
+            return self._api
+
+    async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        def run() -> T:
+            return fn(self._api_sync())
+
+        async with self._semaphore:
+            try:
+                return await asyncio.to_thread(run)
+            except Exception as exc:
+                raise map_exception(exc, what) from exc
+
+    def close(self) -> None:
+        """Forget the session and remove the CA bundle file."""
+        self._api = None
+        if self._ca_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._ca_path)
+            self._ca_path = None
+
+    # -- ProxmoxClient ----------------------------------------------------------------------------
+
+    async def cluster_vms(self) -> list[VmSummary]:
+        raw: list[dict[str, Any]] = await self._call(
+            "list VMs", lambda api: api.cluster.resources.get(type="vm")
+        )
+        return [
+            VmSummary(
+                vmid=int(item["vmid"]),
+                node=str(item.get("node", "")),
+                name=str(item.get("name", "")),
+                status=str(item.get("status", "unknown")),
+                template=bool(int(item.get("template", 0) or 0)),
+                tags=split_tags(item.get("tags")),
+                lock=item.get("lock") or None,
+                maxcpu=int(item.get("maxcpu", 0) or 0),
+                maxmem=int(item.get("maxmem", 0) or 0),
+                maxdisk=int(item.get("maxdisk", 0) or 0),
+                uptime=int(item.get("uptime", 0) or 0),
+                pool=item.get("pool") or None,
+            )
+            for item in raw or []
+            if item.get("type", "qemu") == "qemu" and "vmid" in item
+        ]
+
+    async def nodes(self) -> list[NodeSummary]:
+        raw: list[dict[str, Any]] = await self._call("list nodes", lambda api: api.nodes.get())
+        return [
+            NodeSummary(
+                node=str(n["node"]),
+                status=str(n.get("status", "unknown")),
+                mem=int(n.get("mem", 0) or 0),
+                maxmem=int(n.get("maxmem", 0) or 0),
+            )
+            for n in raw or []
+        ]
+
+    async def next_vmid(self, candidate: int | None = None) -> int:
+        params = {"vmid": candidate} if candidate is not None else {}
+        value = await self._call("allocate vmid", lambda api: api.cluster.nextid.get(**params))
+        return int(value)
+
+    async def vm_config(self, node: str, vmid: int) -> dict[str, Any]:
+        config: dict[str, Any] = await self._call(
+            f"read config of VM {vmid}", lambda api: api.nodes(node).qemu(vmid).config.get()
+        )
+        config = dict(config or {})
+        if "sshkeys" in config:
+            config["sshkeys"] = unquote(str(config["sshkeys"]))
+        return config
+
+    async def vm_status(self, node: str, vmid: int) -> str:
+        raw: dict[str, Any] = await self._call(
+            f"read status of VM {vmid}", lambda api: api.nodes(node).qemu(vmid).status.current.get()
+        )
+        if raw.get("qmpstatus") == "paused":
+            return "paused"
+        return str(raw.get("status", "unknown"))
+
+    async def vm_pending(self, node: str, vmid: int) -> list[dict[str, Any]]:
+        pending: list[dict[str, Any]] = await self._call(
+            f"read pending changes of VM {vmid}", lambda api: api.nodes(node).qemu(vmid).pending.get()
+        )
+        return list(pending or [])
+
+    async def clone(
+        self,
+        node: str,
+        template_vmid: int,
+        newid: int,
+        *,
+        name: str | None = None,
+        target: str | None = None,
+        full: bool | None = None,
+        storage: str | None = None,
+        pool: str | None = None,
+        description: str | None = None,
+    ) -> str:
+        data = {
+            "newid": newid,
+            "name": name,
+            "target": target,
+            "full": encode_value(full) if full is not None else None,
+            "storage": storage,
+            "pool": pool,
+            "description": description,
+        }
+        data = {k: v for k, v in data.items() if v is not None}
+        upid = await self._call(
+            f"clone template {template_vmid} to VM {newid}",
+            lambda api: api.nodes(node).qemu(template_vmid).clone.post(**data),
+        )
+        return str(upid)
+
+    async def update_config(
+        self, node: str, vmid: int, changes: Mapping[str, Any], delete: Sequence[str] = ()
+    ) -> None:
+        data: dict[str, Any] = {}
+        for key, value in changes.items():
+            data[key] = quote(str(value), safe="") if key == "sshkeys" else encode_value(value)
+        if delete:
+            data["delete"] = ",".join(delete)
+        await self._call(
+            f"configure VM {vmid} ({', '.join(sorted(data))})",
+            lambda api: api.nodes(node).qemu(vmid).config.put(**data),
+        )
+
+    async def resize_disk(self, node: str, vmid: int, disk: str, size: str) -> str:
+        upid = await self._call(
+            f"resize disk {disk} of VM {vmid}",
+            lambda api: api.nodes(node).qemu(vmid).resize.put(disk=disk, size=size),
+        )
+        return str(upid)
+
+    async def regenerate_cloudinit(self, node: str, vmid: int) -> None:
+        await self._call(
+            f"regenerate cloud-init drive of VM {vmid}",
+            lambda api: api.nodes(node).qemu(vmid).cloudinit.put(),
+        )
+
+    async def power(
+        self, node: str, vmid: int, action: PowerAction, *, shutdown_timeout: int | None = None
+    ) -> str:
+        data: dict[str, Any] = {}
+        if action == "shutdown" and shutdown_timeout is not None:
+            data = {"timeout": shutdown_timeout, "forceStop": 1}
+        upid = await self._call(
+            f"{action} VM {vmid}", lambda api: api.nodes(node).qemu(vmid).status(action).post(**data)
+        )
+        return str(upid)
+
+    async def destroy(self, node: str, vmid: int, *, purge: bool = True) -> str:
+        params = {"purge": encode_value(purge), "destroy-unreferenced-disks": encode_value(purge)}
+        upid = await self._call(f"destroy VM {vmid}", lambda api: api.nodes(node).qemu(vmid).delete(**params))
+        return str(upid)
+
+    async def task_status(self, node: str, upid: str) -> TaskStatus:
+        raw: dict[str, Any] = await self._call(
+            f"read task {upid}", lambda api: api.nodes(node).tasks(upid).status.get()
+        )
+        return TaskStatus(
+            upid=upid,
+            node=node,
+            running=str(raw.get("status")) == "running",
+            exitstatus=raw.get("exitstatus"),
+        )
+
+    async def agent_interfaces(self, node: str, vmid: int) -> list[GuestInterface]:
+        try:
+            raw: Any = await self._call(
+                f"ask the guest agent of VM {vmid}",
+                lambda api: api.nodes(node).qemu(vmid).agent("network-get-interfaces").get(),
+            )
+        except (ProxmoxUnavailable, ProxmoxRejected) as exc:
+            if _AGENT_SILENT.search(exc.message):
+                raise GuestNotReady(exc.message, reason="AgentNotResponding") from exc
+            raise
+        result = raw.get("result", []) if isinstance(raw, Mapping) else raw
+        return [
+            GuestInterface(
+                name=str(i.get("name", "")),
+                mac=str(i.get("hardware-address", "")).lower(),
+                addresses=tuple(
+                    str(a["ip-address"]) for a in i.get("ip-addresses", []) or [] if a.get("ip-address")
+                ),
+            )
+            for i in result or []
+        ]
+
+
+class ProxmoxerConnector:
+    """Pools one :class:`ProxmoxerClient` per credential (a changed Secret makes a new one)."""
+
+    def __init__(self, *, timeout: float, concurrency: int) -> None:
+        self._timeout = timeout
+        self._concurrency = concurrency
+        self._clients: dict[str, ProxmoxerClient] = {}
+
+    def connect(self, credentials: ProxmoxCredentials) -> ProxmoxerClient:
+        client = self._clients.get(credentials.key)
+        if client is None:
+            client = ProxmoxerClient(credentials, timeout=self._timeout, concurrency=self._concurrency)
+            self._clients[credentials.key] = client
+        return client
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()

@@ -1,0 +1,31 @@
+"""The management-cluster calls the services make besides what kopf does itself."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+
+class KubeGateway(Protocol):
+    """Read Secrets, patch status, post Events. Errors: KubeUnavailable (transient)."""
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """The Secret's decoded data, or None when it does not exist."""
+        ...
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource of a custom object."""
+        ...
+
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        type_: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """Record an Event on the object (``involved`` is its body or a reference)."""
+        ...

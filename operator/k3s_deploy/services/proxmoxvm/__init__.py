@@ -1,0 +1,1 @@
+"""The ProxmoxVM controller's reconcile logic: small idempotent steps over the ProxmoxClient port."""

@@ -1,0 +1,66 @@
+"""Addresses from the QEMU guest agent, re-read only when the VM booted again or the spec changed."""
+
+from __future__ import annotations
+
+from k3s_deploy.errors import GuestNotReady
+from k3s_deploy.ports.proxmox import VmSummary
+from k3s_deploy.services.proxmoxvm import plan
+from k3s_deploy.services.proxmoxvm.inventory import Snapshot
+from k3s_deploy.services.proxmoxvm.work import AGENT_READY, Requeue, Work
+
+BOOT_TOLERANCE = 30.0  # seconds of clock noise between two list reads of the same boot
+AGENT_POLL = 5.0
+
+
+def _boot_time(snapshot: Snapshot, vm: VmSummary) -> float | None:
+    return snapshot.wall_time - vm.uptime if vm.uptime else None
+
+
+async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
+    if state != "running":
+        work.status.addresses = []
+        work.memory.boot_time = None
+        work.conditions.set(AGENT_READY, False, "VMNotRunning", f"the VM is {state}")
+        return
+    snapshot = await work.session.inventory.get()
+    boot = _boot_time(snapshot, vm)
+    rebooted = (
+        boot is not None
+        and work.memory.boot_time is not None
+        and abs(boot - work.memory.boot_time) > BOOT_TOLERANCE
+    )
+    fresh_enough = (
+        bool(work.status.addresses)
+        and work.conditions.is_true(AGENT_READY)
+        and not rebooted
+        and work.memory.address_read_generation == work.obj.generation
+    )
+    if fresh_enough:
+        return
+    agent = work.spec.guest_agent
+    cidr = agent.address_cidr if agent else None
+    timeout = agent.timeout_seconds if agent else 300
+    try:
+        interfaces = await work.session.client.agent_interfaces(vm.node, vm.vmid)
+        addresses = plan.usable_addresses(interfaces, cidr)
+        if not addresses:
+            raise GuestNotReady("the guest agent reports no usable address yet", reason="NoAddress")
+    except GuestNotReady as exc:
+        work.status.addresses = []
+        uptime = vm.uptime or 0
+        if uptime < timeout:
+            work.conditions.set(AGENT_READY, False, "WaitingForAgent", f"{exc.message} (up {uptime}s)")
+            raise Requeue(AGENT_POLL, "WaitingForAgent", exc.message) from exc
+        work.conditions.set(
+            AGENT_READY,
+            False,
+            "AgentNotResponding",
+            f"{exc.message} after {uptime}s; check that qemu-guest-agent runs in the VM and agent: 1 is set",
+        )
+        return
+    if addresses != work.status.addresses:
+        work.event("Normal", "AddressesChanged", "guest addresses: " + ", ".join(addresses))
+    work.status.addresses = addresses
+    work.memory.boot_time = boot
+    work.memory.address_read_generation = work.obj.generation
+    work.conditions.set(AGENT_READY, True, "AgentAnswering", "addresses: " + ", ".join(addresses))

@@ -1,0 +1,68 @@
+"""Bring the VM's configuration to the spec: only the difference, cheaply when nothing drifted."""
+
+from __future__ import annotations
+
+from k3s_deploy.ports.proxmox import VmSummary
+from k3s_deploy.services.proxmoxvm import plan
+from k3s_deploy.services.proxmoxvm.work import PENDING_CHANGES, VM_PROVISIONED, Requeue, Work
+
+
+def needs_config_read(work: Work, vm: VmSummary) -> list[str]:
+    """Why this pass must read the VM config; empty means the shared list proves nothing changed."""
+    reasons = []
+    if work.status.observed_generation != work.obj.generation:
+        reasons.append("spec changed")
+    if not work.conditions.is_true(VM_PROVISIONED):
+        reasons.append("not yet configured")
+    if work.status.pending_changes:
+        reasons.append("pending changes")
+    owner_tag = work.obj.owner_tag if work.cloned else None
+    drift = plan.inventory_drift(work.spec, vm, name=work.desired_name, owner_tag=owner_tag)
+    if drift:
+        reasons.append("drift: " + ", ".join(drift))
+    return reasons
+
+
+async def configure(work: Work, vm: VmSummary) -> None:
+    """Apply config changes (sync), then start a disk resize task if the disk must grow."""
+    why = needs_config_read(work, vm)
+    if not why:
+        return
+    client = work.session.client
+    config = await client.vm_config(vm.node, vm.vmid)
+    owner_tag = work.obj.owner_tag if work.cloned else None
+    todo = plan.plan_config(work.spec, config, name=work.desired_name, owner_tag=owner_tag)
+    if todo.changes:
+        await client.update_config(vm.node, vm.vmid, todo.changes)
+        work.session.inventory.invalidate()
+        work.event(
+            "Normal", "Configured", "changed " + ", ".join(sorted(todo.changes)) + f" ({'; '.join(why)})"
+        )
+        if todo.cloud_init_changed:
+            await client.regenerate_cloudinit(vm.node, vm.vmid)
+            work.event("Normal", "CloudInitRegenerated", "regenerated the cloud-init drive")
+    if todo.resize is not None:
+        disk, size = todo.resize
+        upid = await client.resize_disk(vm.node, vm.vmid, disk, size)
+        await work.start_task("resize", vm.node, upid, f"growing {disk} to {size}")
+    if vm.status == "running" and (todo.changes or work.status.pending_changes):
+        pending = await client.vm_pending(vm.node, vm.vmid)
+        keys = sorted(
+            str(p["key"]) for p in pending if ("pending" in p or "delete" in p) and p.get("key") != "digest"
+        )
+        work.status.pending_changes = [k for k in keys if k not in plan.CLOUD_INIT_KEYS]
+    elif vm.status != "running":
+        work.status.pending_changes = []
+    if work.status.pending_changes:
+        work.conditions.set(
+            PENDING_CHANGES,
+            True,
+            "RestartRequired",
+            "changes wait for a restart: "
+            + ", ".join(work.status.pending_changes)
+            + "; set the annotation k3sdeploy.io/restart (any new value) or restartPolicy: Automatic",
+        )
+    else:
+        work.conditions.remove(PENDING_CHANGES)
+    if vm.lock:
+        raise Requeue(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")

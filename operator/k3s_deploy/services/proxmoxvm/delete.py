@@ -1,0 +1,63 @@
+"""Deletion per deletionPolicy, one step per call; the handler keeps the finalizer until done.
+
+Delete: stop, then destroy with purge. Stop: power off, keep. Retain: leave untouched. The
+annotation ``k3sdeploy.io/orphan: "true"`` lets go at once whatever the policy (for a Proxmox that
+will never answer again). A cloned VM is destroyed only while it still carries our ownership tag.
+"""
+
+from __future__ import annotations
+
+from k3s_deploy.errors import InvalidSpec, ProxmoxBusy
+from k3s_deploy.services.proxmoxvm.power import live_state
+from k3s_deploy.services.proxmoxvm.tasks import check_task
+from k3s_deploy.services.proxmoxvm.work import DELETING, ORPHAN_ANNOTATION, Work
+
+
+def orphaned(work: Work) -> bool:
+    return work.obj.annotations.get(ORPHAN_ANNOTATION, "").lower() in ("true", "yes", "1")
+
+
+async def finalize(work: Work) -> bool:
+    """True when the object may go; otherwise raises Requeue (task in flight) or an error."""
+    policy = work.spec.effective_deletion_policy()
+    if orphaned(work):
+        work.event(
+            "Warning", "Orphaned", f"released without touching VM {work.status.vmid} ({ORPHAN_ANNOTATION})"
+        )
+        return True
+    if work.status.vmid is None:
+        return True
+    await check_task(work)
+    if policy == "Retain":
+        work.event("Normal", "Retained", f"VM {work.status.vmid} left as it is (deletionPolicy Retain)")
+        return True
+    snapshot = await work.session.inventory.get(fresh=True)
+    vm = snapshot.by_vmid(work.status.vmid)
+    if vm is None:
+        if policy == "Delete":
+            work.event("Normal", "Destroyed", f"VM {work.status.vmid} is gone")
+        return True
+    if vm.lock:
+        raise ProxmoxBusy(f"VM {vm.vmid} is locked ({vm.lock}); waiting before deleting")
+    state = await live_state(work, vm, expected="stopped")
+    client = work.session.client
+    work.conditions.set(DELETING, True, policy, f"deletionPolicy {policy}: VM {vm.node}/{vm.vmid}")
+    if policy == "Stop":
+        if state == "stopped":
+            work.event("Normal", "Stopped", f"VM {vm.vmid} stopped and kept (deletionPolicy Stop)")
+            return True
+        upid = await client.power(
+            vm.node, vm.vmid, "shutdown", shutdown_timeout=work.spec.shutdown_timeout_seconds
+        )
+        await work.start_task("shutdown", vm.node, upid, f"shutting down VM {vm.vmid} before release")
+    if work.cloned and not work.status.adopted and work.obj.owner_tag not in vm.tags:
+        raise InvalidSpec(
+            f"VM {vm.vmid} does not carry the ownership tag {work.obj.owner_tag}, so it is not destroyed; "
+            f'destroy it by hand or set the annotation {ORPHAN_ANNOTATION}: "true" to let go',
+            reason="NotOwned",
+        )
+    if state != "stopped":
+        upid = await client.power(vm.node, vm.vmid, "stop")
+        await work.start_task("stop", vm.node, upid, f"stopping VM {vm.vmid} before destroying it")
+    upid = await client.destroy(vm.node, vm.vmid, purge=True)
+    await work.start_task("destroy", vm.node, upid, f"destroying VM {vm.vmid} with its disks")

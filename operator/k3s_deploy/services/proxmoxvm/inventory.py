@@ -1,0 +1,86 @@
+"""A shared, per-credential view of every VM: one ``/cluster/resources`` read serves all objects.
+
+This is what keeps a steady-state resync at O(1) Proxmox calls per interval and credential instead of
+O(N): each ProxmoxVM's resync asks the cache, and only the first asker after ``max_age`` pays a call.
+Concurrent askers wait for the same read. Our own actions mark the cache stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from k3s_deploy.ports.proxmox import ProxmoxClient, ProxmoxConnector, ProxmoxCredentials, VmSummary
+
+
+@dataclass
+class Snapshot:
+    vms: list[VmSummary]
+    taken_at: float  # monotonic
+    wall_time: float  # epoch seconds, to turn uptime into a boot time
+
+    def by_vmid(self, vmid: int) -> VmSummary | None:
+        return next((vm for vm in self.vms if vm.vmid == vmid), None)
+
+
+@dataclass
+class Inventory:
+    """The cached VM list of one credential."""
+
+    client: ProxmoxClient
+    max_age: float
+    clock: Callable[[], float] = time.monotonic
+    _snapshot: Snapshot | None = None
+    _stale: bool = True
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reads: int = 0
+
+    def invalidate(self) -> None:
+        """The next :meth:`get` reads Proxmox again (call after changing a VM)."""
+        self._stale = True
+
+    async def get(self, *, fresh: bool = False) -> Snapshot:
+        requested = self.clock()
+        async with self._lock:
+            snap = self._snapshot
+            if snap is not None and not self._stale:
+                if not fresh and requested - snap.taken_at < self.max_age:
+                    return snap
+                if fresh and snap.taken_at >= requested:
+                    return snap  # someone read it while we waited: that is fresh enough
+            vms = await self.client.cluster_vms()
+            self.reads += 1
+            self._snapshot = Snapshot(vms=vms, taken_at=self.clock(), wall_time=time.time())
+            self._stale = False
+            return self._snapshot
+
+
+@dataclass
+class Session:
+    """A client and its inventory, for one credential."""
+
+    client: ProxmoxClient
+    inventory: Inventory
+    reserved_vmids: set[int] = field(default_factory=set)
+
+
+class Sessions:
+    """Sessions per credential, shared by every ProxmoxVM the operator handles."""
+
+    def __init__(self, connector: ProxmoxConnector, *, max_age: float) -> None:
+        self._connector = connector
+        self._max_age = max_age
+        self._sessions: dict[str, Session] = {}
+
+    def get(self, credentials: ProxmoxCredentials) -> Session:
+        session = self._sessions.get(credentials.key)
+        if session is None:
+            client = self._connector.connect(credentials)
+            session = Session(client=client, inventory=Inventory(client, self._max_age))
+            self._sessions[credentials.key] = session
+        return session
+
+    def all(self) -> list[Session]:
+        return list(self._sessions.values())

@@ -1,0 +1,140 @@
+"""Make sure the VM exists: find it again, adopt it, or clone it (crash-safe, race-safe)."""
+
+from __future__ import annotations
+
+from k3s_deploy.errors import InvalidSpec, ProxmoxBusy
+from k3s_deploy.ports.proxmox import VmSummary
+from k3s_deploy.services.proxmoxvm import plan
+from k3s_deploy.services.proxmoxvm.work import VM_PROVISIONED, Requeue, Work
+
+VMID_ATTEMPTS = 5
+
+
+async def _find_recorded(work: Work) -> VmSummary | None:
+    """The VM status.vmid names, confirmed with a fresh list before it is declared gone."""
+    vmid = work.status.vmid
+    if vmid is None:
+        return None
+    inventory = work.session.inventory
+    vm = (await inventory.get()).by_vmid(vmid)
+    if vm is None:
+        vm = (await inventory.get(fresh=True)).by_vmid(vmid)
+    return vm
+
+
+async def _is_ours(work: Work, vm: VmSummary) -> bool:
+    """A clone we started: carries our tag, or (before configure) our marker in its description."""
+    if work.obj.owner_tag in vm.tags:
+        return True
+    config = await work.session.client.vm_config(vm.node, vm.vmid)
+    return work.obj.owner_marker in str(config.get("description", ""))
+
+
+async def ensure_vm(work: Work) -> VmSummary:
+    provisioned = work.conditions.is_true(VM_PROVISIONED)
+    vm = await _find_recorded(work)
+    if vm is not None:
+        if vm.lock:
+            raise Requeue(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
+        if work.cloned and not provisioned and not await _is_ours(work, vm):
+            work.event("Warning", "VmidTaken", f"vmid {vm.vmid} was taken by another VM; allocating another")
+            work.status.vmid = None
+        else:
+            work.status.node = vm.node
+            return vm
+    elif work.status.vmid is not None and provisioned:
+        work.event(
+            "Warning",
+            "VMMissing",
+            f"VM {work.status.vmid} no longer exists in Proxmox"
+            + ("; cloning it again" if work.cloned else "; looking for it again"),
+        )
+        work.status.vmid = None
+        work.conditions.set(VM_PROVISIONED, False, "VMMissing", "the VM disappeared from Proxmox")
+    if work.spec.source.existing is not None:
+        return await _adopt(work)
+    return await _clone(work)
+
+
+async def _adopt(work: Work) -> VmSummary:
+    selector = work.spec.source.existing
+    assert selector is not None
+    snap = await work.session.inventory.get(fresh=True)
+    vm = plan.select_existing(snap.vms, selector, work.spec.node)
+    work.status.vmid, work.status.node, work.status.adopted = vm.vmid, vm.node, True
+    work.event("Normal", "Adopted", f"adopted VM {vm.node}/{vm.vmid} ({vm.name})")
+    return vm
+
+
+async def _clone(work: Work) -> VmSummary:
+    source = work.spec.source.clone
+    assert source is not None
+    session = work.session
+    snap = await session.inventory.get(fresh=True)
+    # A VM we made earlier whose status was lost (object restored from backup, status wiped).
+    name = work.desired_name
+    mine = [vm for vm in snap.vms if work.obj.owner_tag in vm.tags and vm.name == name and not vm.template]
+    if len(mine) == 1:
+        vm = mine[0]
+        work.status.vmid, work.status.node, work.status.adopted = vm.vmid, vm.node, False
+        work.event("Normal", "Reclaimed", f"found VM {vm.node}/{vm.vmid} already tagged {work.obj.owner_tag}")
+        return vm
+    templates = plan.select_template(snap.vms, source.template)
+    template, target = plan.choose_placement(templates, await session.client.nodes(), work.spec)
+    candidate = work.status.vmid or work.spec.vmid
+    for _attempt in range(VMID_ATTEMPTS):
+        try:
+            vmid = await _allocate(work, candidate)
+        except ProxmoxBusy:
+            if work.spec.vmid is not None:
+                raise InvalidSpec(
+                    f"spec.vmid {work.spec.vmid} is used by another VM; choose a free id or remove spec.vmid",
+                    reason="VmidInUse",
+                ) from None
+            candidate = None
+            continue
+        # Record the id before the clone starts: after a crash the next pass finds this VM, not a twin.
+        work.status.vmid, work.status.node, work.status.adopted = vmid, target, False
+        work.conditions.set(
+            VM_PROVISIONED, False, "Cloning", f"cloning {template.name or template.vmid} to {vmid}"
+        )
+        await work.checkpoint()
+        try:
+            upid = await session.client.clone(
+                template.node,
+                template.vmid,
+                vmid,
+                name=name,
+                target=target if target != template.node else None,
+                full=source.full,
+                storage=source.storage,
+                pool=source.pool,
+                description=work.obj.owner_marker,
+            )
+        except ProxmoxBusy as exc:
+            if exc.reason != "VmidTaken" or work.spec.vmid is not None:
+                raise
+            session.reserved_vmids.add(vmid)
+            candidate = None
+            continue
+        session.reserved_vmids.add(vmid)
+        await work.start_task(
+            "clone", template.node, upid, f"cloning {template.node}/{template.vmid} to {target}/{vmid}"
+        )
+    raise ProxmoxBusy(
+        f"lost the vmid race {VMID_ATTEMPTS} times in a row; retrying later", reason="VmidTaken"
+    )
+
+
+async def _allocate(work: Work, candidate: int | None) -> int:
+    """A free vmid no other object of this operator is about to use."""
+    client, reserved = work.session.client, work.session.reserved_vmids
+    if candidate is not None:
+        return await client.next_vmid(candidate)
+    vmid = await client.next_vmid()
+    while vmid in reserved:
+        try:
+            vmid = await client.next_vmid(vmid + 1)
+        except ProxmoxBusy:
+            vmid += 1
+    return vmid

@@ -1,0 +1,42 @@
+"""Step 0 of every pass: look at the task started by an earlier pass (never wait on it here)."""
+
+from __future__ import annotations
+
+from k3s_deploy.errors import ProxmoxBusy, ProxmoxRejected, ProxmoxTaskFailed
+from k3s_deploy.services.proxmoxvm.work import Requeue, Work
+
+# Task failures that another try is likely to fix (the VM was busy), not the spec.
+_TRANSIENT_EXIT = ("locked", "timeout", "got timeout", "already running", "can't lock")
+
+
+async def check_task(work: Work) -> None:
+    """Requeue while the task runs; clear it when done; raise if it failed."""
+    ref = work.status.task_ref
+    if ref is None:
+        return
+    node = ref.node or ref.upid.split(":")[1]
+    try:
+        task = await work.session.client.task_status(node, ref.upid)
+    except ProxmoxRejected:
+        # "no such task": the node forgot it (restart). State is re-derived from the VM itself.
+        work.status.task_ref = None
+        work.session.inventory.invalidate()
+        return
+    if task.running:
+        raise Requeue(3.0, "TaskRunning", f"waiting for the {ref.action} task {ref.upid}")
+    work.status.task_ref = None
+    work.session.inventory.invalidate()
+    if task.succeeded:
+        work.event(
+            "Normal", ref.action.capitalize() + "Done", f"{ref.action} task finished: {task.exitstatus}"
+        )
+        return
+    text = task.exitstatus or "unknown error"
+    work.event("Warning", "TaskFailed", f"{ref.action} task failed: {text}")
+    if ref.action == "clone":
+        work.status.vmid = None  # Proxmox removes the half-made VM; the next pass allocates anew
+    if "shrinking disks is not supported" in text:
+        raise ProxmoxTaskFailed(f"resize refused by Proxmox: {text}", reason="DiskShrinkRefused")
+    if any(marker in text.lower() for marker in _TRANSIENT_EXIT):
+        raise ProxmoxBusy(f"{ref.action} task failed: {text}")
+    raise ProxmoxTaskFailed(f"{ref.action} task failed: {text}", reason=ref.action.capitalize() + "Failed")

@@ -1,0 +1,119 @@
+"""What one reconcile pass carries between its steps, and how a step says "come back soon"."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from k3s_deploy.api.proxmoxvm import ProxmoxVMSpec, ProxmoxVMStatus, TaskRef
+from k3s_deploy.services.conditions import Conditions
+from k3s_deploy.services.proxmoxvm.inventory import Session
+
+OWNER_TAG_PREFIX = "k3sdeploy-"
+CLUSTER_UID_LABEL = "k3sdeploy.io/cluster-uid"
+RESTART_ANNOTATION = "k3sdeploy.io/restart"
+RESTART_HANDLED_ANNOTATION = "k3sdeploy.io/restart-handled"
+ORPHAN_ANNOTATION = "k3sdeploy.io/orphan"
+
+# Condition types of this controller (Ready, Reconciling, Stalled come from services.conditions).
+VM_PROVISIONED = "VMProvisioned"
+POWERED_ON = "PoweredOn"
+AGENT_READY = "AgentReady"
+PENDING_CHANGES = "PendingChanges"
+DELETING = "Deleting"
+
+
+class Requeue(Exception):
+    """Stop this pass here; look again after ``delay`` seconds (task in flight, lock, agent booting)."""
+
+    def __init__(self, delay: float, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.delay = delay
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """The Kubernetes side of the object: identity and metadata the steps need."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def owner_tag(self) -> str:
+        """The Proxmox tag that marks VMs we created: the cluster's for K3sCluster children, else ours."""
+        uid = self.labels.get(CLUSTER_UID_LABEL) or self.uid
+        return OWNER_TAG_PREFIX + uid.replace("-", "")[:8].lower()
+
+    @property
+    def owner_marker(self) -> str:
+        """Written into the clone's description so an unfinished clone is recognised after a crash."""
+        return f"k3sdeploy-owner={self.uid}"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Memory:
+    """Per-object facts kept in operator memory only (lost on restart, which just costs a re-read)."""
+
+    boot_time: float | None = None
+    address_read_generation: int | None = None
+    failures: int = 0  # consecutive transient failures, for backoff
+
+    def backoff(self, cap: float) -> float:
+        """5, 10, 20, 40 ... seconds, at most ``cap``."""
+        self.failures += 1
+        return float(min(5.0 * 2 ** (self.failures - 1), cap))
+
+
+@dataclass
+class Work:
+    obj: ObjectRef
+    spec: ProxmoxVMSpec
+    status: ProxmoxVMStatus
+    conditions: Conditions
+    session: Session
+    memory: Memory
+    checkpoint: Callable[[], Awaitable[None]]
+    events: list[Event] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    @property
+    def desired_name(self) -> str | None:
+        """The VM name we enforce: spec.name, or metadata.name for clones; adopted VMs keep theirs."""
+        if self.spec.name:
+            return self.spec.name
+        return self.obj.name if self.spec.source.clone is not None else None
+
+    @property
+    def cloned(self) -> bool:
+        return self.spec.source.clone is not None
+
+    async def start_task(self, action: str, node: str, upid: str, message: str) -> NoReturn:
+        """Remember an in-flight task in status and end the pass; the next pass checks it."""
+        self.status.task_ref = TaskRef(upid=upid, action=action, node=node, started_at=self.now())
+        self.session.inventory.invalidate()
+        self.event("Normal", action.capitalize() + "Started", message)
+        raise Requeue(2.0, "TaskRunning", f"{message} (task {upid})")
+
+    def status_dict(self) -> dict[str, Any]:
+        out = self.status.model_dump(by_alias=True, mode="json", exclude_none=False)
+        out["conditions"] = self.conditions.as_list()
+        return out

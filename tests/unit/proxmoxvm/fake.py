@@ -1,0 +1,318 @@
+"""An in-memory Proxmox for unit tests of the ProxmoxVM services (no HTTP, no threads).
+
+It keeps the PVE semantics the services depend on: tasks that run until ``finish_tasks()``, the clone
+lock, nextid, tags normalised, pending changes on a running VM, vmid collisions, call counting.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from k3s_deploy.errors import (
+    GuestNotReady,
+    K3sDeployError,
+    ProxmoxBusy,
+    ProxmoxNotFound,
+    ProxmoxRejected,
+)
+from k3s_deploy.ports.proxmox import (
+    GuestInterface,
+    NodeSummary,
+    PowerAction,
+    ProxmoxCredentials,
+    TaskStatus,
+    VmSummary,
+)
+
+GIB = 1024**3
+HOTPLUG = {"name", "tags", "description", "ciuser", "sshkeys", "ipconfig0", "nameserver", "searchdomain"}
+
+
+@dataclass
+class FakeVm:
+    vmid: int
+    node: str
+    config: dict[str, Any]
+    status: str = "stopped"
+    template: bool = False
+    lock: str | None = None
+    pending: dict[str, Any] = field(default_factory=dict)
+    uptime: int = 0
+    agent_interfaces: list[GuestInterface] | None = None
+
+    @property
+    def tags(self) -> frozenset[str]:
+        return frozenset(t for t in str(self.config.get("tags", "")).split(";") if t)
+
+    def summary(self) -> VmSummary:
+        size = 0
+        for part in str(self.config.get("scsi0", "")).split(","):
+            if part.startswith("size="):
+                size = int(part[5:-1]) * GIB
+        return VmSummary(
+            vmid=self.vmid,
+            node=self.node,
+            name=str(self.config.get("name", "")),
+            status=self.status,
+            template=self.template,
+            tags=self.tags,
+            lock=self.lock,
+            maxcpu=int(self.config.get("cores", 1)) * int(self.config.get("sockets", 1)),
+            maxmem=int(self.config.get("memory", 512)) * 1024**2,
+            maxdisk=size,
+            uptime=self.uptime,
+        )
+
+
+@dataclass
+class FakeTask:
+    upid: str
+    node: str
+    action: str
+    vmid: int
+    done: bool = False
+    exitstatus: str | None = None
+    effect: Any = None  # callable run when the task finishes OK
+
+
+class FakeProxmox:
+    """Implements the ProxmoxClient protocol in memory."""
+
+    def __init__(self) -> None:
+        self.nodes_: dict[str, NodeSummary] = {
+            "pve1": NodeSummary("pve1", "online", mem=2 * GIB, maxmem=16 * GIB),
+            "pve2": NodeSummary("pve2", "online", mem=1 * GIB, maxmem=16 * GIB),
+        }
+        self.vms: dict[int, FakeVm] = {}
+        self.tasks: dict[str, FakeTask] = {}
+        self.calls: Counter[str] = Counter()
+        self.fail: dict[str, K3sDeployError] = {}  # method name -> error raised once
+        self.fail_task: dict[str, str] = {}  # action -> exit status for the next such task
+        self.nextid_override: int | None = None
+        self._pid = itertools.count(1000)
+
+    # -- helpers for tests --------------------------------------------------------------------------
+
+    def add_vm(self, vmid: int, node: str = "pve1", *, template: bool = False, **config: Any) -> FakeVm:
+        config.setdefault("name", f"vm{vmid}")
+        config.setdefault("cores", 1)
+        config.setdefault("memory", 1024)
+        config.setdefault("scsi0", f"local-lvm:vm-{vmid}-disk-0,size=8G")
+        vm = FakeVm(vmid=vmid, node=node, config=dict(config), template=template)
+        self.vms[vmid] = vm
+        return vm
+
+    def finish_tasks(self) -> None:
+        for task in self.tasks.values():
+            if task.done:
+                continue
+            task.done = True
+            failure = self.fail_task.pop(task.action, None)
+            if failure:
+                task.exitstatus = failure
+                if task.action == "clone":
+                    self.vms.pop(task.vmid, None)
+                continue
+            task.exitstatus = "OK"
+            if task.effect is not None:
+                task.effect()
+
+    def mutating_calls(self) -> int:
+        return sum(
+            n
+            for k, n in self.calls.items()
+            if k in {"clone", "update_config", "power", "destroy", "resize_disk"}
+        )
+
+    def _enter(self, name: str) -> None:
+        self.calls[name] += 1
+        if name in self.fail:
+            raise self.fail.pop(name)
+
+    def _vm(self, node: str, vmid: int) -> FakeVm:
+        vm = self.vms.get(vmid)
+        if vm is None or vm.node != node:
+            raise ProxmoxNotFound(f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist")
+        return vm
+
+    def _task(self, node: str, action: str, vmid: int, effect: Any = None) -> str:
+        upid = f"UPID:{node}:{next(self._pid):08X}:00000001:00000001:{action}:{vmid}:root@pam:"
+        self.tasks[upid] = FakeTask(upid, node, action, vmid, effect=effect)
+        return upid
+
+    # -- ProxmoxClient ------------------------------------------------------------------------------
+
+    async def cluster_vms(self) -> list[VmSummary]:
+        self._enter("cluster_vms")
+        return [vm.summary() for vm in self.vms.values()]
+
+    async def nodes(self) -> list[NodeSummary]:
+        self._enter("nodes")
+        return list(self.nodes_.values())
+
+    async def next_vmid(self, candidate: int | None = None) -> int:
+        self._enter("next_vmid")
+        if candidate is not None:
+            if candidate in self.vms:
+                raise ProxmoxBusy(f"VM {candidate} already exists", reason="VmidTaken")
+            return candidate
+        if self.nextid_override is not None:
+            return self.nextid_override
+        return next(i for i in itertools.count(100) if i not in self.vms)
+
+    async def vm_config(self, node: str, vmid: int) -> dict[str, Any]:
+        self._enter("vm_config")
+        vm = self._vm(node, vmid)
+        return {**vm.config, **vm.pending}
+
+    async def vm_status(self, node: str, vmid: int) -> str:
+        self._enter("vm_status")
+        return self._vm(node, vmid).status
+
+    async def vm_pending(self, node: str, vmid: int) -> list[dict[str, Any]]:
+        self._enter("vm_pending")
+        vm = self._vm(node, vmid)
+        out = [{"key": k, "value": v} for k, v in vm.config.items()]
+        out += [{"key": k, "pending": v} for k, v in vm.pending.items()]
+        return out
+
+    async def clone(
+        self,
+        node: str,
+        template_vmid: int,
+        newid: int,
+        *,
+        name: str | None = None,
+        target: str | None = None,
+        full: bool | None = None,
+        storage: str | None = None,
+        pool: str | None = None,
+        description: str | None = None,
+    ) -> str:
+        self._enter("clone")
+        source = self._vm(node, template_vmid)
+        if newid in self.vms:
+            raise ProxmoxBusy(f"unable to create VM {newid}: config file already exists", reason="VmidTaken")
+        config = dict(source.config)
+        config["scsi0"] = config["scsi0"].replace(f"vm-{template_vmid}-", f"vm-{newid}-")
+        if name:
+            config["name"] = name
+        if description:
+            config["description"] = description
+        vm = FakeVm(vmid=newid, node=target or node, config=config, lock="clone")
+        self.vms[newid] = vm
+
+        def unlock() -> None:
+            vm.lock = None
+
+        return self._task(node, "qmclone", template_vmid, unlock)
+
+    async def update_config(
+        self, node: str, vmid: int, changes: Mapping[str, Any], delete: Sequence[str] = ()
+    ) -> None:
+        self._enter("update_config")
+        vm = self._vm(node, vmid)
+        if vm.lock:
+            raise ProxmoxBusy(f"VM is locked ({vm.lock})")
+        for key, value in changes.items():
+            if key == "sshkeys" and "invalid" in str(value):
+                raise ProxmoxRejected("SSH public key validation error")
+            if key == "tags":
+                value = ";".join(sorted({t for t in str(value).lower().split(";") if t}))
+            if vm.status == "running" and key not in HOTPLUG:
+                vm.pending[key] = value
+            else:
+                vm.config[key] = value
+
+    async def resize_disk(self, node: str, vmid: int, disk: str, size: str) -> str:
+        self._enter("resize_disk")
+        vm = self._vm(node, vmid)
+
+        def grow() -> None:
+            base = vm.config[disk].split(",size=")[0]
+            vm.config[disk] = f"{base},size={size}"
+
+        return self._task(node, "resize", vmid, grow)
+
+    async def regenerate_cloudinit(self, node: str, vmid: int) -> None:
+        self._enter("regenerate_cloudinit")
+        self._vm(node, vmid)
+
+    async def power(
+        self, node: str, vmid: int, action: PowerAction, *, shutdown_timeout: int | None = None
+    ) -> str:
+        self._enter("power")
+        self.calls[f"power:{action}"] += 1
+        vm = self._vm(node, vmid)
+
+        def apply() -> None:
+            if action in ("start", "reboot", "resume", "reset"):
+                vm.config.update(vm.pending)
+                vm.pending.clear()
+                vm.status = "running"
+                vm.uptime = 1
+            else:
+                vm.status = "stopped"
+                vm.uptime = 0
+
+        return self._task(
+            node,
+            {"start": "qmstart", "stop": "qmstop", "shutdown": "qmshutdown"}.get(action, action),
+            vmid,
+            apply,
+        )
+
+    async def destroy(self, node: str, vmid: int, *, purge: bool = True) -> str:
+        self._enter("destroy")
+        vm = self._vm(node, vmid)
+        if vm.status == "running":
+            raise ProxmoxRejected(f"VM {vmid} is running - destroy failed")
+        return self._task(node, "qmdestroy", vmid, lambda: self.vms.pop(vmid, None))
+
+    async def task_status(self, node: str, upid: str) -> TaskStatus:
+        self._enter("task_status")
+        task = self.tasks.get(upid)
+        if task is None:
+            raise ProxmoxRejected("no such task")
+        return TaskStatus(upid=upid, node=node, running=not task.done, exitstatus=task.exitstatus)
+
+    async def agent_interfaces(self, node: str, vmid: int) -> list[GuestInterface]:
+        self._enter("agent_interfaces")
+        vm = self._vm(node, vmid)
+        if vm.status != "running" or vm.agent_interfaces is None:
+            raise GuestNotReady("QEMU guest agent is not running", reason="AgentNotResponding")
+        return list(vm.agent_interfaces)
+
+
+class FakeConnector:
+    def __init__(self, proxmox: FakeProxmox) -> None:
+        self.proxmox = proxmox
+        self.seen: list[ProxmoxCredentials] = []
+
+    def connect(self, credentials: ProxmoxCredentials) -> FakeProxmox:
+        self.seen.append(credentials)
+        return self.proxmox
+
+
+class FakeKube:
+    """KubeGateway in memory: Secrets, status writes, events."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        return self.secrets.get((namespace, name))
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        self.statuses.append(dict(status))
+
+    async def post_event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
