@@ -1,0 +1,129 @@
+"""Fully populated statuses of both kinds: every field the operator may write, set once.
+
+Used to prove that the status schema keeps everything (the apiserver prunes unknown status fields
+silently, and kopf would not notice).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from k3s_deploy.api.k3scluster import (
+    ChannelResolution,
+    ClusterNode,
+    K3sClusterStatus,
+    SecretKeyStatusRef,
+    UpgradeStatus,
+)
+from k3s_deploy.api.proxmoxvm import ProxmoxVMStatus, TaskRef
+
+T0 = "2026-11-28T12:00:00Z"
+
+
+def _conditions() -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Ready",
+            "message": "everything is fine",
+            "observedGeneration": 3,
+            "lastTransitionTime": T0,
+        },
+        {
+            "type": "Reconciling",
+            "status": "True",
+            "reason": "Upgrading",
+            "message": "upgrading agent-1",
+            "observedGeneration": 3,
+            "lastTransitionTime": T0,
+        },
+    ]
+
+
+def full_vm_status() -> ProxmoxVMStatus:
+    return ProxmoxVMStatus(
+        observed_generation=3,
+        vmid=120,
+        node="pve1",
+        name="web-1",
+        power_state="Running",
+        addresses=["192.168.10.21", "10.0.0.5"],
+        task_ref=TaskRef(
+            upid="UPID:pve1:00001234:00005678:6747A0C0:qmstart:120:k3s-deploy@pve!operator:",
+            action="start",
+            node="pve1",
+            started_at=T0,
+        ),
+        pending_changes=["memory", "cores"],
+        deletion_policy="Delete",
+        adopted=False,
+        last_sync_time=T0,
+        conditions=_conditions(),
+    )
+
+
+def full_cluster_status() -> K3sClusterStatus:
+    return K3sClusterStatus(
+        observed_generation=3,
+        phase="Upgrading",
+        server_url="https://192.168.20.10:6443",
+        kubeconfig_secret_ref=SecretKeyStatusRef(name="prod-kubeconfig", key="value"),
+        token_secret_ref=SecretKeyStatusRef(name="prod-token", key="token"),
+        init_server="prod-server-0",
+        k3s_version="v1.30.8+k3s1",
+        resolved_version="v1.31.4+k3s1",
+        available_version="v1.31.4+k3s1",
+        channel_resolution=ChannelResolution(channel="stable", version="v1.31.4+k3s1", resolved_time=T0),
+        desired_servers=3,
+        desired_agents=2,
+        ready_servers=3,
+        ready_agents=1,
+        nodes=[
+            ClusterNode(
+                name="prod-server-0",
+                role="server",
+                vm="prod-server-0",
+                vmid=130,
+                pve_node="pve1",
+                ip="192.168.20.10",
+                k3s_version="v1.31.4+k3s1",
+                ready=True,
+                host_key_fingerprint="SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
+                adopted=False,
+                state="Joined",
+                message="",
+            ),
+            ClusterNode(name="prod-agent-0", role="agent", ready=False, state="Upgrading"),
+        ],
+        ip_allocations={"prod-server-0": "192.168.20.10", "prod-agent-0": "192.168.20.13"},
+        upgrade=UpgradeStatus(
+            from_version="v1.30.8+k3s1",
+            to_version="v1.31.4+k3s1",
+            state="Progressing",
+            current_nodes=["prod-agent-0"],
+            completed_nodes=["prod-server-0"],
+            failed_node=None,
+            started_time=T0,
+            finished_time=None,
+        ),
+        last_sync_time=T0,
+        conditions=_conditions(),
+    )
+
+
+def unset_fields(model: BaseModel, path: str = "") -> list[str]:
+    """Fields left at None or empty anywhere in ``model`` (a 'full' status must have none but the
+    deliberately empty ones)."""
+    missing = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            missing += unset_fields(value, f"{path}{name}.")
+        elif value is None or value == [] or value == {}:
+            missing.append(path + name)
+        elif isinstance(value, list) and isinstance(value[0], BaseModel):
+            missing += unset_fields(value[0], f"{path}{name}[0].")
+    return missing
