@@ -1,0 +1,339 @@
+"""One lab K3s cluster: a real kube-apiserver + etcd at the init server's address, and its Nodes.
+
+The first server's install starts a :class:`ControlPlane` bound to ``<server-ip>:6443`` with a CA we
+own, so the serving certificate can be re-issued when a server joins (kube-apiserver reloads it from
+disk). Every joined server answers at its own ``<ip>:6443`` through a TCP proxy to that apiserver.
+Nodes are written through the API as kubelets would: registration, labels, taints, ``nodeInfo`` and a
+``Ready`` condition heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from k3s_deploy.lab.controlplane import ControlPlane
+from k3s_deploy.lab.controlplane.certs import CertificateAuthority, split_sans
+
+API_PORT = 6443
+LOOPBACK_SANS = (
+    "127.0.0.1",
+    "::1",
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class NodeRecord:
+    """What the guests process knows about one installed node."""
+
+    name: str
+    role: str  # server | agent
+    ip: str
+    version: str
+    instance_id: str
+    etcd: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    running: bool = True  # the k3s service runs and the VM is on
+
+
+class TcpProxy:
+    """``<joined-server-ip>:6443`` -> the cluster's apiserver, byte for byte (TLS passes through)."""
+
+    def __init__(self, host: str, target: tuple[str, int]) -> None:
+        self.host = host
+        self.target = target
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, self.host, API_PORT, reuse_address=True)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+            self.server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+class LabCluster:
+    """A K3s cluster as the guests process runs it."""
+
+    def __init__(
+        self,
+        cluster_id: str,
+        data_dir: Path,
+        *,
+        init_ip: str,
+        password: str,
+        etcd: bool,
+        sans: list[str],
+        log: Callable[[str], None],
+    ) -> None:
+        self.id = cluster_id
+        self.data_dir = data_dir
+        self.init_ip = init_ip
+        self.password = password
+        self.etcd = etcd
+        self.sans = list(dict.fromkeys([init_ip, *sans, *LOOPBACK_SANS]))
+        self.log = log
+        self.ca = CertificateAuthority.create(f"k3s-server-ca@{cluster_id}")
+        self.client_ca = CertificateAuthority.create(f"k3s-client-ca@{cluster_id}")
+        self.plane = ControlPlane(
+            data_dir,
+            host=init_ip,
+            port=API_PORT,
+            sans=self.sans,
+            ca=self.ca,
+            client_ca=self.client_ca,
+            cluster_name="default",
+            log=log,
+        )
+        self.admin = self.client_ca.issue_client("system:admin", ["system:masters"])
+        self.nodes: dict[str, NodeRecord] = {}  # by instance id
+        self.proxies: dict[str, TcpProxy] = {}  # by joined server ip
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | None = None
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.ca.cert_pem
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.init_ip}:{API_PORT}"
+
+    def answers_at(self, ip: str) -> bool:
+        return ip == self.init_ip or ip in self.proxies
+
+    async def start(self) -> None:
+        await self.plane.astart()
+        self._ssl = ssl.create_default_context(cadata=self.ca.cert_pem.decode())
+        with tempfile.TemporaryDirectory() as tmp:
+            crt, key = self.admin.write(Path(tmp), "admin")
+            self._ssl.load_cert_chain(crt, key)
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20))
+
+    async def close(self) -> None:
+        for proxy in self.proxies.values():
+            await proxy.close()
+        self.proxies.clear()
+        if self._session is not None:
+            await self._session.close()
+        await self.plane.astop()
+
+    # ----- servers joining ------------------------------------------------------------------------
+
+    def add_sans(self, names: list[str]) -> None:
+        """Re-issue the serving certificate when new names appear (kube-apiserver reloads it)."""
+        new = [n for n in names if n not in self.sans]
+        if not new:
+            return
+        self.sans += new
+        ips, dns = split_sans(self.sans)
+        serving = self.ca.issue_serving("kube-apiserver", ip_addresses=ips, dns_names=dns)
+        serving.write(self.plane.pki_dir, "apiserver")
+
+    async def open_proxy(self, ip: str) -> None:
+        if ip == self.init_ip or ip in self.proxies:
+            return
+        proxy = TcpProxy(ip, (self.init_ip, API_PORT))
+        await proxy.start()
+        self.proxies[ip] = proxy
+
+    async def close_proxy(self, ip: str) -> None:
+        proxy = self.proxies.pop(ip, None)
+        if proxy is not None:
+            await proxy.close()
+
+    # ----- kubeconfig as K3s writes it ------------------------------------------------------------
+
+    def k3s_yaml(self) -> str:
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "clusters": [
+                {
+                    "cluster": {
+                        "certificate-authority-data": b64(self.ca_pem),
+                        "server": f"https://127.0.0.1:{API_PORT}",
+                    },
+                    "name": "default",
+                }
+            ],
+            "contexts": [{"context": {"cluster": "default", "user": "default"}, "name": "default"}],
+            "current-context": "default",
+            "kind": "Config",
+            "preferences": {},
+            "users": [
+                {
+                    "name": "default",
+                    "user": {
+                        "client-certificate-data": b64(self.admin.cert_pem),
+                        "client-key-data": b64(self.admin.key_pem),
+                    },
+                }
+            ],
+        }
+        return yaml.safe_dump(config, sort_keys=False)
+
+    # ----- Nodes ----------------------------------------------------------------------------------
+
+    async def _request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> tuple[int, Any]:
+        assert self._session is not None and self._ssl is not None
+        async with self._session.request(
+            method, self.url + path, json=body, ssl=self._ssl, headers={"Content-Type": content_type}
+        ) as resp:
+            data = await resp.json(content_type=None) if resp.content_length != 0 else None
+            return resp.status, data
+
+    async def register(self, node: NodeRecord) -> None:
+        """Create or update the Node object (metadata now, status in :meth:`post_status`)."""
+        meta = {"name": node.name, "labels": node.labels, "annotations": node.annotations}
+        status, _ = await self._request("GET", f"/api/v1/nodes/{node.name}")
+        if status == 404:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": meta,
+                "spec": {"taints": node.taints or None},
+            }
+            status, data = await self._request("POST", "/api/v1/nodes", body)
+            if status not in (200, 201, 409):
+                raise RuntimeError(f"registering node {node.name}: {status} {data}")
+        else:
+            patch: dict[str, Any] = {"metadata": {"labels": node.labels, "annotations": node.annotations}}
+            if node.taints:
+                patch["spec"] = {"taints": node.taints}
+            await self._request("PATCH", f"/api/v1/nodes/{node.name}", patch, "application/merge-patch+json")
+        await self.post_status(node)
+
+    async def post_status(self, node: NodeRecord) -> None:
+        """The kubelet's heartbeat, or the node controller's verdict once it stopped coming."""
+        stamp = now()
+        if node.running:
+            ready = {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+            }
+        else:
+            ready = {
+                "type": "Ready",
+                "status": "Unknown",
+                "reason": "NodeStatusUnknown",
+                "message": "Kubelet stopped posting node status.",
+            }
+        status, current = await self._request("GET", f"/api/v1/nodes/{node.name}")
+        if status != 200:
+            return
+        previous = {c["type"]: c for c in (current.get("status") or {}).get("conditions") or []}
+        old = previous.get("Ready")
+        transition = old["lastTransitionTime"] if old and old.get("status") == ready["status"] else stamp
+        heartbeat = stamp if node.running or not old else old.get("lastHeartbeatTime", stamp)
+        conditions = [{**ready, "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition}]
+        for kind, reason, message in (
+            ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ):
+            prev = previous.get(kind)
+            status_value = "False" if node.running else "Unknown"
+            conditions.append(
+                {
+                    "type": kind,
+                    "status": status_value,
+                    "reason": reason if node.running else "NodeStatusUnknown",
+                    "message": message if node.running else "Kubelet stopped posting node status.",
+                    "lastHeartbeatTime": heartbeat,
+                    "lastTransitionTime": prev["lastTransitionTime"]
+                    if prev and prev.get("status") == status_value
+                    else stamp,
+                }
+            )
+        body = {
+            "status": {
+                "conditions": conditions,
+                "addresses": [
+                    {"type": "InternalIP", "address": node.ip},
+                    {"type": "Hostname", "address": node.name},
+                ],
+                "capacity": {
+                    "cpu": "2",
+                    "memory": "4025424Ki",
+                    "pods": "110",
+                    "ephemeral-storage": "30830492Ki",
+                },
+                "allocatable": {
+                    "cpu": "2",
+                    "memory": "4025424Ki",
+                    "pods": "110",
+                    "ephemeral-storage": "29992240911",
+                },
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "nodeInfo": {
+                    "kubeletVersion": node.version,
+                    "kubeProxyVersion": node.version,
+                    "containerRuntimeVersion": "containerd://1.7.23-k3s2",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                    "osImage": "Ubuntu 24.04 LTS",
+                    "kernelVersion": "6.8.0-51-generic",
+                    "machineID": node.instance_id[:32].ljust(32, "0"),
+                    "systemUUID": node.instance_id,
+                    "bootID": node.instance_id,
+                },
+            }
+        }
+        await self._request(
+            "PATCH", f"/api/v1/nodes/{node.name}/status", body, "application/merge-patch+json"
+        )
+
+    async def delete_node(self, name: str) -> None:
+        await self._request("DELETE", f"/api/v1/nodes/{name}")

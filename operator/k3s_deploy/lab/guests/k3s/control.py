@@ -1,0 +1,553 @@
+"""The K3s stand-in's brain: installs, joins, upgrades and uninstalls as K3s would, over loopback HTTP.
+
+Guests reach it through the installer script and the scripts it leaves (``k3s-uninstall.sh``,
+``k3s-killall.sh``); a secret file written into each guest at boot says which guest calls. Routes:
+
+- ``GET  /k3s/install.sh``            the installer (use like ``curl -sfL https://get.k3s.io | sh -``)
+- ``POST /k3s/v1/install|uninstall|killall``   called from inside a guest
+- ``GET  /v1-release/channels[/<name>]``     the lab's release channels (as update.k3s.io answers)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from k3s_deploy.lab.guests.fleet import GuestFleet
+from k3s_deploy.lab.guests.k3s import scripts, tokens
+from k3s_deploy.lab.guests.k3s.cluster import API_PORT, LabCluster, NodeRecord
+from k3s_deploy.lab.guests.k3s.flags import (
+    DEFAULT_CHANNELS,
+    VERSION_RE,
+    InstallRequest,
+    UsageError,
+    build_request,
+)
+from k3s_deploy.lab.guests.sandbox import GuestRoot
+from k3s_deploy.lab.guests.sshd import GuestSpec, RunningGuest
+
+HEARTBEAT_SECONDS = 10.0
+BIN = "/usr/local/bin"
+# What a real install leaves (and the uninstall scripts remove).
+SERVER_FILES = (
+    "/etc/rancher/k3s",
+    "/var/lib/rancher/k3s",
+    "/etc/rancher/node",
+    "/var/lib/kubelet",
+    "/run/k3s",
+    f"{BIN}/k3s",
+    f"{BIN}/kubectl",
+    f"{BIN}/crictl",
+    f"{BIN}/ctr",
+    f"{BIN}/k3s-killall.sh",
+    f"{BIN}/k3s-uninstall.sh",
+    f"{BIN}/k3s-agent-uninstall.sh",
+    "/etc/systemd/system/k3s.service",
+    "/etc/systemd/system/k3s.service.env",
+    "/etc/systemd/system/k3s-agent.service",
+    "/etc/systemd/system/k3s-agent.service.env",
+)
+
+
+class InstallFailed(Exception):
+    """The k3s service would not start; ``message`` is what K3s logs (level=fatal)."""
+
+
+@dataclass
+class Install:
+    """K3s as installed on one guest instance."""
+
+    role: str
+    version: str
+    cluster_id: str
+    node_name: str
+    enabled: bool = True
+
+
+class K3sControl:
+    """Owns the lab's K3s clusters and answers the guests' installer calls."""
+
+    def __init__(self, state_dir: Path, fleet: GuestFleet, *, log: Callable[[str], None]) -> None:
+        self.state_dir = state_dir
+        self.fleet = fleet
+        self.log = log
+        self.base_url = ""
+        self.kubectl: str | None = None
+        self.clusters: dict[str, LabCluster] = {}
+        self.installs: dict[str, Install] = {}  # by instance id
+        self._guest_tokens: dict[str, int] = {}  # secret -> vmid
+        self._lock = asyncio.Lock()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def install_url(self) -> str:
+        return f"{self.base_url}/k3s/install.sh"
+
+    # ----- lifecycle ------------------------------------------------------------------------------
+
+    def guest_binds(self) -> dict[str, str]:
+        """Read-only host files every guest sees (the real kubectl behind ``k3s kubectl``)."""
+        from k3s_deploy.lab.controlplane.build import cached_binaries
+
+        found = cached_binaries()
+        if found and "kubectl" in found:
+            self.kubectl = str(found["kubectl"])
+            return {self.kubectl: scripts.KUBECTL_IN_GUEST}
+        return {}
+
+    async def start(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        for cluster in list(self.clusters.values()):
+            await cluster.close()
+        self.clusters.clear()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/k3s/install.sh", self._installer)
+        app.router.add_post("/k3s/v1/install", self._install)
+        app.router.add_post("/k3s/v1/uninstall", self._uninstall)
+        app.router.add_post("/k3s/v1/killall", self._killall)
+        app.router.add_get("/v1-release/channels", self._channels)
+        app.router.add_get("/v1-release/channels/{name}", self._channel)
+
+    # ----- power and heartbeats -------------------------------------------------------------------
+
+    async def on_power(self, spec: GuestSpec, root: GuestRoot, on: bool) -> None:
+        if on:
+            secret = secrets.token_hex(16)
+            path = root.path(scripts.GUEST_TOKEN_PATH)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secret + "\n")
+            path.chmod(0o600)
+            self._guest_tokens = {k: v for k, v in self._guest_tokens.items() if v != spec.vmid}
+            self._guest_tokens[secret] = spec.vmid
+        else:
+            self._guest_tokens = {k: v for k, v in self._guest_tokens.items() if v != spec.vmid}
+        install = self.installs.get(spec.instance_id)
+        cluster = self.clusters.get(install.cluster_id) if install else None
+        if install is None or cluster is None:
+            return
+        node = cluster.nodes.get(spec.instance_id)
+        if node is None:
+            return
+        node.running = on and install.enabled
+        with contextlib.suppress(Exception):
+            if install.role == "server" and node.ip != cluster.init_ip:
+                await (cluster.open_proxy(node.ip) if on else cluster.close_proxy(node.ip))
+            await cluster.post_status(node)
+
+    async def on_purge(self, instance_id: str) -> None:
+        """The VM is gone for good: a cluster whose servers are all gone goes too."""
+        install = self.installs.pop(instance_id, None)
+        if install is None:
+            return
+        cluster = self.clusters.get(install.cluster_id)
+        if cluster is None:
+            return
+        node = cluster.nodes.get(instance_id)
+        if node is not None:
+            node.running = False
+            if node.ip in cluster.proxies:
+                await cluster.close_proxy(node.ip)
+        servers = [
+            i for i, inst in self.installs.items() if inst.cluster_id == cluster.id and inst.role == "server"
+        ]
+        if not servers:
+            await self._dissolve(cluster)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            for cluster in list(self.clusters.values()):
+                for node in list(cluster.nodes.values()):
+                    if node.running:
+                        with contextlib.suppress(Exception):
+                            await cluster.post_status(node)
+
+    async def _dissolve(self, cluster: LabCluster) -> None:
+        self.clusters.pop(cluster.id, None)
+        self.log(f"k3s cluster {cluster.id} at {cluster.url} has no servers left; stopping it")
+        await cluster.close()
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+
+    # ----- HTTP -----------------------------------------------------------------------------------
+
+    async def _installer(self, request: web.Request) -> web.Response:
+        return web.Response(text=scripts.install_sh(self.base_url), content_type="text/x-shellscript")
+
+    async def _channels(self, request: web.Request) -> web.Response:
+        base = f"{self.base_url}/v1-release/channels"
+        data = [
+            {
+                "id": name,
+                "type": "channel",
+                "links": {"self": f"{base}/{name}"},
+                "name": name,
+                "latest": version,
+            }
+            for name, version in DEFAULT_CHANNELS.items()
+        ]
+        return web.json_response(
+            {
+                "type": "collection",
+                "links": {"self": base},
+                "actions": {},
+                "data": data,
+                "resourceType": "channel",
+            }
+        )
+
+    async def _channel(self, request: web.Request) -> web.Response:
+        version = DEFAULT_CHANNELS.get(request.match_info["name"])
+        if version is None:
+            return web.json_response({"type": "error", "status": "404", "message": "not found"}, status=404)
+        raise web.HTTPFound(f"https://github.com/k3s-io/k3s/releases/tag/{version}")
+
+    def _caller(self, form: Any) -> RunningGuest:
+        vmid = self._guest_tokens.get(str(form.get("guest", "")).strip())
+        guest = self.fleet.running.get(vmid) if vmid is not None else None
+        if guest is None:
+            raise web.HTTPForbidden(text="[ERROR]  unknown lab guest\n")
+        return guest
+
+    async def _install(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        guest = self._caller(form)
+        env = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("env.")}
+        argv = [str(a) for a in form.getall("arg", [])]
+        out: list[str] = []
+        try:
+            req = build_request(env, argv, _config_texts(guest.root))
+            out.append(f"[INFO]  Using {req.version} as release")
+            out.append(
+                f"[INFO]  Downloading hash https://github.com/k3s-io/k3s/releases/download/{req.version}"
+                "/sha256sum-amd64.txt"
+            )
+            if not VERSION_RE.match(req.version):
+                raise UsageError("Download failed")
+            out.append(
+                f"[INFO]  Downloading binary https://github.com/k3s-io/k3s/releases/download/{req.version}/k3s"
+            )
+            out.append("[INFO]  Verifying binary download")
+        except UsageError as exc:
+            out.append(f"[ERROR]  {exc}")
+            return web.Response(status=400, text="\n".join(out) + "\n")
+        service = "k3s" if req.command == "server" else "k3s-agent"
+        self._write_artefacts(guest, req, service, out)
+        out.append(f"[INFO]  systemd: Enabling {service} unit")
+        out.append(f"[INFO]  systemd: Starting {service}")
+        try:
+            async with self._lock:
+                await self._start_service(guest, req)
+        except InstallFailed as exc:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            out += [
+                f"Job for {service}.service failed because the control process exited with error code.",
+                f'See "systemctl status {service}.service" and "journalctl -xeu {service}.service" for details.',
+                f'{guest.spec.hostname} {service}[1]: time="{stamp}" level=fatal msg="{exc}"',
+            ]
+            _log_file(guest.root, service).write_text(out[-1] + "\n")
+            return web.Response(status=500, text="\n".join(out) + "\n")
+        return web.Response(text="\n".join(out) + "\n")
+
+    async def _uninstall(self, request: web.Request) -> web.Response:
+        guest = self._caller(await request.post())
+        async with self._lock:
+            install = self.installs.pop(guest.spec.instance_id, None)
+            cluster = self.clusters.get(install.cluster_id) if install else None
+            if install is not None and cluster is not None:
+                node = cluster.nodes.pop(guest.spec.instance_id, None)
+                if node is not None:
+                    with contextlib.suppress(Exception):
+                        await cluster.delete_node(node.name)
+                    await cluster.close_proxy(node.ip)
+                servers = [
+                    i for i in self.installs.values() if i.cluster_id == cluster.id and i.role == "server"
+                ]
+                if install.role == "server" and not servers:
+                    await self._dissolve(cluster)
+            for path in SERVER_FILES:
+                target = guest.root.path(path)
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
+        return web.Response(text="")
+
+    async def _killall(self, request: web.Request) -> web.Response:
+        guest = self._caller(await request.post())
+        async with self._lock:
+            install = self.installs.get(guest.spec.instance_id)
+            cluster = self.clusters.get(install.cluster_id) if install else None
+            if install is not None and cluster is not None:
+                install.enabled = False
+                node = cluster.nodes.get(guest.spec.instance_id)
+                if node is not None:
+                    node.running = False
+                    with contextlib.suppress(Exception):
+                        await cluster.post_status(node)
+        return web.Response(text="")
+
+    # ----- installing -----------------------------------------------------------------------------
+
+    def _write_artefacts(
+        self, guest: RunningGuest, req: InstallRequest, service: str, out: list[str]
+    ) -> None:
+        root = guest.root
+        server_url = f"https://{guest.spec.addresses[0]}:{API_PORT}" if req.command == "server" else ""
+        _write(root, f"{BIN}/k3s", scripts.k3s_bin(req.version, server_url), 0o755)
+        out.append(f"[INFO]  Installing k3s to {BIN}/k3s")
+        for link in ("kubectl", "crictl", "ctr"):
+            target = root.path(f"{BIN}/{link}")
+            if not target.exists() and not target.is_symlink():
+                target.symlink_to("k3s")
+                out.append(f"[INFO]  Creating {BIN}/{link} symlink to k3s")
+        _write(root, f"{BIN}/k3s-killall.sh", scripts.killall_sh(self.base_url), 0o755)
+        out.append(f"[INFO]  Creating killall script {BIN}/k3s-killall.sh")
+        uninstall = "k3s-uninstall.sh" if req.command == "server" else "k3s-agent-uninstall.sh"
+        _write(root, f"{BIN}/{uninstall}", scripts.uninstall_sh(self.base_url), 0o755)
+        out.append(f"[INFO]  Creating uninstall script {BIN}/{uninstall}")
+        env_lines = "".join(f"{k}='{v}'\n" for k, v in sorted(req.env.items()) if k.startswith("K3S_"))
+        _write(root, f"/etc/systemd/system/{service}.service.env", env_lines, 0o600)
+        out.append(f"[INFO]  env: Creating environment file /etc/systemd/system/{service}.service.env")
+        exec_line = " ".join([f"{BIN}/k3s", *req.redacted_args()])
+        unit = (
+            f"[Unit]\nDescription=Lightweight Kubernetes\nDocumentation=https://k3s.io\n\n[Service]\n"
+            f"Type={'notify' if req.command == 'server' else 'exec'}\n"
+            f"EnvironmentFile=-/etc/systemd/system/{service}.service.env\nExecStart={exec_line}\n\n"
+            "[Install]\nWantedBy=multi-user.target\n"
+        )
+        _write(root, f"/etc/systemd/system/{service}.service", unit, 0o644)
+        out.append(f"[INFO]  systemd: Creating service file /etc/systemd/system/{service}.service")
+
+    async def _start_service(self, guest: RunningGuest, req: InstallRequest) -> None:
+        spec = guest.spec
+        ip = spec.addresses[0]
+        existing = self.installs.get(spec.instance_id)
+        token = req.first("token") or _read_token_file(guest.root, req.first("token-file"))
+        server = req.first("server")
+        if req.command == "agent" and not server:
+            raise InstallFailed("Error: --server is required")
+        if server:
+            cluster = self._reachable(server)
+            if req.command == "agent" and not token:
+                raise InstallFailed("Error: --token is required")
+            if not token:
+                raise InstallFailed(
+                    "starting kubernetes: preparing server: token is required to join a cluster"
+                )
+            try:
+                tokens.check(
+                    token,
+                    cluster_ca_pem=cluster.ca_pem,
+                    password=cluster.password,
+                    server_url=server.rstrip("/"),
+                )
+            except tokens.TokenError as exc:
+                if req.command == "agent":
+                    raise InstallFailed(
+                        f"Error: failed to retrieve configuration from server: {exc}"
+                    ) from exc
+                raise InstallFailed(
+                    f"starting kubernetes: preparing server: failed to validate token: {exc}"
+                ) from exc
+            if req.command == "server" and not cluster.etcd:
+                raise InstallFailed(
+                    "starting kubernetes: preparing server: failed to join cluster: "
+                    f"{server} does not run embedded etcd (its first server was started without --cluster-init)"
+                )
+        elif existing is not None and existing.role == "server" and existing.cluster_id in self.clusters:
+            cluster = self.clusters[existing.cluster_id]
+        else:
+            cluster = await self._create_cluster(guest, req, token)
+        if (
+            existing is not None
+            and existing.cluster_id != cluster.id
+            and existing.cluster_id in self.clusters
+        ):
+            old = self.clusters[existing.cluster_id]
+            gone = old.nodes.pop(spec.instance_id, None)
+            if gone is not None:
+                with contextlib.suppress(Exception):
+                    await old.delete_node(gone.name)
+        node = self._node_record(guest, req, cluster)
+        previous = cluster.nodes.get(spec.instance_id)
+        if previous is not None and previous.name != node.name:
+            await cluster.delete_node(previous.name)
+        cluster.nodes[spec.instance_id] = node
+        if req.command == "server":
+            cluster.add_sans([ip, *req.many("tls-san")])
+            if ip != cluster.init_ip:
+                try:
+                    await cluster.open_proxy(ip)
+                except OSError as exc:
+                    raise InstallFailed(
+                        f"starting kubernetes: listen tcp {ip}:{API_PORT}: {exc.strerror}"
+                    ) from exc
+            mode = int(str(req.first("write-kubeconfig-mode") or "600"), 8)
+            _write(guest.root, "/etc/rancher/k3s/k3s.yaml", cluster.k3s_yaml(), mode)
+            full = tokens.full_token(cluster.ca_pem, cluster.password)
+            _write(guest.root, "/var/lib/rancher/k3s/server/node-token", full + "\n", 0o600)
+            _write(guest.root, "/var/lib/rancher/k3s/server/token", full + "\n", 0o600)
+            _write(
+                guest.root, "/var/lib/rancher/k3s/server/tls/server-ca.crt", cluster.ca_pem.decode(), 0o644
+            )
+        password = guest.root.path("/etc/rancher/node/password")
+        if not password.exists():
+            _write(guest.root, "/etc/rancher/node/password", secrets.token_hex(16) + "\n", 0o600)
+        _write(guest.root, "/var/lib/rancher/k3s/agent/etc/k3s-version", req.version + "\n", 0o644)
+        try:
+            await cluster.register(node)
+        except Exception as exc:
+            cluster.nodes.pop(spec.instance_id, None)
+            raise InstallFailed(f"Failed to register node: {exc}") from exc
+        self.installs[spec.instance_id] = Install(
+            role=req.command, version=req.version, cluster_id=cluster.id, node_name=node.name
+        )
+        self.log(
+            f"k3s {req.command} {node.name} ({ip}) {req.version} in cluster {cluster.id} at {cluster.url}"
+        )
+
+    def _reachable(self, server: str) -> LabCluster:
+        parts = urlsplit(server)
+        host, port = parts.hostname or "", parts.port or 443
+        refused = (
+            f'failed to get CA certs: Get "{server.rstrip("/")}/cacerts": dial tcp {host}:{port}: connect: '
+            "connection refused"
+        )
+        if port != API_PORT:
+            raise InstallFailed(refused)
+        owner = self.fleet.by_address(host)
+        for cluster in self.clusters.values():
+            if cluster.answers_at(host) and owner is not None:
+                install = self.installs.get(owner.spec.instance_id)
+                if host == cluster.init_ip or (install is not None and install.enabled):
+                    return cluster
+        raise InstallFailed(refused)
+
+    async def _create_cluster(
+        self, guest: RunningGuest, req: InstallRequest, token: str | None
+    ) -> LabCluster:
+        ip = guest.spec.addresses[0]
+        password = tokens.parse(token).password if token else tokens.new_password()
+        cluster_id = f"{guest.spec.vmid}-{secrets.token_hex(3)}"
+        cluster = LabCluster(
+            cluster_id,
+            self.state_dir / "clusters" / cluster_id,
+            init_ip=ip,
+            password=password,
+            etcd=req.bool("cluster-init"),
+            sans=req.many("tls-san"),
+            log=self.log,
+        )
+        try:
+            await cluster.start()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await cluster.close()
+            raise InstallFailed(f"starting kubernetes: {exc}") from exc
+        self.clusters[cluster_id] = cluster
+        return cluster
+
+    def _node_record(self, guest: RunningGuest, req: InstallRequest, cluster: LabCluster) -> NodeRecord:
+        spec = guest.spec
+        name = (req.first("node-name") or spec.hostname).lower()
+        labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": "amd64",
+            "node.kubernetes.io/instance-type": "k3s",
+            "beta.kubernetes.io/instance-type": "k3s",
+        }
+        etcd = req.command == "server" and cluster.etcd
+        if req.command == "server":
+            labels["node-role.kubernetes.io/control-plane"] = "true"
+            labels["node-role.kubernetes.io/master"] = "true"
+            if etcd:
+                labels["node-role.kubernetes.io/etcd"] = "true"
+        for item in req.many("node-label"):
+            key, _, value = item.partition("=")
+            labels[key.strip()] = value.strip()
+        taints = []
+        for item in req.many("node-taint"):
+            kv, _, effect = item.rpartition(":")
+            key, _, value = kv.partition("=")
+            taint = {"key": key, "effect": effect}
+            if value:
+                taint["value"] = value
+            taints.append(taint)
+        annotations = {
+            "k3s.io/hostname": spec.hostname,
+            "k3s.io/internal-ip": spec.addresses[0],
+            "k3s.io/node-args": _json(req.redacted_args()),
+            "node.alpha.kubernetes.io/ttl": "0",
+            "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+        }
+        return NodeRecord(
+            name=name,
+            role=req.command,
+            ip=spec.addresses[0],
+            version=req.version,
+            instance_id=spec.instance_id,
+            etcd=etcd,
+            labels=labels,
+            taints=taints,
+            annotations=annotations,
+            running=True,
+        )
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def _write(root: GuestRoot, path: str, text: str, mode: int) -> None:
+    target = root.path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".lab-tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(target)
+
+
+def _log_file(root: GuestRoot, service: str) -> Path:
+    path = root.path(f"/var/log/{service}.log")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _config_texts(root: GuestRoot) -> list[str]:
+    base = root.path("/etc/rancher/k3s/config.yaml")
+    texts = [base.read_text()] if base.is_file() else []
+    drop_in = root.path("/etc/rancher/k3s/config.yaml.d")
+    if drop_in.is_dir():
+        texts += [p.read_text() for p in sorted(drop_in.glob("*.yaml"))]
+    return texts
+
+
+def _read_token_file(root: GuestRoot, path: str | None) -> str | None:
+    if not path:
+        return None
+    target = root.path(path) if path.startswith("/") else None
+    if target is None or not target.is_file():
+        raise InstallFailed(f"Error: open {path}: no such file or directory")
+    return target.read_text().strip()

@@ -1,0 +1,114 @@
+"""Lab guests over real SSH: login, host keys, the guest's own filesystem, SFTP, sudo."""
+
+from __future__ import annotations
+
+import asyncssh
+import pytest
+
+from fixtures.guests import FakeGuestsEndpoint, ssh_options, wait_for_guest
+from k3s_deploy.lab.guests.service import GuestsService
+
+pytestmark = pytest.mark.integration
+
+
+async def _connect(
+    service: GuestsService, address: str, key: asyncssh.SSHKey, **kw: object
+) -> asyncssh.SSHClientConnection:
+    return await asyncssh.connect(address, service.ssh_port, **ssh_options(key, **kw))
+
+
+async def test_login_with_the_cloud_init_key_and_user_only(
+    guests: GuestsService, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey
+) -> None:
+    await guest_feed.run_vm(101, "127.0.30.11", keys=[client_key.export_public_key().decode()])
+    await wait_for_guest(guests, 101)
+    async with await _connect(guests, "127.0.30.11", client_key) as conn:
+        result = await conn.run("echo out; echo err >&2; hostname; exit 3")
+    assert result.exit_status == 3
+    assert result.stdout == "out\nvm101\n"
+    assert result.stderr == "err\n"
+
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+    with pytest.raises(asyncssh.PermissionDenied):
+        await _connect(guests, "127.0.30.11", stranger)
+    with pytest.raises(asyncssh.PermissionDenied):
+        await _connect(guests, "127.0.30.11", client_key, username="root")
+
+
+async def test_stopped_vm_stops_answering(
+    guests: GuestsService, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey
+) -> None:
+    await guest_feed.run_vm(102, "127.0.30.12", keys=[client_key.export_public_key().decode()])
+    await wait_for_guest(guests, 102)
+    conn = await _connect(guests, "127.0.30.12", client_key)
+    await guest_feed.stop_vm(102)
+    await wait_for_guest(guests, 102, present=False)
+    await conn.wait_closed()
+    with pytest.raises(OSError):
+        await _connect(guests, "127.0.30.12", client_key)
+
+
+async def test_host_key_stable_across_restart_new_after_recreation(
+    guests: GuestsService, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey
+) -> None:
+    keys = [client_key.export_public_key().decode()]
+    await guest_feed.run_vm(103, "127.0.30.13", keys=keys, instance_id="inst-a")
+
+    async def host_key() -> str:
+        await wait_for_guest(guests, 103)
+        async with await _connect(guests, "127.0.30.13", client_key) as conn:
+            server_key = conn.get_server_host_key()
+            assert server_key is not None
+            return str(server_key.get_fingerprint())
+
+    first = await host_key()
+    async with await _connect(guests, "127.0.30.13", client_key) as conn:
+        await conn.run("echo kept > /root/marker", check=True)
+    await guest_feed.stop_vm(103)
+    await wait_for_guest(guests, 103, present=False)
+    await guest_feed.start_vm(103)
+    assert await host_key() == first
+    async with await _connect(guests, "127.0.30.13", client_key) as conn:
+        assert (await conn.run("cat /root/marker", check=True)).stdout == "kept\n"
+
+    await guest_feed.destroy_vm(103)
+    await wait_for_guest(guests, 103, present=False)
+    await guest_feed.run_vm(103, "127.0.30.13", keys=keys, instance_id="inst-b")
+    assert await host_key() != first
+    async with await _connect(guests, "127.0.30.13", client_key) as conn:
+        assert (await conn.run("test -e /root/marker")).exit_status == 1
+
+
+async def test_guests_have_separate_filesystems_sftp_and_sudo(
+    guests: GuestsService, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey
+) -> None:
+    keys = [client_key.export_public_key().decode()]
+    await guest_feed.run_vm(104, "127.0.30.14", keys=keys)
+    await guest_feed.run_vm(105, "127.0.30.15", keys=keys)
+    await wait_for_guest(guests, 104)
+    await wait_for_guest(guests, 105)
+    async with (
+        await _connect(guests, "127.0.30.14", client_key) as a,
+        await _connect(guests, "127.0.30.15", client_key) as b,
+    ):
+        made = await a.run(
+            "sudo mkdir -p /etc/rancher/k3s && echo a | sudo tee /etc/rancher/k3s/who", check=True
+        )
+        assert made.stdout == "a\n"
+        assert (await b.run("cat /etc/rancher/k3s/who")).exit_status != 0
+        assert (await b.run("ls /etc/rancher")).exit_status == 2
+        # Nothing of the host's own /etc or /root leaks in.
+        assert (await a.run("cat /etc/hostname", check=True)).stdout == "vm104\n"
+        assert (await a.run("grep -c ubuntu /etc/passwd", check=True)).stdout == "1\n"
+        assert (await a.run("whoami", check=True)).stdout.strip() in {"root", "ubuntu"}
+        assert (await a.run("pwd", check=True)).stdout == "/home/ubuntu\n"
+        # SFTP is confined to the guest too.
+        async with b.start_sftp_client() as sftp:
+            async with sftp.open("/tmp/uploaded", "w") as f:
+                await f.write("via sftp\n")
+            assert await sftp.exists("/etc/hostname")
+            assert not await sftp.exists("/etc/rancher/k3s/who")
+        assert (await b.run("cat /tmp/uploaded", check=True)).stdout == "via sftp\n"
+        assert (await a.run("test -e /tmp/uploaded")).exit_status == 1
+        # stdin reaches the command.
+        assert (await a.run("wc -l", input="1\n2\n3\n", check=True)).stdout.strip() == "3"
