@@ -19,6 +19,12 @@ class KubeGateway(Protocol):
         """Merge-patch the status subresource of a custom object."""
         ...
 
+    async def patch_annotations(
+        self, group: str, version: str, plural: str, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        """Merge-patch annotations of a custom object (markers such as a handled restart request)."""
+        ...
+
     async def post_event(
         self,
         involved: Mapping[str, Any],

@@ -305,6 +305,7 @@ class FakeKube:
         self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
+        self.annotations: dict[str, str] = {}
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         return self.secrets.get((namespace, name))
@@ -313,6 +314,11 @@ class FakeKube:
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
         self.statuses.append(dict(status))
+
+    async def patch_annotations(
+        self, group: str, version: str, plural: str, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        self.annotations.update(annotations)
 
     async def post_event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))

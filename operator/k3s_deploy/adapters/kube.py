@@ -1,0 +1,133 @@
+"""KubeGateway over the official kubernetes client (synchronous, so run in worker threads)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError
+
+from k3s_deploy.errors import CredentialsError, K3sDeployError, KubeUnavailable
+from k3s_deploy.logs import register_secret
+
+T = TypeVar("T")
+COMPONENT = "k3s-deploy"
+
+
+def _load_api_client() -> Any:
+    """In-cluster service account first, then the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # kubernetes.config is unannotated
+    except ConfigException:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # kubernetes.config is unannotated
+    return client.ApiClient(configuration)
+
+
+class KubernetesGateway:
+    """Secrets, custom-object status and Events; every call bounded by a semaphore."""
+
+    def __init__(self, *, concurrency: int = 8, api_client: Any = None) -> None:
+        self._semaphore = asyncio.BoundedSemaphore(concurrency)
+        self._api_client = api_client
+        self._lock = threading.Lock()
+
+    def _api(self) -> Any:
+        with self._lock:
+            if self._api_client is None:
+                self._api_client = _load_api_client()
+            return self._api_client
+
+    async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        async with self._semaphore:
+            try:
+                return await asyncio.to_thread(lambda: fn(self._api()))
+            except K3sDeployError:
+                raise
+            except ApiException as exc:
+                if exc.status == 403:
+                    raise CredentialsError(
+                        f"{what}: the operator is not allowed ({exc.reason}); check its RBAC",
+                        reason="Forbidden",
+                    ) from exc
+                raise KubeUnavailable(f"{what}: {exc.status} {exc.reason}") from exc
+            except (HTTPError, OSError) as exc:
+                raise KubeUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        def read(api: Any) -> dict[str, bytes] | None:
+            try:
+                secret = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+            data.update({k: v.encode() for k, v in (secret.string_data or {}).items()})
+            return data
+
+        data = await self._call(f"read Secret {namespace}/{name}", read)
+        for value in (data or {}).values():
+            register_secret(value)  # never let a Secret value reach a log line or an Event
+        return data
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        def patch(api: Any) -> None:
+            try:
+                client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+                    group, version, namespace, plural, name, {"status": dict(status)}
+                )
+            except ApiException as exc:
+                if exc.status != 404:  # gone already: nothing left to report on
+                    raise
+
+        await self._call(f"patch status of {plural}/{namespace}/{name}", patch)
+
+    async def patch_annotations(
+        self, group: str, version: str, plural: str, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        def patch(api: Any) -> None:
+            client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                group, version, namespace, plural, name, {"metadata": {"annotations": dict(annotations)}}
+            )
+
+        await self._call(f"annotate {plural}/{namespace}/{name}", patch)
+
+    async def post_event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        meta = involved.get("metadata", {})
+        namespace = str(meta.get("namespace") or "default")
+        now = dt.datetime.now(dt.UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{meta.get('name', 'object')}.{uuid.uuid4().hex[:12]}"),
+            involved_object=client.V1ObjectReference(
+                api_version=involved.get("apiVersion"),
+                kind=involved.get("kind"),
+                name=meta.get("name"),
+                namespace=namespace,
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            source=client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=COMPONENT,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        await self._call(
+            f"post event {reason}",
+            lambda api: client.CoreV1Api(api).create_namespaced_event(namespace, body),
+        )

@@ -1,0 +1,142 @@
+"""Start kopf with the project's settings and the handlers of both kinds.
+
+kopf's own knobs are set in a startup handler from :class:`OperatorSettings`: scope, peering, watch
+timeouts (watch streams can stall silently without them), where progress is kept (annotations under
+``k3sdeploy.io/``, so ``status`` stays ours), which log records become Events, and error backoffs.
+Shared runtime state (the Kubernetes gateway, Proxmox sessions, per-object memory) travels in kopf's
+``memo`` as a :class:`Runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from k3s_deploy.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_PREFIX = "k3sdeploy.io"
+FINALIZER = "k3sdeploy.io/finalizer"
+
+
+@dataclass
+class Runtime:
+    """Operator-wide state shared by every handler invocation (one per process)."""
+
+    settings: OperatorSettings
+    kube: Any  # KubeGateway
+    sessions: Any  # services.proxmoxvm.inventory.Sessions
+    memories: dict[str, Any] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    seen: dict[str, Any] = field(default_factory=dict)
+    last_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_annotations: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+    def wakeup(self, uid: str) -> asyncio.Event:
+        return self.wakeups.setdefault(uid, asyncio.Event())
+
+    def forget(self, uid: str) -> None:
+        for table in (
+            self.memories,
+            self.locks,
+            self.wakeups,
+            self.seen,
+            self.last_status,
+            self.last_annotations,
+        ):
+            table.pop(uid, None)
+
+
+def build_runtime(settings: OperatorSettings) -> Runtime:
+    """Wire the real adapters behind the ports."""
+    from k3s_deploy.adapters.kube import KubernetesGateway
+    from k3s_deploy.adapters.proxmox import ProxmoxerConnector
+    from k3s_deploy.services.proxmoxvm.inventory import Sessions
+
+    connector = ProxmoxerConnector(
+        timeout=settings.proxmox_timeout_seconds, concurrency=settings.proxmox_concurrency
+    )
+    # A cached VM list younger than most of a resync interval serves every object of a credential.
+    return Runtime(
+        settings=settings,
+        kube=KubernetesGateway(concurrency=settings.kube_concurrency),
+        sessions=Sessions(connector, max_age=settings.resync_seconds * 0.9),
+    )
+
+
+def apply_kopf_settings(kopf_settings: Any, settings: OperatorSettings) -> None:
+    """Map our settings onto ``kopf.OperatorSettings``."""
+    import kopf
+
+    kopf_settings.peering.standalone = settings.standalone
+    kopf_settings.peering.name = settings.peering_name
+    kopf_settings.peering.clusterwide = not settings.namespaces
+    kopf_settings.peering.mandatory = not settings.standalone
+    kopf_settings.watching.server_timeout = settings.watch_server_timeout
+    kopf_settings.watching.client_timeout = settings.watch_client_timeout
+    kopf_settings.watching.connect_timeout = 30
+    kopf_settings.networking.request_timeout = max(60, settings.watch_client_timeout + 30)
+    kopf_settings.networking.connect_timeout = 30
+    kopf_settings.persistence.finalizer = FINALIZER
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # Our handlers post their own Events per real action; kopf adds only warnings and errors.
+    kopf_settings.posting.enabled = True
+    kopf_settings.posting.level = logging.WARNING
+    kopf_settings.posting.reporting_component = "k3s-deploy"
+    # Handler errors without an explicit delay: retry after 30 s, not kopf's 60 s forever-loop default
+    # (permanent errors never reach kopf: they become Stalled conditions).
+    kopf_settings.execution.default_backoff = 30
+    kopf_settings.queueing.error_delays = (1, 2, 5, 10, 20, 30, 60, 120)
+    kopf_settings.networking.error_backoffs = (1, 2, 5, 10, 20, 30)
+
+
+def run_operator(settings: OperatorSettings) -> int:
+    """Run until SIGINT/SIGTERM; return the process exit code."""
+    import kopf
+
+    from k3s_deploy.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.metrics_port is not None:
+        from k3s_deploy.metrics import start_metrics_server
+
+        start_metrics_server(settings.metrics_port, settings.metrics_address)
+
+    import k3s_deploy.handlers  # noqa: F401  - registers the handlers of both kinds
+
+    registry = kopf.get_default_registry()
+    operator_settings = settings
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        apply_kopf_settings(settings, operator_settings)
+
+    runtime = build_runtime(settings)
+    scope = ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
+    log.info(
+        "k3s-deploy operator starting: %s, %s", scope, "standalone" if settings.standalone else "peering"
+    )
+    try:
+        kopf.run(
+            registry=registry,
+            standalone=settings.standalone,
+            peering_name=settings.peering_name,
+            namespaces=settings.namespaces,
+            clusterwide=not settings.namespaces,
+            liveness_endpoint=settings.liveness_endpoint,
+            memo=kopf.Memo(runtime=runtime),
+        )
+    except Exception:
+        log.exception("the operator stopped on an error")
+        return 1
+    return 0
