@@ -168,6 +168,13 @@ class KubeClusterObjects:
                     _request_timeout=self._timeout,
                 )
                 return True
+            have = (current.metadata.labels if current.metadata else None) or {}
+            if any(have.get(k) != v for k, v in labels.items()):
+                raise errors.InvalidSpec(
+                    f"Secret {name!r} exists but was not written by k3s-deploy for this cluster; "
+                    "rename or delete it",
+                    reason="SecretConflict",
+                )
             if (current.data or {}) == encoded:
                 return False
             core.patch_namespaced_secret(name, namespace, {"data": encoded}, _request_timeout=self._timeout)
@@ -175,15 +182,22 @@ class KubeClusterObjects:
 
         return await self._call(f"write Secret {name}", fn)
 
-    async def delete_secret(self, namespace: str, name: str) -> None:
-        def fn() -> None:
+    async def delete_managed_secret(self, namespace: str, name: str, *, labels: Mapping[str, str]) -> bool:
+        def fn() -> bool:
+            core = self._core()
             try:
-                self._core().delete_namespaced_secret(name, namespace, _request_timeout=self._timeout)
+                current = core.read_namespaced_secret(name, namespace, _request_timeout=self._timeout)
+                have = (current.metadata.labels if current.metadata else None) or {}
+                if any(have.get(k) != v for k, v in labels.items()):
+                    return False
+                core.delete_namespaced_secret(name, namespace, _request_timeout=self._timeout)
             except ApiException as exc:
-                if exc.status != 404:
-                    raise
+                if exc.status == 404:
+                    return False
+                raise
+            return True
 
-        await self._call(f"delete Secret {name}", fn)
+        return await self._call(f"delete Secret {name}", fn)
 
     async def patch_cluster_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         def fn() -> None:

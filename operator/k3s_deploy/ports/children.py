@@ -40,11 +40,14 @@ class ClusterObjects(Protocol):
         labels: Mapping[str, str],
         owner: Mapping[str, Any] | None,
     ) -> bool:
-        """Create or update a Secret; returns True when something changed."""
+        """Create or update a Secret; returns True when something changed.
+
+        An existing Secret without all of ``labels`` belongs to someone else: ``InvalidSpec``, untouched.
+        """
         ...
 
-    async def delete_secret(self, namespace: str, name: str) -> None:
-        """Delete a Secret (a missing one is fine)."""
+    async def delete_managed_secret(self, namespace: str, name: str, *, labels: Mapping[str, str]) -> bool:
+        """Delete a Secret only if it carries every label in ``labels``; True when it was deleted."""
         ...
 
     async def patch_cluster_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:

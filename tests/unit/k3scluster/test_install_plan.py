@@ -145,15 +145,21 @@ def test_airgap_and_channel_script() -> None:
     settings = K3sSettings(
         channel="latest",
         channel_url="http://127.0.0.1:9/v1-release/channels",
-        source=InstallSource(mode="airgap", installer_path="/opt/k3s/install.sh"),
+        source=InstallSource(
+            mode="airgap",
+            script_url="http://mirror.local/install.sh",
+            binary_url="http://mirror.local/k3s",
+            images_url="http://mirror.local/k3s-airgap-images-amd64.tar.zst",
+        ),
     )
     step = plan(nodes(1, 0), settings, init_server=None).steps[0]
     script = render_script(step, settings, token="t", node_ip=None, sans=[])
     assert "export INSTALL_K3S_CHANNEL=latest" in script
     assert "export INSTALL_K3S_CHANNEL_URL=http://127.0.0.1:9/v1-release/channels" in script
     assert "export INSTALL_K3S_SKIP_DOWNLOAD=true" in script
-    assert "curl" not in script
-    assert "sh /opt/k3s/install.sh server --node-name c-server-0" in script
+    assert "-o /usr/local/bin/k3s http://mirror.local/k3s" in script
+    assert "/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst" in script
+    assert script.strip().splitlines()[-1] == 'sh "$installer" server --node-name c-server-0'
 
 
 def test_script_quotes_hostile_values() -> None:

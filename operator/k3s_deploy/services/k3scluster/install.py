@@ -35,17 +35,20 @@ PROBE_COMMAND = (
 )
 # Exit status the install script uses when the installer could not be downloaded (transient).
 DOWNLOAD_FAILED = 100
+AIRGAP_BINARY = "/usr/local/bin/k3s"
+AIRGAP_IMAGES_DIR = "/var/lib/rancher/k3s/agent/images"
 
 
 @dataclass(frozen=True)
 class InstallSource:
-    """Where the installer comes from: a script URL (default get.k3s.io, or a mirror/lab URL), or a
-    script already on the guest with the K3s binary pre-placed (air-gapped; downloads are skipped)."""
+    """Where K3s comes from: the install script at a URL (default get.k3s.io, or a mirror or the lab),
+    or air-gapped artefacts (installer, binary, optional images) at URLs the nodes can reach, in which
+    case the installer runs with downloads skipped."""
 
     mode: Literal["script", "airgap"] = "script"
     script_url: str = DEFAULT_SCRIPT_URL
-    installer_path: str = "/usr/local/bin/k3s-install.sh"
-    env: tuple[tuple[str, str], ...] = ()
+    binary_url: str | None = None
+    images_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,18 +223,25 @@ def render_script(
         env.append(("K3S_URL", step.join_url))
     if settings.source.mode == "airgap":
         env.append(("INSTALL_K3S_SKIP_DOWNLOAD", "true"))
-    env += list(settings.source.env)
     lines = ["set -eu"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env]
     argv = " ".join(shlex.quote(a) for a in k3s_args(step, settings, node_ip=node_ip, sans=sans))
-    if settings.source.mode == "airgap":
-        lines.append(f"sh {shlex.quote(settings.source.installer_path)} {argv}")
-    else:
-        lines += [
-            'installer="$(mktemp)"',
-            "trap 'rm -f \"$installer\"' EXIT",
-            f'curl -sfL --retry 3 -o "$installer" {shlex.quote(settings.source.script_url)} '
-            f"|| {{ echo 'cannot download the K3s installer' >&2; exit {DOWNLOAD_FAILED}; }}",
-            f'sh "$installer" {argv}',
-        ]
+    lines += ['installer="$(mktemp)"', "trap 'rm -f \"$installer\"' EXIT"]
+    source = settings.source
+    if source.mode == "airgap" and source.binary_url:
+        lines.append(_download(source.binary_url, AIRGAP_BINARY) + f" && chmod 0755 {AIRGAP_BINARY}")
+    if source.mode == "airgap" and source.images_url:
+        lines.append(f"mkdir -p {AIRGAP_IMAGES_DIR}")
+        name = source.images_url.rstrip("/").rsplit("/", 1)[-1] or "k3s-airgap-images.tar"
+        lines.append(_download(source.images_url, f"{AIRGAP_IMAGES_DIR}/{name}"))
+    lines.append(_download(source.script_url, '"$installer"', quote_dest=False))
+    lines.append(f'sh "$installer" {argv}')
     return "\n".join(lines) + "\n"
+
+
+def _download(url: str, dest: str, *, quote_dest: bool = True) -> str:
+    target = shlex.quote(dest) if quote_dest else dest
+    return (
+        f"curl -sfL --retry 3 -o {target} {shlex.quote(url)} "
+        f"|| {{ echo {shlex.quote('cannot download ' + url)} >&2; exit {DOWNLOAD_FAILED}; }}"
+    )

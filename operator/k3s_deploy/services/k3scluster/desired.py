@@ -1,0 +1,138 @@
+"""From a K3sCluster spec to the members it wants and the ProxmoxVM manifests that back them (pure).
+
+Network settings (the old ``configure-ips``) are folded into each child's cloud-init here: a static
+address from the pool with gateway, nameservers and search domain, or DHCP when there is no pool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from k3s_deploy.api.k3scluster import ClusterNetwork, K3sClusterSpec, NodeTemplate
+from k3s_deploy.ports.proxmox import VmSummary
+from k3s_deploy.services.k3scluster import discovery, ipam
+from k3s_deploy.services.k3scluster.topology import ClusterRef, Member, child_manifest, cloned_members
+
+
+@dataclass(frozen=True)
+class Desired:
+    members: list[Member]
+    manifests: dict[str, dict[str, Any]]
+    static_ips: dict[str, str]
+
+    def member(self, name: str) -> Member:
+        return next(m for m in self.members if m.name == name)
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    data: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return data
+
+
+def common_spec(spec: K3sClusterSpec) -> dict[str, Any]:
+    """What every child shares with the cluster: how to reach and trust Proxmox."""
+    out: dict[str, Any] = {"credentialsRef": _dump(spec.credentials_ref)}
+    if spec.insecure_skip_tls_verify:
+        out["insecureSkipTLSVerify"] = True
+    if spec.fingerprint:
+        out["fingerprint"] = spec.fingerprint
+    return out
+
+
+def template_spec(template: NodeTemplate, network: ClusterNetwork | None) -> dict[str, Any]:
+    """A NodeTemplate as ProxmoxVM spec fields (clone -> source.clone)."""
+    data = _dump(template)
+    clone = data.pop("clone")
+    data["source"] = {"clone": clone}
+    if network is not None and network.address_cidr:
+        data.setdefault("guestAgent", {})["addressCIDR"] = network.address_cidr
+    return data
+
+
+def pool_entries(network: ClusterNetwork) -> tuple[list[str], int, list[str]]:
+    """(pool entries, prefix length, reserved addresses) of a static pool."""
+    pool = network.ip_pool
+    assert pool is not None
+    if pool.cidr:
+        net = ipaddress.ip_network(pool.cidr, strict=False)
+        entries, prefix = [str(net)], net.prefixlen
+    else:
+        entries, prefix = [f"{pool.start}-{pool.end}"], int(pool.prefix_length or 32)
+    reserved = [*pool.exclude, *([network.gateway] if network.gateway else []), *network.nameservers]
+    return entries, prefix, [str(r) for r in reserved]
+
+
+def desired(
+    cluster: ClusterRef,
+    spec: K3sClusterSpec,
+    *,
+    allocations: Mapping[str, str],
+    discovered_vms: Sequence[VmSummary] | None = None,
+) -> Desired:
+    """Members (servers first) and the manifest of each child. ``allocations`` come from status."""
+    common = common_spec(spec)
+    network = spec.network
+    if spec.discovery is not None:
+        d = spec.discovery
+        if d.cloud_init is not None:
+            common = {**common, "cloudInit": _dump(d.cloud_init)}
+        if network is not None and network.address_cidr:
+            common = {**common, "guestAgent": {"addressCIDR": network.address_cidr}}
+        if d.locations is not None:
+            members = discovery.by_locations(
+                cluster.name,
+                {"server": d.locations.servers, "agent": d.locations.agents},
+                common=common,
+                deletion_policy=d.deletion_policy,
+            )
+        else:
+            assert d.tags is not None
+            members = discovery.by_tags(
+                cluster.name,
+                discovered_vms or [],
+                {"server": d.tags.servers, "agent": d.tags.agents},
+                common=common,
+                deletion_policy=d.deletion_policy,
+            )
+    else:
+        assert spec.servers is not None
+        agents = spec.agents
+        members = cloned_members(
+            cluster,
+            servers=spec.servers.replicas,
+            agents=agents.replicas if agents else 0,
+            server_template=template_spec(spec.servers.template, network),
+            agent_template=template_spec(agents.template, network) if agents else {},
+            common=common,
+        )
+
+    static: dict[str, str] = {}
+    manifests: dict[str, dict[str, Any]] = {}
+    dns: dict[str, Any] = {}
+    if network is not None:
+        dns = {"nameservers": list(network.nameservers), "searchDomain": network.search_domain}
+    if network is not None and network.ip_pool is not None:
+        entries, prefix, reserved = pool_entries(network)
+        static = ipam.allocate(entries, [m.name for m in members], allocations, reserved=reserved)
+    for member in members:
+        ip_config: dict[str, Any] | None
+        if member.name in static:
+            ip_config = {
+                "address": f"{static[member.name]}/{prefix}",
+                "gateway": network.gateway if network else None,
+            }
+            ip_config = {k: v for k, v in ip_config.items() if v}
+        elif not member.adopted:
+            ip_config = {"dhcp": True}
+        else:
+            ip_config = None  # an adopted VM keeps its addressing unless the cluster hands out a static one
+        manifests[member.name] = child_manifest(cluster, member, ip_config=ip_config, dns=dns)
+    return Desired(members=members, manifests=manifests, static_ips=static)
+
+
+def spec_drift(want: Mapping[str, Any], have: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level spec fields of ``want`` that ``have`` lacks or holds differently (a merge patch)."""
+    return {k: v for k, v in want.items() if have.get(k) != v}

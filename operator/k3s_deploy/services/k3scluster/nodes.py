@@ -1,0 +1,94 @@
+"""Talking to the members over SSH: probe what is installed, pin host keys, run the K3s installs.
+
+Each function works on one node and turns SSH outcomes into the error tree with the node's name in
+the message, so a condition says exactly which node needs attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from k3s_deploy import errors
+from k3s_deploy.ports.ssh import SshRunner, SshTarget
+from k3s_deploy.services.k3scluster import install
+
+_TAIL = 600
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    host_key: str
+    installed_version: str | None
+
+
+def pinned_key(
+    *,
+    name: str,
+    ip: str,
+    vmid: int | None,
+    known_hosts: Mapping[str, str],
+    recorded_key: str | None,
+    recorded_vmid: int | None,
+) -> str | None:
+    """The fingerprint a node must present: given in the spec, else pinned in status for the same VM.
+
+    A node whose VM changed (new vmid: re-created) starts a new trust-on-first-use; a rebuilt VM with
+    the same vmid keeps its pin and is refused unless the policy says AcceptChanged.
+    """
+    given = known_hosts.get(ip) or known_hosts.get(name)
+    if given:
+        return given
+    if recorded_key and (recorded_vmid is None or vmid is None or recorded_vmid == vmid):
+        return recorded_key
+    return None
+
+
+def _with_node(name: str, exc: errors.K3sDeployError) -> errors.K3sDeployError:
+    exc.message = f"node {name}: {exc.message}"
+    exc.args = (exc.message,)
+    return exc
+
+
+async def probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: float) -> Probe:
+    """Log in (verifying the host key) and read the installed K3s version."""
+    try:
+        result = await ssh.run(target, install.PROBE_COMMAND, timeout_s=timeout_s)
+    except errors.K3sDeployError as exc:
+        raise _with_node(name, exc) from exc
+    if not result.ok:
+        raise errors.CommandFailed(
+            f"node {name}: probing K3s failed (exit {result.exit_status}): {result.stderr.strip()[-_TAIL:]}",
+            exit_status=result.exit_status,
+        )
+    return Probe(name, result.host_key, install.parse_version(result.stdout))
+
+
+async def run_install(ssh: SshRunner, name: str, target: SshTarget, script: str, *, timeout_s: float) -> None:
+    """Run one install script (sent on stdin so the token stays off every command line)."""
+    try:
+        result = await ssh.run(target, "sh -s", input=script, timeout_s=timeout_s)
+    except errors.K3sDeployError as exc:
+        raise _with_node(name, exc) from exc
+    if result.ok:
+        return
+    tail = (result.stderr.strip() or result.stdout.strip())[-_TAIL:]
+    if result.exit_status == install.DOWNLOAD_FAILED:
+        raise errors.TransientError(
+            f"node {name}: could not download the K3s installer: {tail}", reason="InstallerDownloadFailed"
+        )
+    raise errors.K3sInstallFailed(
+        f"node {name}: the K3s installer failed (exit {result.exit_status}): {tail}. Check spec.k3s "
+        "(version, arguments, install source)."
+    )
+
+
+async def fetch_kubeconfig(ssh: SshRunner, name: str, target: SshTarget) -> str:
+    try:
+        data = await ssh.fetch(target, "/etc/rancher/k3s/k3s.yaml")
+    except errors.CommandFailed as exc:
+        raise errors.GuestNotReady(f"node {name}: K3s has not written its kubeconfig yet") from exc
+    except errors.K3sDeployError as exc:
+        raise _with_node(name, exc) from exc
+    return data.decode(errors="replace")

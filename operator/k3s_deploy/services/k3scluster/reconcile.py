@@ -1,0 +1,592 @@
+"""One reconcile pass of a K3sCluster: VMs -> addresses -> SSH -> K3s -> kubeconfig -> health.
+
+Every pass starts from what exists (children, status, the nodes themselves) and does only what is
+missing, so a pass can be interrupted anywhere and simply run again. The outcome carries the full
+status to write, the Events to post and when to look again; the handler does the writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from k3s_deploy import errors
+from k3s_deploy.api.k3scluster import K3sCluster
+from k3s_deploy.ports.children import ClusterObjects
+from k3s_deploy.ports.proxmox import ProxmoxConnector, VmSummary
+from k3s_deploy.ports.ssh import SshRunner, SshTarget
+from k3s_deploy.ports.target import TargetCluster
+from k3s_deploy.services.conditions import Conditions
+from k3s_deploy.services.k3scluster import install, nodes
+from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
+from k3s_deploy.services.k3scluster.kubeconfig import rewrite, server_url
+from k3s_deploy.services.k3scluster.secrets import (
+    KUBECONFIG_KEY,
+    TOKEN_KEY,
+    kubeconfig_secret_name,
+    managed_labels,
+    read_key,
+    token_secret_name,
+)
+from k3s_deploy.services.k3scluster.topology import ClusterRef
+
+VMS_READY = "VMsReady"
+SERVERS_READY = "ServersReady"
+AGENTS_READY = "AgentsReady"
+STEPS = (VMS_READY, SERVERS_READY, AGENTS_READY)
+
+# How soon to look again while waiting for something that is on its way (VMs booting, nodes joining).
+WAIT_DELAY = 3.0
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Deps:
+    objects: ClusterObjects
+    ssh: SshRunner
+    target: TargetCluster
+    proxmox: ProxmoxConnector | None = None
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    error: errors.K3sDeployError | None = None
+
+
+class _Wait(Exception):
+    """Stop this pass: something is still on its way (not an error)."""
+
+
+@dataclass
+class _NodeView:
+    name: str
+    role: Literal["server", "agent"]
+    adopted: bool
+    vmid: int | None = None
+    pve_node: str | None = None
+    ip: str | None = None
+    vm_ready: bool = False
+    host_key: str | None = None
+    k3s_version: str | None = None
+    ready: bool = False
+    state: str = "Pending"
+    message: str | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "role": self.role,
+            "vm": self.name,
+            "vmid": self.vmid,
+            "pveNode": self.pve_node,
+            "ip": self.ip,
+            "k3sVersion": self.k3s_version,
+            "ready": self.ready,
+            "hostKeyFingerprint": self.host_key,
+            "adopted": self.adopted,
+            "state": self.state,
+            "message": self.message,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class Reconciler:
+    """State of one pass. Use :func:`reconcile`."""
+
+    def __init__(self, body: Mapping[str, Any], deps: Deps, *, generation: int | None) -> None:
+        self.model = K3sCluster.model_validate(dict(body))
+        meta = body.get("metadata") or {}
+        self.ref = ClusterRef(meta["name"], meta["namespace"], meta["uid"])
+        self.spec = self.model.spec
+        self.deps = deps
+        self.old_status: dict[str, Any] = dict(body.get("status") or {})
+        self.status: dict[str, Any] = {k: v for k, v in self.old_status.items() if k != "conditions"}
+        self.conditions = Conditions(self.old_status.get("conditions"), generation=generation)
+        self.generation = generation
+        self.events: list[Event] = []
+        self.views: dict[str, _NodeView] = {}
+        self.recorded = {n.get("name"): n for n in self.old_status.get("nodes") or [] if n.get("name")}
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def _store_nodes(self) -> None:
+        self.status["nodes"] = [v.as_status() for v in self.views.values()]
+        servers = [v for v in self.views.values() if v.role == "server"]
+        agents = [v for v in self.views.values() if v.role == "agent"]
+        self.status["readyServers"] = sum(v.ready for v in servers)
+        self.status["readyAgents"] = sum(v.ready for v in agents)
+        versions = sorted({v.k3s_version for v in self.views.values() if v.k3s_version}, key=_version_key)
+        if versions:
+            self.status["k3sVersion"] = versions[0]
+
+    async def _flush(self) -> None:
+        """Write progress that must survive an operator crash before the next risky step."""
+        self._store_nodes()
+        await self.deps.objects.patch_cluster_status(self.ref.namespace, self.ref.name, self.status)
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    async def _discovered(self) -> list[VmSummary] | None:
+        d = self.spec.discovery
+        if d is None or d.tags is None:
+            return None
+        if self.deps.proxmox is None:
+            raise errors.InvalidSpec("discovery by tags needs a Proxmox connection", reason="NoProxmox")
+        from k3s_deploy.services.proxmoxvm.credentials import parse_credentials
+
+        secret = self.spec.credentials_ref.name
+        data = await self.deps.objects.read_secret(self.ref.namespace, secret)
+        if data is None:
+            raise errors.CredentialsError(
+                f"Secret {secret!r} (spec.credentialsRef) not found in namespace {self.ref.namespace!r}",
+                reason="SecretNotFound",
+            )
+        creds = parse_credentials(
+            secret,
+            data,
+            fingerprint=self.spec.fingerprint,
+            insecure_skip_tls_verify=self.spec.insecure_skip_tls_verify,
+        )
+        return await self.deps.proxmox.connect(creds).cluster_vms()
+
+    async def ensure_children(self) -> Desired:
+        want = desired(
+            self.ref,
+            self.spec,
+            allocations=self.old_status.get("ipAllocations") or {},
+            discovered_vms=await self._discovered(),
+        )
+        self.status["ipAllocations"] = dict(want.static_ips)
+        self.status["desiredServers"] = sum(m.role == "server" for m in want.members)
+        self.status["desiredAgents"] = sum(m.role == "agent" for m in want.members)
+        if self.status["desiredServers"] == 0:
+            raise errors.InvalidSpec(
+                "discovery found no server VM: tag at least one VM with every tag in spec.discovery.tags.servers",
+                reason="NoServersFound",
+            )
+        existing = {c["metadata"]["name"]: c for c in await self.deps.objects.list_children(*self._ns_name())}
+        for member in want.members:
+            manifest = want.manifests[member.name]
+            child = existing.get(member.name)
+            if child is None:
+                child = await self.deps.objects.create_child(manifest)
+                verb = "Adopting" if member.adopted else "Creating"
+                self.event("Normal", "VMCreated", f"{verb} ProxmoxVM {member.name} ({member.role})")
+                existing[member.name] = child
+            else:
+                refs = child.get("metadata", {}).get("ownerReferences") or []
+                if not any(r.get("uid") == self.ref.uid for r in refs):
+                    raise errors.InvalidSpec(
+                        f"ProxmoxVM {member.name} exists but belongs to something else; rename or delete it",
+                        reason="NameConflict",
+                    )
+                drift = spec_drift(manifest["spec"], child.get("spec") or {})
+                if drift:
+                    await self.deps.objects.patch_child_spec(self.ref.namespace, member.name, drift)
+                    self.event(
+                        "Normal", "VMUpdated", f"Updated ProxmoxVM {member.name}: {', '.join(sorted(drift))}"
+                    )
+            self.views[member.name] = self._view(member.name, member.role, member.adopted, child, want)
+        return want
+
+    def _ns_name(self) -> tuple[str, str]:
+        return self.ref.namespace, self.ref.name
+
+    def _view(
+        self,
+        name: str,
+        role: Literal["server", "agent"],
+        adopted: bool,
+        child: Mapping[str, Any],
+        want: Desired,
+    ) -> _NodeView:
+        st = child.get("status") or {}
+        recorded = self.recorded.get(name) or {}
+        view = _NodeView(name=name, role=role, adopted=adopted)
+        view.vmid = st.get("vmid")
+        view.pve_node = st.get("node")
+        addresses = st.get("addresses") or []
+        view.ip = want.static_ips.get(name) or (addresses[0] if addresses else None)
+        view.host_key = recorded.get("hostKeyFingerprint")
+        view.k3s_version = recorded.get("k3sVersion")
+        conds = {c.get("type"): c for c in st.get("conditions") or []}
+        stalled = conds.get("Stalled")
+        if stalled and stalled.get("status") == "True":
+            raise errors.PermanentError(
+                f"ProxmoxVM {name}: {stalled.get('message', '')}", reason=stalled.get("reason") or "VMStalled"
+            )
+        ready = conds.get("Ready")
+        view.vm_ready = bool(ready and ready.get("status") == "True" and view.ip)
+        if not view.vm_ready:
+            view.state = "Provisioning"
+            view.message = (ready or {}).get("message") or ("no address yet" if not view.ip else None)
+        else:
+            view.state = "VMReady"
+        return view
+
+    def check_vms(self) -> None:
+        pending = [v for v in self.views.values() if not v.vm_ready]
+        total = len(self.views)
+        if pending:
+            self.status["phase"] = "Provisioning"
+            names = ", ".join(v.name for v in pending[:5])
+            message = f"{total - len(pending)}/{total} VMs ready; waiting for {names}"
+            self.conditions.set(VMS_READY, False, "WaitingForVMs", message)
+            self.conditions.set(SERVERS_READY, "Unknown", "WaitingForVMs", "VMs are not ready yet")
+            self.conditions.set(AGENTS_READY, "Unknown", "WaitingForVMs", "VMs are not ready yet")
+            self.conditions.reconciling(True, "WaitingForVMs", message)
+            raise _Wait
+        self.conditions.set(VMS_READY, True, "VMsReady", f"{total} VMs running with addresses")
+
+    async def secrets(self) -> tuple[str, str]:
+        """(SSH private key, K3s token); the token Secret is created once if the user gave none."""
+        ns = self.ref.namespace
+        key_ref = self.spec.ssh.private_key_secret_ref
+        private_key = await read_key(
+            self.deps.objects, ns, key_ref.name, key_ref.key, what="spec.ssh.privateKeySecretRef"
+        )
+        token_ref = self.spec.k3s.token_secret_ref
+        if token_ref is not None:
+            token = await read_key(
+                self.deps.objects, ns, token_ref.name, token_ref.key, what="spec.k3s.tokenSecretRef"
+            )
+            self.status["tokenSecretRef"] = {"name": token_ref.name, "key": token_ref.key}
+            return private_key, token
+        name = token_secret_name(self.ref.name)
+        data = await self.deps.objects.read_secret(ns, name)
+        token_bytes = (data or {}).get(TOKEN_KEY)
+        if not token_bytes:
+            token_bytes = install.new_token().encode()
+            await self.deps.objects.write_secret(
+                ns,
+                name,
+                {TOKEN_KEY: token_bytes},
+                labels=managed_labels(self.ref.name),
+                owner=self.ref.owner_reference(),
+            )
+            self.event("Normal", "TokenCreated", f"Generated the cluster join token into Secret {name}")
+        self.status["tokenSecretRef"] = {"name": name, "key": TOKEN_KEY}
+        return private_key, token_bytes.decode().strip()
+
+    def target(self, view: _NodeView, private_key: str) -> SshTarget:
+        ssh = self.spec.ssh
+        assert view.ip is not None
+        recorded = self.recorded.get(view.name) or {}
+        pin = nodes.pinned_key(
+            name=view.name,
+            ip=view.ip,
+            vmid=view.vmid,
+            known_hosts=ssh.known_hosts,
+            recorded_key=recorded.get("hostKeyFingerprint"),
+            recorded_vmid=recorded.get("vmid"),
+        )
+        return SshTarget(
+            host=view.ip,
+            port=ssh.port,
+            user=ssh.user,
+            private_key=private_key,
+            pinned_host_key=pin,
+            accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
+        )
+
+    async def probe_all(self, private_key: str) -> None:
+        timeout = float(self.spec.ssh.connect_timeout_seconds) * 3
+
+        async def one(view: _NodeView) -> None:
+            target = self.target(view, private_key)
+            try:
+                result = await nodes.probe(self.deps.ssh, view.name, target, timeout_s=timeout)
+            except errors.K3sDeployError as exc:
+                view.message = exc.message
+                view.state = "Unreachable" if exc.transient else "Failed"
+                raise
+            if target.pinned_host_key and result.host_key != target.pinned_host_key:
+                self.event(
+                    "Warning",
+                    "HostKeyChanged",
+                    f"node {view.name}: host key changed from {target.pinned_host_key} to {result.host_key}; "
+                    "accepted because spec.ssh.hostKeyPolicy is AcceptChanged",
+                )
+            elif not target.pinned_host_key:
+                self.event(
+                    "Normal", "HostKeyPinned", f"node {view.name}: pinned SSH host key {result.host_key}"
+                )
+            view.host_key = result.host_key
+            view.k3s_version = result.installed_version
+            view.message = None
+            view.state = "Installed" if result.installed_version else "Reachable"
+
+        outcomes = await asyncio.gather(*(one(v) for v in self.views.values()), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, errors.K3sDeployError):
+                raise failure
+        permanent = [f for f in failures if isinstance(f, errors.K3sDeployError) and not f.transient]
+        if permanent:
+            raise permanent[0]
+        if failures:
+            raise failures[0]
+
+    def settings(self) -> install.K3sSettings:
+        k3s = self.spec.k3s
+        source = install.InstallSource()
+        if k3s.install_source is not None and k3s.install_source.air_gap is not None:
+            air = k3s.install_source.air_gap
+            if air.fetch_from == "Operator":
+                raise errors.InvalidSpec(
+                    "installSource.airGap.fetchFrom: Operator is not supported yet; use fetchFrom: Node "
+                    "(the nodes download the artefacts from the URLs given)",
+                    reason="UnsupportedInstallSource",
+                )
+            source = install.InstallSource(
+                mode="airgap",
+                script_url=air.installer_url,
+                binary_url=air.binary_url,
+                images_url=air.images_url,
+            )
+        elif k3s.install_source is not None and k3s.install_source.script is not None:
+            source = install.InstallSource(script_url=k3s.install_source.script.url)
+        return install.K3sSettings(
+            version=k3s.version,
+            channel=k3s.channel,
+            channel_url=k3s.channel_server if k3s.channel else None,
+            server_args=tuple(k3s.server_args),
+            agent_args=tuple(k3s.agent_args),
+            tls_sans=tuple(k3s.tls_sans),
+            endpoint=self.spec.endpoint,
+            source=source,
+        )
+
+    async def bootstrap(self, private_key: str, token: str, settings: install.K3sSettings) -> None:
+        facts = [install.NodeFacts(v.name, v.role, v.ip, v.k3s_version) for v in self.views.values()]
+        plan = install.plan(facts, settings, init_server=self.old_status.get("initServer"))
+        if self.status.get("initServer") != plan.init_server:
+            self.status["initServer"] = plan.init_server
+            await self._flush()
+        if not plan.steps:
+            return
+        self.status["phase"] = "Bootstrapping"
+        sans = install.tls_sans(settings, [v.ip for v in self.views.values() if v.role == "server" and v.ip])
+        timeout = float(self.spec.ssh.command_timeout_seconds)
+
+        async def one(step: install.InstallStep) -> None:
+            view = self.views[step.node]
+            target = self.target(view, private_key)
+            if view.host_key:
+                target = dataclasses.replace(target, pinned_host_key=view.host_key)
+            script = install.render_script(step, settings, token=token, node_ip=view.ip, sans=sans)
+            what = {
+                "init": "initialising the cluster",
+                "single": "single server",
+                "join-server": "joining as server",
+                "agent": "joining as agent",
+            }[step.kind]
+            self.event("Normal", "Installing", f"Installing K3s on {step.node} ({what})")
+            view.state = "Installing"
+            try:
+                await nodes.run_install(self.deps.ssh, step.node, target, script, timeout_s=timeout)
+                after = await nodes.probe(self.deps.ssh, step.node, target, timeout_s=timeout)
+            except errors.K3sDeployError as exc:
+                view.state, view.message = "Failed", exc.message
+                self.event("Warning", exc.reason, exc.message)
+                raise
+            view.k3s_version = after.installed_version
+            view.state, view.message = "Joined", None
+            self.event(
+                "Normal",
+                "Installed",
+                f"K3s {after.installed_version or ''} installed on {step.node}".replace("  ", " "),
+            )
+
+        for wave in plan.waves:
+            results = await asyncio.gather(*(one(s) for s in wave), return_exceptions=True)
+            await self._flush()
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+    async def kubeconfig(self, private_key: str) -> str:
+        """Store the user's kubeconfig Secret; return one the operator uses (pointing at a server)."""
+        servers = [v for v in self.views.values() if v.role == "server" and v.k3s_version and v.ip]
+        if not servers:
+            raise errors.GuestNotReady("no server runs K3s yet")
+        init = self.status.get("initServer")
+        anchor = next((v for v in servers if v.name == init), servers[0])
+        target = self.target(anchor, private_key)
+        if anchor.host_key:
+            target = dataclasses.replace(target, pinned_host_key=anchor.host_key)
+        raw = await nodes.fetch_kubeconfig(self.deps.ssh, anchor.name, target)
+        assert anchor.ip is not None
+        operator_view = rewrite(raw, server=server_url(anchor.ip), name=self.ref.name)
+        public_url = server_url(self.spec.endpoint) if self.spec.endpoint else server_url(anchor.ip)
+        public = rewrite(raw, server=public_url, name=self.ref.name)
+        name = kubeconfig_secret_name(self.ref.name)
+        changed = await self.deps.objects.write_secret(
+            self.ref.namespace,
+            name,
+            {KUBECONFIG_KEY: public.encode()},
+            labels=managed_labels(self.ref.name),
+            owner=self.ref.owner_reference(),
+        )
+        if changed:
+            self.event(
+                "Normal",
+                "KubeconfigWritten",
+                f"Wrote the admin kubeconfig to Secret {name} (key {KUBECONFIG_KEY})",
+            )
+        self.status["serverURL"] = public_url
+        self.status["kubeconfigSecretRef"] = {"name": name, "key": KUBECONFIG_KEY}
+        return operator_view
+
+    async def health(self, kubeconfig: str, settings: install.K3sSettings) -> None:
+        found = {n.name: n for n in await self.deps.target.nodes(kubeconfig)}
+        for view in self.views.values():
+            node = found.get(view.name)
+            if node is None:
+                view.ready, view.state = False, "Joining"
+                view.message = "not registered in the cluster yet"
+                continue
+            view.k3s_version = node.kubelet_version or view.k3s_version
+            at_version = settings.version is None or node.kubelet_version == settings.version
+            view.ready = node.ready and at_version
+            view.state = "Ready" if view.ready else "NotReady"
+            view.message = (
+                None
+                if view.ready
+                else (
+                    "node is not Ready"
+                    if not node.ready
+                    else f"runs {node.kubelet_version}, wants {settings.version}"
+                )
+            )
+        self._store_nodes()
+        if settings.version:
+            self.status["resolvedVersion"] = settings.version
+        elif self.status.get("k3sVersion"):
+            self.status["resolvedVersion"] = self.status["k3sVersion"]
+        waiting = []
+        for role, cond in (("server", SERVERS_READY), ("agent", AGENTS_READY)):
+            views = [v for v in self.views.values() if v.role == role]
+            ready = [v for v in views if v.ready]
+            label = f"{role}s"
+            if len(ready) == len(views):
+                self.conditions.set(
+                    cond, True, f"{role.capitalize()}sReady", f"{len(ready)}/{len(views)} {label} Ready"
+                )
+            else:
+                late = ", ".join(v.name for v in views if not v.ready)
+                self.conditions.set(
+                    cond,
+                    False,
+                    "NodesNotReady",
+                    f"{len(ready)}/{len(views)} {label} Ready; waiting for {late}",
+                )
+                waiting.append(late)
+        if waiting:
+            self.conditions.reconciling(
+                True, "WaitingForNodes", "waiting for nodes to be Ready: " + ", ".join(waiting)
+            )
+            raise _Wait
+
+    # --- the pass ------------------------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        requeue: float | None = None
+        error: errors.K3sDeployError | None = None
+        try:
+            if self.spec.paused:
+                self.status["phase"] = "Paused"
+                self.conditions.reconciling(False)
+                return self._outcome(None, None)
+            await self.ensure_children()
+            self.check_vms()
+            private_key, token = await self.secrets()
+            settings = self.settings()
+            self.status["phase"] = (
+                "Bootstrapping"
+                if not self.old_status.get("readyServers")
+                else self.old_status.get("phase", "Bootstrapping")
+            )
+            await self.probe_all(private_key)
+            await self.bootstrap(private_key, token, settings)
+            operator_kubeconfig = await self.kubeconfig(private_key)
+            await self.health(operator_kubeconfig, settings)
+            self.conditions.reconciling(False)
+            self.conditions.stalled(False)
+            self.status["phase"] = "Ready"
+        except _Wait:
+            self.conditions.stalled(False)
+            requeue = WAIT_DELAY
+        except errors.K3sDeployError as exc:
+            error = exc
+            self.conditions.from_error(exc)
+            self.status["phase"] = (
+                "Stalled" if not exc.transient else self.status.get("phase") or "Provisioning"
+            )
+            self._mark_step_failed(exc)
+        return self._outcome(requeue, error)
+
+    def _mark_step_failed(self, exc: errors.K3sDeployError) -> None:
+        status = "Unknown" if exc.transient else False
+        if not self.conditions.is_true(VMS_READY):
+            self.conditions.set(VMS_READY, status, exc.reason, exc.message)
+            return
+        failed = [v for v in self.views.values() if v.state in ("Failed", "Unreachable")]
+        roles = {v.role for v in failed} or {"server", "agent"}
+        for role, cond in (("server", SERVERS_READY), ("agent", AGENTS_READY)):
+            if role in roles:
+                self.conditions.set(cond, status, exc.reason, exc.message)
+
+    def _outcome(self, requeue: float | None, error: errors.K3sDeployError | None) -> Outcome:
+        if self.views:
+            self._store_nodes()
+        self.conditions.summarize_ready(STEPS, ready_message=self._ready_message())
+        self.status["conditions"] = self.conditions.as_list()
+        self.status["observedGeneration"] = self.generation
+        if error is not None and not error.transient:
+            previous = {c.get("type"): c for c in self.old_status.get("conditions") or []}.get(
+                "Stalled"
+            ) or {}
+            if previous.get("reason") != error.reason or previous.get("message") != error.message:
+                self.event("Warning", error.reason, error.message)
+        elif error is not None:
+            previous = {c.get("type"): c for c in self.old_status.get("conditions") or []}.get(
+                "Reconciling"
+            ) or {}
+            if previous.get("message") != error.message:
+                self.event("Warning", error.reason, error.message)
+        return Outcome(status=self.status, events=self.events, requeue_after=requeue, error=error)
+
+    def _ready_message(self) -> str:
+        return (
+            f"{self.status.get('readyServers', 0)} servers and {self.status.get('readyAgents', 0)} agents Ready"
+            + (f" at {self.status['k3sVersion']}" if self.status.get("k3sVersion") else "")
+        )
+
+
+async def reconcile(body: Mapping[str, Any], deps: Deps, *, generation: int | None = None) -> Outcome:
+    """Run one pass; never raises K3sDeployError (it is folded into the outcome)."""
+    return await Reconciler(body, deps, generation=generation).run()
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    core = version.lstrip("v").split("+", 1)[0].split("-", 1)[0]
+    try:
+        return tuple(int(p) for p in core.split("."))
+    except ValueError:
+        return (0,)

@@ -1,0 +1,193 @@
+"""In-memory fakes of the ports the K3sCluster services use (unit tests only)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from k3s_deploy import errors
+from k3s_deploy.ports.ssh import CommandResult, SshTarget
+from k3s_deploy.ports.target import TargetNode
+
+
+class FakeObjects:
+    def __init__(self) -> None:
+        self.children: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.status_patches: list[dict[str, Any]] = []
+        self.deleted_children: list[str] = []
+
+    async def list_children(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(c)
+            for (ns, _), c in self.children.items()
+            if ns == namespace and c["metadata"]["labels"].get("k3sdeploy.io/cluster") == cluster
+        ]
+
+    async def create_child(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        self.children.setdefault(key, copy.deepcopy(dict(body)))
+        return copy.deepcopy(self.children[key])
+
+    async def patch_child_spec(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        self.children[(namespace, name)]["spec"].update(copy.deepcopy(dict(spec)))
+
+    async def delete_child(self, namespace: str, name: str) -> None:
+        self.deleted_children.append(name)
+        child = self.children.get((namespace, name))
+        if child is not None:
+            child["metadata"]["deletionTimestamp"] = "now"
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        secret = self.secrets.get((namespace, name))
+        return dict(secret["data"]) if secret else None
+
+    async def write_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        *,
+        labels: Mapping[str, str],
+        owner: Mapping[str, Any] | None,
+    ) -> bool:
+        current = self.secrets.get((namespace, name))
+        if current is not None:
+            if any(current["labels"].get(k) != v for k, v in labels.items()):
+                raise errors.InvalidSpec(f"Secret {name} is not ours", reason="SecretConflict")
+            if current["data"] == dict(data):
+                return False
+        self.secrets[(namespace, name)] = {"data": dict(data), "labels": dict(labels), "owner": owner}
+        return True
+
+    async def delete_managed_secret(self, namespace: str, name: str, *, labels: Mapping[str, str]) -> bool:
+        current = self.secrets.get((namespace, name))
+        if current is None or any(current["labels"].get(k) != v for k, v in labels.items()):
+            return False
+        del self.secrets[(namespace, name)]
+        return True
+
+    async def patch_cluster_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.status_patches.append(copy.deepcopy(dict(status)))
+
+    # --- what the ProxmoxVM controller would do ---
+    def boot_all(self, *, vmid_base: int = 100, addresses: Mapping[str, str] | None = None) -> None:
+        for i, ((_, name), child) in enumerate(sorted(self.children.items())):
+            ip_config = (child["spec"].get("cloudInit") or {}).get("ipConfig") or {}
+            ip = (addresses or {}).get(name) or ip_config.get("address", f"10.9.0.{i + 10}/24").split("/")[0]
+            child["status"] = {
+                "vmid": child.get("status", {}).get("vmid") or vmid_base + i,
+                "node": "pve1",
+                "addresses": [ip],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": ""}],
+            }
+
+
+@dataclass
+class FakeHost:
+    host_key: str
+    authorized_key: str
+    version: str | None = None
+    kubeconfig: str | None = None
+    scripts: list[str] = field(default_factory=list)
+    reachable: bool = True
+    fail_install: str | None = None
+
+
+K3S_YAML = """apiVersion: v1
+kind: Config
+clusters:
+- name: default
+  cluster: {server: 'https://127.0.0.1:6443', certificate-authority-data: Q0E=}
+users:
+- name: default
+  user: {client-certificate-data: Q0VSVA==, client-key-data: S0VZ}
+contexts:
+- name: default
+  context: {cluster: default, user: default}
+current-context: default
+"""
+
+
+class FakeSsh:
+    """Hosts by address; honours host-key pinning and key auth like the asyncssh adapter."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, FakeHost] = {}
+        self.log: list[tuple[str, str]] = []  # (host, what)
+
+    def _check(self, target: SshTarget) -> FakeHost:
+        host = self.hosts.get(target.host)
+        if host is None or not host.reachable:
+            raise errors.SshUnavailable(f"cannot reach {target.describe()}")
+        pinned = target.pinned_host_key
+        if pinned and pinned != host.host_key and not target.accept_changed_host_key:
+            raise errors.HostKeyMismatch(
+                f"host key of {target.host} changed: pinned {target.pinned_host_key}, presented {host.host_key}"
+            )
+        if target.private_key != host.authorized_key:
+            raise errors.SshAuthFailed(f"{target.describe()} refused the SSH key")
+        return host
+
+    async def run(
+        self,
+        target: SshTarget,
+        command: str,
+        *,
+        input: str | None = None,
+        sudo: bool | None = None,
+        timeout_s: float = 60.0,
+        check: bool = False,
+    ) -> CommandResult:
+        host = self._check(target)
+        if command == "sh -s" and input:
+            host.scripts.append(input)
+            self.log.append((target.host, "install"))
+            if host.fail_install:
+                return CommandResult(1, "", host.fail_install, host.host_key)
+            env = dict(re.findall(r"^export (\w+)=(.*)$", input, re.M))
+            host.version = shlex.split(env.get("INSTALL_K3S_VERSION", "v1.31.4+k3s1"))[0]
+            if " server " in input.strip().splitlines()[-1]:
+                host.kubeconfig = K3S_YAML
+            return CommandResult(0, "[INFO] done", "", host.host_key)
+        self.log.append((target.host, "probe"))
+        out = f"k3s version {host.version} (abcdef)\n" if host.version else ""
+        return CommandResult(0, out, "", host.host_key)
+
+    async def fetch(
+        self, target: SshTarget, path: str, *, sudo: bool | None = None, timeout_s: float = 30.0
+    ) -> bytes:
+        host = self._check(target)
+        if host.kubeconfig is None:
+            raise errors.CommandFailed("no such file", exit_status=1)
+        return host.kubeconfig.encode()
+
+    async def host_key(self, target: SshTarget) -> str:
+        return self._check(target).host_key
+
+    def installs(self) -> list[str]:
+        return [h for h, what in self.log if what == "install"]
+
+
+class FakeTarget:
+    """The workload cluster: every host with K3s installed is a Ready node named by --node-name."""
+
+    def __init__(self, ssh: FakeSsh) -> None:
+        self.ssh = ssh
+        self.not_ready: set[str] = set()
+        self.kubeconfigs: list[str] = []
+
+    async def nodes(self, kubeconfig: str) -> list[TargetNode]:
+        self.kubeconfigs.append(kubeconfig)
+        out = []
+        for host in self.ssh.hosts.values():
+            if not host.version or not host.scripts:
+                continue
+            name = re.search(r"--node-name (\S+)", host.scripts[-1])
+            assert name
+            out.append(TargetNode(name.group(1), name.group(1) not in self.not_ready, host.version))
+        return out
