@@ -18,6 +18,7 @@ from fixtures.kube import Kubectl, MintKubeconfig
 from k3s_deploy.lab.controlplane import ControlPlane
 from k3s_deploy.lab.controlplane.build import cached_binaries, kubernetes_version
 from k3s_deploy.lab.controlplane.certs import CertificateAuthority, write_kubeconfig
+from k3s_deploy.lab.controlplane.external import ExternalCluster
 from k3s_deploy.lab.controlplane.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -64,7 +65,9 @@ def _eventually(check: Callable[[], bool], timeout: float = 15.0) -> bool:
     return check()
 
 
-def test_lab_up_detached_then_down_leaves_no_process(tmp_path: Path, kubectl: Kubectl) -> None:
+def test_lab_up_detached_then_down_leaves_no_process(
+    tmp_path: Path, kubectl: Kubectl, local_control_plane: ControlPlane
+) -> None:
     lab_dir = tmp_path / "lab"
     up = _lab("up", "--components", "controlplane", "--dir", str(lab_dir), "--detach")
     try:
@@ -86,7 +89,9 @@ def test_lab_up_detached_then_down_leaves_no_process(tmp_path: Path, kubectl: Ku
     assert not (lab_dir / "kubeconfig").exists()
 
 
-def test_lab_uses_an_existing_cluster_given_by_kubeconfig(tmp_path: Path, kubeconfig: Path) -> None:
+def test_lab_uses_an_existing_cluster_given_by_kubeconfig(
+    tmp_path: Path, kubeconfig: Path, control_plane: ControlPlane | ExternalCluster
+) -> None:
     lab_dir = tmp_path / "lab"
     up = _lab(
         "up",
@@ -102,19 +107,21 @@ def test_lab_uses_an_existing_cluster_given_by_kubeconfig(tmp_path: Path, kubeco
         assert up.returncode == 0, up.stderr + up.stdout
         facts = json.loads((lab_dir / "facts.json").read_text())
         assert facts["kubeconfig"] == str(kubeconfig)
-        assert facts["controlplane"] == {"external": True, "version": kubernetes_version()}
+        assert facts["controlplane"] == {"external": True, "version": control_plane.version()["gitVersion"]}
         assert not (lab_dir / "controlplane").exists()  # nothing built or started
         assert not (lab_dir / "pids").exists()
     finally:
         _lab("down", "--dir", str(lab_dir))
 
 
-def test_lab_refuses_a_cluster_that_does_not_answer(tmp_path: Path, control_plane: ControlPlane) -> None:
+def test_lab_refuses_a_cluster_that_does_not_answer(
+    tmp_path: Path, local_control_plane: ControlPlane
+) -> None:
     dead = write_kubeconfig(
         tmp_path / "dead.kubeconfig",
         server=f"https://127.0.0.1:{free_port()}",
-        ca_pem=control_plane.ca.cert_pem,
-        client=control_plane.mint_client("nobody"),
+        ca_pem=local_control_plane.ca.cert_pem,
+        client=local_control_plane.mint_client("nobody"),
         user="nobody",
     )
     up = _lab(
@@ -176,16 +183,20 @@ def test_certificate_groups_are_kubernetes_groups(
 
 
 def test_clients_verify_the_serving_certificate(
-    tmp_path: Path, control_plane: ControlPlane, kubectl: Kubectl
+    tmp_path: Path, local_control_plane: ControlPlane, kubectl: Kubectl
 ) -> None:
-    client = control_plane.mint_client("admin-ish", ["system:masters"])
+    client = local_control_plane.mint_client("admin-ish", ["system:masters"])
     good = write_kubeconfig(
-        tmp_path / "good", server=control_plane.url, ca_pem=control_plane.ca.cert_pem, client=client, user="a"
+        tmp_path / "good",
+        server=local_control_plane.url,
+        ca_pem=local_control_plane.ca.cert_pem,
+        client=client,
+        user="a",
     )
     assert kubectl("get", "--raw", "/readyz", kubeconfig=good).stdout == "ok"
     wrong_ca = write_kubeconfig(
         tmp_path / "wrong",
-        server=control_plane.url,
+        server=local_control_plane.url,
         ca_pem=CertificateAuthority.create("impostor").cert_pem,
         client=client,
         user="a",
@@ -194,19 +205,19 @@ def test_clients_verify_the_serving_certificate(
     assert refused.returncode != 0
     assert "certificate signed by unknown authority" in refused.stderr
     # The admin kubeconfig the lab writes carries the CA inline: no insecure-skip anywhere.
-    cluster = yaml.safe_load(control_plane.admin_kubeconfig.read_text())["clusters"][0]["cluster"]
+    cluster = yaml.safe_load(local_control_plane.admin_kubeconfig.read_text())["clusters"][0]["cluster"]
     assert "insecure-skip-tls-verify" not in cluster
     assert cluster["certificate-authority-data"]
 
 
 def test_client_certificates_from_another_ca_are_unauthorized(
-    tmp_path: Path, control_plane: ControlPlane, kubectl: Kubectl
+    tmp_path: Path, local_control_plane: ControlPlane, kubectl: Kubectl
 ) -> None:
     forged = CertificateAuthority.create("forger").issue_client("mallory", ["system:masters"])
     config = write_kubeconfig(
         tmp_path / "forged",
-        server=control_plane.url,
-        ca_pem=control_plane.ca.cert_pem,
+        server=local_control_plane.url,
+        ca_pem=local_control_plane.ca.cert_pem,
         client=forged,
         user="m",
     )
@@ -215,17 +226,19 @@ def test_client_certificates_from_another_ca_are_unauthorized(
     assert "Unauthorized" in refused.stderr or "must be logged in" in refused.stderr
 
 
-def test_version_is_the_built_release(control_plane: ControlPlane, kubectl: Kubectl) -> None:
+def test_version_is_the_built_release(local_control_plane: ControlPlane, kubectl: Kubectl) -> None:
     expected = kubernetes_version()
     version = json.loads(kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"] == expected
     assert version["clientVersion"]["gitVersion"] == expected
     major, minor = expected.removeprefix("v").split(".")[:2]
     assert (version["serverVersion"]["major"], version["serverVersion"]["minor"]) == (major, minor)
-    assert control_plane.version()["gitVersion"] == expected
+    assert local_control_plane.version()["gitVersion"] == expected
 
 
-async def test_several_control_planes_with_own_host_port_and_ca(tmp_path: Path, kubectl: Kubectl) -> None:
+async def test_several_control_planes_with_own_host_port_and_ca(
+    tmp_path: Path, kubectl: Kubectl, local_control_plane: ControlPlane
+) -> None:
     """What a simulated K3s server needs: a chosen 127.x address, port 6443-style, its own CA, restarts."""
     ca = CertificateAuthority.create("k3s-server-ca")
     port = free_port("127.45.0.9")
@@ -265,7 +278,7 @@ def test_control_plane_refuses_non_loopback_hosts(tmp_path: Path) -> None:
         ControlPlane(tmp_path, host="0.0.0.0")
 
 
-def test_binaries_come_from_the_cache(control_plane: ControlPlane) -> None:
+def test_binaries_come_from_the_cache(local_control_plane: ControlPlane) -> None:
     built = cached_binaries()
     assert built is not None
     for name, path in built.items():
