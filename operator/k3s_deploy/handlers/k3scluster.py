@@ -1,126 +1,228 @@
-"""kopf handlers for K3sCluster: run a reconcile pass, write its status, post its Events, requeue.
+"""kopf handlers for K3sCluster: a per-object daemon runs reconcile passes; deletion is a handler.
 
-Thin by design: the work is in :mod:`k3s_deploy.services.k3scluster`. One pass per cluster at a time
-(an in-process lock per uid), so the create/update handler and the resync timer never race an install.
+Same shape as the ProxmoxVM controller: one loop per cluster serialises every pass (an install is
+never started twice), sleeps as long as the last pass asked (seconds while VMs boot or nodes join,
+``resync_seconds`` when Ready, growing backoff while Stalled) and is woken at once when the spec
+changes or one of its ProxmoxVM children changes state. Status is written as a whole through the
+API, Events through the gateway. The work itself is in :mod:`k3s_deploy.services.k3scluster`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from k3s_deploy import errors
-from k3s_deploy.services.conditions import RECONCILING
-from k3s_deploy.services.k3scluster.reconcile import Deps, Outcome, reconcile
+from k3s_deploy.api.common import GROUP, VERSION
+from k3s_deploy.api.k3scluster import PLURAL
+from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
+from k3s_deploy.runner import Runtime
+from k3s_deploy.services.conditions import Conditions
+from k3s_deploy.services.k3scluster.reconcile import STEPS, Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
-from k3s_deploy.settings import OperatorSettings
+from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
 
-GROUP = "k3sdeploy.io"
-VERSION = "v1alpha1"
-PLURAL = "k3sclusters"
-
-_deps: Deps | None = None
-_locks: dict[str, asyncio.Lock] = {}
-_RESYNC_SECONDS = OperatorSettings().resync_seconds
+log = logging.getLogger(__name__)
+_IGNORED_IN_DIFF = ("lastSyncTime",)
+_DEPS_KEY = "k3scluster-deps"
+_FAILURES_KEY = "k3scluster-failures"
 
 
-def configure(deps: Deps) -> None:
-    """Inject the adapters (the runner or tests); otherwise defaults are built on first use."""
-    global _deps
-    _deps = deps
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
 
 
-def _get_deps() -> Deps:
-    global _deps
-    if _deps is None:
-        from k3s_deploy.adapters.kube_children import KubeClusterObjects
-        from k3s_deploy.adapters.proxmox import ProxmoxerConnector
-        from k3s_deploy.adapters.ssh import AsyncSshRunner
-        from k3s_deploy.adapters.target_cluster import KubernetesTargetCluster
+def deps_for(runtime: Runtime) -> Deps:
+    """The adapters behind the K3sCluster ports, built once per operator process."""
+    found = runtime.memories.get(_DEPS_KEY)
+    if isinstance(found, Deps):
+        return found
+    from k3s_deploy.adapters.kube_children import KubeClusterObjects
+    from k3s_deploy.adapters.ssh import AsyncSshRunner
+    from k3s_deploy.adapters.target_cluster import KubernetesTargetCluster
 
-        settings = OperatorSettings()
-        _deps = Deps(
-            objects=KubeClusterObjects(),
-            ssh=AsyncSshRunner(),
-            target=KubernetesTargetCluster(),
-            proxmox=ProxmoxerConnector(
-                timeout=settings.proxmox_timeout_seconds, concurrency=settings.proxmox_concurrency
-            ),
-        )
-    return _deps
+    async def list_vms(credentials: ProxmoxCredentials) -> list[VmSummary]:
+        snapshot = await runtime.sessions.get(credentials).inventory.get()
+        vms: list[VmSummary] = snapshot.vms
+        return vms
 
-
-def _lock(uid: str) -> asyncio.Lock:
-    return _locks.setdefault(uid, asyncio.Lock())
-
-
-def _backoff(retry: int) -> float:
-    """Transient failures: 5 s, 10 s, 20 s ... capped at 5 minutes (no retry storm)."""
-    return float(min(5 * 2 ** min(retry, 6), 300))
+    deps = Deps(
+        objects=KubeClusterObjects(),
+        ssh=AsyncSshRunner(),
+        target=KubernetesTargetCluster(),
+        list_vms=list_vms,
+    )
+    runtime.memories[_DEPS_KEY] = deps
+    return deps
 
 
-def _apply(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
-    patch.setdefault("status", {}).update(outcome.status)
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+def _current(runtime: Runtime, body: kopf.Body) -> dict[str, Any]:
+    """The body with our latest status on top (the watch may not have delivered it yet)."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in dict(body).items()}
+    raw["metadata"] = dict(body.get("metadata", {}))
+    uid = str(body.metadata.uid)
+    if uid in runtime.last_status:
+        raw["status"] = runtime.last_status[uid]
+    return raw
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile_cluster(
-    body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, retry: int, **_: Any
-) -> None:
-    """Bring the cluster one pass closer to its spec; requeue while work is in flight."""
-    async with _lock(str(meta["uid"])):
-        outcome = await reconcile(body, _get_deps(), generation=meta.get("generation"))
-    _apply(outcome, body, patch)
-    if outcome.requeue_after is not None:
-        raise kopf.TemporaryError("waiting: " + _reconciling_message(outcome), delay=outcome.requeue_after)
-    if outcome.error is not None and outcome.error.transient:
-        delay = outcome.error.delay if isinstance(outcome.error, errors.TransientError) else None
-        raise kopf.TemporaryError(outcome.error.message, delay=delay or _backoff(retry))
-    # Permanent errors are in the status (Stalled) and an Event; the resync timer looks again later.
+def _strip(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k not in _IGNORED_IN_DIFF}
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=_RESYNC_SECONDS, initial_delay=_RESYNC_SECONDS)
-async def resync_cluster(
-    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any
-) -> None:
-    """Periodic drift check; skipped while the create/update handler is already working on it."""
-    if meta.get("deletionTimestamp"):
+async def _write(runtime: Runtime, deps: Deps, raw: dict[str, Any], status: dict[str, Any]) -> None:
+    meta = raw["metadata"]
+    uid = str(meta["uid"])
+    previous = runtime.last_status.get(uid) or raw.get("status")
+    if previous is not None and _strip(previous) == _strip(status):
         return
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    lock = _lock(str(meta["uid"]))
-    if lock.locked() or (conditions.get(RECONCILING) or {}).get("status") == "True":
+    await deps.objects.patch_cluster_status(meta["namespace"], meta["name"], status)
+    runtime.last_status[uid] = status
+
+
+def _invalid_spec(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
+    meta = raw["metadata"]
+    conditions = Conditions(
+        (raw.get("status") or {}).get("conditions", []), generation=meta.get("generation")
+    )
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    conditions.stalled(True, "InvalidSpec", f"{where}: {first.get('msg')}")
+    conditions.reconciling(False)
+    conditions.summarize_ready(list(STEPS))
+    return {
+        **(raw.get("status") or {}),
+        "phase": "Stalled",
+        "observedGeneration": meta.get("generation"),
+        "conditions": conditions.as_list(),
+    }
+
+
+def _next_delay(runtime: Runtime, uid: str, outcome: Outcome) -> float:
+    """Seconds until the next pass: as asked while waiting, backoff on errors, resync when done."""
+    resync = runtime.settings.resync_seconds
+    failures: dict[str, int] = runtime.memories.setdefault(_FAILURES_KEY, {})
+    if outcome.error is None:
+        failures.pop(uid, None)
+        return min(outcome.requeue_after, resync) if outcome.requeue_after is not None else resync
+    count = failures[uid] = failures.get(uid, 0) + 1
+    if outcome.error.transient:
+        asked = outcome.error.delay if isinstance(outcome.error, errors.TransientError) else None
+        return asked or float(min(5.0 * 2 ** (count - 1), max(resync, 60.0)))
+    # Stalled: a change of spec wakes us at once; otherwise look again rarely (a Secret may appear).
+    return float(min(resync * 2 ** (count - 1), max(resync, 600.0)))
+
+
+async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
+    uid = str(body.metadata.uid)
+    deps = deps_for(runtime)
+    async with runtime.lock(uid):
+        raw = _current(runtime, body)
+        try:
+            outcome = await reconcile(raw, deps, generation=raw["metadata"].get("generation"))
+        except ValidationError as exc:
+            await _write(runtime, deps, raw, _invalid_spec(raw, exc))
+            return runtime.settings.resync_seconds
+        await _write(runtime, deps, raw, outcome.status)
+        for event in outcome.events:
+            try:
+                await runtime.kube.post_event(
+                    raw, type_=event.type, reason=event.reason, message=event.message
+                )
+            except errors.K3sDeployError as exc:
+                log.warning("could not post event %s: %s", event.reason, exc)
+        return _next_delay(runtime, uid, outcome)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="k3scluster-wake")
+async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the cluster's loop when its spec changes (not on our own status writes)."""
+    runtime = _runtime(memo)
+    uid = str(body.metadata.uid)
+    fingerprint = ("spec", body.metadata.get("generation"))
+    if runtime.seen.get(uid) != fingerprint:
+        runtime.seen[uid] = fingerprint
+        runtime.wakeup(uid).set()
+
+
+@kopf.on.event(GROUP, VERSION, "proxmoxvms", labels={LABEL_CLUSTER: kopf.PRESENT}, id="k3scluster-child-wake")
+async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the owning cluster when a child VM becomes ready, gets an address, or fails."""
+    runtime = _runtime(memo)
+    status = body.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    fingerprint = (
+        "child",
+        status.get("vmid"),
+        tuple(status.get("addresses") or ()),
+        conditions.get("Ready"),
+        conditions.get("Stalled"),
+        body.metadata.get("deletionTimestamp") is not None,
+    )
+    key = f"child:{body.metadata.uid}"
+    if runtime.seen.get(key) == fingerprint:
         return
-    async with lock:
-        outcome = await reconcile(body, _get_deps(), generation=meta.get("generation"))
-    _apply(outcome, body, patch)
+    runtime.seen[key] = fingerprint
+    for ref in body.metadata.get("ownerReferences") or []:
+        if ref.get("kind") == "K3sCluster" and ref.get("uid"):
+            runtime.wakeup(str(ref["uid"])).set()
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete_cluster(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, retry: int, **_: Any) -> None:
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, id="k3scluster-reconcile")
+async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Reconcile now, then whenever woken or the requested delay has passed, until stopped."""
+    runtime = _runtime(memo)
+    uid = str(body.metadata.uid)
+    failures = 0
+    while not stopped:
+        if body.metadata.get("deletionTimestamp"):
+            return
+        try:
+            delay = await reconcile_once(runtime, body)
+            failures = 0
+        except errors.K3sDeployError as exc:  # the management cluster itself failed us (status write, ...)
+            failures += 1
+            delay = min(5.0 * 2**failures, runtime.settings.resync_seconds)
+            log.warning("reconcile of %s failed, retrying in %.0fs: %s", body.metadata.name, delay, exc)
+        wakeup = runtime.wakeup(uid)
+        waited = 0.0
+        while not stopped and not wakeup.is_set() and waited < delay:
+            step = min(1.0, delay - waited)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=step)
+            waited += step
+        wakeup.clear()
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="k3scluster-finalize")
+async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Delete owned ProxmoxVMs (each applies its deletion policy), wait for them, remove our Secrets."""
-    patch.setdefault("status", {})["phase"] = "Deleting"
+    runtime = _runtime(memo)
+    deps = deps_for(runtime)
+    uid = str(body.metadata.uid)
+    raw = _current(runtime, body)
+    if not retry:
+        with contextlib.suppress(errors.K3sDeployError):
+            status = {**(raw.get("status") or {}), "phase": "Deleting"}
+            await _write(runtime, deps, raw, status)
     try:
-        async with _lock(str(meta["uid"])):
-            removed = await teardown(_get_deps().objects, body)
+        async with runtime.lock(uid):
+            removed = await teardown(deps.objects, raw)
     except errors.WaitingForDependency as exc:
-        raise kopf.TemporaryError(exc.message, delay=2.0) from exc
+        raise kopf.TemporaryError(exc.message, delay=2.0) from None
     except errors.K3sDeployError as exc:
         if exc.transient:
-            raise kopf.TemporaryError(exc.message, delay=_backoff(retry)) from exc
-        raise kopf.PermanentError(exc.message) from exc
+            raise kopf.TemporaryError(exc.message, delay=min(5.0 * 2**retry, 60.0)) from None
+        raise kopf.PermanentError(exc.message) from None
     if removed:
-        kopf.info(body, reason="Deleted", message="Deleted " + ", ".join(removed))
-    _locks.pop(str(meta["uid"]), None)
-
-
-def _reconciling_message(outcome: Outcome) -> str:
-    for condition in outcome.status.get("conditions") or []:
-        if condition.get("type") == RECONCILING:
-            return str(condition.get("message", ""))
-    return ""
+        with contextlib.suppress(errors.K3sDeployError):
+            await runtime.kube.post_event(
+                raw, type_="Normal", reason="Deleted", message="Deleted " + ", ".join(removed)
+            )
+    runtime.forget(uid)

@@ -66,7 +66,11 @@ def test_child_manifest_labels_owner_and_network() -> None:
     meta = body["metadata"]
     assert body["kind"] == "ProxmoxVM" and body["apiVersion"] == "k3sdeploy.io/v1alpha1"
     assert meta["name"] == "demo-server-0" and meta["namespace"] == "ns1"
-    assert meta["labels"] == {LABEL_CLUSTER: "demo", LABEL_ROLE: "server"}
+    assert meta["labels"] == {
+        LABEL_CLUSTER: "demo",
+        LABEL_ROLE: "server",
+        "k3sdeploy.io/cluster-uid": CLUSTER.uid,
+    }
     ref = meta["ownerReferences"][0]
     assert ref["uid"] == CLUSTER.uid and ref["controller"] is True and ref["kind"] == "K3sCluster"
     assert body["spec"]["cloudInit"] == {

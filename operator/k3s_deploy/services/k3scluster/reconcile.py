@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import K3sCluster
 from k3s_deploy.ports.children import ClusterObjects
-from k3s_deploy.ports.proxmox import ProxmoxConnector, VmSummary
+from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
 from k3s_deploy.services.conditions import Conditions
@@ -54,7 +54,8 @@ class Deps:
     objects: ClusterObjects
     ssh: SshRunner
     target: TargetCluster
-    proxmox: ProxmoxConnector | None = None
+    # Lists the VMs a credential sees (for discovery by tags); the runtime shares its cached inventory.
+    list_vms: Callable[[ProxmoxCredentials], Awaitable[list[VmSummary]]] | None = None
 
 
 @dataclass
@@ -145,7 +146,7 @@ class Reconciler:
         d = self.spec.discovery
         if d is None or d.tags is None:
             return None
-        if self.deps.proxmox is None:
+        if self.deps.list_vms is None:
             raise errors.InvalidSpec("discovery by tags needs a Proxmox connection", reason="NoProxmox")
         from k3s_deploy.services.proxmoxvm.credentials import parse_credentials
 
@@ -162,7 +163,7 @@ class Reconciler:
             fingerprint=self.spec.fingerprint,
             insecure_skip_tls_verify=self.spec.insecure_skip_tls_verify,
         )
-        return await self.deps.proxmox.connect(creds).cluster_vms()
+        return await self.deps.list_vms(creds)
 
     async def ensure_children(self) -> Desired:
         want = desired(

@@ -19,6 +19,8 @@ ROLES: tuple[Role, ...] = ("server", "agent")
 API_VERSION = "k3sdeploy.io/v1alpha1"
 LABEL_CLUSTER = "k3sdeploy.io/cluster"
 LABEL_ROLE = "k3sdeploy.io/role"
+# Tells the ProxmoxVM controller which uid its ownership tag is made from (the cluster's).
+LABEL_CLUSTER_UID = "k3sdeploy.io/cluster-uid"
 TAG_PREFIX = "k3sdeploy-"
 UID_PREFIX_LEN = 8
 
@@ -112,7 +114,7 @@ def child_manifest(
         "metadata": {
             "name": member.name,
             "namespace": cluster.namespace,
-            "labels": {LABEL_CLUSTER: cluster.name, LABEL_ROLE: member.role},
+            "labels": {LABEL_CLUSTER: cluster.name, LABEL_ROLE: member.role, LABEL_CLUSTER_UID: cluster.uid},
             "ownerReferences": [cluster.owner_reference()],
         },
         "spec": spec,
