@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +88,39 @@ def test_lab_up_detached_then_down_leaves_no_process(
     assert _eventually(lambda: not any(_alive(p) for p in [*pids, supervisor]), timeout=10)
     assert _processes_mentioning(str(lab_dir)) == []
     assert not (lab_dir / "kubeconfig").exists()
+
+
+def test_lab_up_in_the_foreground_cleans_up_on_interrupt(
+    tmp_path: Path, kubectl: Kubectl, local_control_plane: ControlPlane
+) -> None:
+    lab_dir = tmp_path / "lab"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "k3s_deploy",
+            "lab",
+            "up",
+            "--components",
+            "controlplane",
+            "--dir",
+            str(lab_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert _eventually(lambda: (lab_dir / "ready").exists() or proc.poll() is not None, timeout=120)
+        assert proc.poll() is None
+        pids = [int(p) for p in (lab_dir / "pids").read_text().split()]
+        kubectl("get", "--raw", "/readyz", kubeconfig=lab_dir / "kubeconfig")
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert not any(_alive(p) for p in pids)
+    assert _processes_mentioning(str(lab_dir)) == []
 
 
 def test_lab_uses_an_existing_cluster_given_by_kubeconfig(

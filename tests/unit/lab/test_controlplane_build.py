@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,52 @@ def test_loopback_hosts_are_accepted(host: str) -> None:
 def test_other_hosts_are_refused(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"):
         processes.require_loopback(host)
+
+
+FAKE_GO = r"""#!{python}
+# A stand-in for `go` that does what the build asks of it, slowly, and counts builds.
+import json, os, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+root = Path(os.environ["FAKE_GO_ROOT"])
+if args[:2] == ["mod", "download"]:
+    (root / "upstream.mod").write_text("module x\n")
+    (root / "upstream.info").write_text(json.dumps({{"Version": "v1", "Time": "2026-01-01T00:00:00Z"}}))
+    print(json.dumps({{"GoMod": str(root / "upstream.mod"), "Info": str(root / "upstream.info")}}))
+elif args[:2] == ["mod", "init"]:
+    Path("go.mod").write_text("module wrapper\n")
+elif args[0] == "build":
+    out = Path(args[args.index("-o") + 1])
+    with (root / "builds").open("a") as f:
+        f.write(args[-1] + "\n")
+    time.sleep(0.5)
+    out.write_text("#!/bin/sh\n")
+elif args[:2] == ["env", "GOVERSION"]:
+    print("go0.0-fake")
+"""
+
+
+def test_concurrent_callers_build_each_binary_once(tmp_path: Path) -> None:
+    fake_bin = tmp_path / "fakebin"
+    fake_bin.mkdir()
+    go = fake_bin / "go"
+    go.write_text(FAKE_GO.format(python=sys.executable))
+    go.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "FAKE_GO_ROOT": str(tmp_path),
+        "K3SD_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    code = "from k3s_deploy.lab.controlplane.build import ensure_binaries; print(sorted(ensure_binaries()))"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    assert all(out.strip() == "['etcd', 'kube-apiserver', 'kubectl']" for out, _ in results)
+    assert sorted((tmp_path / "builds").read_text().split()) == sorted(t.package for t in build.targets())
+    assert any("another process is building" in err for _, err in results)
