@@ -15,7 +15,7 @@ from fixtures.kube import Kubectl
 from k3s_deploy.api import crdgen
 from k3s_deploy.api.k3scluster import K3sCluster
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
-from unit.api.cases import INVALID, Invalid, load_samples, sample
+from unit.api.cases import INVALID, VALID, Invalid, Valid, load_samples, sample
 from unit.api.statuses import full_cluster_status, full_vm_status
 
 pytestmark = pytest.mark.integration
@@ -88,6 +88,12 @@ def test_invalid_resource_is_refused_with_an_actionable_message(
     assert case.api_message in result.stderr, result.stderr
     found = kubectl("get", PLURALS[obj["kind"]], obj["metadata"]["name"], "-n", namespace, check=False)
     assert found.returncode != 0 and "NotFound" in found.stderr
+
+
+@pytest.mark.parametrize("case", VALID, ids=[c.id for c in VALID])
+def test_valid_variant_is_accepted(kubectl: Kubectl, crds: list[str], namespace: str, case: Valid) -> None:
+    result = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(case.build()), check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_enough_distinct_refusals() -> None:

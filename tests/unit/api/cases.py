@@ -355,3 +355,49 @@ INVALID: tuple[Invalid, ...] = (
         "is not an OpenSSH SHA256 fingerprint",
     ),
 )
+
+
+@dataclass(frozen=True)
+class Valid:
+    """A sample changed by ``mutate`` into another valid variant: both layers must accept it."""
+
+    id: str
+    base: str
+    mutate: Callable[[dict[str, Any]], None]
+
+    def build(self) -> dict[str, Any]:
+        obj = sample(self.base)
+        self.mutate(obj)
+        return obj
+
+
+# Edges the rules must not refuse (a rule that is too strict is as wrong as one that is too loose).
+VALID: tuple[Valid, ...] = (
+    Valid("vm-dhcp-only", VM, _set("spec.cloudInit.ipConfig", {"dhcp": True})),
+    Valid(
+        "vm-linked-clone", VM, _all(_set("spec.source.clone.full", False), _drop("spec.source.clone.storage"))
+    ),
+    Valid(
+        "vm-fixed-node",
+        VM,
+        _all(_drop("spec.allowedNodes"), _set("spec.node", "pve2"), _set("spec.vmid", 150)),
+    ),
+    Valid("vm-insecure-tls", ADOPT, _set("spec.insecureSkipTLSVerify", True)),
+    Valid("vm-existing-name-and-tags", ADOPT, _set("spec.source.existing", {"name": "db-1", "tags": ["db"]})),
+    Valid("vm-explicit-delete-of-adopted", ADOPT, _set("spec.deletionPolicy", "Delete")),
+    Valid("cluster-five-servers", HA, _set("spec.servers.replicas", 5)),
+    Valid("cluster-no-agents", HA, _drop("spec.agents")),
+    Valid("cluster-rc-version", HA, _set("spec.k3s.version", "v1.32.0-rc1+k3s2")),
+    Valid("cluster-minor-channel", CLUSTER, _set("spec.k3s.channel", "v1.31")),
+    Valid("cluster-server-tags-only", DISCOVERY, _drop("spec.discovery.tags.agents")),
+    Valid("cluster-dhcp-with-filter", HA, _set("spec.network", {"addressCIDR": "192.168.20.0/24"})),
+    Valid("cluster-accept-changed-host-keys", CLUSTER, _set("spec.ssh.hostKeyPolicy", "AcceptChanged")),
+    Valid(
+        "cluster-stopped-and-paused", HA, _all(_set("spec.powerState", "Stopped"), _set("spec.paused", True))
+    ),
+    Valid(
+        "cluster-script-mirror",
+        CLUSTER,
+        _set("spec.k3s.installSource", {"script": {"url": "http://10.0.0.2/k3s.sh"}}),
+    ),
+)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from k3s_deploy.api.common import ApiModel, Condition, condition
 from k3s_deploy.api.k3scluster import K3sCluster, K3sClusterSpec, K3sClusterStatus
 from k3s_deploy.api.proxmoxvm import ProxmoxVM, ProxmoxVMSpec, ProxmoxVMStatus
-from unit.api.cases import INVALID, Invalid, load_samples, sample
+from unit.api.cases import INVALID, VALID, Invalid, Valid, load_samples, sample
 from unit.api.statuses import full_cluster_status, full_vm_status, unset_fields
 
 MODELS: dict[str, type[ApiModel]] = {"K3sCluster": K3sCluster, "ProxmoxVM": ProxmoxVM}
@@ -61,6 +61,12 @@ def test_invalid_resource_is_refused_by_the_model(case: Invalid) -> None:
     with pytest.raises(ValidationError) as info:
         MODELS[obj["kind"]].model_validate(obj)
     assert case.expected_model_message in str(info.value)
+
+
+@pytest.mark.parametrize("case", VALID, ids=[c.id for c in VALID])
+def test_valid_variant_is_accepted_by_the_model(case: Valid) -> None:
+    obj = case.build()
+    MODELS[obj["kind"]].model_validate(obj)
 
 
 def test_vm_defaults() -> None:
