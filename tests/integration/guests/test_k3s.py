@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from fixtures.guests import LabGuest
+from fixtures.guests import FakeGuestsEndpoint, LabGuest, wait_for_guest
+from k3s_deploy.lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +79,122 @@ async def test_server_install_then_kubectl_lists_the_node_ready(
     in_guest = await server.run("sudo k3s kubectl get nodes --no-headers")
     assert in_guest.exit_status == 0, in_guest.stderr
     assert in_guest.stdout.split()[:2] == ["srv-1", "Ready"]
+
+
+async def test_ha_join_agents_wrong_token_upgrade_cordon_uninstall(
+    start_guest: StartGuest, guest_feed: FakeGuestsEndpoint, guests: GuestsService, host_kubectl: Kubectl
+) -> None:
+    init = await start_guest(311, "127.0.31.11", name="srv-a")
+    joiner = await start_guest(312, "127.0.31.12", name="srv-b")
+    agent = await start_guest(313, "127.0.31.13", name="agent-a")
+    intruder = await start_guest(314, "127.0.31.14", name="agent-x")
+    env = f"INSTALL_K3S_VERSION={V1} K3S_TOKEN=s3cret-lab-token"
+    first = await init.install_k3s("server", "--cluster-init", "--tls-san", "127.0.31.11", env=env)
+    assert first.exit_status == 0, first.stderr
+    token = (await init.run("sudo cat /var/lib/rancher/k3s/server/node-token", check=True)).stdout.strip()
+    assert token.endswith("::server:s3cret-lab-token")
+
+    url = "K3S_URL=https://127.0.31.11:6443"
+    joined = await joiner.install_k3s(
+        "server",
+        "--server",
+        "https://127.0.31.11:6443",
+        "--node-label",
+        "zone=b",
+        env=f"INSTALL_K3S_VERSION={V1} K3S_TOKEN={token}",
+    )
+    assert joined.exit_status == 0, joined.stderr
+    as_agent = await agent.install_k3s(
+        "--node-taint",
+        "dedicated=edge:NoSchedule",
+        env=f"INSTALL_K3S_VERSION={V1} {url} K3S_TOKEN=s3cret-lab-token",
+    )
+    assert as_agent.exit_status == 0, as_agent.stderr
+    assert (await agent.run("test -x /usr/local/bin/k3s-agent-uninstall.sh")).exit_status == 0
+    assert (await agent.run("test -e /etc/rancher/k3s/k3s.yaml")).exit_status == 1
+
+    wrong = await intruder.install_k3s(env=f"INSTALL_K3S_VERSION={V1} {url} K3S_TOKEN=not-the-token")
+    assert wrong.exit_status != 0
+    assert "Job for k3s-agent.service failed" in wrong.stderr
+    assert "401 Unauthorized" in wrong.stderr
+    bad_hash = await intruder.install_k3s(
+        env=f"INSTALL_K3S_VERSION={V1} {url} K3S_TOKEN=K10{'0' * 64}::server:x"
+    )
+    assert "token CA hash does not match the Cluster CA certificate hash" in bad_hash.stderr
+    nowhere = await intruder.install_k3s(
+        env=f"INSTALL_K3S_VERSION={V1} K3S_URL=https://127.0.31.99:6443 K3S_TOKEN=x"
+    )
+    assert nowhere.exit_status != 0
+    assert "connect: connection refused" in nowhere.stderr
+    no_token = await intruder.install_k3s(env=f"INSTALL_K3S_VERSION={V1} {url}")
+    assert no_token.exit_status != 0
+    assert "K3S_TOKEN or K3S_TOKEN_FILE is not defined" in no_token.stderr
+    bad_version = await intruder.install_k3s(env=f"INSTALL_K3S_VERSION=v9.9.9+k3s1 {url} K3S_TOKEN={token}")
+    assert bad_version.exit_status != 0
+    assert "Download failed" in bad_version.stderr
+
+    # The joined server answers the API at its own address, with a certificate for it.
+    kubeconfig = pointed_at(await joiner.read("/etc/rancher/k3s/k3s.yaml"), "127.0.31.12")
+    listed = await nodes(host_kubectl, kubeconfig)
+    assert set(listed) == {"srv-a", "srv-b", "agent-a"}
+    assert all(ready(n) == "True" for n in listed.values())
+    assert listed["srv-b"]["metadata"]["labels"]["node-role.kubernetes.io/etcd"] == "true"
+    assert listed["srv-b"]["metadata"]["labels"]["zone"] == "b"
+    assert "node-role.kubernetes.io/control-plane" not in listed["agent-a"]["metadata"]["labels"]
+    assert listed["agent-a"]["spec"]["taints"] == [
+        {"key": "dedicated", "value": "edge", "effect": "NoSchedule"}
+    ]
+    assert "s3cret" not in json.dumps(listed)
+
+    # Upgrade one node by re-running the installer with another version.
+    upgraded = await agent.install_k3s(env=f"INSTALL_K3S_VERSION={V2} {url} K3S_TOKEN={token}")
+    assert upgraded.exit_status == 0, upgraded.stderr
+    assert (await agent.run("k3s --version", check=True)).stdout.startswith(f"k3s version {V2} ")
+    listed = await nodes(host_kubectl, kubeconfig)
+    assert listed["agent-a"]["status"]["nodeInfo"]["kubeletVersion"] == V2
+    assert listed["srv-a"]["status"]["nodeInfo"]["kubeletVersion"] == V1
+
+    # A drained (cordoned) node shows as such, and stays so across heartbeats and re-installs.
+    code, _, err = await host_kubectl(kubeconfig, "cordon agent-a")
+    assert code == 0, err
+    assert (await agent.install_k3s(env=f"INSTALL_K3S_VERSION={V2} {url} K3S_TOKEN={token}")).exit_status == 0
+    code, out, _ = await host_kubectl(kubeconfig, "get node agent-a --no-headers")
+    assert out.split()[1] == "Ready,SchedulingDisabled"
+
+    # Uninstall removes the Node and the files.
+    gone = await agent.run("sudo /usr/local/bin/k3s-agent-uninstall.sh")
+    assert gone.exit_status == 0, gone.stderr
+    assert (await agent.run("test -e /usr/local/bin/k3s")).exit_status == 1
+    assert set(await nodes(host_kubectl, kubeconfig)) == {"srv-a", "srv-b"}
+
+
+async def test_vm_stop_makes_the_node_not_ready_and_start_ready_again(
+    start_guest: StartGuest, guest_feed: FakeGuestsEndpoint, guests: GuestsService, host_kubectl: Kubectl
+) -> None:
+    server = await start_guest(321, "127.0.31.21", name="srv-p")
+    agent = await start_guest(322, "127.0.31.22", name="agent-p")
+    assert (await server.install_k3s(env=f"INSTALL_K3S_VERSION={V1} K3S_TOKEN=t0k")).exit_status == 0
+    joined = await agent.install_k3s(
+        env=f"INSTALL_K3S_VERSION={V1} K3S_URL=https://127.0.31.21:6443 K3S_TOKEN=t0k"
+    )
+    assert joined.exit_status == 0, joined.stderr
+    kubeconfig = pointed_at(await server.read("/etc/rancher/k3s/k3s.yaml"), "127.0.31.21")
+    assert ready((await nodes(host_kubectl, kubeconfig))["agent-p"]) == "True"
+
+    await guest_feed.stop_vm(322)
+    await wait_for_guest(guests, 322, present=False)
+
+    async def agent_ready_is(value: str) -> bool:
+        return ready((await nodes(host_kubectl, kubeconfig))["agent-p"]) == value
+
+    await eventually(lambda: agent_ready_is("Unknown"))
+    _code, out, _ = await host_kubectl(kubeconfig, "get node agent-p --no-headers")
+    assert out.split()[1] == "NotReady"
+
+    await guest_feed.start_vm(322)
+    await wait_for_guest(guests, 322)
+    await eventually(lambda: agent_ready_is("True"))
+
+    # k3s-killall.sh stops the service: NotReady until K3s is started again (here: by the installer).
+    assert (await agent.run("sudo k3s-killall.sh")).exit_status == 0
+    await eventually(lambda: agent_ready_is("Unknown"))

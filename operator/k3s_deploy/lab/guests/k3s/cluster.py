@@ -27,6 +27,11 @@ from k3s_deploy.lab.controlplane import ControlPlane
 from k3s_deploy.lab.controlplane.certs import CertificateAuthority, split_sans
 
 API_PORT = 6443
+MANAGED_TAINTS = (
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.kubernetes.io/unschedulable",
+)
 LOOPBACK_SANS = (
     "127.0.0.1",
     "::1",
@@ -334,6 +339,34 @@ class LabCluster:
         await self._request(
             "PATCH", f"/api/v1/nodes/{node.name}/status", body, "application/merge-patch+json"
         )
+        await self._lifecycle_taints(node, current)
+
+    async def _lifecycle_taints(self, node: NodeRecord, current: dict[str, Any]) -> None:
+        """What kube-controller-manager's node lifecycle controller would do (none runs in the lab).
+
+        It lifts ``not-ready`` (added at registration) once the node is Ready, marks a silent node
+        ``unreachable``, and mirrors a cordon (``spec.unschedulable``) as the ``unschedulable`` taint.
+        """
+        spec = current.get("spec") or {}
+        taints = [t for t in spec.get("taints") or [] if t.get("key") not in MANAGED_TAINTS]
+        if not node.running:
+            taints += [
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+            ]
+        if spec.get("unschedulable"):
+            taints.append({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
+        before = [(t.get("key"), t.get("effect")) for t in spec.get("taints") or []]
+        if before != [(t.get("key"), t.get("effect")) for t in taints]:
+            for taint in taints:
+                if taint["key"] in MANAGED_TAINTS and "timeAdded" not in taint:
+                    taint["timeAdded"] = now()
+            await self._request(
+                "PATCH",
+                f"/api/v1/nodes/{node.name}",
+                {"spec": {"taints": taints or None}},
+                "application/merge-patch+json",
+            )
 
     async def delete_node(self, name: str) -> None:
         await self._request("DELETE", f"/api/v1/nodes/{name}")
