@@ -92,6 +92,7 @@ class ControlPlane:
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
         self.etcd_url = ""
+        self._etcd_ports: list[int] = []
         self._context: ssl.SSLContext | None = None  # admin TLS context for our own probes
         self.start_seconds: float | None = None  # spawn to /readyz OK, for the curious
 
@@ -235,7 +236,8 @@ class ControlPlane:
         if not (self.pki_dir / "sa.key").exists():
             sa = service_account_key_pair()
             sa.write(self.pki_dir, "sa")
-        self.port = self._requested_port or processes.free_port(self.host)
+        apiserver_port, *self._etcd_ports = processes.free_ports(self.host, 3)
+        self.port = self._requested_port or apiserver_port
         self._context = None
         ips, dns = split_sans([self.host, *self.sans])
         if self.host == "127.0.0.1":
@@ -262,8 +264,7 @@ class ControlPlane:
 
     def _spawn_etcd(self) -> None:
         assert self._binaries is not None
-        client_port = processes.free_port(self.host)
-        peer_port = processes.free_port(self.host)
+        client_port, peer_port = self._etcd_ports
         self.etcd_url = f"http://{self.host}:{client_port}"
         peer_url = f"http://{self.host}:{peer_port}"
         args = [

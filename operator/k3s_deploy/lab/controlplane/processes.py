@@ -46,12 +46,20 @@ def require_loopback(host: str) -> str:
     return str(address)
 
 
+def free_ports(host: str = "127.0.0.1", count: int = 1) -> list[int]:
+    """``count`` distinct TCP ports the kernel considers free on ``host`` right now."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((host, 0))  # all held open together, so the kernel hands out distinct ones
+            ports.append(s.getsockname()[1])
+        return ports
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port the kernel considers free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(host, 1)[0]
 
 
 def spawn(
