@@ -67,6 +67,10 @@ class Sim:
             if vm.status == "running":
                 if vm.booted is None:
                     vm.booted = cloudinit.boot_snapshot(vm)
+                    vm.ci_drive = dict(vm.booted)
+                if not vm.pid:
+                    self.state.next_pid += 1
+                    vm.pid = self.state.next_pid
                 self._arm_boot(vm)
 
     def changed(self, guest: bool = False) -> None:
