@@ -11,7 +11,9 @@ import requests
 from fixtures.pve import PveSim
 
 
-def raw(sim: PveSim, method: str, path: str, *, token: str | None = None, auth: bool = True, **kwargs: Any) -> requests.Response:
+def raw(
+    sim: PveSim, method: str, path: str, *, token: str | None = None, auth: bool = True, **kwargs: Any
+) -> requests.Response:
     """A plain HTTPS request to /api2/json (to check status codes, reasons and bodies exactly)."""
     headers = dict(kwargs.pop("headers", {}))
     if auth:

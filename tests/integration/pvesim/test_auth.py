@@ -11,8 +11,8 @@ import yaml
 from proxmoxer import AuthenticationError, ResourceException
 
 from fixtures.pve import PveSim
-from k3s_deploy.lab.pvesim.inventory import SAMPLE
 from integration.pvesim.helpers import raw
+from k3s_deploy.lab.pvesim.inventory import SAMPLE
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +28,21 @@ def test_password_login_ticket_cookie_and_csrf(pve_sim: PveSim) -> None:
     cookies = {"PVEAuthCookie": data["ticket"]}
     ok = raw(pve_sim, "GET", "/nodes", auth=False, cookies=cookies)
     assert ok.status_code == 200
-    no_csrf = raw(pve_sim, "PUT", "/nodes/pve1/qemu/110/config", auth=False, cookies=cookies, data={"cores": 4})
+    no_csrf = raw(
+        pve_sim, "PUT", "/nodes/pve1/qemu/110/config", auth=False, cookies=cookies, data={"cores": 4}
+    )
     assert no_csrf.status_code == 401 and no_csrf.reason == "Permission denied - invalid csrf token"
     with_csrf = raw(pve_sim, "PUT", "/nodes/pve1/qemu/110/config", auth=False, cookies=cookies, data={"cores": 4},
                     headers={"CSRFPreventionToken": data["CSRFPreventionToken"]})  # fmt: skip
     assert with_csrf.status_code == 200 and with_csrf.json() == {"data": None}
     # proxmoxer renews by posting the ticket as the password
-    renewed = raw(pve_sim, "POST", "/access/ticket", auth=False, data={"username": "root@pam", "password": data["ticket"]})
+    renewed = raw(
+        pve_sim,
+        "POST",
+        "/access/ticket",
+        auth=False,
+        data={"username": "root@pam", "password": data["ticket"]},
+    )
     assert renewed.status_code == 200
 
 
@@ -47,7 +55,9 @@ def test_proxmoxer_password_auth(pve_sim: PveSim) -> None:
 
 
 def test_failed_login_shape(pve_sim: PveSim) -> None:
-    resp = raw(pve_sim, "POST", "/access/ticket", auth=False, data={"username": "root@pam", "password": "nope"})
+    resp = raw(
+        pve_sim, "POST", "/access/ticket", auth=False, data={"username": "root@pam", "password": "nope"}
+    )
     assert resp.status_code == 401 and resp.reason == "authentication failure"
     assert resp.json() == {"data": None}
 
@@ -55,7 +65,13 @@ def test_failed_login_shape(pve_sim: PveSim) -> None:
 def test_no_credentials_and_bad_token(pve_sim: PveSim) -> None:
     resp = raw(pve_sim, "GET", "/nodes", auth=False)
     assert resp.status_code == 401 and resp.reason == "No ticket" and resp.content == b""
-    bad = raw(pve_sim, "GET", "/nodes", auth=False, headers={"Authorization": f"PVEAPIToken={pve_sim.token_id}=wrong"})
+    bad = raw(
+        pve_sim,
+        "GET",
+        "/nodes",
+        auth=False,
+        headers={"Authorization": f"PVEAPIToken={pve_sim.token_id}=wrong"},
+    )
     assert bad.status_code == 401 and bad.reason == "Authentication failed!"
     assert bad.headers.get("Connection") == "close"
     # the ticket index is world-readable
@@ -74,7 +90,9 @@ def test_token_without_privilege_gets_the_real_403(pve_sim: PveSim) -> None:
     assert err.value.content == "Permission check failed (/vms/110, VM.PowerMgmt)"
 
 
-def _inventory_with(users: list[dict[str, Any]], tokens: list[dict[str, Any]], acls: list[dict[str, Any]]) -> dict[str, Any]:
+def _inventory_with(
+    users: list[dict[str, Any]], tokens: list[dict[str, Any]], acls: list[dict[str, Any]]
+) -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(SAMPLE.read_text())
     data["users"] += users
     data["tokens"] += tokens
@@ -97,7 +115,10 @@ def test_privilege_separation_intersects_token_and_owner(pve_sim_factory: Callab
     # ... but not cloning: the owner lacks VM.Clone
     with pytest.raises(ResourceException) as err:
         sep.nodes("pve1").qemu(9001).clone.post(newid=300)
-    assert (err.value.status_code, err.value.content) == (403, "Permission check failed (/vms/9001, VM.Clone)")
+    assert (err.value.status_code, err.value.content) == (
+        403,
+        "Permission check failed (/vms/9001, VM.Clone)",
+    )
     # a token without privilege separation has exactly its owner's rights
     assert nosep.nodes("pve1").qemu(100).status.current.get()["status"] == "running"
     with pytest.raises(ResourceException):
@@ -126,4 +147,6 @@ def test_a_token_sees_only_its_own_tasks(pve_sim_factory: Callable[..., PveSim])
 def test_tls_is_verified_with_the_published_ca(pve_sim: PveSim) -> None:
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(pve_sim.api_url + "/version", timeout=10)
-    assert requests.get(pve_sim.api_url + "/version", verify=pve_sim.ca, headers=pve_sim.token_header(), timeout=10).ok
+    assert requests.get(
+        pve_sim.api_url + "/version", verify=pve_sim.ca, headers=pve_sim.token_header(), timeout=10
+    ).ok

@@ -68,7 +68,9 @@ def test_storage_listing(pve_sim: PveSim) -> None:
     api = pve_sim.api()
     storages = {s["storage"]: s for s in api.nodes("pve1").storage.get()}
     assert storages["shared"]["shared"] == 1 and storages["local-lvm"]["shared"] == 0
-    assert storages["local-lvm"]["used"] > 0 and storages["local-lvm"]["avail"] < storages["local-lvm"]["total"]
+    assert (
+        storages["local-lvm"]["used"] > 0 and storages["local-lvm"]["avail"] < storages["local-lvm"]["total"]
+    )
     assert api.nodes("pve1").storage.get(storage="shared")[0]["storage"] == "shared"
 
 

@@ -42,7 +42,10 @@ def test_template_on_local_storage_cannot_be_cloned_to_another_node(pve_sim: Pve
     api = pve_sim.api()
     with pytest.raises(ResourceException) as err:
         api.nodes("pve1").qemu(9001).clone.post(newid=201, target="pve2")
-    assert (err.value.status_code, err.value.content) == (500, "can't clone VM to node 'pve2' (VM uses local storage)")
+    assert (err.value.status_code, err.value.content) == (
+        500,
+        "can't clone VM to node 'pve2' (VM uses local storage)",
+    )
     # from shared storage it works, and the VM appears on the target node
     upid = api.nodes("pve1").qemu(9000).clone.post(newid=201, target="pve2", full=1, storage="shared")
     assert pve_sim.wait_task(upid)["exitstatus"] == "OK"
@@ -60,7 +63,9 @@ def test_duplicate_newid_and_linked_clone_of_non_template(pve_sim: PveSim) -> No
 
 
 def test_failed_clone_removes_target_and_reports_error(pve_sim: PveSim) -> None:
-    pve_sim.set_faults(taskFailures=[{"type": "qmclone", "message": "clone failed: storage full", "remaining": 1}])
+    pve_sim.set_faults(
+        taskFailures=[{"type": "qmclone", "message": "clone failed: storage full", "remaining": 1}]
+    )
     upid = pve_sim.api().nodes("pve1").qemu(9001).clone.post(newid=203)
     status = pve_sim.wait_task(upid)
     assert status["exitstatus"] == "clone failed: storage full"
@@ -120,8 +125,12 @@ def test_static_ipconfig_applies_at_next_boot(pve_sim: PveSim) -> None:
     vm = api.nodes("pve1").qemu(211)
     pve_sim.wait_task(vm.config.post(ipconfig0="ip=127.4.0.10/24,gw=127.4.0.1", ciuser="k3s"))
     pve_sim.wait_task(vm.status.start.post())
-    guest = eventually(lambda: next((g for g in pve_sim.guests()["guests"] if g["vmid"] == 211 and g["agentReady"]), None))
-    assert guest["addresses"] == ["127.4.0.10"] and guest["ciuser"] == "k3s" and guest["hostname"] == "static-a"
+    guest = eventually(
+        lambda: next((g for g in pve_sim.guests()["guests"] if g["vmid"] == 211 and g["agentReady"]), None)
+    )
+    assert (
+        guest["addresses"] == ["127.4.0.10"] and guest["ciuser"] == "k3s" and guest["hostname"] == "static-a"
+    )
     # changed while running: cloud-init config applies to the config at once, but the guest sees it at reboot
     vm.config.put(ipconfig0="ip=127.4.0.11/24,gw=127.4.0.1")
     assert next(g for g in pve_sim.guests()["guests"] if g["vmid"] == 211)["addresses"] == ["127.4.0.10"]
@@ -140,7 +149,10 @@ def test_config_digest_pending_and_delete(pve_sim: PveSim) -> None:
     vm.config.put(cores=4, digest=digest)
     with pytest.raises(ResourceException) as err:
         vm.config.put(cores=8, digest=digest)
-    assert (err.value.status_code, err.value.content) == (500, "checksum mismatch (file change by other user?)")
+    assert (err.value.status_code, err.value.content) == (
+        500,
+        "checksum mismatch (file change by other user?)",
+    )
     # cores is not hot-pluggable: pending until the next start; name applies at once
     assert vm.config.get(current=1)["cores"] == 2 and vm.config.get()["cores"] == 4
     assert {"key": "cores", "value": 2, "pending": 4} in vm.pending.get()
@@ -199,14 +211,23 @@ def test_resize_grows_only(pve_sim: PveSim) -> None:
     vm = pve_sim.api().nodes("pve1").qemu(110)
     assert pve_sim.wait_task(vm.resize.put(disk="scsi0", size="+2G"))["exitstatus"] == "OK"
     assert "size=66G" in vm.config.get()["scsi0"]
-    assert pve_sim.wait_task(vm.resize.put(disk="scsi0", size="10G"))["exitstatus"] == "shrinking disks is not supported"
-    assert pve_sim.wait_task(vm.resize.put(disk="scsi3", size="+1G"))["exitstatus"] == "disk 'scsi3' does not exist"
+    assert (
+        pve_sim.wait_task(vm.resize.put(disk="scsi0", size="10G"))["exitstatus"]
+        == "shrinking disks is not supported"
+    )
+    assert (
+        pve_sim.wait_task(vm.resize.put(disk="scsi3", size="+1G"))["exitstatus"]
+        == "disk 'scsi3' does not exist"
+    )
 
 
 def test_shutdown_timeout_and_force_stop(pve_sim: PveSim) -> None:
     vm = pve_sim.api().nodes("pve1").qemu(100)
     pve_sim.set_faults(ignoreShutdown=[100])
-    assert pve_sim.wait_task(vm.status.shutdown.post(timeout=1))["exitstatus"] == "VM quit/powerdown failed - got timeout"
+    assert (
+        pve_sim.wait_task(vm.status.shutdown.post(timeout=1))["exitstatus"]
+        == "VM quit/powerdown failed - got timeout"
+    )
     assert vm.status.current.get()["status"] == "running"
     assert pve_sim.wait_task(vm.status.shutdown.post(timeout=1, forceStop=1))["exitstatus"] == "OK"
     assert vm.status.current.get()["status"] == "stopped"

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyNbVnV5l3rcB8pZ7yo6Q8sVxj7Lz1Vd6i5e1Qy3m0k user@host"
 # base64 with '+' and '/', as real keys have: plain quote() leaves '/', quote_plus() emits '+'
-KEY2 = "ssh-rsa " + base64.b64encode(b"\x00\x00\x00\x07ssh-rsa" + b"\xfb\xff\xbf" * 10).decode() + " second@host"
+KEY2 = (
+    "ssh-rsa " + base64.b64encode(b"\x00\x00\x00\x07ssh-rsa" + b"\xfb\xff\xbf" * 10).decode() + " second@host"
+)
 
 
 def test_python_true_is_refused_one_and_zero_accepted(pve_sim: PveSim) -> None:
@@ -47,7 +49,9 @@ def test_unknown_missing_and_out_of_range_parameters(pve_sim: PveSim) -> None:
 
 
 def test_json_bodies_accept_json_booleans(pve_sim: PveSim) -> None:
-    resp = raw(pve_sim, "POST", "/nodes/pve1/qemu/9001/clone", json={"newid": 301, "full": True, "name": "j1"})
+    resp = raw(
+        pve_sim, "POST", "/nodes/pve1/qemu/9001/clone", json={"newid": 301, "full": True, "name": "j1"}
+    )
     assert resp.status_code == 200 and resp.json()["data"].startswith("UPID:pve1:")
 
 
