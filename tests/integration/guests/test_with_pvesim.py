@@ -1,0 +1,69 @@
+"""Lab guests following the real Proxmox VE simulator: VMs made and powered through its API (proxmoxer)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from collections.abc import AsyncIterator
+
+import asyncssh
+import pytest
+
+from fixtures.guests import ssh_options, wait_for_guest
+from fixtures.pve import PveSim
+from k3s_deploy.lab.controlplane.processes import free_port
+from k3s_deploy.lab.guests.service import GuestsService
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def sim_guests(pve_sim: PveSim) -> AsyncIterator[GuestsService]:
+    service = GuestsService(
+        pve_json=pve_sim.dir / "pve.json", state_dir=pve_sim.dir / "guests", ssh_port=free_port()
+    )
+    async with service.running():
+        yield service
+
+
+async def _task(sim: PveSim, upid: str) -> None:
+    status = await asyncio.to_thread(sim.wait_task, upid)
+    assert status.get("exitstatus") == "OK", status
+
+
+async def test_vm_made_through_the_api_is_reachable_over_ssh(
+    pve_sim: PveSim, sim_guests: GuestsService, client_key: asyncssh.SSHKey
+) -> None:
+    api = pve_sim.api()
+    await _task(
+        pve_sim, await asyncio.to_thread(api.nodes("pve1").qemu(9001).clone.post, newid=420, name="lab-420")
+    )
+    vm = api.nodes("pve1").qemu(420)
+    key = client_key.export_public_key().decode().strip()
+    await asyncio.to_thread(
+        vm.config.put,
+        ciuser="k3s",
+        sshkeys=urllib.parse.quote(key, safe=""),
+        ipconfig0="ip=127.0.42.20/24,gw=127.0.42.1",
+    )
+    await _task(pve_sim, await asyncio.to_thread(vm.status.start.post))
+    await wait_for_guest(sim_guests, 420, within=30)
+
+    options = ssh_options(client_key, "k3s")
+    async with asyncssh.connect("127.0.42.20", sim_guests.ssh_port, **options) as conn:
+        result = await conn.run("hostname; id -un; sudo test -w /etc && echo root-ok", check=True)
+        first_key = conn.get_server_host_key()
+    assert result.stdout.splitlines()[0] == "lab-420"
+    assert result.stdout.splitlines()[-1] == "root-ok"
+    assert first_key is not None
+
+    await _task(pve_sim, await asyncio.to_thread(vm.status.stop.post))
+    await wait_for_guest(sim_guests, 420, present=False, within=30)
+    with pytest.raises(OSError):
+        await asyncssh.connect("127.0.42.20", sim_guests.ssh_port, **options)
+
+    await _task(pve_sim, await asyncio.to_thread(vm.status.start.post))
+    await wait_for_guest(sim_guests, 420, within=30)
+    async with asyncssh.connect("127.0.42.20", sim_guests.ssh_port, **options) as conn:
+        again = conn.get_server_host_key()
+    assert again is not None and again.public_data == first_key.public_data
