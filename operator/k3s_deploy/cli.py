@@ -53,12 +53,33 @@ def crds() -> None:
 
 @crds.command("generate")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("crds"), show_default=True)
-def crds_generate(out: Path) -> None:
-    """Write crds/*.yaml from the models."""
+@click.option(
+    "--manifests",
+    type=click.Path(path_type=Path),
+    default=Path("manifests/base/crds"),
+    show_default=True,
+    help="Also refresh the copies kustomize installs (skipped when the folder does not exist).",
+)
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    default=Path("docs/crd-reference.md"),
+    show_default=True,
+    help="Also regenerate the CRD reference page (skipped when its folder does not exist).",
+)
+def crds_generate(out: Path, manifests: Path, reference: Path) -> None:
+    """Write crds/*.yaml (and the kustomize copies and the reference doc) from the models."""
     from k3s_deploy.api.crdgen import write_crds
+    from k3s_deploy.api.reference import render_reference
 
     for path in write_crds(out):
         click.echo(f"wrote {path}")
+    if manifests.is_dir():
+        for path in write_crds(manifests):
+            click.echo(f"wrote {path}")
+    if reference.parent.is_dir():
+        reference.write_text(render_reference())
+        click.echo(f"wrote {reference}")
 
 
 @crds.command("check")
