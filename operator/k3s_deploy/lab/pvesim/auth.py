@@ -156,6 +156,8 @@ def check_expr(state: State, ident: Identity, expr: list[Any], params: dict[str,
         concrete = _subst(path, params)
         if concrete is None:
             return False, f"{path}, {'|'.join(privs)}"
-        text = f"{concrete}, {'|'.join(privs) if opts.get('any') else ', '.join(privs)}"
-        return has(state, ident, concrete, privs, any_of=bool(opts.get("any"))), text
+        if opts.get("any"):
+            return has(state, ident, concrete, privs, any_of=True), f"{concrete}, {'|'.join(privs)}"
+        missing = next((p for p in privs if not has(state, ident, concrete, [p])), None)
+        return missing is None, f"{concrete}, {missing or privs[0]}"
     return False, str(expr)
