@@ -12,7 +12,6 @@ The install uses a thin wrapper kustomization that only changes the namespace (w
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
-from unit.shipping.kustomize import MANIFESTS, OVERLAYS
+from unit.shipping.kustomize import OVERLAYS, cluster_scoped_names, operator_user
+from unit.shipping.kustomize import install as install_overlay
 from unit.shipping.rbac import Grant, can, grants_for
 
 pytestmark = pytest.mark.integration
@@ -45,23 +44,6 @@ class Install:
         return f"system:serviceaccount:{self.namespace}:{SA}"
 
 
-def _wrapper(tmp_path: Path, overlay: str, namespace: str) -> Path:
-    wrapper = tmp_path / f"install-{overlay}"
-    wrapper.mkdir()
-    base = os.path.relpath(MANIFESTS / "overlays" / overlay, wrapper)
-    (wrapper / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "namespace": namespace,
-                "resources": [base],
-            }
-        )
-    )
-    return wrapper
-
-
 @pytest.fixture(scope="module", params=OVERLAYS)
 def install(
     request: pytest.FixtureRequest,
@@ -73,21 +55,10 @@ def install(
     overlay: str = request.param
     namespace = f"k3sd-i-{secrets.token_hex(3)}"  # short: the user name must fit a certificate CN (64)
     kubectl("create", "namespace", namespace)
-    wrapper = _wrapper(tmp_path_factory.mktemp("install"), overlay, namespace)
-    docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(wrapper)).stdout) if d]
-    # The documented install: CRDs first (the overlays create a kopf peering object), then the overlay.
-    kubectl("apply", "-k", str(MANIFESTS / "base" / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=k3s-deploy")
-    kubectl("apply", "-k", str(wrapper))
-    cluster_scoped = [
-        f"{d['kind'].lower()}.{d['apiVersion'].split('/')[0]}/{d['metadata']['name']}"
-        if "/" in d["apiVersion"]
-        else f"{d['kind'].lower()}/{d['metadata']['name']}"
-        for d in docs
-        if d["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
-    ]
-    user = f"system:serviceaccount:{namespace}:{SA}"
-    operator = mint_kubeconfig(user, ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"])
+    docs = install_overlay(kubectl, overlay, namespace, tmp_path_factory.mktemp("install"))
+    cluster_scoped = cluster_scoped_names(docs)
+    user, groups = operator_user(namespace)
+    operator = mint_kubeconfig(user, groups)
     try:
         yield Install(overlay, namespace, docs, grants_for(docs, namespace, SA), operator)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,3 +34,51 @@ def render(kubectl: str, overlay: str) -> list[dict[str, Any]]:
         check=True,
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
+
+
+SERVICE_ACCOUNT = "k3s-deploy-operator"
+
+
+def wrapper_kustomization(workdir: Path, overlay: str, namespace: str) -> Path:
+    """A kustomization that only moves an overlay to another namespace (`kustomize edit set namespace`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    base = os.path.relpath(MANIFESTS / "overlays" / overlay, workdir)
+    (workdir / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": namespace,
+                "resources": [base],
+            }
+        )
+    )
+    return workdir
+
+
+def install(kubectl: Any, overlay: str, namespace: str, workdir: Path) -> list[dict[str, Any]]:
+    """The documented install into ``namespace``: CRDs first, then the overlay. Returns what was applied."""
+    wrapper = wrapper_kustomization(workdir, overlay, namespace)
+    kubectl("apply", "-k", str(MANIFESTS / "base" / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=k3s-deploy")
+    docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(wrapper)).stdout) if d]
+    kubectl("apply", "-k", str(wrapper))
+    return docs
+
+
+def cluster_scoped_names(docs: list[dict[str, Any]]) -> list[str]:
+    """kubectl names of the install's cluster-scoped objects except CRDs (shared with other tests)."""
+    out = []
+    for d in docs:
+        if d["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}:
+            group = d["apiVersion"].split("/")[0] if "/" in d["apiVersion"] else ""
+            out.append(f"{d['kind'].lower()}{'.' + group if group else ''}/{d['metadata']['name']}")
+    return out
+
+
+def operator_user(namespace: str) -> tuple[str, list[str]]:
+    """The user name and groups a ServiceAccount token of the operator authenticates as."""
+    return (
+        f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}",
+        ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+    )
