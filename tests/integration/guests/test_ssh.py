@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+from pathlib import Path
+
 import asyncssh
 import pytest
 
@@ -112,3 +116,38 @@ async def test_guests_have_separate_filesystems_sftp_and_sudo(
         assert (await a.run("test -e /tmp/uploaded")).exit_status == 1
         # stdin reaches the command.
         assert (await a.run("wc -l", input="1\n2\n3\n", check=True)).stdout.strip() == "3"
+
+
+async def test_openssh_client_and_scp_work_against_a_guest(
+    guests: GuestsService, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey, tmp_path: Path
+) -> None:
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        pytest.skip("OpenSSH client not installed")
+    await guest_feed.run_vm(106, "127.0.30.16", keys=[client_key.export_public_key().decode()])
+    await wait_for_guest(guests, 106)
+    identity = tmp_path / "id_ed25519"
+    client_key.write_private_key(str(identity))
+    identity.chmod(0o600)
+    known = tmp_path / "known_hosts"
+    common = ["-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=accept-new",
+              "-i", str(identity), "-F", "/dev/null"]  # fmt: skip
+
+    async def run(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)  # fmt: skip
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    code, out = await run(
+        ssh, *common, "-p", str(guests.ssh_port), "ubuntu@127.0.30.16", "uname -s; cat /etc/hostname"
+    )
+    assert (code, out) == (0, "Linux\nvm106\n")
+    local = tmp_path / "payload"
+    local.write_text("scp payload\n")
+    code, out = await run(
+        "scp", *common, "-P", str(guests.ssh_port), str(local), "ubuntu@127.0.30.16:/tmp/payload"
+    )
+    assert code == 0, out
+    code, out = await run(ssh, *common, "-p", str(guests.ssh_port), "ubuntu@127.0.30.16", "cat /tmp/payload")
+    assert (code, out) == (0, "scp payload\n")

@@ -94,7 +94,7 @@ class RunningGuest:
                 server_factory=lambda: _GuestServer(self),
                 server_host_keys=[self.host_key],
                 process_factory=self._handle,
-                sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=bytes(self.root.root)),
+                sftp_factory=lambda chan: _GuestSftp(chan, self.root.root),
                 encoding=None,
                 line_editor=False,
                 allow_scp=True,
@@ -183,6 +183,18 @@ async def _pump_out(reader: asyncio.StreamReader, write: Callable[[bytes], None]
             return
         with contextlib.suppress(BrokenPipeError, ConnectionError, asyncssh.Error):
             write(data)
+
+
+class _GuestSftp(asyncssh.SFTPServer):
+    """SFTP chrooted to the guest's root; like sshd it reports exit status 0 when the session ends
+    (OpenSSH's scp, which speaks SFTP, counts a missing exit status as a failure)."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], root: Path) -> None:
+        super().__init__(chan, chroot=bytes(root))
+
+    def exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.channel.exit(0)
 
 
 class _GuestServer(asyncssh.SSHServer):
