@@ -14,7 +14,7 @@ from k3s_deploy.lab.pvesim.faults import Counts, Faults
 from k3s_deploy.lab.pvesim.model import VM, State
 from k3s_deploy.lab.pvesim.tasks import TaskRunner
 
-SAVE_DELAY = 0.2
+SAVE_DELAY = 1.0
 MAX_FINISHED_TASKS = 5000
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
@@ -56,7 +56,7 @@ class Sim:
                 f"hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known",
             )
         if not n.online:
-            raise ApiError(595, f"Connection refused (node '{node}' is offline)")
+            raise ApiError(595, "No route to host")
 
     # -- changes --------------------------------------------------------------------------------
     def start(self) -> None:
