@@ -24,8 +24,8 @@ async def test_lab_with_pve_and_guests_publishes_ssh_port_and_installer(tmp_path
         assert ctx.facts["pve"]["guestSshPort"] == info["guestSshPort"]
         assert oct((tmp_path / "pve.json").stat().st_mode & 0o777) == "0o600"
         script = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(info["k3sInstallUrl"]).read().decode()
-        )  # noqa: S310
+            lambda: urllib.request.urlopen(info["k3sInstallUrl"]).read().decode()  # noqa: S310 - lab http URL
+        )
         assert script.startswith("#!/bin/sh") and "INSTALL_K3S_" in script
         guests_pid = ctx.facts["guests"]["pid"]
         assert str(guests_pid) in (tmp_path / "pids").read_text().split()

@@ -6,12 +6,15 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 import yaml
 
 from fixtures.guests import FakeGuestsEndpoint, LabGuest, wait_for_guest
+from k3s_deploy.lab.controlplane.processes import free_port
 from k3s_deploy.lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
@@ -198,3 +201,29 @@ async def test_vm_stop_makes_the_node_not_ready_and_start_ready_again(
     # k3s-killall.sh stops the service: NotReady until K3s is started again (here: by the installer).
     assert (await agent.run("sudo k3s-killall.sh")).exit_status == 0
     await eventually(lambda: agent_ready_is("Unknown"))
+
+
+async def test_clusters_survive_a_restart_of_the_guests_process(
+    tmp_path: Path, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey, host_kubectl: Kubectl
+) -> None:
+    def service() -> GuestsService:
+        return GuestsService(
+            pve_json=tmp_path / "pve.json", state_dir=tmp_path / "guests", ssh_port=free_port()
+        )
+
+    await guest_feed.run_vm(331, "127.0.31.31", keys=[client_key.export_public_key().decode()], name="srv-r")
+    async with service().running() as first:
+        await wait_for_guest(first, 331)
+        server = LabGuest(first, "127.0.31.31", client_key)
+        assert (await server.install_k3s("--cluster-init", env=f"INSTALL_K3S_VERSION={V1}")).exit_status == 0
+        kubeconfig = pointed_at(await server.read("/etc/rancher/k3s/k3s.yaml"), "127.0.31.31")
+        code, _, err = await host_kubectl(kubeconfig, "create namespace kept")
+        assert code == 0, err
+    code, _, _ = await host_kubectl(kubeconfig, "get nodes")
+    assert code != 0  # the API went away with the process
+
+    async with service().running():
+        listed = await nodes(host_kubectl, kubeconfig)
+        assert ready(listed["srv-r"]) == "True"
+        code, _, err = await host_kubectl(kubeconfig, "get namespace kept")
+        assert code == 0, err

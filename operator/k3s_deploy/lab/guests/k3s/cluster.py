@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime
 import ssl
 import tempfile
@@ -123,8 +124,13 @@ class LabCluster:
         self.etcd = etcd
         self.sans = list(dict.fromkeys([init_ip, *sans, *LOOPBACK_SANS]))
         self.log = log
-        self.ca = CertificateAuthority.create(f"k3s-server-ca@{cluster_id}")
-        self.client_ca = CertificateAuthority.create(f"k3s-client-ca@{cluster_id}")
+        pki = data_dir / "pki"
+        if (pki / "ca.key").exists() and (pki / "client-ca.key").exists():  # a restart: same cluster CAs
+            self.ca = CertificateAuthority.load(pki, "ca")
+            self.client_ca = CertificateAuthority.load(pki, "client-ca")
+        else:
+            self.ca = CertificateAuthority.create(f"k3s-server-ca@{cluster_id}")
+            self.client_ca = CertificateAuthority.create(f"k3s-client-ca@{cluster_id}")
         self.plane = ControlPlane(
             data_dir,
             host=init_ip,
@@ -151,6 +157,32 @@ class LabCluster:
 
     def answers_at(self, ip: str) -> bool:
         return ip == self.init_ip or ip in self.proxies
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "initIp": self.init_ip,
+            "password": self.password,
+            "etcd": self.etcd,
+            "sans": self.sans,
+            "nodes": {instance: dataclasses.asdict(node) for instance, node in self.nodes.items()},
+        }
+
+    @classmethod
+    def from_json(
+        cls, cluster_id: str, data_dir: Path, data: dict[str, Any], *, log: Callable[[str], None]
+    ) -> LabCluster:
+        cluster = cls(
+            cluster_id,
+            data_dir,
+            init_ip=data["initIp"],
+            password=data["password"],
+            etcd=bool(data["etcd"]),
+            sans=list(data["sans"]),
+            log=log,
+        )
+        for instance, node in (data.get("nodes") or {}).items():
+            cluster.nodes[instance] = NodeRecord(**{**node, "running": False})
+        return cluster
 
     async def start(self) -> None:
         await self.plane.astart()

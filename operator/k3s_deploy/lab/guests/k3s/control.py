@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
+import os
 import secrets
 import shutil
 import time
@@ -106,7 +109,51 @@ class K3sControl:
         return {}
 
     async def start(self) -> None:
+        """Bring back the clusters of an earlier run (their etcd data and CAs are on disk), then beat."""
+        await self._restore()
         self._heartbeat = asyncio.create_task(self._beat())
+
+    @property
+    def _state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def _save(self) -> None:
+        """Persist clusters and installs (0600: it holds the cluster tokens) so a restart keeps them."""
+        data = {
+            "clusters": {cid: c.to_json() for cid, c in self.clusters.items()},
+            "installs": {inst: dataclasses.asdict(i) for inst, i in self.installs.items()},
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _write_private(self._state_file, json.dumps(data, indent=1))
+
+    async def _restore(self) -> None:
+        if not self._state_file.exists():
+            return
+        data = json.loads(self._state_file.read_text())
+        self.installs = {inst: Install(**i) for inst, i in (data.get("installs") or {}).items()}
+        for cluster_id, saved in (data.get("clusters") or {}).items():
+            cluster = LabCluster.from_json(
+                cluster_id, self.state_dir / "clusters" / cluster_id, saved, log=self.log
+            )
+            try:
+                await cluster.start()
+            except Exception as exc:
+                self.log(f"k3s cluster {cluster_id} could not be restarted: {exc}")
+                with contextlib.suppress(Exception):
+                    await cluster.close()
+                continue
+            self.clusters[cluster_id] = cluster
+            running = {g.spec.instance_id: g for g in self.fleet.running.values()}
+            for instance, node in cluster.nodes.items():
+                install = self.installs.get(instance)
+                node.running = instance in running and install is not None and install.enabled
+                with contextlib.suppress(Exception):
+                    if node.running and node.role == "server" and node.ip != cluster.init_ip:
+                        await cluster.open_proxy(node.ip)
+                    await cluster.post_status(node)
+            self.log(f"k3s cluster {cluster_id} restarted at {cluster.url} with {len(cluster.nodes)} node(s)")
+        self.installs = {i: inst for i, inst in self.installs.items() if inst.cluster_id in self.clusters}
+        self._save()
 
     async def close(self) -> None:
         if self._heartbeat is not None:
@@ -145,7 +192,11 @@ class K3sControl:
         node = cluster.nodes.get(spec.instance_id)
         if node is None:
             return
-        node.running = on and install.enabled
+        if on:
+            install.enabled = (
+                True  # the k3s unit is enabled: it starts again at boot (after k3s-killall.sh too)
+            )
+        node.running = on
         with contextlib.suppress(Exception):
             if install.role == "server" and node.ip != cluster.init_ip:
                 await (cluster.open_proxy(node.ip) if on else cluster.close_proxy(node.ip))
@@ -169,6 +220,7 @@ class K3sControl:
         ]
         if not servers:
             await self._dissolve(cluster)
+        self._save()
 
     async def _beat(self) -> None:
         while True:
@@ -184,6 +236,7 @@ class K3sControl:
         self.log(f"k3s cluster {cluster.id} at {cluster.url} has no servers left; stopping it")
         await cluster.close()
         shutil.rmtree(cluster.data_dir, ignore_errors=True)
+        self._save()
 
     # ----- HTTP -----------------------------------------------------------------------------------
 
@@ -287,6 +340,7 @@ class K3sControl:
                     shutil.rmtree(target, ignore_errors=True)
                 else:
                     target.unlink(missing_ok=True)
+            self._save()
         return web.Response(text="")
 
     async def _killall(self, request: web.Request) -> web.Response:
@@ -301,6 +355,7 @@ class K3sControl:
                     node.running = False
                     with contextlib.suppress(Exception):
                         await cluster.post_status(node)
+            self._save()
         return web.Response(text="")
 
     # ----- installing -----------------------------------------------------------------------------
@@ -419,6 +474,7 @@ class K3sControl:
         self.installs[spec.instance_id] = Install(
             role=req.command, version=req.version, cluster_id=cluster.id, node_name=node.name
         )
+        self._save()
         self.log(
             f"k3s {req.command} {node.name} ({ip}) {req.version} in cluster {cluster.id} at {cluster.url}"
         )
@@ -515,9 +571,14 @@ class K3sControl:
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.with_suffix(".tmp").replace(path)
 
 
 def _write(root: GuestRoot, path: str, text: str, mode: int) -> None:
