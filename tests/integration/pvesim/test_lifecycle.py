@@ -19,7 +19,7 @@ def _resource(pve_sim: PveSim, vmid: int) -> dict[str, object] | None:
 def test_linked_clone_shows_lock_then_drops_template_flag_and_gets_new_macs(pve_sim: PveSim) -> None:
     pve_sim.set_timing(tasks={"qmclone": 100})  # x0.01 scale: 1 s, long enough to observe the lock
     api = pve_sim.api()
-    upid = api.nodes("pve1").qemu(9001).clone.post(newid=200, name="k3s-a")
+    upid = api.nodes("pve1").qemu(9001).clone.post(newid=200, name="k3s-a", description="made by a test")
     assert upid.split(":")[5:8] == ["qmclone", "9001", "root@pam!k3s-operator"]
     assert Tasks.decode_upid(upid)["node"] == "pve1"
     during = _resource(pve_sim, 200)
@@ -30,6 +30,7 @@ def test_linked_clone_shows_lock_then_drops_template_flag_and_gets_new_macs(pve_
     assert pve_sim.wait_task(upid)["exitstatus"] == "OK"
     src, new = api.nodes("pve1").qemu(9001).config.get(), api.nodes("pve1").qemu(200).config.get()
     assert "lock" not in new and "template" not in new and new["name"] == "k3s-a"
+    assert new["description"] == "made by a test"
     assert new["net0"] != src["net0"] and new["net0"].startswith("virtio=BC:24:11:")
     assert new["scsi0"].startswith("local-lvm:base-9001-disk-0/vm-200-disk-0")
     assert new["smbios1"] != src["smbios1"]

@@ -44,6 +44,14 @@ def test_handlers_read_only_parameters_their_endpoint_defines() -> None:
     assert problems == []
 
 
+def test_stripped_description_parameters_are_restored() -> None:
+    assert endpoint("/nodes/{node}/qemu/{vmid}/clone", "POST").prop("description") == {
+        "optional": 1,
+        "type": "string",
+    }
+    assert endpoint("/nodes/{node}/qemu/{vmid}/config", "PUT").prop("description") is not None
+
+
 def test_schema_is_the_official_shape() -> None:
     schema = load_schema()
     clone = schema["/nodes/{node}/qemu/{vmid}/clone"]["POST"]

@@ -23,10 +23,25 @@ INDEX_MAX: dict[str, int] = {
 
 _INDEXED = re.compile(r"^([a-z]+)(\d+)$")
 
+# The shipped subset had every key named `description` stripped (doc text), which also removed the
+# real *parameter* `description` of these endpoints; it is restored here as qemu-server defines it.
+RESTORED: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
+    ("/nodes/{node}/qemu/{vmid}/clone", "POST"): {"description": {"optional": 1, "type": "string"}},
+    ("/nodes/{node}/qemu/{vmid}/config", "POST"): {
+        "description": {"maxLength": 8192, "optional": 1, "type": "string"}
+    },
+    ("/nodes/{node}/qemu/{vmid}/config", "PUT"): {
+        "description": {"maxLength": 8192, "optional": 1, "type": "string"}
+    },
+    ("/nodes/{node}/qemu", "POST"): {"description": {"maxLength": 8192, "optional": 1, "type": "string"}},
+}
+
 
 @functools.cache
 def load_schema() -> dict[str, dict[str, dict[str, Any]]]:
     data: dict[str, dict[str, dict[str, Any]]] = json.loads(SCHEMA_FILE.read_text())
+    for (path, method), props in RESTORED.items():
+        data[path][method]["parameters"]["properties"].update(props)
     return data
 
 

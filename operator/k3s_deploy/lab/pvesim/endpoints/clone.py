@@ -27,7 +27,7 @@ from k3s_deploy.lab.pvesim.vmconfig import (
     with_new_mac,
 )
 
-NOT_CLONED = {"template", "lock", "digest", "vmgenid", "smbios1", "name"}
+NOT_CLONED = {"template", "lock", "digest", "vmgenid", "smbios1", "name", "description"}
 
 
 def _clone_begin(sim: Sim, task: Task) -> list[str]:
@@ -38,6 +38,8 @@ def _clone_begin(sim: Sim, task: Task) -> list[str]:
     config.update(
         {"name": a["name"], "lock": "clone", "smbios1": new_smbios_uuid(), "vmgenid": str(uuid.uuid4())}
     )
+    if a.get("description"):
+        config["description"] = a["description"]
     now = time.time()
     vm = VM(vmid=a["newid"], node=a["target"], config=config, created_at=now, status_changed_at=now,
             instance_id=str(uuid.uuid4()))  # fmt: skip
@@ -120,7 +122,7 @@ async def clone(call: Call) -> Any:
     if newid in sim.state.vms:
         raise ApiError(500, f"unable to create VM {newid}: config file already exists")
     args = {"newid": newid, "target": target, "full": full, "storage": storage, "pool": pool,
-            "name": str(p.get("name") or f"Copy-of-VM-{src.name}")}  # fmt: skip
+            "name": str(p.get("name") or f"Copy-of-VM-{src.name}"), "description": p.get("description")}  # fmt: skip
     return sim.tasks.start(call.node, "qmclone", str(src.vmid), call.ident, args)
 
 
