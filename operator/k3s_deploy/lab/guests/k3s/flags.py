@@ -144,21 +144,25 @@ def parse_flags(args: list[str]) -> dict[str, Any]:
 
 
 def merge_config(config_texts: list[str], cli: dict[str, Any]) -> dict[str, Any]:
-    """config.yaml (then config.yaml.d/*.yaml in order) under the command-line flags."""
+    """config.yaml, then config.yaml.d/*.yaml in order, then the command line (K3s's rules).
+
+    A later value replaces an earlier one; in a config file a key ending in ``+`` appends to a list
+    instead. Command-line flags replace config values.
+    """
     merged: dict[str, Any] = {}
     for text in config_texts:
         data = yaml.safe_load(text) or {}
         if not isinstance(data, dict):
             raise UsageError("invalid config file: expected a YAML map of flag names")
-        for key, value in data.items():
-            key = str(key).rstrip("+")
-            merged[key] = [str(v) for v in value] if isinstance(value, list) else value
-    for key, value in cli.items():
-        if key in LIST_FLAGS and key in merged:
-            base = merged[key] if isinstance(merged[key], list) else [merged[key]]
-            merged[key] = [*base, *value]
-        else:
-            merged[key] = value
+        for raw_key, value in data.items():
+            key = str(raw_key).rstrip("+")
+            items = [str(v) for v in value] if isinstance(value, list) else value
+            if str(raw_key).endswith("+") and key in merged:
+                base = merged[key] if isinstance(merged[key], list) else [merged[key]]
+                merged[key] = [*base, *(items if isinstance(items, list) else [items])]
+            else:
+                merged[key] = items
+    merged.update(cli)
     return merged
 
 
