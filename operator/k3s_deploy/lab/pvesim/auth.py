@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from k3s_deploy.lab.pvesim.model import State
+from k3s_deploy.lab.pvesim.model import Acl, State
 
 TICKET_LIFETIME = 7200
 ALL = "__all__"
@@ -81,16 +81,34 @@ def _norm(path: str) -> str:
     return "/" + "/".join(p for p in path.split("/") if p)
 
 
+_INDEX: dict[int, tuple[tuple[int, int], dict[tuple[str, str], list[Acl]]]] = {}
+
+
+def _acl_index(state: State) -> dict[tuple[str, str], list[Acl]]:
+    """ACLs by (ugid, normalised path), rebuilt when the ACL list changes (cheap checks at 500 VMs)."""
+    key = (id(state.acls), len(state.acls))
+    cached = _INDEX.get(id(state))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    index: dict[tuple[str, str], list[Acl]] = {}
+    for acl in state.acls:
+        index.setdefault((acl.ugid, _norm(acl.path)), []).append(acl)
+    _INDEX[id(state)] = (key, index)
+    return index
+
+
 def _acl_privs(state: State, ugid: str, path: str) -> set[str]:
     """Privileges of one user/token id on ``path``: the deepest ACL level wins, as in PVE."""
+    index = _acl_index(state)
     parts = [p for p in path.split("/") if p]
     levels = ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
     result: set[str] = set()
     for level in levels:
+        entries = index.get((ugid, level))
+        if not entries:
+            continue
         exact = level == levels[-1]
-        found = [
-            a for a in state.acls if a.ugid == ugid and _norm(a.path) == level and (exact or a.propagate)
-        ]
+        found = [a for a in entries if exact or a.propagate]
         if found:
             result = set()
             for acl in found:
