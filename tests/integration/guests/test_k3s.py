@@ -227,3 +227,28 @@ async def test_clusters_survive_a_restart_of_the_guests_process(
         assert ready(listed["srv-r"]) == "True"
         code, _, err = await host_kubectl(kubeconfig, "get namespace kept")
         assert code == 0, err
+
+
+async def test_air_gapped_install_uses_the_binary_in_place(
+    start_guest: StartGuest, guests: GuestsService, host_kubectl: Kubectl
+) -> None:
+    assert guests.k3s is not None
+    server = await start_guest(341, "127.0.31.41", name="srv-air")
+    missing = await server.install_k3s(env="INSTALL_K3S_SKIP_DOWNLOAD=true")
+    assert missing.exit_status != 0
+    assert "Executable k3s binary not found at /usr/local/bin/k3s" in missing.stderr
+    binary = f"{guests.http_url}/k3s/releases/download/v1.30.8+k3s1/k3s"
+    fetched = await server.run(
+        f"sudo curl -sfL -o /usr/local/bin/k3s {binary} && sudo chmod 0755 /usr/local/bin/k3s"
+    )
+    assert fetched.exit_status == 0, fetched.stderr
+    result = await server.install_k3s(
+        "server", "--node-ip", "127.0.31.41", env="INSTALL_K3S_SKIP_DOWNLOAD=true"
+    )
+    assert result.exit_status == 0, result.stderr
+    assert (await server.run("k3s --version", check=True)).stdout.startswith("k3s version v1.30.8+k3s1 (")
+    node = (
+        await nodes(host_kubectl, pointed_at(await server.read("/etc/rancher/k3s/k3s.yaml"), "127.0.31.41"))
+    )["srv-air"]
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.30.8+k3s1"
+    assert {"type": "InternalIP", "address": "127.0.31.41"} in node["status"]["addresses"]

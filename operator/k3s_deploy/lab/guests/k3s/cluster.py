@@ -62,6 +62,7 @@ class NodeRecord:
     taints: list[dict[str, str]] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
     running: bool = True  # the k3s service runs and the VM is on
+    internal_ip: str = ""  # --node-ip when given, else the guest's address
 
 
 class TcpProxy:
@@ -338,7 +339,7 @@ class LabCluster:
             "status": {
                 "conditions": conditions,
                 "addresses": [
-                    {"type": "InternalIP", "address": node.ip},
+                    {"type": "InternalIP", "address": node.internal_ip or node.ip},
                     {"type": "Hostname", "address": node.name},
                 ],
                 "capacity": {

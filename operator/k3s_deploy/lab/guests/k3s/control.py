@@ -166,6 +166,7 @@ class K3sControl:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/k3s/install.sh", self._installer)
+        app.router.add_get("/k3s/releases/download/{version}/k3s", self._binary)
         app.router.add_post("/k3s/v1/install", self._install)
         app.router.add_post("/k3s/v1/uninstall", self._uninstall)
         app.router.add_post("/k3s/v1/killall", self._killall)
@@ -243,6 +244,13 @@ class K3sControl:
     async def _installer(self, request: web.Request) -> web.Response:
         return web.Response(text=scripts.install_sh(self.base_url), content_type="text/x-shellscript")
 
+    async def _binary(self, request: web.Request) -> web.Response:
+        """The stand-in ``k3s`` binary of a release, for air-gapped installs (INSTALL_K3S_SKIP_DOWNLOAD)."""
+        version = request.match_info["version"]
+        if not VERSION_RE.match(version):
+            return web.Response(status=404, text="Not Found")
+        return web.Response(text=scripts.k3s_bin(version, ""), content_type="application/octet-stream")
+
     async def _channels(self, request: web.Request) -> web.Response:
         base = f"{self.base_url}/v1-release/channels"
         data = [
@@ -286,17 +294,26 @@ class K3sControl:
         out: list[str] = []
         try:
             req = build_request(env, argv, _config_texts(guest.root))
-            out.append(f"[INFO]  Using {req.version} as release")
-            out.append(
-                f"[INFO]  Downloading hash https://github.com/k3s-io/k3s/releases/download/{req.version}"
-                "/sha256sum-amd64.txt"
-            )
-            if not VERSION_RE.match(req.version):
-                raise UsageError("Download failed")
-            out.append(
-                f"[INFO]  Downloading binary https://github.com/k3s-io/k3s/releases/download/{req.version}/k3s"
-            )
-            out.append("[INFO]  Verifying binary download")
+            if env.get("INSTALL_K3S_SKIP_DOWNLOAD", "").lower() == "true":
+                # Air-gapped: the binary is already in place; its version is what gets installed.
+                binary = guest.root.path(f"{BIN}/k3s")
+                found = scripts.version_of(binary.read_text(errors="replace")) if binary.is_file() else None
+                if found is None:
+                    raise UsageError(f"Executable k3s binary not found at {BIN}/k3s")
+                req.version = found
+                out.append("[INFO]  Skipping k3s download and verify")
+            else:
+                out.append(f"[INFO]  Using {req.version} as release")
+                out.append(
+                    f"[INFO]  Downloading hash https://github.com/k3s-io/k3s/releases/download/{req.version}"
+                    "/sha256sum-amd64.txt"
+                )
+                if not VERSION_RE.match(req.version):
+                    raise UsageError("Download failed")
+                out.append(
+                    f"[INFO]  Downloading binary https://github.com/k3s-io/k3s/releases/download/{req.version}/k3s"
+                )
+                out.append("[INFO]  Verifying binary download")
         except UsageError as exc:
             out.append(f"[ERROR]  {exc}")
             return web.Response(status=400, text="\n".join(out) + "\n")
@@ -523,6 +540,7 @@ class K3sControl:
     def _node_record(self, guest: RunningGuest, req: InstallRequest, cluster: LabCluster) -> NodeRecord:
         spec = guest.spec
         name = (req.first("node-name") or spec.hostname).lower()
+        node_ip = (req.many("node-ip") or [spec.addresses[0]])[0].split(",")[0]
         labels = {
             "kubernetes.io/hostname": name,
             "kubernetes.io/os": "linux",
@@ -551,7 +569,7 @@ class K3sControl:
             taints.append(taint)
         annotations = {
             "k3s.io/hostname": spec.hostname,
-            "k3s.io/internal-ip": spec.addresses[0],
+            "k3s.io/internal-ip": node_ip,
             "k3s.io/node-args": _json(req.redacted_args()),
             "node.alpha.kubernetes.io/ttl": "0",
             "volumes.kubernetes.io/controller-managed-attach-detach": "true",
@@ -560,6 +578,7 @@ class K3sControl:
             name=name,
             role=req.command,
             ip=spec.addresses[0],
+            internal_ip=node_ip,
             version=req.version,
             instance_id=spec.instance_id,
             etcd=etcd,

@@ -115,6 +115,14 @@ def _fill(text: str, **values: str) -> str:
     return text
 
 
+def version_of(k3s_binary_text: str) -> str | None:
+    """The version a stand-in ``k3s`` binary was made for (None when it is not one of ours)."""
+    for line in k3s_binary_text.splitlines():
+        if line.startswith("VERSION='") and line.endswith("'"):
+            return line[len("VERSION='") : -1]
+    return None
+
+
 def install_sh(lab_url: str) -> str:
     return _fill(INSTALL_SH, LAB_URL=lab_url, GUEST_TOKEN=GUEST_TOKEN_PATH)
 
