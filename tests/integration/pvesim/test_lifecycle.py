@@ -35,6 +35,9 @@ def test_linked_clone_shows_lock_then_drops_template_flag_and_gets_new_macs(pve_
     assert new["scsi0"].startswith("local-lvm:base-9001-disk-0/vm-200-disk-0")
     assert new["smbios1"] != src["smbios1"]
     assert "lock" not in (_resource(pve_sim, 200) or {})
+    # the template's base volume is in use now: destroying the template fails inside the task
+    status = pve_sim.wait_task(api.nodes("pve1").qemu(9001).delete())
+    assert status["exitstatus"] == "base volume 'base-9001-disk-0' is still in use by linked cloned"
     log = api.nodes("pve1").tasks(upid).log.get()
     assert log[-1]["t"] == "TASK OK" and any("linked clone of drive scsi0" in line["t"] for line in log)
 

@@ -67,18 +67,20 @@ def node_entry(sim: Sim, node: Node) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def storage_used(sim: Sim, storage: Storage, node: str) -> int:
-    total = 0
+def storage_usage(sim: Sim) -> dict[tuple[str, str], int]:
+    """Bytes used per (storage, node) in one pass over the guests; shared storages under node ''."""
+    usage: dict[tuple[str, str], int] = {}
     for vm in sim.state.vms.values():
-        if storage.shared or vm.node == node:
-            for value in disks(vm.config).values():
-                if value.split(":", 1)[0] == storage.id:
-                    total += disk_size(value)
-    return total
+        for value in disks(vm.config).values():
+            st = sim.state.storages.get(value.split(":", 1)[0])
+            if st is not None:
+                key = (st.id, "" if st.shared else vm.node)
+                usage[key] = usage.get(key, 0) + disk_size(value)
+    return usage
 
 
-def storage_entry(sim: Sim, storage: Storage, node: str) -> dict[str, Any]:
-    used = storage_used(sim, storage, node)
+def storage_entry(storage: Storage, node: str, usage: dict[tuple[str, str], int]) -> dict[str, Any]:
+    used = usage.get((storage.id, "" if storage.shared else node), 0)
     return {"storage": storage.id, "type": storage.type, "content": storage.content, "active": 1, "enabled": 1,
             "shared": 1 if storage.shared else 0, "total": storage.total, "used": used,
             "avail": storage.total - used, "used_fraction": used / storage.total if storage.total else 0}  # fmt: skip
@@ -100,10 +102,11 @@ async def resources(call: Call) -> Any:
         out += [node_entry(sim, n) for n in sim.state.nodes.values()
                 if auth.has(sim.state, call.ident, f"/nodes/{n.name}", ["Sys.Audit"])]  # fmt: skip
     if kind in (None, "storage"):
+        usage = storage_usage(sim)
         for node in sim.state.nodes.values():
             for st in sim.state.storages.values():
                 if st.on(node.name) and can_see_storage(sim, call, st.id):
-                    e = storage_entry(sim, st, node.name)
+                    e = storage_entry(st, node.name, usage)
                     out.append({"id": f"storage/{node.name}/{st.id}", "type": "storage", "node": node.name,
                                 "storage": st.id, "status": "available" if node.online else "unknown",
                                 "plugintype": st.type, "shared": e["shared"], "content": st.content,
@@ -161,6 +164,7 @@ async def node_status(call: Call) -> Any:
 async def node_storage(call: Call) -> Any:
     sim, p = call.sim, call.params
     out = []
+    usage = storage_usage(sim)
     for st in sim.state.storages.values():
         if not st.on(call.node) or not can_see_storage(sim, call, st.id):
             continue
@@ -170,7 +174,7 @@ async def node_storage(call: Call) -> Any:
             continue
         if "target" in p and not (st.shared or str(p["target"]) == call.node):
             continue
-        out.append(storage_entry(sim, st, call.node))
+        out.append(storage_entry(st, call.node, usage))
     return out
 
 
@@ -179,7 +183,7 @@ async def storage_status(call: Call) -> Any:
     st = call.sim.state.storages.get(str(call.params["storage"]))
     if st is None or not st.on(call.node):
         raise ApiError(500, f"storage '{call.params['storage']}' does not exist")
-    return storage_entry(call.sim, st, call.node)
+    return storage_entry(st, call.node, storage_usage(call.sim))
 
 
 def vm_uses_local_storage(sim: Sim, vm: VM) -> bool:

@@ -84,6 +84,11 @@ def _destroy_finish(sim: Sim, task: Task) -> list[str]:
         return []
     if vm.status == "running":
         raise TaskFailed(f"VM {vm.vmid} is running - destroy failed")
+    base = f":base-{vm.vmid}-disk-"
+    if vm.template and any(
+        base in d for other in sim.state.vms.values() if other is not vm for d in other.config.values()
+    ):
+        raise TaskFailed(f"base volume 'base-{vm.vmid}-disk-0' is still in use by linked cloned")
     lines = [f"  Logical volume \"{d.split(',')[0].split(':', 1)[-1]}\" successfully removed"
              for k, d in sorted(vm.config.items()) if k[:4] in ("scsi", "virt", "sata") and ":" in d]  # fmt: skip
     del sim.state.vms[vm.vmid]
