@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import AsyncIterator
 
 import asyncssh
 import pytest
 
 from fixtures.guests import ssh_options, wait_for_guest
 from fixtures.pve import PveSim
-from k3s_deploy.lab.controlplane.processes import free_port
 from k3s_deploy.lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def sim_guests(pve_sim: PveSim) -> AsyncIterator[GuestsService]:
-    service = GuestsService(
-        pve_json=pve_sim.dir / "pve.json", state_dir=pve_sim.dir / "guests", ssh_port=free_port()
-    )
-    async with service.running():
-        yield service
 
 
 async def _task(sim: PveSim, upid: str) -> None:
@@ -32,7 +21,7 @@ async def _task(sim: PveSim, upid: str) -> None:
 
 
 async def test_vm_made_through_the_api_is_reachable_over_ssh(
-    pve_sim: PveSim, sim_guests: GuestsService, client_key: asyncssh.SSHKey
+    pve_sim: PveSim, pve_guests: GuestsService, client_key: asyncssh.SSHKey
 ) -> None:
     api = pve_sim.api()
     await _task(
@@ -47,10 +36,10 @@ async def test_vm_made_through_the_api_is_reachable_over_ssh(
         ipconfig0="ip=127.0.42.20/24,gw=127.0.42.1",
     )
     await _task(pve_sim, await asyncio.to_thread(vm.status.start.post))
-    await wait_for_guest(sim_guests, 420, within=30)
+    await wait_for_guest(pve_guests, 420, within=30)
 
     options = ssh_options(client_key, "k3s")
-    async with asyncssh.connect("127.0.42.20", sim_guests.ssh_port, **options) as conn:
+    async with asyncssh.connect("127.0.42.20", pve_guests.ssh_port, **options) as conn:
         result = await conn.run("hostname; id -un; sudo test -w /etc && echo root-ok", check=True)
         first_key = conn.get_server_host_key()
     assert result.stdout.splitlines()[0] == "lab-420"
@@ -58,12 +47,12 @@ async def test_vm_made_through_the_api_is_reachable_over_ssh(
     assert first_key is not None
 
     await _task(pve_sim, await asyncio.to_thread(vm.status.stop.post))
-    await wait_for_guest(sim_guests, 420, present=False, within=30)
+    await wait_for_guest(pve_guests, 420, present=False, within=30)
     with pytest.raises(OSError):
-        await asyncssh.connect("127.0.42.20", sim_guests.ssh_port, **options)
+        await asyncssh.connect("127.0.42.20", pve_guests.ssh_port, **options)
 
     await _task(pve_sim, await asyncio.to_thread(vm.status.start.post))
-    await wait_for_guest(sim_guests, 420, within=30)
-    async with asyncssh.connect("127.0.42.20", sim_guests.ssh_port, **options) as conn:
+    await wait_for_guest(pve_guests, 420, within=30)
+    async with asyncssh.connect("127.0.42.20", pve_guests.ssh_port, **options) as conn:
         again = conn.get_server_host_key()
     assert again is not None and again.public_data == first_key.public_data
