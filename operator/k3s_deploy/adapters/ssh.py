@@ -69,6 +69,8 @@ class AsyncSshRunner:
         max_backoff: float = 8.0,
     ) -> None:
         self._connect_timeout = connect_timeout
+        # asyncssh logs every connection and command at INFO; the operator reports through status instead.
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)
         self._attempts = max(1, attempts)
         self._backoff = backoff
         self._max_backoff = max_backoff
