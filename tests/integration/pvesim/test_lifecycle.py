@@ -254,3 +254,20 @@ def test_cluster_resources_status_lags_behind(pve_sim: PveSim) -> None:
     assert vm.status.current.get()["status"] == "running"
     assert _resource(pve_sim, 110)["status"] == "stopped"  # type: ignore[index]
     eventually(lambda: _resource(pve_sim, 110)["status"] == "running", timeout=5)  # type: ignore[index]
+
+
+def test_without_a_cloudinit_drive_nothing_is_applied(pve_sim: PveSim) -> None:
+    api = pve_sim.api()
+    pve_sim.wait_task(api.nodes("pve1").qemu(9001).clone.post(newid=212, name="no-drive"))
+    vm = api.nodes("pve1").qemu(212)
+    vm.config.put(delete="ide2", ciuser="k3s", ipconfig0="ip=127.4.0.20/24", agent="0")
+    pve_sim.wait_task(vm.status.start.post())
+    guest = eventually(
+        lambda: next((g for g in pve_sim.guests()["guests"] if g["vmid"] == 212 and g["agentReady"]), None)
+    )
+    # agentReady means "booted" even without an agent; the image falls back to DHCP and its own user
+    assert guest["agent"] is False and guest["ciuser"] is None and guest["sshkeys"] == []
+    assert len(guest["addresses"]) == 1 and guest["addresses"][0].startswith("127.1.")
+    with pytest.raises(ResourceException) as err:
+        vm.agent.ping.post()
+    assert err.value.content == "No QEMU guest agent configured"

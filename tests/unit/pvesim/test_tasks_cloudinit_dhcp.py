@@ -65,6 +65,10 @@ def test_ip_modes() -> None:
         "127.5.0.9/24",
     )
     assert cloudinit.ip_mode(cloudinit.boot_snapshot(_vm(ipconfig0="ip=manual"))) == ("none", None)
+    no_drive = _vm(ipconfig0="ip=127.5.0.9/24", ciuser="k3s")
+    del no_drive.config["ide2"]
+    assert cloudinit.boot_snapshot(no_drive) == {"_mac0": "BC:24:11:00:00:01"}
+    assert cloudinit.ip_mode(cloudinit.boot_snapshot(no_drive)) == ("dhcp", None)
     no_nic = VM(vmid=1, node="pve1", config={})
     assert cloudinit.ip_mode(cloudinit.boot_snapshot(no_nic)) == ("none", None)
 

@@ -13,7 +13,7 @@ import yaml
 from k3s_deploy.lab.pvesim.apierror import ApiError
 from k3s_deploy.lab.pvesim.formats import parse_ipconfig, split_list
 from k3s_deploy.lab.pvesim.model import VM
-from k3s_deploy.lab.pvesim.vmconfig import net_mac
+from k3s_deploy.lab.pvesim.vmconfig import DISK_RE, net_mac
 
 KEY_TYPES = ("ssh-rsa", "ssh-ed25519", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")  # fmt: skip
@@ -47,11 +47,21 @@ def hash_password(password: str) -> str:
     return f"$5${digest[:16]}${digest[16:]}"
 
 
+def has_drive(vm: VM) -> bool:
+    return any("cloudinit" in v.split(",")[0] for k, v in vm.config.items() if DISK_RE.match(k))
+
+
 def boot_snapshot(vm: VM) -> dict[str, str]:
-    """What the cloud-init drive holds when the VM boots (rebuilt at each start)."""
-    return {k: v for k, v in vm.config.items() if k in CI_KEYS or k.startswith("ipconfig") or k == "name"} | {
-        "_mac0": net_mac(vm.config.get("net0", "")) or ""
-    }
+    """What the guest boots with: the cloud-init drive's data (rebuilt at each start).
+
+    Without a cloud-init drive nothing is applied: the image falls back to DHCP and its defaults.
+    """
+    mac = {"_mac0": net_mac(vm.config.get("net0", "")) or ""}
+    if not has_drive(vm):
+        return mac
+    return {
+        k: v for k, v in vm.config.items() if k in CI_KEYS or k.startswith("ipconfig") or k == "name"
+    } | mac
 
 
 def ip_mode(snapshot: dict[str, str]) -> tuple[str, str | None]:

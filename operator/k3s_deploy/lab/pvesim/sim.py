@@ -162,11 +162,15 @@ class Sim:
             first = first.split("=", 1)[1]
         return first in ("1", "on", "yes", "true")
 
-    def agent_ready(self, vm: VM) -> bool:
+    def booted(self, vm: VM) -> bool:
+        """Running, not paused, and past the boot delay (the guest OS is up)."""
         return (
             vm.status == "running" and vm.qmpstatus == "running" and vm.started_at is not None
-            and self.agent_enabled(vm) and time.time() >= vm.started_at + self.seconds("bootDelay")
+            and time.time() >= vm.started_at + self.seconds("bootDelay")
         )  # fmt: skip
+
+    def agent_ready(self, vm: VM) -> bool:
+        return self.agent_enabled(vm) and self.booted(vm)
 
     def addresses(self, vm: VM) -> list[str]:
         """IPv4 addresses of the running guest's first NIC (loopback range only)."""
@@ -187,7 +191,7 @@ class Sim:
 
     def guest(self, vm: VM) -> dict[str, Any]:
         """One entry of the admin `guests` document (the contract with the lab guests)."""
-        booted = vm.booted or {}
+        booted = vm.booted if vm.booted is not None else cloudinit.boot_snapshot(vm)
         visible = vm.status == "running" and vm.qmpstatus == "running"
         return {
             "vmid": vm.vmid,
@@ -195,10 +199,10 @@ class Sim:
             "name": vm.name,
             "status": "running" if visible else "stopped",
             "agent": self.agent_enabled(vm),
-            "agentReady": self.agent_ready(vm),
+            "agentReady": self.booted(vm),  # booted past the delay (contract name; agent or not)
             "addresses": self.addresses(vm) if visible else [],
-            "ciuser": booted.get("ciuser", vm.config.get("ciuser")),
-            "sshkeys": cloudinit.decode_sshkeys(booted.get("sshkeys", vm.config.get("sshkeys"))),
+            "ciuser": booted.get("ciuser"),
+            "sshkeys": cloudinit.decode_sshkeys(booted.get("sshkeys")),
             "instanceId": vm.instance_id,
             "hostname": booted.get("name", vm.name),
         }
