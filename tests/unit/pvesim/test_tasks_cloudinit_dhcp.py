@@ -36,7 +36,12 @@ def _vm(**config: str) -> VM:
     return VM(
         vmid=200,
         node="pve1",
-        config={"name": "k3s-1", "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0", **config},
+        config={
+            "name": "k3s-1",
+            "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0",
+            "ide2": "local-lvm:vm-200-cloudinit,media=cdrom",
+            **config,
+        },
     )
 
 
