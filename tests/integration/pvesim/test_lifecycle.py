@@ -271,3 +271,35 @@ def test_without_a_cloudinit_drive_nothing_is_applied(pve_sim: PveSim) -> None:
     with pytest.raises(ResourceException) as err:
         vm.agent.ping.post()
     assert err.value.content == "No QEMU guest agent configured"
+
+
+def test_convert_to_template_then_linked_clone(pve_sim: PveSim) -> None:
+    api = pve_sim.api()
+    pve_sim.wait_task(api.nodes("pve1").qemu(9000).clone.post(newid=220, name="golden", full=1))
+    vm = api.nodes("pve1").qemu(220)
+    upid = vm.template.post()
+    assert upid.split(":")[5] == "qmtemplate" and pve_sim.wait_task(upid)["exitstatus"] == "OK"
+    config = vm.config.get()
+    assert config["template"] == 1 and config["scsi0"].startswith("shared:base-220-disk-0")
+    with pytest.raises(ResourceException) as err:
+        vm.template.post()
+    assert err.value.content == "you can't convert a template to a template"
+    pve_sim.wait_task(vm.clone.post(newid=221, name="from-golden"))
+    assert (
+        api.nodes("pve1").qemu(221).config.get()["scsi0"].startswith("shared:base-220-disk-0/vm-221-disk-0")
+    )
+    with pytest.raises(ResourceException) as err:
+        api.nodes("pve1").qemu(100).template.post()
+    assert err.value.content == "you can't convert a VM to template if VM is running"
+
+
+def test_cloudinit_put_regenerates_the_drive(pve_sim: PveSim) -> None:
+    vm = pve_sim.api().nodes("pve1").qemu(100)
+    vm.config.put(nameserver="127.0.0.53", searchdomain="lab.test")
+    pending = {e["key"]: e for e in vm.cloudinit.get()}
+    assert pending["nameserver"] == {"key": "nameserver", "pending": "127.0.0.53"}
+    assert vm.cloudinit.put() is None
+    regenerated = {e["key"]: e for e in vm.cloudinit.get()}
+    assert regenerated["nameserver"] == {"key": "nameserver", "value": "127.0.0.53"}
+    assert "fqdn: legacy-k3s-server-1.lab.test" in vm.cloudinit.dump.get(type="user")
+    assert vm.cloudinit.dump.get(type="meta").startswith("instance-id: ")
