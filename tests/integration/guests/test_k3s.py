@@ -2,51 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 import pytest
-import yaml
 
-from fixtures.guests import FakeGuestsEndpoint, LabGuest, wait_for_guest
+from fixtures.guests import (
+    FakeGuestsEndpoint,
+    Kubectl,
+    LabGuest,
+    eventually,
+    nodes,
+    pointed_at,
+    ready,
+    wait_for_guest,
+)
 from k3s_deploy.lab.controlplane.processes import free_port
 from k3s_deploy.lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
 
 StartGuest = Callable[..., Awaitable[LabGuest]]
-Kubectl = Callable[[str, str], Awaitable[tuple[int, str, str]]]
 V1 = "v1.31.4+k3s1"
 V2 = "v1.32.0+k3s1"
-
-
-def pointed_at(k3s_yaml: str, address: str) -> str:
-    """What the operator does with a copied k3s.yaml: point it at the server's address."""
-    config = yaml.safe_load(k3s_yaml)
-    config["clusters"][0]["cluster"]["server"] = f"https://{address}:6443"
-    return yaml.safe_dump(config)
-
-
-async def nodes(kubectl: Kubectl, kubeconfig: str) -> dict[str, dict[str, Any]]:
-    code, out, err = await kubectl(kubeconfig, "get nodes -o json")
-    assert code == 0, err
-    return {item["metadata"]["name"]: item for item in json.loads(out)["items"]}
-
-
-def ready(node: dict[str, Any]) -> str:
-    return next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.2)
 
 
 async def test_server_install_then_kubectl_lists_the_node_ready(

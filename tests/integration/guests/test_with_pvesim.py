@@ -8,7 +8,16 @@ import urllib.parse
 import asyncssh
 import pytest
 
-from fixtures.guests import ssh_options, wait_for_guest
+from fixtures.guests import (
+    Kubectl,
+    LabGuest,
+    eventually,
+    nodes,
+    pointed_at,
+    ready,
+    ssh_options,
+    wait_for_guest,
+)
 from fixtures.pve import PveSim
 from k3s_deploy.lab.guests.service import GuestsService
 
@@ -20,8 +29,8 @@ async def _task(sim: PveSim, upid: str) -> None:
     assert status.get("exitstatus") == "OK", status
 
 
-async def test_vm_made_through_the_api_is_reachable_over_ssh(
-    pve_sim: PveSim, pve_guests: GuestsService, client_key: asyncssh.SSHKey
+async def test_vm_made_through_the_api_is_reachable_over_ssh_and_runs_k3s(
+    pve_sim: PveSim, pve_guests: GuestsService, client_key: asyncssh.SSHKey, host_kubectl: Kubectl
 ) -> None:
     api = pve_sim.api()
     await _task(
@@ -45,14 +54,26 @@ async def test_vm_made_through_the_api_is_reachable_over_ssh(
     assert result.stdout.splitlines()[0] == "lab-420"
     assert result.stdout.splitlines()[-1] == "root-ok"
     assert first_key is not None
+    guest = LabGuest(pve_guests, "127.0.42.20", client_key, user="k3s")
+    installed = await guest.install_k3s("--cluster-init", env="INSTALL_K3S_VERSION=v1.31.4+k3s1")
+    assert installed.exit_status == 0, installed.stderr
+    kubeconfig = pointed_at(await guest.read("/etc/rancher/k3s/k3s.yaml"), "127.0.42.20")
+
+    async def node_ready_is(value: str) -> bool:
+        return ready((await nodes(host_kubectl, kubeconfig))["lab-420"]) == value
+
+    assert await node_ready_is("True")
 
     await _task(pve_sim, await asyncio.to_thread(vm.status.stop.post))
     await wait_for_guest(pve_guests, 420, present=False, within=30)
     with pytest.raises(OSError):
         await asyncssh.connect("127.0.42.20", pve_guests.ssh_port, **options)
+    await eventually(lambda: node_ready_is("Unknown"))
 
     await _task(pve_sim, await asyncio.to_thread(vm.status.start.post))
     await wait_for_guest(pve_guests, 420, within=30)
     async with asyncssh.connect("127.0.42.20", pve_guests.ssh_port, **options) as conn:
         again = conn.get_server_host_key()
     assert again is not None and again.public_data == first_key.public_data
+    await eventually(lambda: node_ready_is("True"))
+    assert (await guest.run("k3s --version", check=True)).stdout.startswith("k3s version v1.31.4+k3s1 ")
