@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from k3s_deploy.lab.pvesim.component import spawn, terminate, wait_ready
 from k3s_deploy.lab.stack import LabContext, running
 
 pytestmark = pytest.mark.integration
@@ -66,3 +67,13 @@ def test_lab_up_detached_and_down(tmp_path: Path) -> None:
     finally:
         subprocess.run([*cli, "down", "--dir", str(lab)], capture_output=True, timeout=120, check=True)
     assert not _alive(int(info["pid"]))
+
+
+def test_scale_flag_overrides_timing(tmp_path: Path) -> None:
+    proc = spawn(tmp_path, scale=0.001)
+    try:
+        info = wait_ready(proc, tmp_path)
+        timing = requests.get(info["adminUrl"] + "/timing", verify=info["caCert"], timeout=10).json()
+        assert timing["scale"] == 0.001 and timing["tasks"]["qmclone"] == 20.0
+    finally:
+        terminate(proc)

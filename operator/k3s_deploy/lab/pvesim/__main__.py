@@ -25,11 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dir", type=Path, required=True, help="directory for pve.json and TLS files")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=0)
+    run.add_argument(
+        "--scale", type=float, default=None, help="override timing.scale (e.g. 0.1 for a quick demo)"
+    )
     args = parser.parse_args(argv)
     if not ipaddress.ip_address(args.host).is_loopback:
         print("pvesim binds to loopback addresses only", file=sys.stderr)
         return 2
-    asyncio.run(serve(args.inventory, args.state, args.dir, args.host, args.port))
+    asyncio.run(serve(args.inventory, args.state, args.dir, args.host, args.port, scale=args.scale))
     return 0
 
 

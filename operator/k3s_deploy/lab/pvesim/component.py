@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -18,10 +19,11 @@ if TYPE_CHECKING:
     from k3s_deploy.lab.stack import LabContext
 
 START_TIMEOUT = 60.0
+SCALE_ENV = "K3SD_PVESIM_SCALE"  # optional: multiply every simulated duration (lab demos, e2e runs)
 
 
 def spawn(
-    directory: Path, *, inventory: Path | None = None, log: Path | None = None
+    directory: Path, *, inventory: Path | None = None, log: Path | None = None, scale: float | None = None
 ) -> subprocess.Popen[bytes]:
     """Start `python -m k3s_deploy.lab.pvesim serve` with its state kept in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -30,6 +32,8 @@ def spawn(
             "--dir", str(directory), "--host", "127.0.0.1", "--port", "0"]  # fmt: skip
     if inventory is not None:
         args += ["--inventory", str(inventory)]
+    if scale is not None:
+        args += ["--scale", str(scale)]
     out = (log or directory / "pvesim.log").open("ab")
     try:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -68,7 +72,8 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 @contextlib.asynccontextmanager
 async def lab_component(ctx: LabContext) -> AsyncIterator[None]:
     directory = ctx.dir / "pve"
-    proc = spawn(directory)
+    scale = os.environ.get(SCALE_ENV)
+    proc = spawn(directory, scale=float(scale) if scale else None)
     ctx.record_pid(proc.pid)
     try:
         facts = await asyncio.to_thread(wait_ready, proc, directory)

@@ -56,8 +56,12 @@ def _publish(directory: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, out)
 
 
-async def serve(inventory: Path, state_file: Path, directory: Path, host: str, port: int) -> None:
+async def serve(
+    inventory: Path, state_file: Path, directory: Path, host: str, port: int, *, scale: float | None = None
+) -> None:
     sim, ca, cert, key = _prepare(inventory, state_file, directory, host)
+    if scale is not None:
+        sim.state.timing["scale"] = scale
     sim.start()
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
