@@ -140,6 +140,8 @@ def test_a_token_sees_only_its_own_tasks(pve_sim_factory: Callable[..., PveSim])
     assert (resp.status_code, resp.reason) == (403, "Permission check failed (/nodes/pve1, Sys.Audit)")
     listed = [t["upid"] for t in vmonly.nodes("pve2").tasks.get(source="all")]
     assert listed == [mine]
+    page = raw(sim, "GET", "/nodes/pve1/tasks", params={"source": "all", "limit": 1}).json()
+    assert len(page["data"]) == 1 and page["total"] >= 1
     # the operator token has Sys.Audit on / and sees both
     assert sim.api().nodes("pve2").tasks(mine).status.get()["upid"] == mine
 

@@ -70,7 +70,7 @@ async def task_list(call: Call) -> Any:
             entry["status"] = task.exitstatus
         out.append(entry)
     start, limit = int(p.get("start", 0)), int(p.get("limit", 50))
-    return out[start : start + limit]
+    return WithTotal(out[start : start + limit], len(out))
 
 
 @route("GET", "/nodes/{node}/tasks/{upid}")
