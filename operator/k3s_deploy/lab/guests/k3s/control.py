@@ -28,7 +28,17 @@ from aiohttp import web
 
 from k3s_deploy.lab.guests.fleet import GuestFleet
 from k3s_deploy.lab.guests.k3s import scripts, tokens
-from k3s_deploy.lab.guests.k3s.cluster import API_PORT, LabCluster, NodeRecord
+from k3s_deploy.lab.guests.k3s.artefacts import (
+    BIN,
+    config_texts,
+    log_file,
+    node_record,
+    read_token_file,
+    remove_artefacts,
+    write_artefacts,
+    write_file,
+)
+from k3s_deploy.lab.guests.k3s.cluster import API_PORT, LabCluster
 from k3s_deploy.lab.guests.k3s.flags import (
     DEFAULT_CHANNELS,
     VERSION_RE,
@@ -40,26 +50,6 @@ from k3s_deploy.lab.guests.sandbox import GuestRoot
 from k3s_deploy.lab.guests.sshd import GuestSpec, RunningGuest
 
 HEARTBEAT_SECONDS = 10.0
-BIN = "/usr/local/bin"
-# What a real install leaves (and the uninstall scripts remove).
-SERVER_FILES = (
-    "/etc/rancher/k3s",
-    "/var/lib/rancher/k3s",
-    "/etc/rancher/node",
-    "/var/lib/kubelet",
-    "/run/k3s",
-    f"{BIN}/k3s",
-    f"{BIN}/kubectl",
-    f"{BIN}/crictl",
-    f"{BIN}/ctr",
-    f"{BIN}/k3s-killall.sh",
-    f"{BIN}/k3s-uninstall.sh",
-    f"{BIN}/k3s-agent-uninstall.sh",
-    "/etc/systemd/system/k3s.service",
-    "/etc/systemd/system/k3s.service.env",
-    "/etc/systemd/system/k3s-agent.service",
-    "/etc/systemd/system/k3s-agent.service.env",
-)
 
 
 class InstallFailed(Exception):
@@ -293,7 +283,7 @@ class K3sControl:
         argv = [str(a) for a in form.getall("arg", [])]
         out: list[str] = []
         try:
-            req = build_request(env, argv, _config_texts(guest.root))
+            req = build_request(env, argv, config_texts(guest.root))
             if env.get("INSTALL_K3S_SKIP_DOWNLOAD", "").lower() == "true":
                 # Air-gapped: the binary is already in place; its version is what gets installed.
                 binary = guest.root.path(f"{BIN}/k3s")
@@ -318,7 +308,7 @@ class K3sControl:
             out.append(f"[ERROR]  {exc}")
             return web.Response(status=400, text="\n".join(out) + "\n")
         service = "k3s" if req.command == "server" else "k3s-agent"
-        self._write_artefacts(guest, req, service, out)
+        write_artefacts(guest, req, service, self.base_url, out)
         out.append(f"[INFO]  systemd: Enabling {service} unit")
         out.append(f"[INFO]  systemd: Starting {service}")
         try:
@@ -331,7 +321,7 @@ class K3sControl:
                 f'See "systemctl status {service}.service" and "journalctl -xeu {service}.service" for details.',
                 f'{guest.spec.hostname} {service}[1]: time="{stamp}" level=fatal msg="{exc}"',
             ]
-            _log_file(guest.root, service).write_text(out[-1] + "\n")
+            log_file(guest.root, service).write_text(out[-1] + "\n")
             return web.Response(status=500, text="\n".join(out) + "\n")
         return web.Response(text="\n".join(out) + "\n")
 
@@ -351,12 +341,7 @@ class K3sControl:
                 ]
                 if install.role == "server" and not servers:
                     await self._dissolve(cluster)
-            for path in SERVER_FILES:
-                target = guest.root.path(path)
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target, ignore_errors=True)
-                else:
-                    target.unlink(missing_ok=True)
+            remove_artefacts(guest.root)
             self._save()
         return web.Response(text="")
 
@@ -377,41 +362,14 @@ class K3sControl:
 
     # ----- installing -----------------------------------------------------------------------------
 
-    def _write_artefacts(
-        self, guest: RunningGuest, req: InstallRequest, service: str, out: list[str]
-    ) -> None:
-        root = guest.root
-        server_url = f"https://{guest.spec.addresses[0]}:{API_PORT}" if req.command == "server" else ""
-        _write(root, f"{BIN}/k3s", scripts.k3s_bin(req.version, server_url), 0o755)
-        out.append(f"[INFO]  Installing k3s to {BIN}/k3s")
-        for link in ("kubectl", "crictl", "ctr"):
-            target = root.path(f"{BIN}/{link}")
-            if not target.exists() and not target.is_symlink():
-                target.symlink_to("k3s")
-                out.append(f"[INFO]  Creating {BIN}/{link} symlink to k3s")
-        _write(root, f"{BIN}/k3s-killall.sh", scripts.killall_sh(self.base_url), 0o755)
-        out.append(f"[INFO]  Creating killall script {BIN}/k3s-killall.sh")
-        uninstall = "k3s-uninstall.sh" if req.command == "server" else "k3s-agent-uninstall.sh"
-        _write(root, f"{BIN}/{uninstall}", scripts.uninstall_sh(self.base_url), 0o755)
-        out.append(f"[INFO]  Creating uninstall script {BIN}/{uninstall}")
-        env_lines = "".join(f"{k}='{v}'\n" for k, v in sorted(req.env.items()) if k.startswith("K3S_"))
-        _write(root, f"/etc/systemd/system/{service}.service.env", env_lines, 0o600)
-        out.append(f"[INFO]  env: Creating environment file /etc/systemd/system/{service}.service.env")
-        exec_line = " ".join([f"{BIN}/k3s", *req.redacted_args()])
-        unit = (
-            f"[Unit]\nDescription=Lightweight Kubernetes\nDocumentation=https://k3s.io\n\n[Service]\n"
-            f"Type={'notify' if req.command == 'server' else 'exec'}\n"
-            f"EnvironmentFile=-/etc/systemd/system/{service}.service.env\nExecStart={exec_line}\n\n"
-            "[Install]\nWantedBy=multi-user.target\n"
-        )
-        _write(root, f"/etc/systemd/system/{service}.service", unit, 0o644)
-        out.append(f"[INFO]  systemd: Creating service file /etc/systemd/system/{service}.service")
-
     async def _start_service(self, guest: RunningGuest, req: InstallRequest) -> None:
         spec = guest.spec
         ip = spec.addresses[0]
         existing = self.installs.get(spec.instance_id)
-        token = req.first("token") or _read_token_file(guest.root, req.first("token-file"))
+        try:
+            token = req.first("token") or read_token_file(guest.root, req.first("token-file"))
+        except FileNotFoundError as exc:
+            raise InstallFailed(str(exc)) from exc
         server = req.first("server")
         if req.command == "agent" and not server:
             raise InstallFailed("Error: --server is required")
@@ -457,7 +415,7 @@ class K3sControl:
             if gone is not None:
                 with contextlib.suppress(Exception):
                     await old.delete_node(gone.name)
-        node = self._node_record(guest, req, cluster)
+        node = node_record(guest, req, cluster)
         previous = cluster.nodes.get(spec.instance_id)
         if previous is not None and previous.name != node.name:
             await cluster.delete_node(previous.name)
@@ -472,17 +430,17 @@ class K3sControl:
                         f"starting kubernetes: listen tcp {ip}:{API_PORT}: {exc.strerror}"
                     ) from exc
             mode = int(str(req.first("write-kubeconfig-mode") or "600"), 8)
-            _write(guest.root, "/etc/rancher/k3s/k3s.yaml", cluster.k3s_yaml(), mode)
+            write_file(guest.root, "/etc/rancher/k3s/k3s.yaml", cluster.k3s_yaml(), mode)
             full = tokens.full_token(cluster.ca_pem, cluster.password)
-            _write(guest.root, "/var/lib/rancher/k3s/server/node-token", full + "\n", 0o600)
-            _write(guest.root, "/var/lib/rancher/k3s/server/token", full + "\n", 0o600)
-            _write(
+            write_file(guest.root, "/var/lib/rancher/k3s/server/node-token", full + "\n", 0o600)
+            write_file(guest.root, "/var/lib/rancher/k3s/server/token", full + "\n", 0o600)
+            write_file(
                 guest.root, "/var/lib/rancher/k3s/server/tls/server-ca.crt", cluster.ca_pem.decode(), 0o644
             )
         password = guest.root.path("/etc/rancher/node/password")
         if not password.exists():
-            _write(guest.root, "/etc/rancher/node/password", secrets.token_hex(16) + "\n", 0o600)
-        _write(guest.root, "/var/lib/rancher/k3s/agent/etc/k3s-version", req.version + "\n", 0o644)
+            write_file(guest.root, "/etc/rancher/node/password", secrets.token_hex(16) + "\n", 0o600)
+        write_file(guest.root, "/var/lib/rancher/k3s/agent/etc/k3s-version", req.version + "\n", 0o644)
         try:
             await cluster.register(node)
         except Exception as exc:
@@ -537,97 +495,9 @@ class K3sControl:
         self.clusters[cluster_id] = cluster
         return cluster
 
-    def _node_record(self, guest: RunningGuest, req: InstallRequest, cluster: LabCluster) -> NodeRecord:
-        spec = guest.spec
-        name = (req.first("node-name") or spec.hostname).lower()
-        node_ip = (req.many("node-ip") or [spec.addresses[0]])[0].split(",")[0]
-        labels = {
-            "kubernetes.io/hostname": name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            "beta.kubernetes.io/os": "linux",
-            "beta.kubernetes.io/arch": "amd64",
-            "node.kubernetes.io/instance-type": "k3s",
-            "beta.kubernetes.io/instance-type": "k3s",
-        }
-        etcd = req.command == "server" and cluster.etcd
-        if req.command == "server":
-            labels["node-role.kubernetes.io/control-plane"] = "true"
-            labels["node-role.kubernetes.io/master"] = "true"
-            if etcd:
-                labels["node-role.kubernetes.io/etcd"] = "true"
-        for item in req.many("node-label"):
-            key, _, value = item.partition("=")
-            labels[key.strip()] = value.strip()
-        taints = []
-        for item in req.many("node-taint"):
-            kv, _, effect = item.rpartition(":")
-            key, _, value = kv.partition("=")
-            taint = {"key": key, "effect": effect}
-            if value:
-                taint["value"] = value
-            taints.append(taint)
-        annotations = {
-            "k3s.io/hostname": spec.hostname,
-            "k3s.io/internal-ip": node_ip,
-            "k3s.io/node-args": _json(req.redacted_args()),
-            "node.alpha.kubernetes.io/ttl": "0",
-            "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-        }
-        return NodeRecord(
-            name=name,
-            role=req.command,
-            ip=spec.addresses[0],
-            internal_ip=node_ip,
-            version=req.version,
-            instance_id=spec.instance_id,
-            etcd=etcd,
-            labels=labels,
-            taints=taints,
-            annotations=annotations,
-            running=True,
-        )
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value)
-
 
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     path.with_suffix(".tmp").replace(path)
-
-
-def _write(root: GuestRoot, path: str, text: str, mode: int) -> None:
-    target = root.path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".lab-tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(target)
-
-
-def _log_file(root: GuestRoot, service: str) -> Path:
-    path = root.path(f"/var/log/{service}.log")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _config_texts(root: GuestRoot) -> list[str]:
-    base = root.path("/etc/rancher/k3s/config.yaml")
-    texts = [base.read_text()] if base.is_file() else []
-    drop_in = root.path("/etc/rancher/k3s/config.yaml.d")
-    if drop_in.is_dir():
-        texts += [p.read_text() for p in sorted(drop_in.glob("*.yaml"))]
-    return texts
-
-
-def _read_token_file(root: GuestRoot, path: str | None) -> str | None:
-    if not path:
-        return None
-    target = root.path(path) if path.startswith("/") else None
-    if target is None or not target.is_file():
-        raise InstallFailed(f"Error: open {path}: no such file or directory")
-    return target.read_text().strip()
