@@ -18,7 +18,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from k3s_deploy import errors
-from k3s_deploy.ports.target import TargetNode
+from k3s_deploy.ports.target import DrainOptions, TargetNode
 
 _ROLE_PREFIX = "node-role.kubernetes.io/"
 # The kubernetes package is untyped; name the one function we call so mypy sees a plain Any.
@@ -72,6 +72,132 @@ class KubernetesTargetCluster:
             return [_node(item) for item in listing.items or []]
 
         return await asyncio.to_thread(call)
+
+    # --- day-2 writes: cordon, drain, delete --------------------------------------------------------
+
+    async def _call(self, kubeconfig: str, fn: Any) -> Any:
+        """Run ``fn(CoreV1Api)`` in a thread with the error mapping of :meth:`nodes`; 404 gives None."""
+
+        def call() -> Any:
+            api = k8s.CoreV1Api(self._client(kubeconfig))
+            try:
+                return fn(api)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                if exc.status in (401, 403):
+                    raise errors.CredentialsError(
+                        f"the cluster's API refused the request ({exc.status})", reason="KubeconfigRefused"
+                    ) from exc
+                if exc.status == 429:
+                    raise _TooManyRequests() from exc
+                raise errors.KubeUnavailable(f"the cluster's API answered {exc.status}") from exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise errors.KubeUnavailable(
+                    f"the cluster's API does not answer: {type(exc).__name__}"
+                ) from exc
+
+        return await asyncio.to_thread(call)
+
+    async def set_unschedulable(self, kubeconfig: str, node: str, unschedulable: bool) -> bool:
+        body = {"spec": {"unschedulable": True if unschedulable else None}}
+        t = self._timeout
+        found = await self._call(kubeconfig, lambda api: api.patch_node(node, body, _request_timeout=t))
+        return found is not None
+
+    async def delete_node(self, kubeconfig: str, node: str) -> bool:
+        t = self._timeout
+        found = await self._call(kubeconfig, lambda api: api.delete_node(node, _request_timeout=t))
+        return found is not None
+
+    async def drain(self, kubeconfig: str, node: str, options: DrainOptions) -> int:
+        """kubectl drain's rules: mirror pods stay; DaemonSet pods stay (or refuse); unmanaged pods and
+        emptyDir data only with force / deleteEmptyDirData; evictions refused with 429 (a
+        PodDisruptionBudget) are retried until the timeout, then the pods must disappear."""
+        t = self._timeout
+        selector = f"spec.nodeName={node}"
+        listing = await self._call(
+            kubeconfig,
+            lambda api: api.list_pod_for_all_namespaces(field_selector=selector, _request_timeout=t),
+        )
+        victims = _evictable(node, listing.items if listing else [], options)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + options.timeout_s
+        waiting = list(victims)
+        while waiting:
+            refused = []
+            for ns, name in waiting:
+                body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=ns))
+                try:
+                    await self._call(
+                        kubeconfig,
+                        lambda api, n=name, s=ns, b=body: api.create_namespaced_pod_eviction(
+                            n, s, b, _request_timeout=t
+                        ),
+                    )
+                except _TooManyRequests:
+                    refused.append((ns, name))
+            waiting = refused
+            if waiting and loop.time() >= deadline:
+                raise errors.TransientError(
+                    f"draining node {node}: eviction of {', '.join(f'{s}/{n}' for s, n in waiting[:5])} still "
+                    f"refused after {options.timeout_s:.0f}s (a PodDisruptionBudget?)",
+                    reason="DrainTimeout",
+                )
+            if waiting:
+                await asyncio.sleep(min(5.0, max(0.0, deadline - loop.time())))
+        while True:
+            left = []
+            for ns, name in victims:
+                pod = await self._call(
+                    kubeconfig, lambda api, n=name, s=ns: api.read_namespaced_pod(n, s, _request_timeout=t)
+                )
+                if pod is not None and pod.spec and pod.spec.node_name == node:
+                    left.append(f"{ns}/{name}")
+            if not left:
+                return len(victims)
+            if loop.time() >= deadline:
+                raise errors.TransientError(
+                    f"draining node {node}: pods {', '.join(left[:5])} still terminating after "
+                    f"{options.timeout_s:.0f}s",
+                    reason="DrainTimeout",
+                )
+            await asyncio.sleep(min(2.0, max(0.0, deadline - loop.time())))
+
+
+class _TooManyRequests(Exception):
+    """An eviction refused for now (HTTP 429: a PodDisruptionBudget does not allow it yet)."""
+
+
+def _evictable(node: str, pods: list[Any], options: DrainOptions) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for pod in pods:
+        meta = pod.metadata
+        if meta is None or meta.deletion_timestamp is not None:
+            continue
+        if "kubernetes.io/config.mirror" in (meta.annotations or {}):
+            continue
+        where = f"{meta.namespace}/{meta.name}"
+        owner = next((r for r in meta.owner_references or [] if r.controller), None)
+        if owner is not None and owner.kind == "DaemonSet":
+            if options.ignore_daemon_sets:
+                continue
+            problems.append(f"{where} is managed by a DaemonSet (set drain.ignoreDaemonSets)")
+            continue
+        if owner is None and not options.force:
+            problems.append(f"{where} is not managed by a controller (set drain.force to delete it)")
+            continue
+        volumes = (pod.spec.volumes if pod.spec else None) or []
+        if any(v.empty_dir is not None for v in volumes) and not options.delete_empty_dir_data:
+            problems.append(f"{where} has emptyDir data (set drain.deleteEmptyDirData)")
+            continue
+        out.append((meta.namespace, meta.name))
+    if problems:
+        raise errors.PermanentError(
+            f"cannot drain node {node}: " + "; ".join(problems[:5]), reason="DrainFailed"
+        )
+    return out
 
 
 def _node(item: Any) -> TargetNode:

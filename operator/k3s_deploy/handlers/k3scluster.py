@@ -43,6 +43,7 @@ def deps_for(runtime: Runtime) -> Deps:
     found = runtime.memories.get(_DEPS_KEY)
     if isinstance(found, Deps):
         return found
+    from k3s_deploy.adapters.channels import HttpChannelServer
     from k3s_deploy.adapters.kube_children import KubeClusterObjects
     from k3s_deploy.adapters.ssh import AsyncSshRunner
     from k3s_deploy.adapters.target_cluster import KubernetesTargetCluster
@@ -57,6 +58,7 @@ def deps_for(runtime: Runtime) -> Deps:
         ssh=AsyncSshRunner(),
         target=KubernetesTargetCluster(),
         list_vms=list_vms,
+        channels=HttpChannelServer(),
     )
     runtime.memories[_DEPS_KEY] = deps
     return deps

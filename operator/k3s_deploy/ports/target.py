@@ -23,10 +23,36 @@ class TargetNode:
     unschedulable: bool = False
 
 
+@dataclass(frozen=True)
+class DrainOptions:
+    """As ``kubectl drain``: evict through the Eviction API (PodDisruptionBudgets are honoured)."""
+
+    timeout_s: float = 300.0
+    ignore_daemon_sets: bool = True
+    delete_empty_dir_data: bool = True
+    force: bool = False
+
+
 class TargetCluster(Protocol):
     """Reads the workload cluster. Errors: ``KubeUnavailable`` (transient) when the API does not answer
-    or TLS fails while it starts; ``CredentialsError`` when the kubeconfig is refused (401/403)."""
+    or TLS fails while it starts; ``CredentialsError`` when the kubeconfig is refused (401/403).
+
+    Day-2 writes add: reason ``DrainFailed`` (permanent) when a pod may not be evicted under the
+    options, ``DrainTimeout`` (transient) when evictions are still refused (a PodDisruptionBudget) or
+    pods still terminate after the timeout."""
 
     async def nodes(self, kubeconfig: str) -> list[TargetNode]:
         """Every Node with its Ready condition and kubelet version."""
+        ...
+
+    async def set_unschedulable(self, kubeconfig: str, node: str, unschedulable: bool) -> bool:
+        """Cordon (True) or uncordon (False); returns False when the Node does not exist."""
+        ...
+
+    async def drain(self, kubeconfig: str, node: str, options: DrainOptions) -> int:
+        """Evict the node's pods and wait for them to be gone; returns how many were evicted."""
+        ...
+
+    async def delete_node(self, kubeconfig: str, node: str) -> bool:
+        """Delete the Node object (on K3s this also removes a server from etcd); False when absent."""
         ...

@@ -15,12 +15,13 @@ from typing import Any, Literal
 
 from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import K3sCluster
+from k3s_deploy.ports.channels import ChannelServer
 from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
 from k3s_deploy.services.conditions import Conditions
-from k3s_deploy.services.k3scluster import install, nodes
+from k3s_deploy.services.k3scluster import day2, install, nodes
 from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
 from k3s_deploy.services.k3scluster.kubeconfig import rewrite, server_url
 from k3s_deploy.services.k3scluster.secrets import (
@@ -56,6 +57,8 @@ class Deps:
     target: TargetCluster
     # Lists the VMs a credential sees (for discovery by tags); the runtime shares its cached inventory.
     list_vms: Callable[[ProxmoxCredentials], Awaitable[list[VmSummary]]] | None = None
+    # The K3s release channel server (version check, channel upgrades); None: no version check.
+    channels: ChannelServer | None = None
 
 
 @dataclass
@@ -119,6 +122,7 @@ class Reconciler:
         self.events: list[Event] = []
         self.views: dict[str, _NodeView] = {}
         self.recorded = {n.get("name"): n for n in self.old_status.get("nodes") or [] if n.get("name")}
+        self.day2 = day2.Day2(self)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -181,6 +185,7 @@ class Reconciler:
                 reason="NoServersFound",
             )
         existing = {c["metadata"]["name"]: c for c in await self.deps.objects.list_children(*self._ns_name())}
+        self.day2.prepare_children(want, existing)
         for member in want.members:
             manifest = want.manifests[member.name]
             child = existing.get(member.name)
@@ -513,8 +518,12 @@ class Reconciler:
             if self.spec.paused:
                 self.status["phase"] = "Paused"
                 self.conditions.reconciling(False)
+                self.day2.paused()
                 return self._outcome(None, None)
             await self.ensure_children()
+            halt = self.day2.power()
+            if halt is not None:
+                return self._outcome(halt.requeue, None)
             self.check_vms()
             private_key, token = await self.secrets()
             settings = self.settings()
@@ -524,9 +533,12 @@ class Reconciler:
                 else self.old_status.get("phase", "Bootstrapping")
             )
             await self.probe_all(private_key)
+            if await self.day2.before_bootstrap(private_key, token, settings):
+                raise _Wait
             await self.bootstrap(private_key, token, settings)
             operator_kubeconfig = await self.kubeconfig(private_key)
             await self.health(operator_kubeconfig, settings)
+            self.day2.after_health()
             self.conditions.reconciling(False)
             self.conditions.stalled(False)
             self.status["phase"] = "Ready"

@@ -1,0 +1,49 @@
+"""ChannelServer over aiohttp: one GET with a time limit, TLS verified with the system trust store."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from k3s_deploy import errors
+
+_MAX_BYTES = 1 << 20
+
+
+class HttpChannelServer:
+    """Fetches channel documents; a new short-lived session per call (a few calls an hour)."""
+
+    def __init__(self, *, timeout_s: float = 10.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def fetch(self, url: str) -> Any:
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self._timeout) as session,
+                session.get(url, headers={"Accept": "application/json"}) as response,
+            ):
+                if response.status != 200:
+                    raise errors.TransientError(
+                        f"channel server {url} answered HTTP {response.status}",
+                        reason="ChannelServerUnavailable",
+                    )
+                body = await response.content.read(_MAX_BYTES)
+                return await asyncio.to_thread(_decode, body, url)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise errors.TransientError(
+                f"channel server {url} cannot be reached: {type(exc).__name__}",
+                reason="ChannelServerUnavailable",
+            ) from exc
+
+
+def _decode(body: bytes, url: str) -> Any:
+    import json
+
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise errors.TransientError(
+            f"channel server {url} did not answer JSON", reason="ChannelServerUnavailable"
+        ) from exc

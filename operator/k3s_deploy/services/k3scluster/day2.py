@@ -1,0 +1,413 @@
+"""Day-2 operations inside a reconcile pass: cluster power, scale-down, rolling upgrade, drift and the
+version check. The reconciler calls these hooks at fixed points of its pass; the planning is pure
+(power, scaling, upgrade, versions, channels) and the node work is in :mod:`rollout`.
+
+Order inside a pass: children (surplus noted, power states shaped) -> power -> VMs -> SSH probes ->
+version check, drift, scale-down, rollout -> bootstrap of new members -> health -> UpToDate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from k3s_deploy import errors
+from k3s_deploy.services.k3scluster import channels, install, power, rollout, scaling, upgrade, versions
+from k3s_deploy.services.k3scluster.topology import LABEL_ROLE, ClusterRef, owned_by
+
+if TYPE_CHECKING:
+    from k3s_deploy.services.k3scluster.desired import Desired
+    from k3s_deploy.services.k3scluster.reconcile import Reconciler
+
+UP_TO_DATE = "UpToDate"
+NODES_IN_SYNC = "NodesInSync"
+POWERED_ON = "PoweredOn"
+STOP_DELAY = 5.0
+
+
+@dataclass(frozen=True)
+class Halt:
+    """End the pass here (nothing else to do now); look again after ``requeue`` seconds (None: resync)."""
+
+    requeue: float | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Day2:
+    """Per-pass day-2 state of one reconciler."""
+
+    def __init__(self, r: Reconciler) -> None:
+        self.r = r
+        self.surplus: dict[str, tuple[scaling.Surplus, Mapping[str, Any]]] = {}
+        self.power_plan: power.PowerPlan | None = None
+        self.children: dict[str, Mapping[str, Any]] = {}
+        self.drift: list[tuple[str, str]] = []  # (reason, message)
+        self.channel_problem: errors.K3sDeployError | None = None
+
+    # --- children: surplus and power states ----------------------------------------------------------
+
+    def prepare_children(self, want: Desired, existing: Mapping[str, Mapping[str, Any]]) -> None:
+        """Note children the spec no longer wants; give each wanted child the power state of the plan."""
+        ref: ClusterRef = self.r.ref
+        for name, child in existing.items():
+            if name in want.manifests or not owned_by(child, ref):
+                continue
+            if (child.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            role = (child.get("metadata") or {}).get("labels", {}).get(LABEL_ROLE)
+            self.surplus[name] = (scaling.Surplus(name, "server" if role == "server" else "agent"), child)
+        self.children = {m.name: existing[m.name] for m in want.members if m.name in existing}
+        kids = []
+        for member in want.members:
+            child = existing.get(member.name) or {}
+            status = child.get("status") or {}
+            conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+            kids.append(
+                power.ChildPower(
+                    member.name,
+                    member.role,
+                    wanted=(child.get("spec") or {}).get("powerState") if child else None,
+                    observed=status.get("powerState"),
+                    ready=conds.get("Ready") == "True",
+                )
+            )
+        self.power_plan = power.plan(self.r.spec.power_state, kids)
+        for name, state in self.power_plan.states.items():
+            want.manifests[name]["spec"]["powerState"] = state
+
+    def power(self) -> Halt | None:
+        """Stopped: stop agents, then servers, and end the pass. Running after Stopped: servers first."""
+        r, plan = self.r, self.power_plan
+        if plan is None:
+            return None
+        if r.spec.power_state == "Stopped":
+            r.status["phase"] = "Stopped" if plan.settled else "Stopping"
+            for view in r.views.values():
+                view.ready = False
+                view.state = "Stopped" if self._observed(view.name) == "Stopped" else "Stopping"
+                view.message = None
+            for cond in ("ServersReady", "AgentsReady"):
+                r.conditions.set(cond, False, "ClusterStopped", "spec.powerState is Stopped")
+            r.conditions.set(POWERED_ON, False, "Stopped" if plan.settled else "Stopping", plan.message)
+            r.conditions.reconciling(not plan.settled, "Stopping", plan.message)
+            r.conditions.stalled(False)
+            if not plan.settled and r.old_status.get("phase") != "Stopping":
+                r.event("Normal", "Stopping", "Stopping the cluster: agents first, then servers")
+            if plan.settled and r.old_status.get("phase") != "Stopped":
+                r.event("Normal", "Stopped", plan.message)
+            return Halt(None if plan.settled else STOP_DELAY)
+        if not plan.settled:
+            r.status["phase"] = "Starting"
+            r.conditions.set(POWERED_ON, False, "Starting", plan.message)
+            r.conditions.reconciling(True, "Starting", plan.message)
+            if r.old_status.get("phase") != "Starting":
+                r.event("Normal", "Starting", "Starting the cluster: servers first, then agents")
+            return Halt(STOP_DELAY)
+        stopped = [n for n in r.views if self._observed(n) == "Stopped"]
+        if stopped:
+            names = ", ".join(stopped[:5])
+            self.drift.append(
+                ("VMStopped", f"VM(s) {names} stopped outside the operator; starting them again")
+            )
+            r.conditions.set(POWERED_ON, False, "VMStopped", f"VM(s) {names} are stopped")
+        else:
+            r.conditions.set(POWERED_ON, True, "Running", f"all {len(r.views)} VMs are running")
+        return None
+
+    def _observed(self, name: str) -> str | None:
+        status = (self.children.get(name) or {}).get("status") or {}
+        value = status.get("powerState")
+        return str(value) if value else None
+
+    def paused(self) -> None:
+        """spec.paused: a rollout in flight shows as Paused (it halts between nodes)."""
+        progress = upgrade.Progress.from_status(self.r.old_status.get("upgrade"))
+        if progress.state == upgrade.PROGRESSING:
+            self.r.status["upgrade"] = dataclasses.replace(progress, state=upgrade.PAUSED).as_status()
+
+    # --- between the SSH probes and the bootstrap ---------------------------------------------------
+
+    async def before_bootstrap(self, private_key: str, token: str, settings: install.K3sSettings) -> bool:
+        """Version check, drift, scale-down and the rollout. True: end the pass (work in flight)."""
+        r = self.r
+        resolution = await self._version_check()
+        self._k3s_drift()
+        formed = any(v.role == "server" and v.k3s_version for v in r.views.values())
+        if not formed:
+            for name in self.surplus:
+                await r.deps.objects.delete_child(r.ref.namespace, name)
+                r.event("Normal", "VMRemoved", f"Deleted ProxmoxVM {name}: the spec no longer wants it")
+            self._drift_condition()
+            return False
+        target = self._target(resolution)
+        progress = upgrade.Progress.from_status(r.old_status.get("upgrade"))
+        rolling = target is not None and bool(
+            progress.current or upgrade.pending(self._states({}), target) or progress.state == upgrade.FAILED
+        )
+        was_ready = any((r.recorded.get(v.name) or {}).get("ready") for v in r.views.values())
+        if not (self.surplus or rolling or was_ready):
+            self._drift_condition()
+            return False
+        kubeconfig = await r.kubeconfig(private_key)
+        try:
+            found = {n.name: n for n in await r.deps.target.nodes(kubeconfig)}
+        except errors.KubeUnavailable:
+            if self.surplus or rolling:
+                raise
+            self._drift_condition()
+            return False
+        self._missing_nodes(found)
+        self._drift_condition()
+        if self.surplus and await self._scale_down(kubeconfig, found, private_key):
+            return True
+        if target is None:
+            return False
+        return await self._rollout(kubeconfig, found, private_key, token, settings, target)
+
+    def _target(self, resolution: channels.Resolution | None) -> str | None:
+        k3s = self.r.spec.k3s
+        return upgrade.target_version(
+            pinned=k3s.version,
+            channel_version=resolution.version if resolution else None,
+            auto_upgrade=k3s.auto_upgrade,
+        )
+
+    def _states(self, found: Mapping[str, Any]) -> list[upgrade.NodeState]:
+        return [
+            upgrade.NodeState(v.name, v.role, v.k3s_version, bool(found.get(v.name) and found[v.name].ready))
+            for v in self.r.views.values()
+        ]
+
+    async def _version_check(self) -> channels.Resolution | None:
+        r = self.r
+        server = r.deps.channels
+        if server is None:
+            return None
+        k3s = r.spec.k3s
+        channel = k3s.channel or channels.DEFAULT_CHANNEL
+        try:
+            res = await channels.resolve(
+                server,
+                k3s.channel_server,
+                channel,
+                previous=r.old_status.get("channelResolution"),
+                now=_now(),
+            )
+        except errors.K3sDeployError as exc:
+            if k3s.channel and k3s.auto_upgrade and not exc.transient:
+                raise
+            self.channel_problem = exc
+            return None
+        r.status["channelResolution"] = res.as_status()
+        r.status["availableVersion"] = res.version
+        return res
+
+    def _k3s_drift(self) -> None:
+        for view in self.r.views.values():
+            recorded = self.r.recorded.get(view.name) or {}
+            if view.k3s_version is None and recorded.get("k3sVersion") and recorded.get("ready"):
+                self.drift.append(("K3sMissing", f"K3s is gone from {view.name}; installing it again"))
+                self.r.event(
+                    "Warning", "DriftDetected", f"K3s is no longer installed on {view.name}; reinstalling"
+                )
+
+    def _missing_nodes(self, found: Mapping[str, Any]) -> None:
+        """A member that runs K3s and was Ready once, but whose Node is gone (deleted by hand): reinstall,
+        which registers it again (real K3s re-registers when its service restarts)."""
+        for view in self.r.views.values():
+            recorded = self.r.recorded.get(view.name) or {}
+            if view.k3s_version and view.name not in found and recorded.get("ready"):
+                self.drift.append(
+                    ("NodeMissing", f"node {view.name} is missing from the cluster; rejoining it")
+                )
+                self.r.event(
+                    "Warning", "DriftDetected", f"node {view.name} was removed from the cluster; rejoining"
+                )
+                view.k3s_version = None
+
+    def _drift_condition(self) -> None:
+        if self.drift:
+            reason = self.drift[0][0]
+            self.r.conditions.set(NODES_IN_SYNC, False, reason, "; ".join(m for _, m in self.drift)[:1000])
+        else:
+            self.r.conditions.set(NODES_IN_SYNC, True, "InSync", "every node is where the spec wants it")
+
+    async def _scale_down(self, kubeconfig: str, found: dict[str, Any], private_key: str) -> bool:
+        """Remove surplus members one by one; True when one must wait (servers not Ready)."""
+        r = self.r
+        r.status["phase"] = "Scaling"
+        left = {name: s for name, (s, _) in self.surplus.items()}
+        while left:
+            staying = {
+                v.name: bool(found.get(v.name) and found[v.name].ready)
+                for v in r.views.values()
+                if v.role == "server"
+            }
+            step = scaling.next_removal(list(left.values()), staying_servers=staying)
+            if step.node is None:
+                r.conditions.reconciling(True, "ScalingDown", step.message)
+                return True
+            child = self.surplus[step.node.name][1]
+            await rollout.remove_member(
+                r,
+                step.node,
+                child,
+                kubeconfig=kubeconfig,
+                in_cluster=step.node.name in found,
+                private_key=private_key,
+            )
+            del left[step.node.name]
+            await r._flush()
+            if step.node.role == "server":
+                found = {n.name: n for n in await r.deps.target.nodes(kubeconfig)}
+        return False
+
+    async def _rollout(
+        self,
+        kubeconfig: str,
+        found: Mapping[str, Any],
+        private_key: str,
+        token: str,
+        settings: install.K3sSettings,
+        target: str,
+    ) -> bool:
+        r, k3s = self.r, self.r.spec.k3s
+        states = self._states(found)
+        todo = upgrade.pending(states, target)
+        if todo:
+            versions.check_downgrade(target, [n.version for n in todo], allowed=k3s.allow_downgrade)
+        now = _stamp(_now())
+        progress = upgrade.begin(
+            upgrade.Progress.from_status(r.old_status.get("upgrade")), states, target, now=now
+        )
+        previous: Mapping[str, Any] = next(
+            (c for c in r.old_status.get("conditions") or [] if c.get("type") == UP_TO_DATE), {}
+        )
+        retry = (
+            previous.get("reason") == "UpgradeFailed" and previous.get("observedGeneration") != r.generation
+        )
+        policy = upgrade.Policy(r.spec.upgrade.agent_concurrency, paused=r.spec.paused, retry_failed=retry)
+        step = upgrade.next_step(states, target, progress, policy)
+        if progress.state:
+            r.status["upgrade"] = progress.as_status()
+        if step.kind == "none":
+            return False
+        if step.kind == "done":
+            done = dataclasses.replace(progress, state=upgrade.COMPLETE, current=(), finished_time=now)
+            r.status["upgrade"] = done.as_status()
+            r.event("Normal", "UpgradeComplete", f"Every node runs {target}")
+            return False
+        if step.kind == "failed":
+            message = step.message + "; fix the node, then change the spec (any field) to retry"
+            r.conditions.set(UP_TO_DATE, False, "UpgradeFailed", message)
+            raise errors.PermanentError(message, reason="UpgradeFailed")
+        done_count = len([s for s in states if s.version == target])
+        summary = f"upgrading to {target}: {done_count}/{len(states)} nodes done"
+        r.status["phase"] = "Upgrading"
+        r.conditions.set(
+            UP_TO_DATE, False, "Upgrading", summary + (f"; {step.message}" if step.message else "")
+        )
+        r.conditions.reconciling(True, "Upgrading", step.message or summary)
+        if step.kind in ("paused", "wait"):
+            return True
+        if not progress.current and progress.state == upgrade.PROGRESSING and not progress.completed:
+            r.event("Normal", "UpgradeStarted", f"Rolling upgrade from {progress.from_version} to {target}")
+        progress = dataclasses.replace(
+            progress, state=upgrade.PROGRESSING, current=step.nodes, failed_node=None
+        )
+        r.status["upgrade"] = progress.as_status()
+        await r._flush()
+        results = await _gather(
+            [
+                rollout.upgrade_node(
+                    r,
+                    name,
+                    target,
+                    kubeconfig=kubeconfig,
+                    private_key=private_key,
+                    token=token,
+                    settings=settings,
+                )
+                for name in step.nodes
+            ]
+        )
+        failed = [(name, exc) for name, exc in zip(step.nodes, results, strict=True) if exc is not None]
+        completed = tuple(
+            dict.fromkeys(
+                [*progress.completed, *(n for n, e in zip(step.nodes, results, strict=True) if e is None)]
+            )
+        )
+        if not failed:
+            r.status["upgrade"] = dataclasses.replace(progress, current=(), completed=completed).as_status()
+            await r._flush()
+            return True
+        name, exc = failed[0]
+        if exc.transient and exc.reason != "DrainTimeout":
+            r.status["upgrade"] = dataclasses.replace(progress, completed=completed).as_status()
+            raise exc
+        r.views[name].state, r.views[name].message = "Failed", exc.message
+        stopped = dataclasses.replace(
+            progress,
+            state=upgrade.FAILED,
+            current=(),
+            completed=completed,
+            failed_node=name,
+            finished_time=now,
+        )
+        r.status["upgrade"] = stopped.as_status()
+        message = f"the upgrade to {target} stopped at node {name}: {exc.message}"
+        r.conditions.set(UP_TO_DATE, False, "UpgradeFailed", message[:2000])
+        await r._flush()
+        raise errors.PermanentError(message, reason="UpgradeFailed")
+
+    # --- after health ----------------------------------------------------------------------------------
+
+    def after_health(self) -> None:
+        """The cluster is Ready: report the version check as UpToDate."""
+        r = self.r
+        lowest = r.status.get("k3sVersion")
+        available = r.status.get("availableVersion")
+        channel = r.spec.k3s.channel or channels.DEFAULT_CHANNEL
+        if self.channel_problem is not None:
+            r.conditions.set(UP_TO_DATE, "Unknown", self.channel_problem.reason, self.channel_problem.message)
+        elif lowest and available and versions.newer(available, lowest):
+            how = (
+                "autoUpgrade rolls it out"
+                if r.spec.k3s.auto_upgrade
+                else "set spec.k3s.version to it to upgrade"
+            )
+            r.conditions.set(
+                UP_TO_DATE,
+                False,
+                "UpdateAvailable",
+                f"K3s {available} is available on channel {channel}; the cluster runs {lowest} ({how})",
+            )
+        elif lowest:
+            where = f", the newest on channel {channel}" if available else ""
+            r.conditions.set(UP_TO_DATE, True, "UpToDate", f"every node runs {lowest}{where}")
+
+
+async def _gather(coros: list[Any]) -> list[errors.K3sDeployError | None]:
+    """Run node jobs together; each outcome is None (done) or its error (other errors propagate)."""
+    import asyncio
+
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    out: list[errors.K3sDeployError | None] = []
+    for result in results:
+        if isinstance(result, errors.K3sDeployError):
+            out.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            out.append(None)
+    return out

@@ -1,0 +1,192 @@
+"""Carrying out day-2 node work over SSH and the cluster's API: upgrade a batch, remove a member.
+
+Each function does one node's whole sequence and leaves the node either finished or recorded as in
+flight, so a pass (or an operator process) that dies half-way is picked up by the next one. Progress
+is written to status before each risky step through the reconciler's flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from k3s_deploy import errors
+from k3s_deploy.ports.ssh import SshTarget
+from k3s_deploy.ports.target import DrainOptions, TargetNode
+from k3s_deploy.services.k3scluster import install, nodes
+from k3s_deploy.services.k3scluster.scaling import Surplus
+
+if TYPE_CHECKING:
+    from k3s_deploy.services.k3scluster.reconcile import Reconciler
+
+POLL_S = 2.0
+UNINSTALL = {"server": "/usr/local/bin/k3s-uninstall.sh", "agent": "/usr/local/bin/k3s-agent-uninstall.sh"}
+
+
+def drain_options(r: Reconciler) -> DrainOptions | None:
+    drain = r.spec.upgrade.drain
+    if not drain.enabled:
+        return None
+    return DrainOptions(
+        timeout_s=float(drain.timeout_seconds),
+        ignore_daemon_sets=drain.ignore_daemon_sets,
+        delete_empty_dir_data=drain.delete_empty_dir_data,
+        force=drain.force,
+    )
+
+
+async def cordon_and_drain(r: Reconciler, kubeconfig: str, name: str) -> None:
+    options = drain_options(r)
+    if options is None:
+        return
+    if await r.deps.target.set_unschedulable(kubeconfig, name, True):
+        evicted = await r.deps.target.drain(kubeconfig, name, options)
+        r.event("Normal", "Drained", f"Cordoned and drained node {name} ({evicted} pod(s) evicted)")
+
+
+async def wait_ready(
+    r: Reconciler, kubeconfig: str, name: str, version: str, *, timeout_s: float
+) -> TargetNode:
+    """Poll the cluster's API until ``name`` is Ready at ``version`` (the API may blink meanwhile)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    seen = "not registered"
+    while True:
+        try:
+            found = {n.name: n for n in await r.deps.target.nodes(kubeconfig)}
+        except errors.KubeUnavailable as exc:
+            found, seen = {}, exc.message
+        node = found.get(name)
+        if node is not None:
+            if node.ready and node.kubelet_version == version:
+                return node
+            seen = f"Ready={node.ready} at {node.kubelet_version or 'unknown version'}"
+        if loop.time() >= deadline:
+            raise errors.PermanentError(
+                f"node {name} was not Ready at {version} within {timeout_s:.0f}s after the upgrade ({seen}); "
+                "see the node's K3s log, fix it, then change the spec to retry",
+                reason="NodeNotReady",
+            )
+        await asyncio.sleep(POLL_S)
+
+
+def ssh_target(r: Reconciler, name: str, private_key: str) -> SshTarget:
+    view = r.views[name]
+    target = r.target(view, private_key)
+    if view.host_key:
+        target = dataclasses.replace(target, pinned_host_key=view.host_key)
+    return target
+
+
+async def upgrade_node(
+    r: Reconciler,
+    name: str,
+    target_version: str,
+    *,
+    kubeconfig: str,
+    private_key: str,
+    token: str,
+    settings: install.K3sSettings,
+) -> None:
+    """Cordon + drain, re-run the installer at ``target_version``, wait Ready there, uncordon.
+
+    A node already at the target (a previous pass got that far) is not installed again.
+    """
+    view = r.views[name]
+    wanted = dataclasses.replace(settings, version=target_version)
+    if view.k3s_version != target_version:
+        await cordon_and_drain(r, kubeconfig, name)
+        facts = [install.NodeFacts(v.name, v.role, v.ip, v.k3s_version) for v in r.views.values()]
+        plan = install.plan(facts, wanted, init_server=r.status.get("initServer"))
+        step = next(s for s in plan.steps if s.node == name)
+        sans = install.tls_sans(wanted, [v.ip for v in r.views.values() if v.role == "server" and v.ip])
+        script = install.render_script(step, wanted, token=token, node_ip=view.ip, sans=sans)
+        r.event("Normal", "Upgrading", f"Upgrading node {name} from {view.k3s_version} to {target_version}")
+        view.state = "Upgrading"
+        target = ssh_target(r, name, private_key)
+        timeout = float(r.spec.ssh.command_timeout_seconds)
+        await nodes.run_install(r.deps.ssh, name, target, script, timeout_s=timeout)
+        after = await nodes.probe(r.deps.ssh, name, target, timeout_s=timeout)
+        view.k3s_version = after.installed_version
+        if after.installed_version != target_version:
+            raise errors.K3sInstallFailed(
+                f"node {name}: K3s reports {after.installed_version} after the upgrade to {target_version}"
+            )
+    await wait_ready(
+        r, kubeconfig, name, target_version, timeout_s=float(r.spec.upgrade.node_ready_timeout_seconds)
+    )
+    await r.deps.target.set_unschedulable(kubeconfig, name, False)
+    view.state, view.ready, view.message = "Ready", True, None
+    r.event("Normal", "Upgraded", f"Node {name} is Ready at {target_version}")
+
+
+async def remove_member(
+    r: Reconciler,
+    surplus: Surplus,
+    child: Mapping[str, Any],
+    *,
+    kubeconfig: str | None,
+    in_cluster: bool,
+    private_key: str,
+) -> None:
+    """Drain, delete the Node (a server leaves etcd), uninstall K3s, then delete the ProxmoxVM child
+    (which applies its deletion policy to the VM)."""
+    name, role = surplus.name, surplus.role
+    r.event("Normal", "RemovingNode", f"Removing {role} {name}: the spec no longer wants it")
+    if kubeconfig is not None and in_cluster:
+        await cordon_and_drain(r, kubeconfig, name)
+        if await r.deps.target.delete_node(kubeconfig, name):
+            r.event("Normal", "NodeDeleted", f"Deleted node {name} from the cluster")
+    await _uninstall(r, surplus, child, private_key)
+    if r.status.get("initServer") == name:
+        servers = [v.name for v in r.views.values() if v.role == "server" and v.k3s_version]
+        r.status["initServer"] = servers[0] if servers else None
+    await r.deps.objects.delete_child(r.ref.namespace, name)
+    r.event("Normal", "VMRemoved", f"Deleted ProxmoxVM {name}; its deletion policy decides the VM's fate")
+
+
+async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], private_key: str) -> None:
+    name = surplus.name
+    recorded = r.recorded.get(name) or {}
+    addresses = (child.get("status") or {}).get("addresses") or []
+    ip = recorded.get("ip") or (addresses[0] if addresses else None)
+    pin = (
+        recorded.get("hostKeyFingerprint")
+        or r.spec.ssh.known_hosts.get(ip or "")
+        or r.spec.ssh.known_hosts.get(name)
+    )
+    if not ip or not pin:
+        r.event(
+            "Warning",
+            "UninstallSkipped",
+            f"K3s left on {name}: no pinned host key or address to log in with; run "
+            f"{UNINSTALL[surplus.role]} there by hand if the VM is kept",
+        )
+        return
+    ssh = r.spec.ssh
+    target = SshTarget(
+        host=ip,
+        port=ssh.port,
+        user=ssh.user,
+        private_key=private_key,
+        pinned_host_key=pin,
+        accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
+    )
+    script = UNINSTALL[surplus.role]
+    try:
+        result = await r.deps.ssh.run(
+            target, f"if [ -x {script} ]; then {script}; fi", timeout_s=float(ssh.command_timeout_seconds)
+        )
+    except errors.SshUnavailable as exc:
+        r.event("Warning", "UninstallSkipped", f"K3s left on {name}: {exc.message}")
+        return
+    if not result.ok:
+        r.event(
+            "Warning",
+            "UninstallFailed",
+            f"{script} on {name} exited {result.exit_status}: {result.stderr.strip()[-300:]}",
+        )
+        return
+    r.event("Normal", "Uninstalled", f"Uninstalled K3s from {name}")
