@@ -303,3 +303,14 @@ def test_cloudinit_put_regenerates_the_drive(pve_sim: PveSim) -> None:
     assert regenerated["nameserver"] == {"key": "nameserver", "value": "127.0.0.53"}
     assert "fqdn: legacy-k3s-server-1.lab.test" in vm.cloudinit.dump.get(type="user")
     assert vm.cloudinit.dump.get(type="meta").startswith("instance-id: ")
+
+
+def test_stopping_a_clone_task_removes_the_half_made_vm(pve_sim: PveSim) -> None:
+    pve_sim.set_timing(tasks={"qmclone": 500})  # 5 s
+    api = pve_sim.api()
+    upid = api.nodes("pve1").qemu(9001).clone.post(newid=230)
+    assert _resource(pve_sim, 230) is not None
+    assert api.nodes("pve1").tasks(upid).delete() is None
+    status = api.nodes("pve1").tasks(upid).status.get()
+    assert (status["status"], status["exitstatus"]) == ("stopped", "interrupted by signal")
+    assert _resource(pve_sim, 230) is None

@@ -119,6 +119,16 @@ class TaskRunner:
             task.log.append(f"TASK ERROR: {first}")
         self.sim.changed()
 
+    def interrupt(self, task: Task) -> None:
+        """Stop a running task as `DELETE .../tasks/{upid}` does (its effects are rolled back)."""
+        handle = self._handles.pop(task.upid, None)
+        if handle:
+            handle.cancel()
+        kind = KINDS[task.type]
+        if kind.abort:
+            kind.abort(self.sim, task)
+        self._stop(task, "interrupted by signal")
+
     def resume(self) -> None:
         """After a restart: schedule every task that was still running."""
         for task in list(self.sim.state.tasks.values()):

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from k3s_deploy.lab.pvesim.apierror import TaskFailed
+from k3s_deploy.lab.pvesim.cloudinit import has_drive
 from k3s_deploy.lab.pvesim.endpoints.common import require_running, skiplock
 from k3s_deploy.lab.pvesim.model import VM, Task
 from k3s_deploy.lab.pvesim.routing import Call, route
@@ -32,11 +33,7 @@ def _start_begin(sim: Sim, task: Task) -> list[str]:
         raise TaskFailed("you can't start a vm if it's a template")
     if vm.status == "running":
         raise TaskFailed(f"VM {vm.vmid} already running")
-    return (
-        ["generating cloud-init ISO"]
-        if any(":cloudinit" in v or "cloudinit" in v for v in vm.config.values())
-        else []
-    )
+    return ["generating cloud-init ISO"] if has_drive(vm) else []
 
 
 def _start_finish(sim: Sim, task: Task) -> list[str]:

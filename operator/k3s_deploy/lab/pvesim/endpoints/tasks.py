@@ -8,7 +8,7 @@ from k3s_deploy.lab.pvesim import auth
 from k3s_deploy.lab.pvesim.apierror import ApiError, param_error
 from k3s_deploy.lab.pvesim.model import Task
 from k3s_deploy.lab.pvesim.routing import Call, WithTotal, route
-from k3s_deploy.lab.pvesim.tasks import KINDS, parse_upid
+from k3s_deploy.lab.pvesim.tasks import parse_upid
 
 
 def _owner(task: Task) -> str:
@@ -97,8 +97,5 @@ async def task_log(call: Call) -> Any:
 async def task_stop(call: Call) -> Any:
     task = _task(call)
     if task.status == "running":
-        kind = KINDS[task.type]
-        if kind.abort:
-            kind.abort(call.sim, task)
-        call.sim.tasks._stop(task, "interrupted by signal")
+        call.sim.tasks.interrupt(task)
     return None
