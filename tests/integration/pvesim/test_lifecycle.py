@@ -314,3 +314,15 @@ def test_stopping_a_clone_task_removes_the_half_made_vm(pve_sim: PveSim) -> None
     status = api.nodes("pve1").tasks(upid).status.get()
     assert (status["status"], status["exitstatus"]) == ("stopped", "interrupted by signal")
     assert _resource(pve_sim, 230) is None
+
+
+def test_reset_reboots_the_guest_without_pending_changes(pve_sim: PveSim) -> None:
+    pve_sim.set_timing(bootDelay=50)  # 0.5 s
+    vm = pve_sim.api().nodes("pve1").qemu(100)
+    vm.config.put(cores=6)  # pending: not hot-pluggable
+    assert pve_sim.wait_task(vm.status.reset.post())["exitstatus"] == "OK"
+    with pytest.raises(ResourceException) as err:
+        vm.agent.ping.post()
+    assert err.value.content == "QEMU guest agent is not running"
+    assert vm.config.get(current=1)["cores"] == 2  # a reset is not a new start: pending stays pending
+    eventually(lambda: _agent_ok(vm), timeout=5)
