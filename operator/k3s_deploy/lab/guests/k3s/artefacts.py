@@ -11,8 +11,10 @@ import shutil
 from pathlib import Path
 
 from k3s_deploy.lab.guests.k3s import scripts
-from k3s_deploy.lab.guests.k3s.cluster import API_PORT, LabCluster, NodeRecord
+from k3s_deploy.lab.guests.k3s.cluster import LabCluster
 from k3s_deploy.lab.guests.k3s.flags import InstallRequest
+from k3s_deploy.lab.guests.k3s.nodes import NodeRecord
+from k3s_deploy.lab.guests.k3s.proxy import API_PORT
 from k3s_deploy.lab.guests.sandbox import GuestRoot
 from k3s_deploy.lab.guests.sshd import RunningGuest
 

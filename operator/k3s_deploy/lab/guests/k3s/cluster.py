@@ -9,15 +9,11 @@ Nodes are written through the API as kubelets would: registration, labels, taint
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import dataclasses
-import datetime
 import ssl
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +22,10 @@ import yaml
 
 from k3s_deploy.lab.controlplane import ControlPlane
 from k3s_deploy.lab.controlplane.certs import CertificateAuthority, split_sans
+from k3s_deploy.lab.guests.k3s.nodes import NodeRecord, lifecycle_taints, status_patch
+from k3s_deploy.lab.guests.k3s.proxy import API_PORT, TcpProxy
 
-API_PORT = 6443
-MANAGED_TAINTS = (
-    "node.kubernetes.io/not-ready",
-    "node.kubernetes.io/unreachable",
-    "node.kubernetes.io/unschedulable",
-)
+MERGE = "application/merge-patch+json"
 LOOPBACK_SANS = (
     "127.0.0.1",
     "::1",
@@ -42,66 +35,6 @@ LOOPBACK_SANS = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class NodeRecord:
-    """What the guests process knows about one installed node."""
-
-    name: str
-    role: str  # server | agent
-    ip: str
-    version: str
-    instance_id: str
-    etcd: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
-    taints: list[dict[str, str]] = field(default_factory=list)
-    annotations: dict[str, str] = field(default_factory=dict)
-    running: bool = True  # the k3s service runs and the VM is on
-    internal_ip: str = ""  # --node-ip when given, else the guest's address
-
-
-class TcpProxy:
-    """``<joined-server-ip>:6443`` -> the cluster's apiserver, byte for byte (TLS passes through)."""
-
-    def __init__(self, host: str, target: tuple[str, int]) -> None:
-        self.host = host
-        self.target = target
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, self.host, API_PORT, reuse_address=True)
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
-            self.server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 class LabCluster:
@@ -293,113 +226,14 @@ class LabCluster:
 
     async def post_status(self, node: NodeRecord) -> None:
         """The kubelet's heartbeat, or the node controller's verdict once it stopped coming."""
-        stamp = now()
-        if node.running:
-            ready = {
-                "type": "Ready",
-                "status": "True",
-                "reason": "KubeletReady",
-                "message": "kubelet is posting ready status",
-            }
-        else:
-            ready = {
-                "type": "Ready",
-                "status": "Unknown",
-                "reason": "NodeStatusUnknown",
-                "message": "Kubelet stopped posting node status.",
-            }
         status, current = await self._request("GET", f"/api/v1/nodes/{node.name}")
         if status != 200:
             return
-        previous = {c["type"]: c for c in (current.get("status") or {}).get("conditions") or []}
-        old = previous.get("Ready")
-        transition = old["lastTransitionTime"] if old and old.get("status") == ready["status"] else stamp
-        heartbeat = stamp if node.running or not old else old.get("lastHeartbeatTime", stamp)
-        conditions = [{**ready, "lastHeartbeatTime": heartbeat, "lastTransitionTime": transition}]
-        for kind, reason, message in (
-            ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        ):
-            prev = previous.get(kind)
-            status_value = "False" if node.running else "Unknown"
-            conditions.append(
-                {
-                    "type": kind,
-                    "status": status_value,
-                    "reason": reason if node.running else "NodeStatusUnknown",
-                    "message": message if node.running else "Kubelet stopped posting node status.",
-                    "lastHeartbeatTime": heartbeat,
-                    "lastTransitionTime": prev["lastTransitionTime"]
-                    if prev and prev.get("status") == status_value
-                    else stamp,
-                }
-            )
-        body = {
-            "status": {
-                "conditions": conditions,
-                "addresses": [
-                    {"type": "InternalIP", "address": node.internal_ip or node.ip},
-                    {"type": "Hostname", "address": node.name},
-                ],
-                "capacity": {
-                    "cpu": "2",
-                    "memory": "4025424Ki",
-                    "pods": "110",
-                    "ephemeral-storage": "30830492Ki",
-                },
-                "allocatable": {
-                    "cpu": "2",
-                    "memory": "4025424Ki",
-                    "pods": "110",
-                    "ephemeral-storage": "29992240911",
-                },
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-                "nodeInfo": {
-                    "kubeletVersion": node.version,
-                    "kubeProxyVersion": node.version,
-                    "containerRuntimeVersion": "containerd://1.7.23-k3s2",
-                    "operatingSystem": "linux",
-                    "architecture": "amd64",
-                    "osImage": "Ubuntu 24.04 LTS",
-                    "kernelVersion": "6.8.0-51-generic",
-                    "machineID": node.instance_id[:32].ljust(32, "0"),
-                    "systemUUID": node.instance_id,
-                    "bootID": node.instance_id,
-                },
-            }
-        }
-        await self._request(
-            "PATCH", f"/api/v1/nodes/{node.name}/status", body, "application/merge-patch+json"
-        )
-        await self._lifecycle_taints(node, current)
-
-    async def _lifecycle_taints(self, node: NodeRecord, current: dict[str, Any]) -> None:
-        """What kube-controller-manager's node lifecycle controller would do (none runs in the lab).
-
-        It lifts ``not-ready`` (added at registration) once the node is Ready, marks a silent node
-        ``unreachable``, and mirrors a cordon (``spec.unschedulable``) as the ``unschedulable`` taint.
-        """
-        spec = current.get("spec") or {}
-        taints = [t for t in spec.get("taints") or [] if t.get("key") not in MANAGED_TAINTS]
-        if not node.running:
-            taints += [
-                {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
-                {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
-            ]
-        if spec.get("unschedulable"):
-            taints.append({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
-        before = [(t.get("key"), t.get("effect")) for t in spec.get("taints") or []]
-        if before != [(t.get("key"), t.get("effect")) for t in taints]:
-            for taint in taints:
-                if taint["key"] in MANAGED_TAINTS and "timeAdded" not in taint:
-                    taint["timeAdded"] = now()
-            await self._request(
-                "PATCH",
-                f"/api/v1/nodes/{node.name}",
-                {"spec": {"taints": taints or None}},
-                "application/merge-patch+json",
-            )
+        path = f"/api/v1/nodes/{node.name}"
+        await self._request("PATCH", path + "/status", status_patch(node, current), MERGE)
+        taints = lifecycle_taints(node, current)
+        if taints is not None:
+            await self._request("PATCH", path, {"spec": {"taints": taints or None}}, MERGE)
 
     async def delete_node(self, name: str) -> None:
         await self._request("DELETE", f"/api/v1/nodes/{name}")

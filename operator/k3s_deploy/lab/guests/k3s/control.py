@@ -38,7 +38,7 @@ from k3s_deploy.lab.guests.k3s.artefacts import (
     write_artefacts,
     write_file,
 )
-from k3s_deploy.lab.guests.k3s.cluster import API_PORT, LabCluster
+from k3s_deploy.lab.guests.k3s.cluster import LabCluster
 from k3s_deploy.lab.guests.k3s.flags import (
     DEFAULT_CHANNELS,
     VERSION_RE,
@@ -46,6 +46,7 @@ from k3s_deploy.lab.guests.k3s.flags import (
     UsageError,
     build_request,
 )
+from k3s_deploy.lab.guests.k3s.proxy import API_PORT
 from k3s_deploy.lab.guests.sandbox import GuestRoot
 from k3s_deploy.lab.guests.sshd import GuestSpec, RunningGuest
 
