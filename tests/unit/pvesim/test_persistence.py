@@ -14,6 +14,7 @@ def test_state_round_trip(tmp_path: Path) -> None:
     state.vms[100].pending["cores"] = "4"
     path = tmp_path / "state.json"
     persistence.save(state, path)
+    assert path.stat().st_mode & 0o077 == 0
     loaded = persistence.load(path)
     assert loaded == state
     assert persistence.load(tmp_path / "missing.json") is None

@@ -17,5 +17,7 @@ def load(path: Path) -> State | None:
 
 def save(state: State, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(state.to_json(), separators=(",", ":")))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the lab's secrets
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(state.to_json(), separators=(",", ":")))
     os.replace(tmp, path)
