@@ -12,13 +12,15 @@ module twice in tests or embedding the operator never raises "duplicated timeser
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -210,6 +212,35 @@ def time_proxmox_call(endpoint: str, method: str) -> Iterator[None]:
         ok = True
     finally:
         observe_proxmox_call(endpoint, method, time.perf_counter() - start, ok)
+
+
+class _Request(Protocol):
+    method: str | None
+    url: str | None
+
+
+class _Response(Protocol):
+    """The parts of a ``requests.Response`` the hook reads (duck-typed: no requests import here)."""
+
+    request: _Request
+    elapsed: dt.timedelta
+    status_code: int
+
+
+def proxmox_response_hook(response: _Response, *_args: object, **_kwargs: object) -> None:
+    """A ``requests`` response hook: records every Proxmox HTTP call the session makes.
+
+    Wire it once per proxmoxer session: ``session.hooks["response"].append(proxmox_response_hook)``.
+    HTTP errors count as failed calls; connection errors never produce a response (count them where
+    the exception is mapped).
+    """
+    url = urlsplit(response.request.url or "")
+    observe_proxmox_call(
+        url.path,
+        response.request.method or "GET",
+        response.elapsed.total_seconds(),
+        ok=response.status_code < 400,
+    )
 
 
 def observe_proxmox_task(task_type: str, seconds: float, ok: bool) -> None:

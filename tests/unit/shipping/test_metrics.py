@@ -131,3 +131,41 @@ def test_metrics_server_serves_the_registry_on_loopback() -> None:
     ]:
         assert expected in names, expected
     assert 'k3sdeploy_ssh_operations_total{operation="connect",result="ok"}' in body
+
+
+def test_requests_hook_records_real_http_calls() -> None:
+    """The hook on a real requests session against a loopback HTTP server."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import requests
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code = 200 if "/status/current" in self.path else 403
+            self.send_response(code)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    labels_ok = {"endpoint": "/nodes/{node}/qemu/{vmid}/status/current", "method": "GET"}
+    labels_denied = {"endpoint": "/nodes/{node}/qemu/{vmid}/config", "method": "GET"}
+    ok0 = value("k3sdeploy_proxmox_requests_total", result="ok", **labels_ok)
+    err0 = value("k3sdeploy_proxmox_requests_total", result="error", **labels_denied)
+    try:
+        with requests.Session() as session:
+            session.hooks["response"].append(metrics.proxmox_response_hook)
+            base = f"http://127.0.0.1:{server.server_port}/api2/json"
+            session.get(f"{base}/nodes/pve1/qemu/100/status/current", timeout=5)
+            session.get(f"{base}/nodes/pve1/qemu/100/config", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert value("k3sdeploy_proxmox_requests_total", result="ok", **labels_ok) == ok0 + 1
+    assert value("k3sdeploy_proxmox_requests_total", result="error", **labels_denied) == err0 + 1
