@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from unit.shipping.kustomize import cluster_scoped_names, install, operator_user
+from unit.shipping.test_argocd_health import LUA, health
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +41,7 @@ def installed_namespace(kubectl: Any, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.skipif(LUA is None, reason="lua5.4 missing: ./dev setup installs it (DEBS)")
 def test_operator_as_its_service_account_provisions_and_leaks_nothing(
     kubectl: Any,
     installed_namespace: str,
@@ -95,6 +97,20 @@ def test_operator_as_its_service_account_provisions_and_leaks_nothing(
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert status["vmid"] and status["powerState"] == "Running"
     vmid = int(status["vmid"])
+    # kstatus: once Ready, Reconciling and Stalled are absent; Argo CD's check reads it as Healthy.
+    types = {c["type"]: c["status"] for c in status["conditions"]}
+    assert types["Ready"] == "True" and "Reconciling" not in types and "Stalled" not in types
+    assert health(obj)[0] == "Healthy"
+
+    # A permanent error: Stalled=True with what to fix, Degraded for Argo CD, Ready not True.
+    broken = {**vm, "metadata": {"name": "broken", "namespace": ns}}
+    broken["spec"] = {**vm["spec"], "source": {"clone": {"template": {"name": "no-such-template"}}}}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(broken))
+    kubectl("wait", "--for=condition=Stalled", "proxmoxvm/broken", "-n", ns, "--timeout=60s")
+    stalled = kube_json("pvm", "broken", "-n", ns)
+    state, message = health(stalled)
+    assert state == "Degraded" and "TemplateNotFound" in message, (state, message)
+    kubectl("delete", "proxmoxvm", "broken", "-n", ns, "--wait=false")
     events = (kube_json("events", "-n", ns) or {}).get("items", [])
     assert any(e.get("involvedObject", {}).get("name") == "web-1" for e in events), "no Event posted"
 
