@@ -27,6 +27,13 @@ async def test_lab_with_pve_and_guests_publishes_ssh_port_and_installer(tmp_path
             lambda: urllib.request.urlopen(info["k3sInstallUrl"]).read().decode()  # noqa: S310 - lab http URL
         )
         assert script.startswith("#!/bin/sh") and "INSTALL_K3S_" in script
+        channels_url = info["k3sInstallUrl"].replace("/k3s/install.sh", "/v1-release/channels")
+        channels = json.loads(
+            await asyncio.to_thread(lambda: urllib.request.urlopen(channels_url).read())  # noqa: S310 - lab http URL
+        )
+        assert {"id": "stable", "latest": "v1.31.4+k3s1"}.items() <= next(
+            c for c in channels["data"] if c["id"] == "stable"
+        ).items()
         guests_pid = ctx.facts["guests"]["pid"]
         assert str(guests_pid) in (tmp_path / "pids").read_text().split()
         os.kill(guests_pid, 0)

@@ -1,11 +1,10 @@
 """The K3s stand-in's brain: installs, joins, upgrades and uninstalls as K3s would, over loopback HTTP.
 
 Guests reach it through the installer script and the scripts it leaves (``k3s-uninstall.sh``,
-``k3s-killall.sh``); a secret file written into each guest at boot says which guest calls. Routes:
-
-- ``GET  /k3s/install.sh``            the installer (use like ``curl -sfL https://get.k3s.io | sh -``)
-- ``POST /k3s/v1/install|uninstall|killall``   called from inside a guest
-- ``GET  /v1-release/channels[/<name>]``     the lab's release channels (as update.k3s.io answers)
+``k3s-killall.sh``), which ``POST /k3s/v1/install|uninstall|killall``; a secret file written into each
+guest at boot says which guest calls. It owns the clusters (k3s/cluster.py), keeps their Nodes' status
+in step with the VMs' power, and persists everything so a restart of the guests process keeps them.
+The installer and release endpoints themselves are in k3s/releases.py.
 """
 
 from __future__ import annotations
@@ -40,13 +39,13 @@ from k3s_deploy.lab.guests.k3s.artefacts import (
 )
 from k3s_deploy.lab.guests.k3s.cluster import LabCluster
 from k3s_deploy.lab.guests.k3s.flags import (
-    DEFAULT_CHANNELS,
     VERSION_RE,
     InstallRequest,
     UsageError,
     build_request,
 )
 from k3s_deploy.lab.guests.k3s.proxy import API_PORT
+from k3s_deploy.lab.guests.k3s.releases import add_release_routes
 from k3s_deploy.lab.guests.sandbox import GuestRoot
 from k3s_deploy.lab.guests.sshd import GuestSpec, RunningGuest
 
@@ -156,13 +155,10 @@ class K3sControl:
         self.clusters.clear()
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/k3s/install.sh", self._installer)
-        app.router.add_get("/k3s/releases/download/{version}/k3s", self._binary)
+        add_release_routes(app, lambda: self.base_url)
         app.router.add_post("/k3s/v1/install", self._install)
         app.router.add_post("/k3s/v1/uninstall", self._uninstall)
         app.router.add_post("/k3s/v1/killall", self._killall)
-        app.router.add_get("/v1-release/channels", self._channels)
-        app.router.add_get("/v1-release/channels/{name}", self._channel)
 
     # ----- power and heartbeats -------------------------------------------------------------------
 
@@ -184,10 +180,8 @@ class K3sControl:
         node = cluster.nodes.get(spec.instance_id)
         if node is None:
             return
-        if on:
-            install.enabled = (
-                True  # the k3s unit is enabled: it starts again at boot (after k3s-killall.sh too)
-            )
+        if on:  # the k3s unit is enabled: it starts again at boot (also after k3s-killall.sh)
+            install.enabled = True
         node.running = on
         with contextlib.suppress(Exception):
             if install.role == "server" and node.ip != cluster.init_ip:
@@ -231,44 +225,6 @@ class K3sControl:
         self._save()
 
     # ----- HTTP -----------------------------------------------------------------------------------
-
-    async def _installer(self, request: web.Request) -> web.Response:
-        return web.Response(text=scripts.install_sh(self.base_url), content_type="text/x-shellscript")
-
-    async def _binary(self, request: web.Request) -> web.Response:
-        """The stand-in ``k3s`` binary of a release, for air-gapped installs (INSTALL_K3S_SKIP_DOWNLOAD)."""
-        version = request.match_info["version"]
-        if not VERSION_RE.match(version):
-            return web.Response(status=404, text="Not Found")
-        return web.Response(text=scripts.k3s_bin(version, ""), content_type="application/octet-stream")
-
-    async def _channels(self, request: web.Request) -> web.Response:
-        base = f"{self.base_url}/v1-release/channels"
-        data = [
-            {
-                "id": name,
-                "type": "channel",
-                "links": {"self": f"{base}/{name}"},
-                "name": name,
-                "latest": version,
-            }
-            for name, version in DEFAULT_CHANNELS.items()
-        ]
-        return web.json_response(
-            {
-                "type": "collection",
-                "links": {"self": base},
-                "actions": {},
-                "data": data,
-                "resourceType": "channel",
-            }
-        )
-
-    async def _channel(self, request: web.Request) -> web.Response:
-        version = DEFAULT_CHANNELS.get(request.match_info["name"])
-        if version is None:
-            return web.json_response({"type": "error", "status": "404", "message": "not found"}, status=404)
-        raise web.HTTPFound(f"https://github.com/k3s-io/k3s/releases/tag/{version}")
 
     def _caller(self, form: Any) -> RunningGuest:
         vmid = self._guest_tokens.get(str(form.get("guest", "")).strip())
