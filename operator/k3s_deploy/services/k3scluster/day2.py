@@ -53,6 +53,7 @@ class Day2:
         self.children: dict[str, Mapping[str, Any]] = {}
         self.drift: list[tuple[str, str]] = []  # (reason, message)
         self.channel_problem: errors.K3sDeployError | None = None
+        self.removed: set[str] = set()
 
     # --- children: surplus and power states ----------------------------------------------------------
 
@@ -84,6 +85,17 @@ class Day2:
         self.power_plan = power.plan(self.r.spec.power_state, kids)
         for name, state in self.power_plan.states.items():
             want.manifests[name]["spec"]["powerState"] = state
+
+    def leaving(self) -> list[dict[str, Any]]:
+        """Status entries of surplus members not removed yet (their pinned host keys must survive)."""
+        out = []
+        for name in self.surplus:
+            if name in self.removed:
+                continue
+            entry = dict(self.r.recorded.get(name) or {"name": name, "role": self.surplus[name][0].role})
+            entry.update(state="Removing", ready=False)
+            out.append(entry)
+        return out
 
     def power(self) -> Halt | None:
         """Stopped: stop agents, then servers, and end the pass. Running after Stopped: servers first."""
@@ -146,6 +158,7 @@ class Day2:
         if not formed:
             for name in self.surplus:
                 await r.deps.objects.delete_child(r.ref.namespace, name)
+                self.removed.add(name)
                 r.event("Normal", "VMRemoved", f"Deleted ProxmoxVM {name}: the spec no longer wants it")
             self._drift_condition()
             return False
@@ -267,6 +280,7 @@ class Day2:
                 private_key=private_key,
             )
             del left[step.node.name]
+            self.removed.add(step.node.name)
             await r._flush()
             if step.node.role == "server":
                 found = {n.name: n for n in await r.deps.target.nodes(kubeconfig)}

@@ -130,7 +130,7 @@ class Reconciler:
         self.events.append(Event(type_, reason, message))
 
     def _store_nodes(self) -> None:
-        self.status["nodes"] = [v.as_status() for v in self.views.values()]
+        self.status["nodes"] = [v.as_status() for v in self.views.values()] + self.day2.leaving()
         servers = [v for v in self.views.values() if v.role == "server"]
         agents = [v for v in self.views.values() if v.role == "agent"]
         self.status["readyServers"] = sum(v.ready for v in servers)
