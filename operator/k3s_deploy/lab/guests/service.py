@@ -63,9 +63,7 @@ class GuestsService:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.http_port)
         await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # aiohttp: asyncio.Server
+        port = int(runner.addresses[0][1])
         self.http_url = f"http://127.0.0.1:{port}"
         k3s.base_url = self.http_url
         feed = GuestsFeed.from_pve_json(self.pve_json, log=self.log)
