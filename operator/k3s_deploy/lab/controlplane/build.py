@@ -173,6 +173,8 @@ def _wrapper(go: str, target: Target, log: Log) -> Path:
     # The proxy's .info file holds the release's commit time: the honest build date.
     (module_dir / "release-time").write_text(json.loads(Path(info["Info"]).read_text()).get("Time", ""))
     log(f"resolving dependencies of {target.module}@{target.version}")
+    # tidy pins every staging module at v0.Y.Z in go.mod; resolving lazily (`go list -deps`) leaves
+    # them at v0.0.0 => v0.Y.Z, which changes build IDs and defeats Go's build cache across builds.
     _go(go, ["mod", "tidy"], module_dir)
     stamp.touch()
     return module_dir
