@@ -27,7 +27,8 @@ async def test_lab_with_pve_and_guests_publishes_ssh_port_and_installer(tmp_path
             lambda: urllib.request.urlopen(info["k3sInstallUrl"]).read().decode()  # noqa: S310 - lab http URL
         )
         assert script.startswith("#!/bin/sh") and "INSTALL_K3S_" in script
-        channels_url = info["k3sInstallUrl"].replace("/k3s/install.sh", "/v1-release/channels")
+        channels_url = info["k3sChannelUrl"]
+        assert channels_url == info["k3sInstallUrl"].replace("/k3s/install.sh", "/v1-release/channels")
         channels = json.loads(
             await asyncio.to_thread(lambda: urllib.request.urlopen(channels_url).read())  # noqa: S310 - lab http URL
         )

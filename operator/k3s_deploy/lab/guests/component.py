@@ -1,7 +1,7 @@
 """Lab component `guests`: run the guests process next to the simulator and publish where guests answer.
 
-Needs the `pve` component (DIR/pve.json with ``adminUrl``). Adds ``guestSshPort`` and
-``k3sInstallUrl`` to DIR/pve.json and to ``ctx.facts["pve"]``, and ``ctx.facts["guests"]``.
+Needs the `pve` component (DIR/pve.json with ``adminUrl``). Adds ``guestSshPort``, ``k3sInstallUrl``
+and ``k3sChannelUrl`` to DIR/pve.json and to ``ctx.facts["pve"]``, and ``ctx.facts["guests"]``.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def publish(lab_dir: Path, ready: dict[str, Any]) -> dict[str, Any]:
     info: dict[str, Any] = json.loads(path.read_text())
     info["guestSshPort"] = ready["sshPort"]
     info["k3sInstallUrl"] = ready["k3sInstallUrl"]
+    info["k3sChannelUrl"] = ready["k3sChannelUrl"]
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(info, indent=2))
     tmp.chmod(0o600)
@@ -77,7 +78,11 @@ async def lab_component(ctx: LabContext) -> AsyncIterator[None]:
     try:
         ready = await asyncio.to_thread(wait_ready, proc, ctx.dir)
         info = publish(ctx.dir, ready)
-        ctx.facts["pve"].update(guestSshPort=info["guestSshPort"], k3sInstallUrl=info["k3sInstallUrl"])
+        ctx.facts["pve"].update(
+            guestSshPort=info["guestSshPort"],
+            k3sInstallUrl=info["k3sInstallUrl"],
+            k3sChannelUrl=info["k3sChannelUrl"],
+        )
         ctx.facts["guests"] = ready
         ctx.log(
             f"guests: SSH on port {ready['sshPort']} at each VM address; K3s installer {ready['k3sInstallUrl']}"

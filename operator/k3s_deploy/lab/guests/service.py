@@ -1,6 +1,6 @@
 """The guests process: follows the simulator, runs the guests' SSH servers, serves the K3s stand-in.
 
-It writes ``<state-dir>/ready.json`` (``sshPort``, ``httpUrl``, ``k3sInstallUrl``, ``pid``) once it
+It writes ``<state-dir>/ready.json`` (``sshPort``, ``httpUrl``, ``k3sInstallUrl``, ``k3sChannelUrl``, ``pid``) once it
 listens and has applied the simulator's first guest list, so a supervisor knows when to go on.
 """
 
@@ -75,6 +75,7 @@ class GuestsService:
                 "sshPort": self.ssh_port,
                 "httpUrl": self.http_url,
                 "k3sInstallUrl": k3s.install_url,
+                "k3sChannelUrl": f"{self.http_url}/v1-release/channels",
                 "pid": os.getpid(),
             }
             (self.state_dir / READY_FILE).write_text(json.dumps(ready, indent=2))
