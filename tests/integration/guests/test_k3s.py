@@ -7,6 +7,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import asyncssh
 import pytest
 
@@ -233,3 +234,22 @@ async def test_air_gapped_install_uses_the_binary_in_place(
     )["srv-air"]
     assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.30.8+k3s1"
     assert {"type": "InternalIP", "address": "127.0.31.41"} in node["status"]["addresses"]
+
+
+async def test_channel_installs_follow_what_the_lab_publishes(
+    start_guest: StartGuest, guests: GuestsService
+) -> None:
+    url = f"{guests.http_url}/v1-release/channels"
+    async with aiohttp.ClientSession() as http:
+        async with http.put(url, json={"stable": "v1.31.5+k3s1"}) as resp:
+            assert resp.status == 200
+        async with http.put(url, json={"stable": "not-a-version"}) as resp:
+            assert resp.status == 400
+        async with http.get(url) as resp:
+            listed = {c["name"]: c["latest"] for c in (await resp.json())["data"]}
+    assert listed["stable"] == "v1.31.5+k3s1"
+    server = await start_guest(351, "127.0.31.51", name="srv-chan")
+    result = await server.install_k3s(env="INSTALL_K3S_CHANNEL=stable")
+    assert result.exit_status == 0, result.stderr
+    assert "[INFO]  Using v1.31.5+k3s1 as release" in result.stdout
+    assert (await server.run("k3s --version", check=True)).stdout.startswith("k3s version v1.31.5+k3s1 (")

@@ -39,6 +39,7 @@ from k3s_deploy.lab.guests.k3s.artefacts import (
 )
 from k3s_deploy.lab.guests.k3s.cluster import LabCluster
 from k3s_deploy.lab.guests.k3s.flags import (
+    DEFAULT_CHANNELS,
     VERSION_RE,
     InstallRequest,
     UsageError,
@@ -77,6 +78,7 @@ class K3sControl:
         self.base_url = ""
         self.kubectl: str | None = None
         self.clusters: dict[str, LabCluster] = {}
+        self.channels: dict[str, str] = dict(DEFAULT_CHANNELS)
         self.installs: dict[str, Install] = {}  # by instance id
         self._guest_tokens: dict[str, int] = {}  # secret -> vmid
         self._lock = asyncio.Lock()
@@ -155,7 +157,7 @@ class K3sControl:
         self.clusters.clear()
 
     def add_routes(self, app: web.Application) -> None:
-        add_release_routes(app, lambda: self.base_url)
+        add_release_routes(app, lambda: self.base_url, self.channels)
         app.router.add_post("/k3s/v1/install", self._install)
         app.router.add_post("/k3s/v1/uninstall", self._uninstall)
         app.router.add_post("/k3s/v1/killall", self._killall)
@@ -240,7 +242,7 @@ class K3sControl:
         argv = [str(a) for a in form.getall("arg", [])]
         out: list[str] = []
         try:
-            req = build_request(env, argv, config_texts(guest.root))
+            req = build_request(env, argv, config_texts(guest.root), self.channels)
             if env.get("INSTALL_K3S_SKIP_DOWNLOAD", "").lower() == "true":
                 # Air-gapped: the binary is already in place; its version is what gets installed.
                 binary = guest.root.path(f"{BIN}/k3s")

@@ -166,7 +166,12 @@ def merge_config(config_texts: list[str], cli: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def build_request(env: dict[str, str], argv: list[str], config_texts: list[str]) -> InstallRequest:
+def build_request(
+    env: dict[str, str],
+    argv: list[str],
+    config_texts: list[str],
+    channels: dict[str, str] | None = None,
+) -> InstallRequest:
     """Decide command, version and flags exactly as the install script and K3s do."""
     args = shlex.split(env.get("INSTALL_K3S_EXEC", "")) + list(argv)
     url = env.get("K3S_URL", "")
@@ -200,7 +205,7 @@ def build_request(env: dict[str, str], argv: list[str], config_texts: list[str])
     version = env.get("INSTALL_K3S_VERSION", "").strip()
     if not version:
         channel = env.get("INSTALL_K3S_CHANNEL", "stable").strip() or "stable"
-        version = DEFAULT_CHANNELS.get(channel, "")
+        version = (DEFAULT_CHANNELS if channels is None else channels).get(channel, "")
         if not version:
             raise UsageError("Download failed")
     return InstallRequest(command=command, version=version, flags=flags, env=env, args=args)
