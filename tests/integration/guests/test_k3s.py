@@ -16,6 +16,7 @@ from fixtures.guests import (
     Kubectl,
     LabGuest,
     eventually,
+    lab_net,
     nodes,
     pointed_at,
     ready,
@@ -25,6 +26,7 @@ from k3s_deploy.lab.controlplane.processes import free_port
 from k3s_deploy.lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
+NET = lab_net()
 
 StartGuest = Callable[..., Awaitable[LabGuest]]
 V1 = "v1.31.4+k3s1"
@@ -34,7 +36,7 @@ V2 = "v1.32.0+k3s1"
 async def test_server_install_then_kubectl_lists_the_node_ready(
     start_guest: StartGuest, host_kubectl: Kubectl
 ) -> None:
-    server = await start_guest(301, "127.0.31.1", name="srv-1")
+    server = await start_guest(301, f"{NET}1", name="srv-1")
     result = await server.install_k3s(
         "server", "--tls-san", "k3s.example.test", env=f"INSTALL_K3S_VERSION={V1}"
     )
@@ -52,7 +54,7 @@ async def test_server_install_then_kubectl_lists_the_node_ready(
 
     k3s_yaml = await server.read("/etc/rancher/k3s/k3s.yaml")
     assert "https://127.0.0.1:6443" in k3s_yaml
-    listed = await nodes(host_kubectl, pointed_at(k3s_yaml, "127.0.31.1"))
+    listed = await nodes(host_kubectl, pointed_at(k3s_yaml, f"{NET}1"))
     node = listed["srv-1"]
     assert ready(node) == "True"
     assert node["status"]["nodeInfo"]["kubeletVersion"] == V1
@@ -69,21 +71,21 @@ async def test_server_install_then_kubectl_lists_the_node_ready(
 async def test_ha_join_agents_wrong_token_upgrade_cordon_uninstall(
     start_guest: StartGuest, guest_feed: FakeGuestsEndpoint, guests: GuestsService, host_kubectl: Kubectl
 ) -> None:
-    init = await start_guest(311, "127.0.31.11", name="srv-a")
-    joiner = await start_guest(312, "127.0.31.12", name="srv-b")
-    agent = await start_guest(313, "127.0.31.13", name="agent-a")
-    intruder = await start_guest(314, "127.0.31.14", name="agent-x")
+    init = await start_guest(311, f"{NET}11", name="srv-a")
+    joiner = await start_guest(312, f"{NET}12", name="srv-b")
+    agent = await start_guest(313, f"{NET}13", name="agent-a")
+    intruder = await start_guest(314, f"{NET}14", name="agent-x")
     env = f"INSTALL_K3S_VERSION={V1} K3S_TOKEN=s3cret-lab-token"
-    first = await init.install_k3s("server", "--cluster-init", "--tls-san", "127.0.31.11", env=env)
+    first = await init.install_k3s("server", "--cluster-init", "--tls-san", f"{NET}11", env=env)
     assert first.exit_status == 0, first.stderr
     token = (await init.run("sudo cat /var/lib/rancher/k3s/server/node-token", check=True)).stdout.strip()
     assert token.endswith("::server:s3cret-lab-token")
 
-    url = "K3S_URL=https://127.0.31.11:6443"
+    url = f"K3S_URL=https://{NET}11:6443"
     joined = await joiner.install_k3s(
         "server",
         "--server",
-        "https://127.0.31.11:6443",
+        f"https://{NET}11:6443",
         "--node-label",
         "zone=b",
         env=f"INSTALL_K3S_VERSION={V1} K3S_TOKEN={token}",
@@ -107,7 +109,7 @@ async def test_ha_join_agents_wrong_token_upgrade_cordon_uninstall(
     )
     assert "token CA hash does not match the Cluster CA certificate hash" in bad_hash.stderr
     nowhere = await intruder.install_k3s(
-        env=f"INSTALL_K3S_VERSION={V1} K3S_URL=https://127.0.31.99:6443 K3S_TOKEN=x"
+        env=f"INSTALL_K3S_VERSION={V1} K3S_URL=https://{NET}99:6443 K3S_TOKEN=x"
     )
     assert nowhere.exit_status != 0
     assert "connect: connection refused" in nowhere.stderr
@@ -119,7 +121,7 @@ async def test_ha_join_agents_wrong_token_upgrade_cordon_uninstall(
     assert "Download failed" in bad_version.stderr
 
     # The joined server answers the API at its own address, with a certificate for it.
-    kubeconfig = pointed_at(await joiner.read("/etc/rancher/k3s/k3s.yaml"), "127.0.31.12")
+    kubeconfig = pointed_at(await joiner.read("/etc/rancher/k3s/k3s.yaml"), f"{NET}12")
     listed = await nodes(host_kubectl, kubeconfig)
     assert set(listed) == {"srv-a", "srv-b", "agent-a"}
     assert all(ready(n) == "True" for n in listed.values())
@@ -156,14 +158,14 @@ async def test_ha_join_agents_wrong_token_upgrade_cordon_uninstall(
 async def test_vm_stop_makes_the_node_not_ready_and_start_ready_again(
     start_guest: StartGuest, guest_feed: FakeGuestsEndpoint, guests: GuestsService, host_kubectl: Kubectl
 ) -> None:
-    server = await start_guest(321, "127.0.31.21", name="srv-p")
-    agent = await start_guest(322, "127.0.31.22", name="agent-p")
+    server = await start_guest(321, f"{NET}21", name="srv-p")
+    agent = await start_guest(322, f"{NET}22", name="agent-p")
     assert (await server.install_k3s(env=f"INSTALL_K3S_VERSION={V1} K3S_TOKEN=t0k")).exit_status == 0
     joined = await agent.install_k3s(
-        env=f"INSTALL_K3S_VERSION={V1} K3S_URL=https://127.0.31.21:6443 K3S_TOKEN=t0k"
+        env=f"INSTALL_K3S_VERSION={V1} K3S_URL=https://{NET}21:6443 K3S_TOKEN=t0k"
     )
     assert joined.exit_status == 0, joined.stderr
-    kubeconfig = pointed_at(await server.read("/etc/rancher/k3s/k3s.yaml"), "127.0.31.21")
+    kubeconfig = pointed_at(await server.read("/etc/rancher/k3s/k3s.yaml"), f"{NET}21")
     assert ready((await nodes(host_kubectl, kubeconfig))["agent-p"]) == "True"
 
     await guest_feed.stop_vm(322)
@@ -193,12 +195,12 @@ async def test_clusters_survive_a_restart_of_the_guests_process(
             pve_json=tmp_path / "pve.json", state_dir=tmp_path / "guests", ssh_port=free_port()
         )
 
-    await guest_feed.run_vm(331, "127.0.31.31", keys=[client_key.export_public_key().decode()], name="srv-r")
+    await guest_feed.run_vm(331, f"{NET}31", keys=[client_key.export_public_key().decode()], name="srv-r")
     async with service().running() as first:
         await wait_for_guest(first, 331)
-        server = LabGuest(first, "127.0.31.31", client_key)
+        server = LabGuest(first, f"{NET}31", client_key)
         assert (await server.install_k3s("--cluster-init", env=f"INSTALL_K3S_VERSION={V1}")).exit_status == 0
-        kubeconfig = pointed_at(await server.read("/etc/rancher/k3s/k3s.yaml"), "127.0.31.31")
+        kubeconfig = pointed_at(await server.read("/etc/rancher/k3s/k3s.yaml"), f"{NET}31")
         code, _, err = await host_kubectl(kubeconfig, "create namespace kept")
         assert code == 0, err
     code, _, _ = await host_kubectl(kubeconfig, "get nodes")
@@ -215,7 +217,7 @@ async def test_air_gapped_install_uses_the_binary_in_place(
     start_guest: StartGuest, guests: GuestsService, host_kubectl: Kubectl
 ) -> None:
     assert guests.k3s is not None
-    server = await start_guest(341, "127.0.31.41", name="srv-air")
+    server = await start_guest(341, f"{NET}41", name="srv-air")
     missing = await server.install_k3s(env="INSTALL_K3S_SKIP_DOWNLOAD=true")
     assert missing.exit_status != 0
     assert "Executable k3s binary not found at /usr/local/bin/k3s" in missing.stderr
@@ -224,16 +226,14 @@ async def test_air_gapped_install_uses_the_binary_in_place(
         f"sudo curl -sfL -o /usr/local/bin/k3s {binary} && sudo chmod 0755 /usr/local/bin/k3s"
     )
     assert fetched.exit_status == 0, fetched.stderr
-    result = await server.install_k3s(
-        "server", "--node-ip", "127.0.31.41", env="INSTALL_K3S_SKIP_DOWNLOAD=true"
-    )
+    result = await server.install_k3s("server", "--node-ip", f"{NET}41", env="INSTALL_K3S_SKIP_DOWNLOAD=true")
     assert result.exit_status == 0, result.stderr
     assert (await server.run("k3s --version", check=True)).stdout.startswith("k3s version v1.30.8+k3s1 (")
     node = (
-        await nodes(host_kubectl, pointed_at(await server.read("/etc/rancher/k3s/k3s.yaml"), "127.0.31.41"))
+        await nodes(host_kubectl, pointed_at(await server.read("/etc/rancher/k3s/k3s.yaml"), f"{NET}41"))
     )["srv-air"]
     assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.30.8+k3s1"
-    assert {"type": "InternalIP", "address": "127.0.31.41"} in node["status"]["addresses"]
+    assert {"type": "InternalIP", "address": f"{NET}41"} in node["status"]["addresses"]
 
 
 async def test_channel_installs_follow_what_the_lab_publishes(
@@ -248,7 +248,7 @@ async def test_channel_installs_follow_what_the_lab_publishes(
         async with http.get(url) as resp:
             listed = {c["name"]: c["latest"] for c in (await resp.json())["data"]}
     assert listed["stable"] == "v1.31.5+k3s1"
-    server = await start_guest(351, "127.0.31.51", name="srv-chan")
+    server = await start_guest(351, f"{NET}51", name="srv-chan")
     result = await server.install_k3s(env="INSTALL_K3S_CHANNEL=stable")
     assert result.exit_status == 0, result.stderr
     assert "[INFO]  Using v1.31.5+k3s1 as release" in result.stdout

@@ -6,13 +6,14 @@ import asyncssh
 import pytest
 import yaml
 
-from fixtures.guests import FakeGuestsEndpoint, wait_for_guest
+from fixtures.guests import FakeGuestsEndpoint, lab_net, wait_for_guest
 from k3s_deploy import errors
 from k3s_deploy.adapters.ssh import AsyncSshRunner
 from k3s_deploy.lab.guests.service import GuestsService
 from k3s_deploy.ports.ssh import SshTarget
 
 pytestmark = pytest.mark.integration
+NET = lab_net()
 
 
 async def test_operator_adapter_installs_k3s_and_pins_the_host_key(
@@ -20,10 +21,10 @@ async def test_operator_adapter_installs_k3s_and_pins_the_host_key(
 ) -> None:
     assert guests.k3s is not None
     public = client_key.export_public_key().decode()
-    await guest_feed.run_vm(501, "127.0.35.1", keys=[public], name="op-srv", instance_id="first")
+    await guest_feed.run_vm(501, f"{NET}1", keys=[public], name="op-srv", instance_id="first")
     await wait_for_guest(guests, 501)
     runner = AsyncSshRunner(connect_timeout=5, attempts=2, backoff=0.1)
-    target = SshTarget(host="127.0.35.1", port=guests.ssh_port, user="ubuntu",
+    target = SshTarget(host=f"{NET}1", port=guests.ssh_port, user="ubuntu",
                        private_key=client_key.export_private_key().decode())  # fmt: skip
 
     pinned = await runner.host_key(target)
@@ -49,7 +50,7 @@ async def test_operator_adapter_installs_k3s_and_pins_the_host_key(
     # The VM is re-created (new instance): a new host key, which the pinned target refuses.
     await guest_feed.destroy_vm(501)
     await wait_for_guest(guests, 501, present=False)
-    await guest_feed.run_vm(501, "127.0.35.1", keys=[public], name="op-srv", instance_id="second")
+    await guest_feed.run_vm(501, f"{NET}1", keys=[public], name="op-srv", instance_id="second")
     await wait_for_guest(guests, 501)
     with pytest.raises(errors.HostKeyMismatch):
         await runner.run(target, "true")

@@ -9,10 +9,11 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from fixtures.guests import FakeGuestsEndpoint, ssh_options, wait_for_guest
+from fixtures.guests import FakeGuestsEndpoint, lab_net, ssh_options, wait_for_guest
 from k3s_deploy.lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
+NET = lab_net()
 
 
 async def _connect(
@@ -24,9 +25,9 @@ async def _connect(
 async def test_login_with_the_cloud_init_key_and_user_only(
     guests: GuestsService, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey
 ) -> None:
-    await guest_feed.run_vm(101, "127.0.30.11", keys=[client_key.export_public_key().decode()])
+    await guest_feed.run_vm(101, f"{NET}11", keys=[client_key.export_public_key().decode()])
     await wait_for_guest(guests, 101)
-    async with await _connect(guests, "127.0.30.11", client_key) as conn:
+    async with await _connect(guests, f"{NET}11", client_key) as conn:
         result = await conn.run("echo out; echo err >&2; hostname; exit 3")
     assert result.exit_status == 3
     assert result.stdout == "out\nvm101\n"
@@ -34,52 +35,52 @@ async def test_login_with_the_cloud_init_key_and_user_only(
 
     stranger = asyncssh.generate_private_key("ssh-ed25519")
     with pytest.raises(asyncssh.PermissionDenied):
-        await _connect(guests, "127.0.30.11", stranger)
+        await _connect(guests, f"{NET}11", stranger)
     with pytest.raises(asyncssh.PermissionDenied):
-        await _connect(guests, "127.0.30.11", client_key, username="root")
+        await _connect(guests, f"{NET}11", client_key, username="root")
 
 
 async def test_stopped_vm_stops_answering(
     guests: GuestsService, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey
 ) -> None:
-    await guest_feed.run_vm(102, "127.0.30.12", keys=[client_key.export_public_key().decode()])
+    await guest_feed.run_vm(102, f"{NET}12", keys=[client_key.export_public_key().decode()])
     await wait_for_guest(guests, 102)
-    conn = await _connect(guests, "127.0.30.12", client_key)
+    conn = await _connect(guests, f"{NET}12", client_key)
     await guest_feed.stop_vm(102)
     await wait_for_guest(guests, 102, present=False)
     await conn.wait_closed()
     with pytest.raises(OSError):
-        await _connect(guests, "127.0.30.12", client_key)
+        await _connect(guests, f"{NET}12", client_key)
 
 
 async def test_host_key_stable_across_restart_new_after_recreation(
     guests: GuestsService, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey
 ) -> None:
     keys = [client_key.export_public_key().decode()]
-    await guest_feed.run_vm(103, "127.0.30.13", keys=keys, instance_id="inst-a")
+    await guest_feed.run_vm(103, f"{NET}13", keys=keys, instance_id="inst-a")
 
     async def host_key() -> str:
         await wait_for_guest(guests, 103)
-        async with await _connect(guests, "127.0.30.13", client_key) as conn:
+        async with await _connect(guests, f"{NET}13", client_key) as conn:
             server_key = conn.get_server_host_key()
             assert server_key is not None
             return str(server_key.get_fingerprint())
 
     first = await host_key()
-    async with await _connect(guests, "127.0.30.13", client_key) as conn:
+    async with await _connect(guests, f"{NET}13", client_key) as conn:
         await conn.run("echo kept > /root/marker", check=True)
     await guest_feed.stop_vm(103)
     await wait_for_guest(guests, 103, present=False)
     await guest_feed.start_vm(103)
     assert await host_key() == first
-    async with await _connect(guests, "127.0.30.13", client_key) as conn:
+    async with await _connect(guests, f"{NET}13", client_key) as conn:
         assert (await conn.run("cat /root/marker", check=True)).stdout == "kept\n"
 
     await guest_feed.destroy_vm(103)
     await wait_for_guest(guests, 103, present=False)
-    await guest_feed.run_vm(103, "127.0.30.13", keys=keys, instance_id="inst-b")
+    await guest_feed.run_vm(103, f"{NET}13", keys=keys, instance_id="inst-b")
     assert await host_key() != first
-    async with await _connect(guests, "127.0.30.13", client_key) as conn:
+    async with await _connect(guests, f"{NET}13", client_key) as conn:
         assert (await conn.run("test -e /root/marker")).exit_status == 1
 
 
@@ -87,13 +88,13 @@ async def test_guests_have_separate_filesystems_sftp_and_sudo(
     guests: GuestsService, guest_feed: FakeGuestsEndpoint, client_key: asyncssh.SSHKey
 ) -> None:
     keys = [client_key.export_public_key().decode()]
-    await guest_feed.run_vm(104, "127.0.30.14", keys=keys)
-    await guest_feed.run_vm(105, "127.0.30.15", keys=keys)
+    await guest_feed.run_vm(104, f"{NET}14", keys=keys)
+    await guest_feed.run_vm(105, f"{NET}15", keys=keys)
     await wait_for_guest(guests, 104)
     await wait_for_guest(guests, 105)
     async with (
-        await _connect(guests, "127.0.30.14", client_key) as a,
-        await _connect(guests, "127.0.30.15", client_key) as b,
+        await _connect(guests, f"{NET}14", client_key) as a,
+        await _connect(guests, f"{NET}15", client_key) as b,
     ):
         made = await a.run(
             "sudo mkdir -p /etc/rancher/k3s && echo a | sudo tee /etc/rancher/k3s/who", check=True
@@ -124,7 +125,7 @@ async def test_openssh_client_and_scp_work_against_a_guest(
     ssh = shutil.which("ssh")
     if ssh is None:
         pytest.skip("OpenSSH client not installed")
-    await guest_feed.run_vm(106, "127.0.30.16", keys=[client_key.export_public_key().decode()])
+    await guest_feed.run_vm(106, f"{NET}16", keys=[client_key.export_public_key().decode()])
     await wait_for_guest(guests, 106)
     identity = tmp_path / "id_ed25519"
     client_key.write_private_key(str(identity))
@@ -140,14 +141,14 @@ async def test_openssh_client_and_scp_work_against_a_guest(
         return proc.returncode or 0, out.decode()
 
     code, out = await run(
-        ssh, *common, "-p", str(guests.ssh_port), "ubuntu@127.0.30.16", "uname -s; cat /etc/hostname"
+        ssh, *common, "-p", str(guests.ssh_port), f"ubuntu@{NET}16", "uname -s; cat /etc/hostname"
     )
     assert (code, out) == (0, "Linux\nvm106\n")
     local = tmp_path / "payload"
     local.write_text("scp payload\n")
     code, out = await run(
-        "scp", *common, "-P", str(guests.ssh_port), str(local), "ubuntu@127.0.30.16:/tmp/payload"
+        "scp", *common, "-P", str(guests.ssh_port), str(local), f"ubuntu@{NET}16:/tmp/payload"
     )
     assert code == 0, out
-    code, out = await run(ssh, *common, "-p", str(guests.ssh_port), "ubuntu@127.0.30.16", "cat /tmp/payload")
+    code, out = await run(ssh, *common, "-p", str(guests.ssh_port), f"ubuntu@{NET}16", "cat /tmp/payload")
     assert (code, out) == (0, "scp payload\n")

@@ -12,6 +12,7 @@ from fixtures.guests import (
     Kubectl,
     LabGuest,
     eventually,
+    lab_net,
     nodes,
     pointed_at,
     ready,
@@ -22,6 +23,7 @@ from fixtures.pve import PveSim
 from k3s_deploy.lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
+NET = lab_net()
 
 
 async def _task(sim: PveSim, upid: str) -> None:
@@ -42,22 +44,22 @@ async def test_vm_made_through_the_api_is_reachable_over_ssh_and_runs_k3s(
         vm.config.put,
         ciuser="k3s",
         sshkeys=urllib.parse.quote(key, safe=""),
-        ipconfig0="ip=127.0.42.20/24,gw=127.0.42.1",
+        ipconfig0=f"ip={NET}20/24,gw={NET}1",
     )
     await _task(pve_sim, await asyncio.to_thread(vm.status.start.post))
     await wait_for_guest(pve_guests, 420, within=30)
 
     options = ssh_options(client_key, "k3s")
-    async with asyncssh.connect("127.0.42.20", pve_guests.ssh_port, **options) as conn:
+    async with asyncssh.connect(f"{NET}20", pve_guests.ssh_port, **options) as conn:
         result = await conn.run("hostname; id -un; sudo test -w /etc && echo root-ok", check=True)
         first_key = conn.get_server_host_key()
     assert result.stdout.splitlines()[0] == "lab-420"
     assert result.stdout.splitlines()[-1] == "root-ok"
     assert first_key is not None
-    guest = LabGuest(pve_guests, "127.0.42.20", client_key, user="k3s")
+    guest = LabGuest(pve_guests, f"{NET}20", client_key, user="k3s")
     installed = await guest.install_k3s("--cluster-init", env="INSTALL_K3S_VERSION=v1.31.4+k3s1")
     assert installed.exit_status == 0, installed.stderr
-    kubeconfig = pointed_at(await guest.read("/etc/rancher/k3s/k3s.yaml"), "127.0.42.20")
+    kubeconfig = pointed_at(await guest.read("/etc/rancher/k3s/k3s.yaml"), f"{NET}20")
 
     async def node_ready_is(value: str) -> bool:
         return ready((await nodes(host_kubectl, kubeconfig))["lab-420"]) == value
@@ -67,12 +69,12 @@ async def test_vm_made_through_the_api_is_reachable_over_ssh_and_runs_k3s(
     await _task(pve_sim, await asyncio.to_thread(vm.status.stop.post))
     await wait_for_guest(pve_guests, 420, present=False, within=30)
     with pytest.raises(OSError):
-        await asyncssh.connect("127.0.42.20", pve_guests.ssh_port, **options)
+        await asyncssh.connect(f"{NET}20", pve_guests.ssh_port, **options)
     await eventually(lambda: node_ready_is("Unknown"))
 
     await _task(pve_sim, await asyncio.to_thread(vm.status.start.post))
     await wait_for_guest(pve_guests, 420, within=30)
-    async with asyncssh.connect("127.0.42.20", pve_guests.ssh_port, **options) as conn:
+    async with asyncssh.connect(f"{NET}20", pve_guests.ssh_port, **options) as conn:
         again = conn.get_server_host_key()
     assert again is not None and again.public_data == first_key.public_data
     await eventually(lambda: node_ready_is("True"))
