@@ -269,10 +269,13 @@ async def test_stop_agents_then_servers_and_start_servers_then_agents() -> None:
 async def test_drift_k3s_removed_by_hand_is_reinstalled() -> None:
     w, b = await ready_cluster(1, 1)
     w.ssh.hosts[w.ip("demo-agent-0")].version = None
+    w.target.not_ready.add("demo-agent-0")  # the reinstalled node takes a moment to be Ready
     out = await w.pass_(b)
-    assert cond(out, "NodesInSync")["reason"] == "K3sMissing"
+    drift = cond(out, "NodesInSync")
+    assert (drift["status"], drift["reason"]) == ("False", "K3sMissing") and "demo-agent-0" in drift["message"]
     assert any(e.reason == "DriftDetected" and "demo-agent-0" in e.message for e in out.events)
     assert w.of("install") == ["demo-agent-0"]
+    w.target.not_ready.clear()
     out = await w.settle(b)
     assert cond(out, "NodesInSync")["status"] == "True" and cond(out, "Ready")["status"] == "True"
 
@@ -281,7 +284,10 @@ async def test_drift_node_deleted_from_the_cluster_rejoins() -> None:
     w, b = await ready_cluster(1, 1)
     w.target.deleted["demo-agent-0"] = w.target._installs("demo-agent-0")
     out = await w.pass_(b)
-    assert cond(out, "NodesInSync")["reason"] == "NodeMissing"
+    # repaired within the pass: reinstalling registered the node again and the cluster is Ready
+    drift = cond(out, "NodesInSync")
+    assert (drift["status"], drift["reason"]) == ("True", "Repaired") and "demo-agent-0" in drift["message"]
+    assert cond(out, "Ready")["status"] == "True"
     assert w.of("install") == ["demo-agent-0"]
     out = await w.settle(b)
     assert cond(out, "Ready")["status"] == "True"

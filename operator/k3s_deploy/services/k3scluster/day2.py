@@ -387,8 +387,11 @@ class Day2:
     # --- after health ----------------------------------------------------------------------------------
 
     def after_health(self) -> None:
-        """The cluster is Ready: report the version check as UpToDate."""
+        """The cluster is Ready: drift repaired in this pass is in sync again; the version check as UpToDate."""
         r = self.r
+        if self.drift and all(reason in ("K3sMissing", "NodeMissing") for reason, _ in self.drift):
+            repaired = "; ".join(m for _, m in self.drift)[:1000]
+            r.conditions.set(NODES_IN_SYNC, True, "Repaired", f"repaired: {repaired}")
         lowest = r.status.get("k3sVersion")
         available = r.status.get("availableVersion")
         channel = r.spec.k3s.channel or channels.DEFAULT_CHANNEL
