@@ -96,6 +96,7 @@ class FakeHost:
     scripts: list[str] = field(default_factory=list)
     reachable: bool = True
     fail_install: str | None = None
+    half_install: bool = False
 
 
 K3S_YAML = """apiVersion: v1
@@ -148,6 +149,8 @@ class FakeSsh:
             host.scripts.append(input)
             self.log.append((target.host, "install"))
             if host.fail_install:
+                if host.half_install:  # the binary lands, the service does not start
+                    host.version = "v1.31.4+k3s1"
                 return CommandResult(1, "", host.fail_install, host.host_key)
             env = dict(re.findall(r"^export (\w+)=(.*)$", input, re.M))
             host.version = shlex.split(env.get("INSTALL_K3S_VERSION", "v1.31.4+k3s1"))[0]
@@ -155,7 +158,8 @@ class FakeSsh:
                 host.kubeconfig = K3S_YAML
             return CommandResult(0, "[INFO] done", "", host.host_key)
         self.log.append((target.host, "probe"))
-        out = f"k3s version {host.version} (abcdef)\n" if host.version else ""
+        out = "k3s-deploy:server-kubeconfig\n" if host.kubeconfig else ""
+        out += f"k3s version {host.version} (abcdef)\n" if host.version else ""
         return CommandResult(0, out, "", host.host_key)
 
     async def fetch(

@@ -272,3 +272,29 @@ async def test_teardown_deletes_children_then_our_secrets_only() -> None:
     removed = await teardown(w.objects, body)
     assert removed == ["Secret demo-kubeconfig", "Secret demo-token"]
     assert set(w.objects.secrets) == {(NS, "ssh"), (NS, "unrelated")}
+
+
+async def test_failed_server_install_is_retried_before_agents_join() -> None:
+    w, body = World(), cluster_body(1, 1)
+    await w.pass_(body)
+    w.boot()
+    server = w.ssh.hosts["10.0.0.10"]
+    server.fail_install, server.half_install = "kube-apiserver exited (code 1)", True
+    failed = await w.pass_(body)
+    assert cond(failed, "Stalled")["reason"] == "K3sInstallFailed"
+    assert next(n for n in failed.status["nodes"] if n["name"] == "demo-server-0")["state"] == "InstallFailed"
+    assert w.ssh.installs() == ["10.0.0.10"], "agents must not join a server that did not come up"
+    server.fail_install = None
+    healed = await w.pass_(body)
+    assert cond(healed, "Ready")["status"] == "True", healed.status["conditions"]
+    assert w.ssh.installs() == ["10.0.0.10", "10.0.0.10", "10.0.0.11"]
+
+
+async def test_server_binary_without_running_k3s_is_reinstalled() -> None:
+    w, body = World(), cluster_body(1, 0)
+    await w.pass_(body)
+    w.boot()
+    w.ssh.hosts["10.0.0.10"].version = "v1.31.4+k3s1"  # left behind by an earlier attempt
+    out = await w.pass_(body)
+    assert cond(out, "Ready")["status"] == "True"
+    assert w.ssh.installs() == ["10.0.0.10"]

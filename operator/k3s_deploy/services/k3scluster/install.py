@@ -27,8 +27,12 @@ DEFAULT_CHANNEL = "stable"
 VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 _VERSION_IN_OUTPUT = re.compile(r"\bv\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
 
-# Prints the installed K3s version (first line of `k3s --version`) or nothing.
+# A server that started writes its admin kubeconfig here; its absence means K3s never came up.
+SERVER_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
+SERVER_UP_MARKER = "k3s-deploy:server-kubeconfig"
+# Prints the installed K3s version (first line of `k3s --version`), then the marker if a server is up.
 PROBE_COMMAND = (
+    f"test -s {SERVER_KUBECONFIG} && echo {SERVER_UP_MARKER}; "
     "for b in k3s /usr/local/bin/k3s; do "
     'if command -v "$b" >/dev/null 2>&1; then "$b" --version 2>/dev/null | head -n 1; exit 0; fi; '
     "done; exit 0"

@@ -21,6 +21,7 @@ class Probe:
     name: str
     host_key: str
     installed_version: str | None
+    server_up: bool = False
 
 
 def pinned_key(
@@ -62,7 +63,12 @@ async def probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: floa
             f"node {name}: probing K3s failed (exit {result.exit_status}): {result.stderr.strip()[-_TAIL:]}",
             exit_status=result.exit_status,
         )
-    return Probe(name, result.host_key, install.parse_version(result.stdout))
+    return Probe(
+        name,
+        result.host_key,
+        install.parse_version(result.stdout.replace(install.SERVER_UP_MARKER, "")),
+        install.SERVER_UP_MARKER in result.stdout,
+    )
 
 
 async def run_install(ssh: SshRunner, name: str, target: SshTarget, script: str, *, timeout_s: float) -> None:

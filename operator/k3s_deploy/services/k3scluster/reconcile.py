@@ -41,6 +41,8 @@ STEPS = (VMS_READY, SERVERS_READY, AGENTS_READY)
 
 # How soon to look again while waiting for something that is on its way (VMs booting, nodes joining).
 WAIT_DELAY = 3.0
+# Node state recorded when its install failed: the next pass installs it again.
+INSTALL_FAILED = "InstallFailed"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class _NodeView:
     host_key: str | None = None
     k3s_version: str | None = None
     ready: bool = False
+    server_up: bool = False
     state: str = "Pending"
     message: str | None = None
 
@@ -334,6 +337,7 @@ class Reconciler:
                 )
             view.host_key = result.host_key
             view.k3s_version = result.installed_version
+            view.server_up = result.server_up
             view.message = None
             view.state = "Installed" if result.installed_version else "Reachable"
 
@@ -378,8 +382,17 @@ class Reconciler:
             source=source,
         )
 
+    def _installed(self, view: _NodeView) -> str | None:
+        """The version to plan with: a node whose last install failed, or a server whose K3s never
+        came up (no admin kubeconfig), is treated as not installed so it is installed again."""
+        if (self.recorded.get(view.name) or {}).get("state") == INSTALL_FAILED:
+            return None
+        if view.role == "server" and not view.server_up:
+            return None
+        return view.k3s_version
+
     async def bootstrap(self, private_key: str, token: str, settings: install.K3sSettings) -> None:
-        facts = [install.NodeFacts(v.name, v.role, v.ip, v.k3s_version) for v in self.views.values()]
+        facts = [install.NodeFacts(v.name, v.role, v.ip, self._installed(v)) for v in self.views.values()]
         plan = install.plan(facts, settings, init_server=self.old_status.get("initServer"))
         if self.status.get("initServer") != plan.init_server:
             self.status["initServer"] = plan.init_server
@@ -387,6 +400,9 @@ class Reconciler:
         if not plan.steps:
             return
         self.status["phase"] = "Bootstrapping"
+        self.conditions.reconciling(
+            True, "InstallingK3s", "installing K3s on " + ", ".join(s.node for s in plan.steps)
+        )
         sans = install.tls_sans(settings, [v.ip for v in self.views.values() if v.role == "server" and v.ip])
         timeout = float(self.spec.ssh.command_timeout_seconds)
 
@@ -408,10 +424,12 @@ class Reconciler:
                 await nodes.run_install(self.deps.ssh, step.node, target, script, timeout_s=timeout)
                 after = await nodes.probe(self.deps.ssh, step.node, target, timeout_s=timeout)
             except errors.K3sDeployError as exc:
-                view.state, view.message = "Failed", exc.message
-                self.event("Warning", exc.reason, exc.message)
+                view.state, view.message = (
+                    (INSTALL_FAILED if not exc.transient else "Unreachable"),
+                    exc.message,
+                )
                 raise
-            view.k3s_version = after.installed_version
+            view.k3s_version, view.server_up = after.installed_version, after.server_up
             view.state, view.message = "Joined", None
             self.event(
                 "Normal",
@@ -559,7 +577,7 @@ class Reconciler:
         if not self.conditions.is_true(VMS_READY):
             self.conditions.set(VMS_READY, status, exc.reason, exc.message)
             return
-        failed = [v for v in self.views.values() if v.state in ("Failed", "Unreachable")]
+        failed = [v for v in self.views.values() if v.state in ("Failed", "Unreachable", INSTALL_FAILED)]
         roles = {v.role for v in failed} or {"server", "agent"}
         for role, cond in (("server", SERVERS_READY), ("agent", AGENTS_READY)):
             if role in roles:
