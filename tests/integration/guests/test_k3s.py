@@ -182,9 +182,19 @@ async def test_vm_stop_makes_the_node_not_ready_and_start_ready_again(
     await wait_for_guest(guests, 322)
     await eventually(lambda: agent_ready_is("True"))
 
-    # k3s-killall.sh stops the service: NotReady until K3s is started again (here: by the installer).
+    # k3s-killall.sh stops the service: NotReady until K3s is started again.
     assert (await agent.run("sudo k3s-killall.sh")).exit_status == 0
     await eventually(lambda: agent_ready_is("Unknown"))
+    inactive = await agent.run("systemctl is-active k3s-agent")
+    assert (inactive.exit_status, inactive.stdout) == (3, "inactive\n")
+    assert (await agent.run("sudo systemctl start k3s-agent")).exit_status == 0
+    await eventually(lambda: agent_ready_is("True"))
+    status = await agent.run("systemctl status k3s-agent.service")
+    assert status.exit_status == 0 and "Active: active (running)" in status.stdout
+    assert (await agent.run("sudo systemctl stop k3s-agent")).exit_status == 0
+    await eventually(lambda: agent_ready_is("Unknown"))
+    assert (await agent.run("systemctl start k3s")).exit_status == 5  # not this node's unit
+    assert (await agent.run("systemctl status ssh")).exit_status == 1  # no systemd in a lab guest
 
 
 async def test_clusters_survive_a_restart_of_the_guests_process(

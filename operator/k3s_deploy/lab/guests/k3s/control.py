@@ -161,6 +161,7 @@ class K3sControl:
         app.router.add_post("/k3s/v1/install", self._install)
         app.router.add_post("/k3s/v1/uninstall", self._uninstall)
         app.router.add_post("/k3s/v1/killall", self._killall)
+        app.router.add_post("/k3s/v1/service", self._service)
 
     # ----- power and heartbeats -------------------------------------------------------------------
 
@@ -173,6 +174,7 @@ class K3sControl:
             path.chmod(0o600)
             self._guest_tokens = {k: v for k, v in self._guest_tokens.items() if v != spec.vmid}
             self._guest_tokens[secret] = spec.vmid
+            write_file(root, "/usr/local/sbin/systemctl", scripts.systemctl_sh(self.base_url), 0o755)
         else:
             self._guest_tokens = {k: v for k, v in self._guest_tokens.items() if v != spec.vmid}
         install = self.installs.get(spec.instance_id)
@@ -306,18 +308,53 @@ class K3sControl:
 
     async def _killall(self, request: web.Request) -> web.Response:
         guest = self._caller(await request.post())
+        await self._set_service(guest, False)
+        return web.Response(text="")
+
+    async def _set_service(self, guest: RunningGuest, running: bool) -> None:
+        """Stop (k3s-killall.sh, systemctl stop) or start (systemctl start/restart) this guest's k3s."""
         async with self._lock:
             install = self.installs.get(guest.spec.instance_id)
             cluster = self.clusters.get(install.cluster_id) if install else None
             if install is not None and cluster is not None:
-                install.enabled = False
+                install.enabled = running
                 node = cluster.nodes.get(guest.spec.instance_id)
                 if node is not None:
-                    node.running = False
+                    node.running = running
                     with contextlib.suppress(Exception):
                         await cluster.post_status(node)
             self._save()
-        return web.Response(text="")
+
+    async def _service(self, request: web.Request) -> web.Response:
+        """The guest's ``systemctl`` for the k3s units; answers ``<exit code>\\n<output>``."""
+        form = await request.post()
+        guest = self._caller(form)
+        action, unit = str(form.get("action", "")), str(form.get("unit", ""))
+        install = self.installs.get(guest.spec.instance_id)
+        mine = install is not None and unit == ("k3s" if install.role == "server" else "k3s-agent")
+        active = mine and install is not None and install.enabled
+        if action in ("is-active", "is-enabled"):
+            word = (
+                ("active" if active else "inactive") if action == "is-active" else ("enabled" if mine else "")
+            )
+            return web.Response(text=f"{0 if (active if action == 'is-active' else mine) else 3}\n{word}\n")
+        if not mine:
+            return web.Response(
+                text=f"5\nFailed to {action} {unit}.service: Unit {unit}.service not found.\n"
+            )
+        if action == "status":
+            state = "active (running)" if active else "inactive (dead)"
+            return web.Response(
+                text=f"{0 if active else 3}\n* {unit}.service - Lightweight Kubernetes\n"
+                f"     Loaded: loaded (/etc/systemd/system/{unit}.service; enabled)\n"
+                f"     Active: {state}\n"
+            )
+        if action in ("start", "restart", "stop"):
+            await self._set_service(guest, action != "stop")
+            return web.Response(text="0\n")
+        if action in ("enable", "disable", "daemon-reload"):
+            return web.Response(text="0\n")
+        return web.Response(text=f"1\nUnknown command verb {action}.\n")
 
     # ----- installing -----------------------------------------------------------------------------
 

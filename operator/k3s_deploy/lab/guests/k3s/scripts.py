@@ -109,6 +109,37 @@ UNINSTALL_SH = (
 )
 
 
+SYSTEMCTL = r"""#!/bin/sh
+# systemctl (k3s-deploy lab guest): no systemd runs here; the k3s units are run by the lab's guests
+# process, so start/stop/restart/status/is-active/is-enabled of k3s and k3s-agent work, nothing else.
+LAB_URL='@LAB_URL@'
+action=""; unit=""
+for a in "$@"; do
+  case "$a" in
+    -*) ;;
+    *) if [ -z "$action" ]; then action=$a; elif [ -z "$unit" ]; then unit=${a%.service}; fi ;;
+  esac
+done
+[ "$action" = daemon-reload ] && exit 0
+case "$unit" in
+  k3s|k3s-agent) ;;
+  *) echo "System has not been booted with systemd as init system (PID 1). Can't operate." >&2
+     echo "Failed to connect to bus: Host is down" >&2; exit 1 ;;
+esac
+[ "$(id -u)" -eq 0 ] || exec sudo "$0" "$@"
+out=$(mktemp); trap 'rm -f "$out"' EXIT
+curl -sS -o "$out" -X POST "$LAB_URL/k3s/v1/service" --data-urlencode "guest=$(cat @GUEST_TOKEN@)" \
+  --data-urlencode "action=$action" --data-urlencode "unit=$unit" || exit 1
+code=$(head -n 1 "$out")
+tail -n +2 "$out"
+exit "${code:-1}"
+"""
+
+
+def systemctl_sh(lab_url: str) -> str:
+    return _fill(SYSTEMCTL, LAB_URL=lab_url, GUEST_TOKEN=GUEST_TOKEN_PATH)
+
+
 def _fill(text: str, **values: str) -> str:
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
