@@ -150,3 +150,157 @@ def test_clone_configure_start_ready(env: Env) -> None:
     for reason in ("CloneStarted", "Configured", "StartStarted"):
         assert env.events(reason), reason
     assert env.vmids() - before == {vmid}
+
+
+def _patch(env: Env, name: str, patch: dict[str, Any]) -> None:
+    import json
+
+    env.kubectl("patch", "pvm", name, "-n", env.ns, "--type", "merge", "-p", json.dumps(patch))
+
+
+def test_adopt_ambiguous_then_by_name_and_retain_on_delete(env: Env) -> None:
+    env.apply("agent", {"source": {"existing": {"tags": ["k3s-agent"]}}, "tags": ["adopted"]})
+    stalled = env.wait_condition("agent", "Stalled", reason="AmbiguousVM")
+    message = env.condition("agent", "Stalled", stalled)["message"]
+    assert "pve2/101" in message and "pve3/102" in message
+    assert env.events("AmbiguousVM")
+    before = env.config(101)
+    _patch(env, "agent", {"spec": {"source": {"existing": {"name": "legacy-k3s-agent-1"}}}})
+    obj = env.wait_condition("agent", "Ready")
+    assert obj["status"]["vmid"] == 101 and obj["status"]["adopted"] is True
+    assert obj["status"]["deletionPolicy"] == "Retain" and obj["status"]["addresses"]
+    after = env.config(101)
+    assert set(after["tags"].split(";")) == {"k3s-agent", "legacy", "adopted"}  # no ownership tag
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)} - {"digest"}
+    assert changed == {"tags"}
+    env.kubectl("delete", "pvm", "agent", "-n", env.ns, "--timeout=60s")
+    vm = env.vm(101)
+    assert vm is not None and vm["status"] == "running"
+
+
+def test_configure_restart_power_cycle_and_drift(env: Env) -> None:
+    env.apply("db", clone_spec())
+    obj = env.wait_condition("db", "Ready")
+    vmid = obj["status"]["vmid"]
+    node = obj["status"]["node"]
+    api = env.sim.api()
+    # a change the running VM can only take at the next boot -> PendingChanges, no restart by itself
+    _patch(env, "db", {"spec": {"resources": {"memoryMiB": 2048}}})
+    obj = env.wait_condition("db", "PendingChanges")
+    assert "memory" in obj["status"]["pendingChanges"]
+    assert env.events("Configured")
+    assert int(api.nodes(node).qemu(vmid).config.get(current=1)["memory"]) == 1024
+    # restart on request applies it
+    _patch(env, "db", {"metadata": {"annotations": {"k3sdeploy.io/restart": "1"}}})
+    env.wait_for(
+        lambda: int(api.nodes(node).qemu(vmid).config.get(current=1)["memory"]) == 2048,
+        timeout=60,
+        what="memory applied by the restart",
+    )
+    obj = env.wait_condition("db", "Ready")
+    assert env.condition("db", "PendingChanges", obj) == {}
+    assert obj["metadata"]["annotations"]["k3sdeploy.io/restart-handled"] == "1"
+    assert env.events("RebootStarted")
+    # power off declaratively
+    _patch(env, "db", {"spec": {"powerState": "Stopped"}})
+    obj = env.wait_condition("db", "PoweredOn", status="False", reason="Stopped")
+    assert env.vm(vmid)["status"] == "stopped" and obj["status"]["addresses"] == []  # type: ignore[index]
+    env.wait_condition("db", "Ready")
+    # drift: started outside the operator -> shut down again at the next resync
+    env.sim.wait_task(api.nodes(node).qemu(vmid).status.start.post())
+    env.wait_for(lambda: (env.vm(vmid) or {}).get("status") == "stopped", timeout=60, what="drift repaired")
+    # and back on
+    _patch(env, "db", {"spec": {"powerState": "Running"}})
+    obj = env.wait_condition("db", "AgentReady")
+    assert obj["status"]["addresses"]
+    # drift: our tags removed outside -> put back (tags show in the shared VM list: no per-VM read)
+    api.nodes(node).qemu(vmid).config.put(tags="other")
+    env.wait_for(
+        lambda: "k3s-test" in str(api.nodes(node).qemu(vmid).config.get().get("tags", "")),
+        timeout=60,
+        what="tags restored",
+    )
+
+
+def test_delete_under_each_policy(env: Env) -> None:
+    before = env.vmids()
+    for policy in ("Delete", "Stop", "Retain"):
+        env.apply(f"vm-{policy.lower()}", clone_spec(deletionPolicy=policy))
+    vmids = {
+        p: env.wait_condition(f"vm-{p.lower()}", "Ready")["status"]["vmid"]
+        for p in ("Delete", "Stop", "Retain")
+    }
+    assert len(set(vmids.values())) == 3 and not set(vmids.values()) & before
+    for policy in ("Delete", "Stop", "Retain"):
+        env.kubectl("delete", "pvm", f"vm-{policy.lower()}", "-n", env.ns, "--timeout=90s")
+    assert env.vm(vmids["Delete"]) is None
+    assert (env.vm(vmids["Stop"]) or {}).get("status") == "stopped"
+    assert (env.vm(vmids["Retain"]) or {}).get("status") == "running"
+    assert env.events("Retained")
+
+
+def test_bad_inputs_stall_with_a_reason(env: Env) -> None:
+    env.apply("no-template", clone_spec(source={"clone": {"template": {"name": "does-not-exist"}}}))
+    env.secret(
+        "readonly", tokenId="root@pam!readonly", tokenSecret=env.sim.token_secret_of("root@pam!readonly")
+    )
+    env.apply("no-privilege", {**clone_spec(), "credentialsRef": {"name": "readonly"}})
+    bad_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5A broken@key"  # passes the CRD pattern, not base64
+    env.apply("bad-key", clone_spec(cloudInit={"user": "k3s", "sshAuthorizedKeys": [bad_key]}))
+    env.apply("shrink", clone_spec(powerState="Stopped"))
+    obj = env.wait_condition("no-template", "Stalled", reason="TemplateNotFound")
+    assert "does-not-exist" in env.condition("no-template", "Stalled", obj)["message"]
+    obj = env.wait_condition("no-privilege", "Stalled", reason="ProxmoxPermissionDenied")
+    assert env.condition("no-privilege", "Ready", obj)["status"] == "False"
+    obj = env.wait_condition("bad-key", "Stalled", reason="ProxmoxRejected")
+    assert "key" in env.condition("bad-key", "Stalled", obj)["message"].lower()
+    env.wait_condition("shrink", "Ready")
+    _patch(env, "shrink", {"spec": {"resources": {"diskGiB": 4}}})
+    obj = env.wait_condition("shrink", "Stalled", reason="DiskShrinkRefused")
+    assert "size=8G" in env.config(obj["status"]["vmid"])["scsi0"]
+    # a permanent error is not retried in a storm: at most one attempt per resync interval
+    env.sim.reset_counts()
+    import time
+
+    time.sleep(7)
+    counts = env.sim.counts()
+    clones = sum(n for key, n in counts.items() if key.endswith("/clone"))
+    assert clones <= 6, counts  # two stalled clones, 3 s resync
+    # fixing the spec recovers
+    _patch(env, "shrink", {"spec": {"resources": {"diskGiB": 10}}})
+    obj = env.wait_condition("shrink", "Ready")
+    assert "size=10G" in env.config(obj["status"]["vmid"])["scsi0"]
+    assert env.condition("shrink", "Stalled", obj) == {}
+
+
+def test_injected_faults_converge(env: Env) -> None:
+    before = env.vmids()
+    env.sim.set_faults(
+        latency=0.05,
+        errors=[
+            {"match": "POST */clone", "status": 503, "message": "Service Unavailable", "remaining": 2},
+            {
+                "match": "GET /cluster/resources",
+                "status": 500,
+                "message": "simulated failure",
+                "remaining": 2,
+            },
+            {"match": "PUT */config", "status": 500, "message": "VM is locked (backup)", "remaining": 1},
+        ],
+        taskFailures=[{"type": "qmstart", "message": "start failed: VM is locked (backup)", "remaining": 1}],
+    )
+    env.apply("flaky", clone_spec())
+    obj = env.wait_condition("flaky", "Ready", timeout=150)
+    assert env.vmids() - before == {obj["status"]["vmid"]}
+    reasons = {e["reason"] for e in (env._json("events", "-n", env.ns) or {}).get("items", [])}
+    assert {"ProxmoxUnavailable", "TaskFailed"} <= reasons or "ProxmoxBusy" in reasons, reasons
+
+
+def test_vm_deleted_outside_is_recloned(env: Env) -> None:
+    env.apply("phoenix", clone_spec(powerState="Stopped"))
+    obj = env.wait_condition("phoenix", "Ready")
+    vmid, node = obj["status"]["vmid"], obj["status"]["node"]
+    env.sim.wait_task(env.sim.api().nodes(node).qemu(vmid).delete(purge=1))
+    env.wait_for(lambda: env.events("VMMissing"), timeout=60, what="VMMissing event")
+    obj = env.wait_condition("phoenix", "Ready")
+    assert env.vm(obj["status"]["vmid"]) is not None

@@ -199,6 +199,12 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         conditions = Conditions(raw.get("status", {}).get("conditions", []), generation=obj.generation)
         policy = model.spec.effective_deletion_policy()
         if status.vmid is None or policy == "Retain" or orphaned_raw(raw):
+            if status.vmid is not None:
+                reason, why = (
+                    ("Orphaned", "annotation") if orphaned_raw(raw) else ("Retained", "deletionPolicy")
+                )
+                message = f"VM {status.node}/{status.vmid} left untouched ({why})"
+                await _post(runtime, raw, [Event("Normal", reason, message)])
             runtime.forget(uid)
             return
         work: Work | None = None
