@@ -1,0 +1,370 @@
+"""Day-2 operations end to end: the operator process against the lab (control plane, Proxmox
+simulator, guests with the K3s stand-in). Every check reads the truth from the management cluster,
+the simulator, or the workload cluster's own API.
+
+Run only the quick one with ``-k smoke``; the rollout scenario is the long one (about a minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fixtures.pve import pve_json
+from k3s_deploy.lab.sample_cluster import cluster_manifest, lab_secrets, new_ssh_key
+
+pytestmark = pytest.mark.e2e
+
+A, B = "v1.31.4+k3s1", "v1.32.0+k3s1"
+BROKEN = "v1.35.0+k3s1"  # a version the lab's installer cannot download
+READY_TIMEOUT = 240.0
+
+
+class Lab:
+    """One namespace with the lab's Secrets, an operator process, and helpers to read state."""
+
+    def __init__(self, kubectl: Any, namespace: str, pve: dict[str, Any], guests: Any, operator: Any) -> None:
+        self.kubectl = kubectl
+        self.ns = namespace
+        self.pve = pve
+        self.guests = guests
+        self.operator = operator
+        self.installs: list[str] = []  # "server|agent <node> <version>" as the stand-in saw them
+        self._workload: Path | None = None
+        control = guests.k3s
+        original = control.log
+
+        def log(message: str) -> None:
+            parts = message.split()
+            if len(parts) >= 4 and parts[0] == "k3s" and parts[1] in ("server", "agent"):
+                self.installs.append(f"{parts[1]} {parts[2]} {parts[4]}")
+            original(message)
+
+        control.log = log
+
+    async def run(self, *args: str, input: str | None = None, kubeconfig: Path | None = None) -> str:
+        proc: subprocess.CompletedProcess[str] = await asyncio.to_thread(
+            self.kubectl, *args, input=input, kubeconfig=kubeconfig
+        )
+        return proc.stdout
+
+    async def get(self, *args: str) -> Any:
+        proc = await asyncio.to_thread(self.kubectl, "get", *args, "-n", self.ns, "-o", "json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    async def apply(self, *objects: dict[str, Any]) -> None:
+        await self.run("apply", "-n", self.ns, "-f", "-", input=yaml.safe_dump_all(list(objects)))
+
+    async def patch(self, name: str, patch: dict[str, Any]) -> None:
+        await self.run("patch", "k3sc", name, "-n", self.ns, "--type", "merge", "-p", json.dumps(patch))
+
+    async def cluster(self, name: str) -> dict[str, Any]:
+        return await self.get("k3sc", name) or {}
+
+    async def wait(
+        self, check: Callable[[], Awaitable[Any]], what: str, within: float = READY_TIMEOUT
+    ) -> Any:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            found = await check()
+            if found:
+                return found
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+
+    async def ready(
+        self, name: str, *, generation: bool = True, within: float = READY_TIMEOUT
+    ) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            obj = await self.cluster(name)
+            st = obj.get("status") or {}
+            if generation and st.get("observedGeneration") != obj["metadata"]["generation"]:
+                return None
+            return obj if condition(obj, "Ready").get("status") == "True" else None
+
+        found: dict[str, Any] = await self.wait(check, f"K3sCluster {name} Ready", within)
+        return found
+
+    async def workload(self, name: str) -> Path:
+        if self._workload is None:
+            secret = await self.get("secret", f"{name}-kubeconfig")
+            path = Path(tempfile.mkdtemp(prefix="day2-")) / "kubeconfig"
+            path.write_bytes(base64.b64decode(secret["data"]["value"]))
+            self._workload = path
+        return self._workload
+
+    async def nodes(self, name: str) -> dict[str, dict[str, Any]]:
+        """Nodes of the workload cluster, from its own API."""
+        out = await self.run("get", "nodes", "-o", "json", kubeconfig=await self.workload(name))
+        return {n["metadata"]["name"]: n for n in json.loads(out)["items"]}
+
+    def manifest(self, name: str, servers: int, agents: int, **spec: Any) -> dict[str, Any]:
+        manifest = cluster_manifest(
+            self.pve, self.public_key, name=name, namespace=self.ns, servers=servers, agents=agents
+        )
+        manifest["spec"]["k3s"]["channelServer"] = f"{self.guests.http_url}/v1-release/channels"
+        manifest["spec"].update(spec)
+        return manifest
+
+    public_key = ""
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def kubelet(node: dict[str, Any]) -> str:
+    return str(node["status"]["nodeInfo"]["kubeletVersion"])
+
+
+def node_ready(node: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions") or [])
+
+
+@pytest.fixture
+async def lab(pve_sim: Any, pve_guests: Any, namespace: str, kubectl: Any, start_operator: Any) -> Lab:
+    pve = {
+        **pve_json(pve_sim),
+        "guestSshPort": pve_guests.ssh_port,
+        "k3sInstallUrl": pve_guests.k3s.install_url,
+    }
+    private, public = new_ssh_key()
+    await asyncio.to_thread(
+        kubectl,
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(lab_secrets(pve, namespace, private)),
+    )
+    operator = await asyncio.to_thread(start_operator, namespace)
+    lab = Lab(kubectl, namespace, pve, pve_guests, operator)
+    lab.public_key = public
+    return lab
+
+
+async def test_rolling_upgrade_order_pause_kill_resume_and_failure(lab: Lab) -> None:
+    """3+2 cluster, v1.31 -> v1.32: servers one at a time, then agents, each cordoned and back;
+    paused mid-way; the operator killed mid-rollout; then an upgrade that fails stops at its node."""
+    await lab.apply(lab.manifest("up", 3, 2, k3s={**lab.manifest("up", 3, 2)["spec"]["k3s"], "version": A}))
+    ready = await lab.ready("up")
+    assert condition(ready, "UpToDate")["status"] == "True", ready["status"]["conditions"]
+    assert ready["status"]["availableVersion"] == A  # the lab's stable channel
+    servers = [f"up-server-{i}" for i in range(3)]
+    agents = [f"up-agent-{i}" for i in range(2)]
+    lab.installs.clear()
+
+    seen: list[tuple[float, dict[str, tuple[str, bool, bool]]]] = []
+    watching = True
+
+    async def watch() -> None:
+        while watching:
+            try:
+                nodes = await lab.nodes("up")
+            except subprocess.CalledProcessError:
+                nodes = {}  # the API blinked: look again
+            if nodes:
+                seen.append(
+                    (
+                        time.monotonic(),
+                        {
+                            n: (kubelet(v), bool(v["spec"].get("unschedulable")), node_ready(v))
+                            for n, v in nodes.items()
+                        },
+                    )
+                )
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.create_task(watch())
+    await lab.patch("up", {"spec": {"k3s": {"version": B}}})
+
+    # pause once the first server is done
+    async def first_done() -> bool:
+        st = (await lab.cluster("up")).get("status") or {}
+        return "up-server-0" in ((st.get("upgrade") or {}).get("completedNodes") or [])
+
+    await lab.wait(first_done, "server-0 upgraded")
+    await lab.patch("up", {"spec": {"paused": True}})
+    paused = await lab.wait(
+        lambda: _status_is(lab, "up", lambda st: (st.get("upgrade") or {}).get("state") == "Paused"), "Paused"
+    )
+    done_when_paused = len(paused["status"]["upgrade"]["completedNodes"])
+    await asyncio.sleep(8)  # more than two resync periods: nothing moves while paused
+    still = (await lab.cluster("up"))["status"]["upgrade"]
+    assert len(still["completedNodes"]) == done_when_paused and not still.get("currentNodes")
+    upgraded_while_paused = [i for i in lab.installs if B in i]
+    assert len(upgraded_while_paused) == done_when_paused
+
+    # resume, and kill the operator while a node is in flight
+    await lab.patch("up", {"spec": {"paused": False}})
+    await lab.wait(
+        lambda: _status_is(lab, "up", lambda st: bool((st.get("upgrade") or {}).get("currentNodes"))),
+        "a node in flight",
+    )
+    lab.operator.kill()
+    await asyncio.to_thread(lab.operator.start)
+    final = await lab.ready("up")
+    watching = False
+    await watcher
+
+    st = final["status"]
+    assert st["k3sVersion"] == B and st["upgrade"]["state"] == "Complete"
+    # every node upgraded exactly once, servers first
+    upgraded = [i.split()[1] for i in lab.installs if i.endswith(B)]
+    assert sorted(upgraded) == sorted(servers + agents), lab.installs
+    assert upgraded[:3] == servers and sorted(upgraded[3:]) == agents
+    # from the cluster's API: at most one server cordoned or off its old version-and-Ready at a time
+    for _, nodes in seen:
+        busy = [n for n in servers if n in nodes and (nodes[n][1] or not nodes[n][2])]
+        assert len(busy) <= 1, nodes
+    # each node was seen cordoned at some point, and none is left cordoned
+    cordoned = {n for _, nodes in seen for n, v in nodes.items() if v[1]}
+    assert set(servers + agents) <= cordoned or len(seen) < 10
+    last = await lab.nodes("up")
+    assert all(
+        kubelet(n) == B and node_ready(n) and not n["spec"].get("unschedulable") for n in last.values()
+    )
+
+    # a failing upgrade stops at the first server, naming it; nothing else is touched
+    lab.installs.clear()
+    await lab.patch("up", {"spec": {"k3s": {"version": BROKEN}}})
+    stalled = await lab.wait(
+        lambda: _status_is(lab, "up", lambda s: (s.get("upgrade") or {}).get("state") == "Failed"), "Failed"
+    )
+    assert stalled["status"]["upgrade"]["failedNode"] == "up-server-0"
+    assert "up-server-0" in condition(stalled, "Stalled")["message"]
+    assert condition(stalled, "UpToDate")["reason"] == "UpgradeFailed"
+    await asyncio.sleep(5)
+    assert lab.installs == []  # the stand-in refused the download: nothing was installed anywhere
+    nodes = await lab.nodes("up")
+    assert all(kubelet(n) == B for n in nodes.values())
+
+
+async def test_smoke_scale_agents_and_repair_drift(lab: Lab, pve_sim: Any) -> None:
+    """1 server + 2 agents -> 3 agents -> 1 agent; then a Node deleted and K3s removed by hand are repaired."""
+    await lab.apply(lab.manifest("sc", 1, 2))
+    await lab.ready("sc")
+    await lab.patch("sc", {"spec": {"agents": {"replicas": 3}}})
+    ready = await lab.ready("sc")
+    assert ready["status"]["readyAgents"] == 3
+    assert set(await lab.nodes("sc")) == {"sc-server-0", "sc-agent-0", "sc-agent-1", "sc-agent-2"}
+
+    await lab.patch("sc", {"spec": {"agents": {"replicas": 1}}})
+    await lab.ready("sc")
+
+    async def gone() -> bool:
+        vms = await lab.get("pvm")
+        names = {i["metadata"]["name"] for i in vms["items"]}
+        return names == {"sc-server-0", "sc-agent-0"}
+
+    await lab.wait(gone, "ProxmoxVMs of removed agents deleted")
+    assert set(await lab.nodes("sc")) == {"sc-server-0", "sc-agent-0"}
+    events = await lab.get("events")
+    reasons = [(e["reason"], e["message"]) for e in events["items"]]
+    for agent in ("sc-agent-2", "sc-agent-1"):
+        assert any(r == "NodeDeleted" and agent in m for r, m in reasons)
+        assert any(r == "Uninstalled" and agent in m for r, m in reasons)
+
+    # drift 1: the Node is deleted through the cluster's API -> rejoined
+    workload = await lab.workload("sc")
+    await lab.run("delete", "node", "sc-agent-0", kubeconfig=workload)
+
+    async def back() -> bool:
+        return "sc-agent-0" in await lab.nodes("sc")
+
+    await lab.wait(back, "sc-agent-0 rejoined", within=60)
+    # drift 2: K3s uninstalled by hand on the agent -> reinstalled
+    installs_before = len(lab.installs)
+    await asyncio.to_thread(_ssh_uninstall, lab, "sc", "sc-agent-0")
+    await lab.wait(
+        lambda: _true(len(lab.installs) > installs_before), "K3s reinstalled on sc-agent-0", within=60
+    )
+    healed = await lab.ready("sc", generation=False)
+    assert condition(healed, "NodesInSync")["status"] == "True", healed["status"]["conditions"]
+    events = await lab.get("events")
+    assert sum(e["reason"] == "DriftDetected" for e in events["items"]) >= 2
+
+
+async def test_stop_and_start_the_whole_cluster(lab: Lab, pve_sim: Any) -> None:
+    """Stopped: agents go down before servers; Running: servers come up before agents; Ready again."""
+    await lab.apply(lab.manifest("pw", 1, 2))
+    await lab.ready("pw")
+    order: list[tuple[str, str]] = []
+
+    async def record() -> dict[str, str]:
+        vms = await lab.get("pvm")
+        states = {i["metadata"]["name"]: (i.get("status") or {}).get("powerState", "") for i in vms["items"]}
+        for name, state in states.items():
+            if not order or (name, state) not in order:
+                order.append((name, state))
+        return states
+
+    await record()
+    await lab.patch("pw", {"spec": {"powerState": "Stopped"}})
+    await lab.wait(lambda: _all(record(), "Stopped"), "all VMs stopped")
+    stopped = await lab.wait(
+        lambda: _status_is(lab, "pw", lambda s: s.get("phase") == "Stopped"), "phase Stopped"
+    )
+    assert condition(stopped, "Ready")["reason"] == "ClusterStopped"
+    first_server_off = order.index(("pw-server-0", "Stopped"))
+    assert all(order.index((a, "Stopped")) < first_server_off for a in ("pw-agent-0", "pw-agent-1"))
+
+    order.clear()
+    await record()
+    await lab.patch("pw", {"spec": {"powerState": "Running"}})
+    await lab.wait(lambda: _all(record(), "Running"), "all VMs running")
+    first_agent_on = min(order.index((a, "Running")) for a in ("pw-agent-0", "pw-agent-1"))
+    assert order.index(("pw-server-0", "Running")) < first_agent_on
+    ready = await lab.ready("pw")
+    assert ready["status"]["readyAgents"] == 2 and condition(ready, "PoweredOn")["status"] == "True"
+    assert all(node_ready(n) for n in (await lab.nodes("pw")).values())
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+async def _status_is(lab: Lab, name: str, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    obj = await lab.cluster(name)
+    return obj if check(obj.get("status") or {}) else None
+
+
+async def _all(states: Awaitable[dict[str, str]], state: str) -> bool:
+    found = await states
+    return bool(found) and all(v == state for v in found.values())
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def _ssh_uninstall(lab: Lab, cluster: str, node: str) -> None:
+    import asyncssh
+
+    async def go() -> None:
+        obj = json.loads(lab.kubectl("get", "k3sc", cluster, "-n", lab.ns, "-o", "json").stdout)
+        entry = next(n for n in obj["status"]["nodes"] if n["name"] == node)
+        secret = json.loads(lab.kubectl("get", "secret", "k3s-ssh-key", "-n", lab.ns, "-o", "json").stdout)
+        key = asyncssh.import_private_key(base64.b64decode(secret["data"]["ssh-privatekey"]))
+        async with asyncssh.connect(
+            entry["ip"],
+            port=int(lab.pve["guestSshPort"]),
+            username="ubuntu",
+            client_keys=[key],
+            known_hosts=None,
+        ) as conn:
+            # checked by hand against the key the operator pinned
+            assert conn.get_server_host_key().get_fingerprint() == entry["hostKeyFingerprint"]
+            await conn.run("sudo /usr/local/bin/k3s-agent-uninstall.sh", check=True)
+
+    asyncio.run(go())
