@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from fixtures.pve import pve_json
+from k3s_deploy.lab.operator_component import kubectl_path
 from k3s_deploy.lab.sample_cluster import cluster_manifest, lab_secrets, new_ssh_key
 
 pytestmark = pytest.mark.e2e
@@ -165,26 +166,39 @@ async def test_rolling_upgrade_order_pause_kill_resume_and_failure(lab: Lab) -> 
     agents = [f"up-agent-{i}" for i in range(2)]
     lab.installs.clear()
 
-    seen: list[tuple[float, dict[str, tuple[str, bool, bool]]]] = []
-    watching = True
+    # every change of every Node, streamed from the workload cluster's API (kubectl get -w)
+    state: dict[str, tuple[str, bool, bool]] = {}
+    seen: list[dict[str, tuple[str, bool, bool]]] = []
+    watch_proc = await asyncio.create_subprocess_exec(
+        kubectl_path(),
+        "--kubeconfig",
+        str(await lab.workload("up")),
+        "get",
+        "nodes",
+        "--watch",
+        "-o",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
     async def watch() -> None:
-        while watching:
-            try:
-                nodes = await lab.nodes("up")
-            except subprocess.CalledProcessError:
-                nodes = {}  # the API blinked: look again
-            if nodes:
-                seen.append(
-                    (
-                        time.monotonic(),
-                        {
-                            n: (kubelet(v), bool(v["spec"].get("unschedulable")), node_ready(v))
-                            for n, v in nodes.items()
-                        },
-                    )
+        assert watch_proc.stdout is not None
+        decoder, buffer = json.JSONDecoder(), ""
+        while chunk := await watch_proc.stdout.read(65536):
+            buffer += chunk.decode()
+            while buffer.strip():
+                try:
+                    obj, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    break
+                buffer = buffer.lstrip()[end:]
+                state[obj["metadata"]["name"]] = (
+                    kubelet(obj),
+                    bool(obj["spec"].get("unschedulable")),
+                    node_ready(obj),
                 )
-            await asyncio.sleep(0.2)
+                seen.append(dict(state))
 
     watcher = asyncio.create_task(watch())
     await lab.patch("up", {"spec": {"k3s": {"version": B}}})
@@ -215,8 +229,9 @@ async def test_rolling_upgrade_order_pause_kill_resume_and_failure(lab: Lab) -> 
     lab.operator.kill()
     await asyncio.to_thread(lab.operator.start)
     final = await lab.ready("up")
-    watching = False
+    watch_proc.terminate()
     await watcher
+    await watch_proc.wait()
 
     st = final["status"]
     assert st["k3sVersion"] == B and st["upgrade"]["state"] == "Complete"
@@ -225,12 +240,17 @@ async def test_rolling_upgrade_order_pause_kill_resume_and_failure(lab: Lab) -> 
     assert sorted(upgraded) == sorted(servers + agents), lab.installs
     assert upgraded[:3] == servers and sorted(upgraded[3:]) == agents
     # from the cluster's API: at most one server cordoned or off its old version-and-Ready at a time
-    for _, nodes in seen:
+    assert len(seen) > 10
+    for nodes in seen:
         busy = [n for n in servers if n in nodes and (nodes[n][1] or not nodes[n][2])]
         assert len(busy) <= 1, nodes
-    # each node was seen cordoned at some point, and none is left cordoned
-    cordoned = {n for _, nodes in seen for n, v in nodes.items() if v[1]}
-    assert set(servers + agents) <= cordoned or len(seen) < 10
+        agents_busy = [n for n in agents if n in nodes and nodes[n][1]]
+        assert not agents_busy or all(nodes[s][0] == B for s in servers), nodes  # agents after servers
+    # each node was cordoned before it changed version, and none is left cordoned
+    for name in servers + agents:
+        history = [nodes[name] for nodes in seen if name in nodes]
+        first_new = next(i for i, v in enumerate(history) if v[0] == B)
+        assert any(v[1] for v in history[:first_new]), (name, history)
     last = await lab.nodes("up")
     assert all(
         kubelet(n) == B and node_ready(n) and not n["spec"].get("unschedulable") for n in last.values()
