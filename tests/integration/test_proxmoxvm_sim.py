@@ -304,3 +304,46 @@ def test_vm_deleted_outside_is_recloned(env: Env) -> None:
     env.wait_for(lambda: env.events("VMMissing"), timeout=60, what="VMMissing event")
     obj = env.wait_condition("phoenix", "Ready")
     assert env.vm(obj["status"]["vmid"]) is not None
+
+
+def test_concurrent_clones_from_two_operators_never_collide(
+    env: Env, kubectl: Any, start_operator: Callable[..., Any], kube_json: Any, wait_for: Any
+) -> None:
+    """Two operator processes (two namespaces, one Proxmox) clone at the same moment."""
+    other_ns = f"{env.ns}-b"
+    kubectl("create", "namespace", other_ns)
+    try:
+        other = Env(other_ns, kubectl, env.sim, kube_json, wait_for)
+        other.secret()
+        start_operator(other_ns)
+        env.sim.set_faults(latency=0.05)
+        before = env.vmids()
+        for i in range(3):
+            env.apply(f"a{i}", clone_spec(powerState="Stopped"))
+            other.apply(f"b{i}", clone_spec(powerState="Stopped"))
+        got = [env.wait_condition(f"a{i}", "Ready", timeout=120)["status"]["vmid"] for i in range(3)]
+        got += [other.wait_condition(f"b{i}", "Ready", timeout=120)["status"]["vmid"] for i in range(3)]
+        assert len(set(got)) == 6, got
+        assert env.vmids() - before == set(got)
+    finally:
+        kubectl("delete", "namespace", other_ns, "--wait=false", check=False)
+
+
+def test_unreachable_proxmox_during_deletion_then_orphan(env: Env) -> None:
+    env.apply("stranded", clone_spec(powerState="Stopped"))
+    obj = env.wait_condition("stranded", "Ready")
+    vmid = obj["status"]["vmid"]
+    env.sim.stop()  # Proxmox gone for good
+    env.kubectl("delete", "pvm", "stranded", "-n", env.ns, "--wait=false")
+
+    def deleting_blocked() -> dict[str, Any] | None:
+        cond = env.condition("stranded", "Deleting")
+        return cond if cond.get("status") == "False" and cond.get("reason") == "ProxmoxUnavailable" else None
+
+    cond = env.wait_for(deleting_blocked, timeout=60, what="Deleting=False ProxmoxUnavailable")
+    assert "k3sdeploy.io/orphan" in cond["message"]
+    assert env.get("stranded")  # the finalizer holds it
+    env.kubectl("annotate", "pvm", "stranded", "-n", env.ns, "k3sdeploy.io/orphan=true")
+    env.wait_for(lambda: not env.get("stranded"), timeout=90, what="object released")
+    assert env.events("Orphaned")
+    assert vmid
