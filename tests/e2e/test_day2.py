@@ -316,6 +316,41 @@ async def test_smoke_scale_agents_and_repair_drift(lab: Lab, pve_sim: Any) -> No
     assert sum(e["reason"] == "DriftDetected" for e in events["items"]) >= 2
 
 
+async def test_scale_servers_3_to_5_to_3(lab: Lab) -> None:
+    """Servers join one at a time; on the way down they leave one at a time, highest index first,
+    each deleted from the cluster (etcd) and uninstalled before its VM goes."""
+    await lab.apply(lab.manifest("hs", 3, 0))
+    await lab.ready("hs")
+    await lab.patch("hs", {"spec": {"servers": {"replicas": 5}}})
+    grown = await lab.ready("hs")
+    assert grown["status"]["readyServers"] == 5
+    nodes = await lab.nodes("hs")
+    assert len(nodes) == 5 and all(node_ready(n) for n in nodes.values())
+    assert all("node-role.kubernetes.io/etcd" in n["metadata"]["labels"] for n in nodes.values())
+
+    await lab.patch("hs", {"spec": {"servers": {"replicas": 3}}})
+    shrunk = await lab.ready("hs")
+    assert shrunk["status"]["readyServers"] == 3
+
+    async def vms_gone() -> bool:
+        vms = await lab.get("pvm")
+        return {i["metadata"]["name"] for i in vms["items"]} == {f"hs-server-{i}" for i in range(3)}
+
+    await lab.wait(vms_gone, "ProxmoxVMs hs-server-3 and hs-server-4 deleted")
+    assert set(await lab.nodes("hs")) == {f"hs-server-{i}" for i in range(3)}
+    events = sorted((await lab.get("events"))["items"], key=lambda e: int(e["metadata"]["resourceVersion"]))
+    steps = [
+        (e["reason"], m)
+        for e in events
+        if e["reason"] in ("RemovingNode", "NodeDeleted", "Uninstalled", "VMRemoved")
+        for m in ("hs-server-3", "hs-server-4")
+        if m in e["message"]
+    ]
+    per_node = ["RemovingNode", "NodeDeleted", "Uninstalled", "VMRemoved"]
+    assert steps == [(r, "hs-server-4") for r in per_node] + [(r, "hs-server-3") for r in per_node], steps
+    assert shrunk["status"]["initServer"] == "hs-server-0"
+
+
 async def test_stop_and_start_the_whole_cluster(lab: Lab, pve_sim: Any) -> None:
     """Stopped: agents go down before servers; Running: servers come up before agents; Ready again."""
     await lab.apply(lab.manifest("pw", 1, 2))
