@@ -98,7 +98,7 @@ def test_power_cycle_agent_and_addresses(pve_sim: PveSim) -> None:
     ifaces = new.agent("network-get-interfaces").get()["result"]
     eth0 = next(i for i in ifaces if i["name"] == "eth0")
     v4 = [a["ip-address"] for a in eth0["ip-addresses"] if a["ip-address-type"] == "ipv4"]
-    assert len(v4) == 1 and v4[0].startswith("127.1.")
+    assert len(v4) == 1 and pve_sim.leased(v4[0])
     assert eth0["hardware-address"] == new.config.get()["net0"].split(",")[0].split("=")[1].lower()
     guest = next(g for g in pve_sim.guests()["guests"] if g["vmid"] == 210)
     assert guest["addresses"] == v4 and guest["agentReady"] and guest["status"] == "running"
@@ -267,7 +267,7 @@ def test_without_a_cloudinit_drive_nothing_is_applied(pve_sim: PveSim) -> None:
     )
     # agentReady means "booted" even without an agent; the image falls back to DHCP and its own user
     assert guest["agent"] is False and guest["ciuser"] is None and guest["sshkeys"] == []
-    assert len(guest["addresses"]) == 1 and guest["addresses"][0].startswith("127.1.")
+    assert len(guest["addresses"]) == 1 and pve_sim.leased(guest["addresses"][0])
     with pytest.raises(ResourceException) as err:
         vm.agent.ping.post()
     assert err.value.content == "No QEMU guest agent configured"
