@@ -113,9 +113,13 @@ def lab() -> None:
 @lab.command("build")
 def lab_build() -> None:
     """Build (once, cached by version) the control-plane binaries the lab and the tests use."""
-    from k3s_deploy.lab.controlplane.build import ensure_binaries
+    from k3s_deploy.lab.controlplane.build import BuildError, ensure_binaries
 
-    for name, path in ensure_binaries().items():
+    try:
+        binaries = ensure_binaries()
+    except BuildError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, path in binaries.items():
         click.echo(f"{name}: {path}")
 
 
