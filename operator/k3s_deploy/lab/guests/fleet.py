@@ -62,6 +62,7 @@ class GuestFleet:
         self.known: dict[int, GuestSpec] = {}
         self.hooks: list[PowerHook] = []
         self.purge_hooks: list[Callable[[str], Awaitable[None]]] = []
+        self.exec_hooks: list[Callable[[Any, str | None], None]] = []  # see RunningGuest.exec_hooks
         self._lock = asyncio.Lock()
         self.log: Callable[[str], None] = lambda message: print(f"[guests] {message}", flush=True)
 
@@ -114,6 +115,7 @@ class GuestFleet:
             root=root,
             host_key=self.host_keys.get(spec.instance_id),
             extra_ro_binds=self.extra_ro_binds,
+            exec_hooks=self.exec_hooks,
         )
         try:
             await guest.start(self.ssh_port)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from k3s_deploy.lab.guests.chaos import LabChaos
 from k3s_deploy.lab.guests.fleet import GuestFleet
 from k3s_deploy.lab.guests.follow import GuestsFeed
 from k3s_deploy.lab.guests.k3s.control import K3sControl
@@ -40,6 +41,7 @@ class GuestsService:
         self.http_port = http_port
         self.fleet: GuestFleet | None = None
         self.k3s: K3sControl | None = None
+        self.chaos = LabChaos()
         self.http_url = ""
 
     def log(self, message: str) -> None:
@@ -52,13 +54,15 @@ class GuestsService:
         fleet = GuestFleet(self.state_dir, self.ssh_port)
         fleet.log = self.log
         self.fleet = fleet
-        k3s = K3sControl(self.state_dir / "k3s", fleet, log=self.log)
+        k3s = K3sControl(self.state_dir / "k3s", fleet, log=self.log, chaos=self.chaos)
+        fleet.exec_hooks.append(self.chaos.on_exec)
         self.k3s = k3s
         fleet.extra_ro_binds.update(k3s.guest_binds())
         fleet.hooks.append(k3s.on_power)
         fleet.purge_hooks.append(k3s.on_purge)
         app = web.Application()
         k3s.add_routes(app)
+        self.chaos.add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.http_port)

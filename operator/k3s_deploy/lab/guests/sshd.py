@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
+import asyncssh.connection
 
 from k3s_deploy.lab.guests.sandbox import GuestIdentity, GuestRoot
 
@@ -78,6 +79,10 @@ class RunningGuest:
     listeners: list[asyncssh.SSHAcceptor] = field(default_factory=list)
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     processes: set[asyncio.subprocess.Process] = field(default_factory=set)
+    # Called as hook(connection, command) when an exec request starts (lab chaos: dropped sessions).
+    exec_hooks: list[Callable[[asyncssh.connection.SSHConnection | None, str | None], None]] = field(
+        default_factory=list
+    )
 
     def authorized(self) -> list[asyncssh.SSHKey]:
         keys: list[asyncssh.SSHKey] = []
@@ -143,6 +148,8 @@ class RunningGuest:
             if isinstance(k, str) and k.startswith(_ACCEPTED_ENV_PREFIXES)
         }
         proc = await self.run(argv, env=env)
+        for hook in self.exec_hooks:
+            hook(process.channel.get_connection(), command)
         try:
             assert proc.stdin and proc.stdout and proc.stderr
             pumps = [

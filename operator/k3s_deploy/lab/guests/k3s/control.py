@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from k3s_deploy.lab.guests.chaos import LabChaos
 from k3s_deploy.lab.guests.fleet import GuestFleet
 from k3s_deploy.lab.guests.k3s import scripts, tokens
 from k3s_deploy.lab.guests.k3s.artefacts import (
@@ -71,7 +72,15 @@ class Install:
 class K3sControl:
     """Owns the lab's K3s clusters and answers the guests' installer calls."""
 
-    def __init__(self, state_dir: Path, fleet: GuestFleet, *, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        fleet: GuestFleet,
+        *,
+        log: Callable[[str], None],
+        chaos: LabChaos | None = None,
+    ) -> None:
+        self.chaos = chaos or LabChaos()
         self.state_dir = state_dir
         self.fleet = fleet
         self.log = log
@@ -272,6 +281,8 @@ class K3sControl:
         write_artefacts(guest, req, service, self.base_url, out)
         out.append(f"[INFO]  systemd: Enabling {service} unit")
         out.append(f"[INFO]  systemd: Starting {service}")
+        if self.chaos.install_seconds > 0:  # download + unit start, as long as a benchmark asks
+            await asyncio.sleep(self.chaos.install_seconds)
         try:
             async with self._lock:
                 await self._start_service(guest, req)
