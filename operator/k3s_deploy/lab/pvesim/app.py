@@ -140,13 +140,17 @@ async def _serve(sim: Sim, request: web.Request, method: str, rel: str,
         if "node" in path_params:
             sim.node_check(urllib.parse.unquote(path_params["node"]))
         rule = sim.faults.error_for(key)
-        if rule is not None:
+        if rule is not None and not rule.apply:
+            await asyncio.sleep(rule.delay)
             raise ApiError(rule.status, rule.message)
         params = validate(ep, await _params(request, path_params))
         if ident is not None:
             _check_permissions(sim, ep.permissions, ident, params)
         call = Call(sim, ident or auth.Identity(""), params, method, template)
         data = await handler(call)
+        if rule is not None:  # the call took effect, its answer is lost (e.g. a proxy timed out)
+            await asyncio.sleep(rule.delay)
+            raise ApiError(rule.status, rule.message)
     except ApiError as err:
         return error_response(err)
     if isinstance(data, web.Response):

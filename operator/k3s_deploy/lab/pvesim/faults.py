@@ -22,6 +22,8 @@ class ErrorRule:
     status: int = 500
     message: str = "simulated failure"
     remaining: int | None = None  # None: unlimited
+    delay: float = 0.0  # seconds before the error answer (longer than a client's timeout = a timeout)
+    apply: bool = False  # True: the call takes effect and only its answer is an error (a lost reply)
 
 
 @dataclass
