@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from typing import Any
 
@@ -37,6 +38,7 @@ from k3s_deploy.services.proxmoxvm.work import (
 
 log = logging.getLogger(__name__)
 _IGNORED_IN_DIFF = ("lastSyncTime",)
+SYNC_TIME_REFRESH = 300.0  # seconds
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -64,7 +66,15 @@ def _strip(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
-    return a is not None and _strip(a) == _strip(b)
+    """Equal apart from lastSyncTime, which is refreshed only every few minutes (no write per resync)."""
+    if a is None or _strip(a) != _strip(b):
+        return False
+    try:
+        then = dt.datetime.fromisoformat(str(a.get("lastSyncTime")).replace("Z", "+00:00"))
+        now = dt.datetime.fromisoformat(str(b.get("lastSyncTime")).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return (now - then).total_seconds() < SYNC_TIME_REFRESH
 
 
 async def _write(runtime: Runtime, raw: dict[str, Any], status: dict[str, Any]) -> None:
