@@ -79,7 +79,7 @@ async def run_install(ssh: SshRunner, name: str, target: SshTarget, script: str,
         raise _with_node(name, exc) from exc
     if result.ok:
         return
-    tail = (result.stderr.strip() or result.stdout.strip())[-_TAIL:]
+    tail = _last_lines(result.stderr) or _last_lines(result.stdout)
     if result.exit_status == install.DOWNLOAD_FAILED:
         raise errors.TransientError(
             f"node {name}: could not download the K3s installer: {tail}", reason="InstallerDownloadFailed"
@@ -98,3 +98,9 @@ async def fetch_kubeconfig(ssh: SshRunner, name: str, target: SshTarget) -> str:
     except errors.K3sDeployError as exc:
         raise _with_node(name, exc) from exc
     return data.decode(errors="replace")
+
+
+def _last_lines(text: str, lines: int = 3) -> str:
+    """The last few non-empty lines (whole lines: what the installer said last), bounded in size."""
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)[-_TAIL:]

@@ -145,6 +145,7 @@ class Reconciler:
     async def _flush(self) -> None:
         """Write progress that must survive an operator crash before the next risky step."""
         self._store_nodes()
+        self.status["conditions"] = self.conditions.as_list()
         await self.deps.objects.patch_cluster_status(self.ref.namespace, self.ref.name, self.status)
 
     # --- steps ---------------------------------------------------------------------------------------
