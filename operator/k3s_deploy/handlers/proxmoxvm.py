@@ -186,6 +186,10 @@ async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
             failures += 1
             delay = min(5.0 * 2**failures, runtime.settings.resync_seconds)
             log.warning("reconcile of %s failed, retrying in %.0fs: %s", body.metadata.name, delay, exc)
+        except Exception:  # a bug must not end the loop: log it, back off, try again
+            failures += 1
+            delay = min(5.0 * 2**failures, runtime.settings.resync_seconds)
+            log.exception("reconcile of %s crashed, retrying in %.0fs", body.metadata.name, delay)
         wakeup = runtime.wakeup(uid)
         waited = 0.0
         while not stopped and not wakeup.is_set() and waited < delay:
