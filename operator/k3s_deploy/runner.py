@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,13 @@ def apply_kopf_settings(kopf_settings: Any, settings: OperatorSettings) -> None:
     kopf_settings.peering.name = settings.peering_name
     kopf_settings.peering.clusterwide = not settings.namespaces
     kopf_settings.peering.mandatory = not settings.standalone
+    # Equal priorities make kopf pause every replica; a random one elects a single active replica.
+    kopf_settings.peering.priority = (
+        settings.peering_priority
+        if settings.peering_priority is not None
+        else random.SystemRandom().randint(1, 2**30)
+    )
+    kopf_settings.peering.lifetime = settings.peering_lifetime_seconds
     kopf_settings.watching.server_timeout = settings.watch_server_timeout
     kopf_settings.watching.client_timeout = settings.watch_client_timeout
     kopf_settings.watching.connect_timeout = 30

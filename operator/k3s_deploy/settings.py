@@ -20,6 +20,12 @@ class OperatorSettings(BaseSettings):
     peering_name: str = Field(
         default="k3s-deploy", description="kopf peering object name when not standalone."
     )
+    peering_priority: int | None = Field(
+        default=None, description="kopf peering priority; unset picks a random one per replica."
+    )
+    peering_lifetime_seconds: int = Field(
+        default=30, ge=5, description="How long a silent peer counts as alive (bounds HA handover)."
+    )
     liveness_endpoint: str | None = Field(
         default=None, description="kopf liveness endpoint such as http://0.0.0.0:8080/healthz."
     )
