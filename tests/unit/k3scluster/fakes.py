@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 import shlex
@@ -120,6 +121,7 @@ class FakeSsh:
     def __init__(self) -> None:
         self.hosts: dict[str, FakeHost] = {}
         self.log: list[tuple[str, str]] = []  # (host, what)
+        self.install_seconds = 0.0  # > 0: installs take time, so concurrent ones overlap
 
     def _check(self, target: SshTarget) -> FakeHost:
         host = self.hosts.get(target.host)
@@ -148,6 +150,9 @@ class FakeSsh:
         if command == "sh -s" and input:
             host.scripts.append(input)
             self.log.append((target.host, "install"))
+            if self.install_seconds:
+                await asyncio.sleep(self.install_seconds)
+                self.log.append((target.host, "installed"))
             if host.fail_install:
                 if host.half_install:  # the binary lands, the service does not start
                     host.version = "v1.31.4+k3s1"

@@ -44,6 +44,15 @@ def test_fresh_ha_cluster_inits_first_then_joins_serially_then_agents_in_paralle
     ]
 
 
+def test_plan_lanes_init_then_serial_servers_beside_parallel_agents() -> None:
+    p = plan(nodes(3, 2), K3sSettings(version=V), init_server=None)
+    assert [(s.node, s.kind) for s in p.first] == [("c-server-0", "init")]
+    assert [s.node for s in p.server_joins] == ["c-server-1", "c-server-2"]
+    assert [s.node for s in p.agents] == ["c-agent-0", "c-agent-1"]
+    resumed = plan(nodes(3, 2, {"c-server-0": V}), K3sSettings(version=V), init_server="c-server-0")
+    assert resumed.first == () and len(resumed.server_joins) == 2 and len(resumed.agents) == 2
+
+
 def test_single_server_has_no_cluster_init() -> None:
     p = plan(nodes(1, 0), K3sSettings(version=V), init_server=None)
     assert [(s.node, s.kind) for s in p.steps] == [("c-server-0", "single")]

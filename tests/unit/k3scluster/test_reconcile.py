@@ -298,3 +298,26 @@ async def test_server_binary_without_running_k3s_is_reinstalled() -> None:
     out = await w.pass_(body)
     assert cond(out, "Ready")["status"] == "True"
     assert w.ssh.installs() == ["10.0.0.10"]
+
+
+async def test_agents_join_while_servers_join_one_at_a_time() -> None:
+    w, body = World(), cluster_body(3, 2)
+    await w.pass_(body)
+    w.boot()
+    w.ssh.install_seconds = 0.05
+    out = await w.pass_(body)
+    assert cond(out, "Ready")["status"] == "True", out.status["conditions"]
+    log = [(h, what) for h, what in w.ssh.log if what in ("install", "installed")]
+    s0, s1, s2, a0, a1 = "10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"
+    assert log[:2] == [(s0, "install"), (s0, "installed")], "the init server comes first, alone"
+    # never two servers installing at once
+    running: set[str] = set()
+    for host, what in log:
+        if what == "install":
+            running.add(host)
+            assert len(running & {s0, s1, s2}) <= 1, log
+        else:
+            running.discard(host)
+    # agents did not wait for the last server join
+    assert log.index((a0, "install")) < log.index((s2, "installed"))
+    assert log.index((a1, "install")) < log.index((s2, "installed"))

@@ -95,11 +95,17 @@ class InstallStep:
 
 @dataclass(frozen=True)
 class InstallPlan:
-    """Waves run one after the other; steps inside a wave may run in parallel."""
+    """``first`` (the init server, or the anchor reinstalled in place) runs alone; then two lanes run
+    side by side: ``server_joins`` one at a time (etcd admits one learner at a time: concurrent joins
+    fail with "too many learner members", k3s-io/k3s#4335) and ``agents`` all in parallel (an agent
+    needs only one server). ``waves`` is the same plan as a strictly sequential list."""
 
     init_server: str | None
     waves: tuple[tuple[InstallStep, ...], ...]
     unchanged: tuple[str, ...]
+    first: tuple[InstallStep, ...] = ()
+    server_joins: tuple[InstallStep, ...] = ()
+    agents: tuple[InstallStep, ...] = ()
 
     @property
     def steps(self) -> list[InstallStep]:
@@ -139,28 +145,36 @@ def plan(nodes: Sequence[NodeFacts], settings: K3sSettings, *, init_server: str 
     init = by_name.get(init_server or "") or servers[0]
     installed = [s for s in servers if s.installed_version is not None]
     unchanged = tuple(n.name for n in nodes if settings.wants(n.installed_version))
-    waves: list[tuple[InstallStep, ...]] = []
-
+    first: list[InstallStep] = []
     if installed:
         anchor = init if init.installed_version is not None else installed[0]
-        join = _url(anchor)
+        if anchor.name not in unchanged:
+            # Only a version change gets here: reinstall the anchor in place before anyone joins it.
+            first.append(InstallStep(anchor.name, "server", "init" if len(servers) > 1 else "single"))
     else:
         anchor = init
-        kind: StepKind = "init" if len(servers) > 1 else "single"
-        waves.append((InstallStep(init.name, "server", kind),))
-        join = _url(init)
-    for server in servers:
-        if server.name in unchanged or any(s.node == server.name for w in waves for s in w):
-            continue
-        # The anchor itself only ever gets here for a version change: reinstall it in place.
-        kind = "join-server" if server is not anchor else ("init" if len(servers) > 1 else "single")
-        waves.append((InstallStep(server.name, "server", kind, None if server is anchor else join),))
+        first.append(InstallStep(init.name, "server", "init" if len(servers) > 1 else "single"))
+    join = _url(anchor)
+    server_joins = tuple(
+        InstallStep(s.name, "server", "join-server", join)
+        for s in servers
+        if s is not anchor and s.name not in unchanged
+    )
     agent_steps = tuple(
         InstallStep(a.name, "agent", "agent", join) for a in agents if a.name not in unchanged
     )
+    waves: list[tuple[InstallStep, ...]] = [tuple(first)] if first else []
+    waves += [(step,) for step in server_joins]
     if agent_steps:
         waves.append(agent_steps)
-    return InstallPlan(init_server=init.name, waves=tuple(waves), unchanged=unchanged)
+    return InstallPlan(
+        init_server=init.name,
+        waves=tuple(waves),
+        unchanged=unchanged,
+        first=tuple(first),
+        server_joins=server_joins,
+        agents=agent_steps,
+    )
 
 
 def _url(node: NodeFacts) -> str:

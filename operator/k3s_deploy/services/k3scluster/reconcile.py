@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -438,12 +438,22 @@ class Reconciler:
                 f"K3s {after.installed_version or ''} installed on {step.node}".replace("  ", " "),
             )
 
-        for wave in plan.waves:
-            results = await asyncio.gather(*(one(s) for s in wave), return_exceptions=True)
-            await self._flush()
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+        async def servers_one_by_one() -> None:
+            for step in plan.server_joins:
+                await one(step)
+
+        async def agents_together() -> None:
+            results = await asyncio.gather(*(one(s) for s in plan.agents), return_exceptions=True)
+            _raise_first(results)
+
+        for step in plan.first:
+            try:
+                await one(step)
+            finally:
+                await self._flush()
+        results = await asyncio.gather(servers_one_by_one(), agents_together(), return_exceptions=True)
+        await self._flush()
+        _raise_first(results)
 
     async def kubeconfig(self, private_key: str) -> str:
         """Store the user's kubeconfig Secret; return one the operator uses (pointing at a server)."""
@@ -614,6 +624,19 @@ class Reconciler:
 async def reconcile(body: Mapping[str, Any], deps: Deps, *, generation: int | None = None) -> Outcome:
     """Run one pass; never raises K3sDeployError (it is folded into the outcome)."""
     return await Reconciler(body, deps, generation=generation).run()
+
+
+def _raise_first(results: Sequence[object]) -> None:
+    """Re-raise the most telling failure of parallel work: a permanent one before a transient one."""
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures:
+        if not isinstance(failure, errors.K3sDeployError):
+            raise failure
+    permanent = [f for f in failures if isinstance(f, errors.K3sDeployError) and not f.transient]
+    if permanent:
+        raise permanent[0]
+    if failures:
+        raise failures[0]
 
 
 def _version_key(version: str) -> tuple[int, ...]:
