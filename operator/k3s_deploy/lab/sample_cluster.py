@@ -218,13 +218,17 @@ def _bring_up(ctx: LabContext, kubeconfig: Path) -> None:
         "readySeconds": round(elapsed, 1),
         "sshKey": str(key_path),
     }
-    ctx.log(
+    summary = (
         f"K3sCluster {CLUSTER} is Ready after {elapsed:.0f}s\n\n{overview}\n{nodes}\n"
         f"Use it:\n  kubectl --kubeconfig {user_kubeconfig} get nodes\n"
         f"  (or: kubectl -n {NAMESPACE} get secret {CLUSTER}-kubeconfig -o jsonpath='{{.data.value}}' "
         "| base64 -d > lab.kubeconfig)\n"
         f"Log in to a node:\n  ssh -i {key_path} -p {pve['guestSshPort']} ubuntu@<node ip from the table>"
     )
+    # With `lab up --detach` the progress goes to DIR/lab.log; the summary is kept here too.
+    (work / "summary.txt").write_text(summary + "\n")
+    ctx.facts["cluster"]["summary"] = str(work / "summary.txt")
+    ctx.log(summary)
 
 
 @contextlib.asynccontextmanager
