@@ -119,3 +119,21 @@ async def test_error_mapping(pve_sim: Any) -> None:
     pve_sim.set_faults(errors=[], latency=2.0)
     with pytest.raises(ProxmoxUnavailable):
         await client(pve_sim, timeout=0.5).nodes()
+
+
+async def test_every_call_is_counted_in_the_metrics(pve_sim: Any) -> None:
+    from k3s_deploy import metrics
+
+    def calls(endpoint: str, method: str = "GET") -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            f"{metrics.NAMESPACE}_proxmox_requests_total",
+            {"endpoint": endpoint, "method": method, "result": "ok"},
+        )
+        return value or 0.0
+
+    before = calls("/cluster/resources")
+    pve = client(pve_sim)
+    await pve.cluster_vms()
+    await pve.cluster_vms()
+    pve.close()
+    assert calls("/cluster/resources") == before + 2

@@ -23,6 +23,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 from requests.adapters import HTTPAdapter
 
+from k3s_deploy import metrics
 from k3s_deploy.errors import (
     CredentialsError,
     GuestNotReady,
@@ -191,6 +192,7 @@ class ProxmoxerClient:
                 f"https://{host}:{kwargs['port']}/api2/json/version", verify=False, timeout=self._timeout
             ).close()
         api = ProxmoxAPI(host, **kwargs)
+        api._store["session"].hooks["response"].append(metrics.proxmox_response_hook)
         if fingerprint:
             api._store["session"].mount("https://", _PinnedAdapter(fingerprint))
         return api

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from k3s_deploy import metrics
 from k3s_deploy.errors import ProxmoxBusy, ProxmoxRejected, ProxmoxTaskFailed
 from k3s_deploy.services.proxmoxvm.work import Requeue, Work
 
@@ -26,6 +29,9 @@ async def check_task(work: Work) -> None:
         raise Requeue(3.0, "TaskRunning", f"waiting for the {ref.action} task {ref.upid}")
     work.status.task_ref = None
     work.session.inventory.invalidate()
+    if ref.started_at is not None:
+        seconds = (datetime.now(UTC) - ref.started_at).total_seconds()
+        metrics.observe_proxmox_task(_task_type(ref.upid, ref.action), max(seconds, 0.0), task.succeeded)
     if task.succeeded:
         work.event(
             "Normal", ref.action.capitalize() + "Done", f"{ref.action} task finished: {task.exitstatus}"
@@ -40,3 +46,9 @@ async def check_task(work: Work) -> None:
     if any(marker in text.lower() for marker in _TRANSIENT_EXIT):
         raise ProxmoxBusy(f"{ref.action} task failed: {text}")
     raise ProxmoxTaskFailed(f"{ref.action} task failed: {text}", reason=ref.action.capitalize() + "Failed")
+
+
+def _task_type(upid: str, fallback: str) -> str:
+    """The task type field of a UPID (``qmclone``, ``qmstart``...), or the action when unparsable."""
+    parts = upid.split(":")
+    return parts[5] if len(parts) >= 9 and parts[5] else fallback
