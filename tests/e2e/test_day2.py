@@ -351,8 +351,9 @@ async def test_scale_servers_3_to_5_to_3(lab: Lab) -> None:
     assert shrunk["status"]["initServer"] == "hs-server-0"
 
 
-async def test_stop_and_start_the_whole_cluster(lab: Lab, pve_sim: Any) -> None:
-    """Stopped: agents go down before servers; Running: servers come up before agents; Ready again."""
+async def test_stop_and_start_the_whole_cluster_and_vm_drift(lab: Lab, pve_sim: Any) -> None:
+    """Stopped: agents go down before servers; Running: servers come up before agents; Ready again.
+    Then a VM stopped outside the operator is started again and its node is Ready."""
     await lab.apply(lab.manifest("pw", 1, 2))
     await lab.ready("pw")
     order: list[tuple[str, str]] = []
@@ -384,6 +385,28 @@ async def test_stop_and_start_the_whole_cluster(lab: Lab, pve_sim: Any) -> None:
     ready = await lab.ready("pw")
     assert ready["status"]["readyAgents"] == 2 and condition(ready, "PoweredOn")["status"] == "True"
     assert all(node_ready(n) for n in (await lab.nodes("pw")).values())
+
+    # drift: an agent's VM stopped behind the operator's back is started again and rejoins
+    entry = next(n for n in ready["status"]["nodes"] if n["name"] == "pw-agent-0")
+    vm = pve_sim.api().nodes(entry["pveNode"]).qemu(entry["vmid"])
+    await asyncio.to_thread(lambda: pve_sim.wait_task(vm.status.stop.post()))
+
+    async def node_down() -> bool:
+        return not node_ready((await lab.nodes("pw"))["pw-agent-0"])
+
+    await lab.wait(node_down, "pw-agent-0 NotReady in the cluster", within=60)
+
+    async def healed() -> bool:
+        running = await asyncio.to_thread(lambda: vm.status.current.get()["status"] == "running")
+        nodes = await lab.nodes("pw")
+        obj = await lab.cluster("pw")
+        return (
+            running
+            and all(node_ready(n) for n in nodes.values())
+            and condition(obj, "Ready")["status"] == "True"
+        )
+
+    await lab.wait(healed, "pw-agent-0 started again and Ready", within=120)
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ class Day2:
         self.drift: list[tuple[str, str]] = []  # (reason, message)
         self.channel_problem: errors.K3sDeployError | None = None
         self.removed: set[str] = set()
+        self.k3s_missing: list[str] = []
 
     # --- children: surplus and power states ----------------------------------------------------------
 
@@ -180,6 +181,7 @@ class Day2:
             self._drift_condition()
             return False
         self._missing_nodes(found)
+        await self._forget_stale_nodes(kubeconfig, found)
         self._drift_condition()
         if self.surplus and await self._scale_down(kubeconfig, found, private_key):
             return True
@@ -229,10 +231,19 @@ class Day2:
         for view in self.r.views.values():
             recorded = self.r.recorded.get(view.name) or {}
             if view.k3s_version is None and recorded.get("k3sVersion") and recorded.get("ready"):
+                self.k3s_missing.append(view.name)
                 self.drift.append(("K3sMissing", f"K3s is gone from {view.name}; installing it again"))
                 self.r.event(
                     "Warning", "DriftDetected", f"K3s is no longer installed on {view.name}; reinstalling"
                 )
+
+    async def _forget_stale_nodes(self, kubeconfig: str, found: Mapping[str, Any]) -> None:
+        """A member whose K3s is gone (removed by hand, or its VM re-created) still has a Node: delete it
+        before the reinstall, as K3s wants for a node rejoining under the same name (its node-password
+        Secret goes with it; a server's etcd member is removed, so it can join as a new member)."""
+        for name in self.k3s_missing:
+            if name in found and await self.r.deps.target.delete_node(kubeconfig, name):
+                self.r.event("Normal", "NodeDeleted", f"Deleted the stale node {name} before it rejoins")
 
     def _missing_nodes(self, found: Mapping[str, Any]) -> None:
         """A member that runs K3s and was Ready once, but whose Node is gone (deleted by hand): reinstall,
