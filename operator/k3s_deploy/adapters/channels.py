@@ -13,12 +13,31 @@ _MAX_BYTES = 1 << 20
 
 
 class HttpChannelServer:
-    """Fetches channel documents; a new short-lived session per call (a few calls an hour)."""
+    """Fetches channel documents; a new short-lived session per call (a few calls an hour).
 
-    def __init__(self, *, timeout_s: float = 10.0) -> None:
+    A failure is remembered per URL for ``retry_after_s``: sites without internet access (air-gapped,
+    or a lab) then pay the connect timeout once in a while, not on every reconcile pass.
+    """
+
+    def __init__(self, *, timeout_s: float = 10.0, retry_after_s: float = 300.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._retry_after = retry_after_s
+        self._failed: dict[str, tuple[float, errors.TransientError]] = {}
 
     async def fetch(self, url: str) -> Any:
+        now = asyncio.get_running_loop().time()
+        failed = self._failed.get(url)
+        if failed is not None and now < failed[0]:
+            raise failed[1]
+        try:
+            result = await self._fetch(url)
+        except errors.TransientError as exc:
+            self._failed[url] = (now + self._retry_after, exc)
+            raise
+        self._failed.pop(url, None)
+        return result
+
+    async def _fetch(self, url: str) -> Any:
         try:
             async with (
                 aiohttp.ClientSession(timeout=self._timeout) as session,
