@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from k3s_deploy import errors
 from k3s_deploy.services.k3scluster import channels, install, power, rollout, scaling, upgrade, versions
+from k3s_deploy.services.k3scluster.rollout import UP_TO_DATE
 from k3s_deploy.services.k3scluster.topology import LABEL_ROLE, ClusterRef, owned_by
 
 if TYPE_CHECKING:
     from k3s_deploy.services.k3scluster.desired import Desired
     from k3s_deploy.services.k3scluster.reconcile import Reconciler
 
-UP_TO_DATE = "UpToDate"
 NODES_IN_SYNC = "NodesInSync"
 POWERED_ON = "PoweredOn"
 STOP_DELAY = 5.0
@@ -187,7 +187,15 @@ class Day2:
             return True
         if target is None:
             return False
-        return await self._rollout(kubeconfig, found, private_key, token, settings, target)
+        return await rollout.advance(
+            r,
+            self._states(found),
+            target,
+            kubeconfig=kubeconfig,
+            private_key=private_key,
+            token=token,
+            settings=settings,
+        )
 
     def _target(self, resolution: channels.Resolution | None) -> str | None:
         k3s = self.r.spec.k3s
@@ -297,104 +305,6 @@ class Day2:
                 found = {n.name: n for n in await r.deps.target.nodes(kubeconfig)}
         return False
 
-    async def _rollout(
-        self,
-        kubeconfig: str,
-        found: Mapping[str, Any],
-        private_key: str,
-        token: str,
-        settings: install.K3sSettings,
-        target: str,
-    ) -> bool:
-        r, k3s = self.r, self.r.spec.k3s
-        states = self._states(found)
-        todo = upgrade.pending(states, target)
-        if todo:
-            versions.check_downgrade(target, [n.version for n in todo], allowed=k3s.allow_downgrade)
-        now = _stamp(_now())
-        progress = upgrade.begin(
-            upgrade.Progress.from_status(r.old_status.get("upgrade")), states, target, now=now
-        )
-        previous: Mapping[str, Any] = next(
-            (c for c in r.old_status.get("conditions") or [] if c.get("type") == UP_TO_DATE), {}
-        )
-        retry = (
-            previous.get("reason") == "UpgradeFailed" and previous.get("observedGeneration") != r.generation
-        )
-        policy = upgrade.Policy(r.spec.upgrade.agent_concurrency, paused=r.spec.paused, retry_failed=retry)
-        step = upgrade.next_step(states, target, progress, policy)
-        if progress.state:
-            r.status["upgrade"] = progress.as_status()
-        if step.kind == "none":
-            return False
-        if step.kind == "done":
-            done = dataclasses.replace(progress, state=upgrade.COMPLETE, current=(), finished_time=now)
-            r.status["upgrade"] = done.as_status()
-            r.event("Normal", "UpgradeComplete", f"Every node runs {target}")
-            return False
-        if step.kind == "failed":
-            message = step.message + "; fix the node, then change the spec (any field) to retry"
-            r.conditions.set(UP_TO_DATE, False, "UpgradeFailed", message)
-            raise errors.PermanentError(message, reason="UpgradeFailed")
-        done_count = len([s for s in states if s.version == target])
-        summary = f"upgrading to {target}: {done_count}/{len(states)} nodes done"
-        r.status["phase"] = "Upgrading"
-        r.conditions.set(
-            UP_TO_DATE, False, "Upgrading", summary + (f"; {step.message}" if step.message else "")
-        )
-        r.conditions.reconciling(True, "Upgrading", step.message or summary)
-        if step.kind in ("paused", "wait"):
-            return True
-        if not progress.current and progress.state == upgrade.PROGRESSING and not progress.completed:
-            r.event("Normal", "UpgradeStarted", f"Rolling upgrade from {progress.from_version} to {target}")
-        progress = dataclasses.replace(
-            progress, state=upgrade.PROGRESSING, current=step.nodes, failed_node=None
-        )
-        r.status["upgrade"] = progress.as_status()
-        await r._flush()
-        results = await _gather(
-            [
-                rollout.upgrade_node(
-                    r,
-                    name,
-                    target,
-                    kubeconfig=kubeconfig,
-                    private_key=private_key,
-                    token=token,
-                    settings=settings,
-                )
-                for name in step.nodes
-            ]
-        )
-        failed = [(name, exc) for name, exc in zip(step.nodes, results, strict=True) if exc is not None]
-        completed = tuple(
-            dict.fromkeys(
-                [*progress.completed, *(n for n, e in zip(step.nodes, results, strict=True) if e is None)]
-            )
-        )
-        if not failed:
-            r.status["upgrade"] = dataclasses.replace(progress, current=(), completed=completed).as_status()
-            await r._flush()
-            return True
-        name, exc = failed[0]
-        if exc.transient and exc.reason != "DrainTimeout":
-            r.status["upgrade"] = dataclasses.replace(progress, completed=completed).as_status()
-            raise exc
-        r.views[name].state, r.views[name].message = "Failed", exc.message
-        stopped = dataclasses.replace(
-            progress,
-            state=upgrade.FAILED,
-            current=(),
-            completed=completed,
-            failed_node=name,
-            finished_time=now,
-        )
-        r.status["upgrade"] = stopped.as_status()
-        message = f"the upgrade to {target} stopped at node {name}: {exc.message}"
-        r.conditions.set(UP_TO_DATE, False, "UpgradeFailed", message[:2000])
-        await r._flush()
-        raise errors.PermanentError(message, reason="UpgradeFailed")
-
     # --- after health ----------------------------------------------------------------------------------
 
     def after_health(self) -> None:
@@ -423,19 +333,3 @@ class Day2:
         elif lowest:
             where = f", the newest on channel {channel}" if available else ""
             r.conditions.set(UP_TO_DATE, True, "UpToDate", f"every node runs {lowest}{where}")
-
-
-async def _gather(coros: list[Any]) -> list[errors.K3sDeployError | None]:
-    """Run node jobs together; each outcome is None (done) or its error (other errors propagate)."""
-    import asyncio
-
-    results = await asyncio.gather(*coros, return_exceptions=True)
-    out: list[errors.K3sDeployError | None] = []
-    for result in results:
-        if isinstance(result, errors.K3sDeployError):
-            out.append(result)
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            out.append(None)
-    return out

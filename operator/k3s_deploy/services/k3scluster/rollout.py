@@ -1,4 +1,5 @@
-"""Carrying out day-2 node work over SSH and the cluster's API: upgrade a batch, remove a member.
+"""Carrying out day-2 node work over SSH and the cluster's API: the rollout steps, upgrade a node,
+remove a member.
 
 Each function does one node's whole sequence and leaves the node either finished or recorded as in
 flight, so a pass (or an operator process) that dies half-way is picked up by the next one. Progress
@@ -10,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from k3s_deploy import errors
 from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.ports.target import DrainOptions, TargetNode
-from k3s_deploy.services.k3scluster import install, nodes
+from k3s_deploy.services.k3scluster import install, nodes, upgrade, versions
 from k3s_deploy.services.k3scluster.scaling import Surplus
 
 if TYPE_CHECKING:
     from k3s_deploy.services.k3scluster.reconcile import Reconciler
 
+UP_TO_DATE = "UpToDate"
 POLL_S = 2.0
 UNINSTALL = {"server": "/usr/local/bin/k3s-uninstall.sh", "agent": "/usr/local/bin/k3s-agent-uninstall.sh"}
 
@@ -190,3 +193,112 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
         )
         return
     r.event("Normal", "Uninstalled", f"Uninstalled K3s from {name}")
+
+
+async def advance(
+    r: Reconciler,
+    states: list[upgrade.NodeState],
+    target: str,
+    *,
+    kubeconfig: str,
+    private_key: str,
+    token: str,
+    settings: install.K3sSettings,
+) -> bool:
+    """One step of the rollout to ``target`` (a batch, or a decision to wait). True: end the pass."""
+    k3s = r.spec.k3s
+    todo = upgrade.pending(states, target)
+    if todo:
+        versions.check_downgrade(target, [n.version for n in todo], allowed=k3s.allow_downgrade)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    progress = upgrade.begin(
+        upgrade.Progress.from_status(r.old_status.get("upgrade")), states, target, now=now
+    )
+    previous: Mapping[str, Any] = next(
+        (c for c in r.old_status.get("conditions") or [] if c.get("type") == UP_TO_DATE), {}
+    )
+    retry = previous.get("reason") == "UpgradeFailed" and previous.get("observedGeneration") != r.generation
+    policy = upgrade.Policy(r.spec.upgrade.agent_concurrency, paused=r.spec.paused, retry_failed=retry)
+    step = upgrade.next_step(states, target, progress, policy)
+    if progress.state:
+        r.status["upgrade"] = progress.as_status()
+    if step.kind == "none":
+        return False
+    if step.kind == "done":
+        done = dataclasses.replace(progress, state=upgrade.COMPLETE, current=(), finished_time=now)
+        r.status["upgrade"] = done.as_status()
+        r.event("Normal", "UpgradeComplete", f"Every node runs {target}")
+        return False
+    if step.kind == "failed":
+        message = step.message + "; fix the node, then change the spec (any field) to retry"
+        r.conditions.set(UP_TO_DATE, False, "UpgradeFailed", message)
+        raise errors.PermanentError(message, reason="UpgradeFailed")
+    done_count = len([s for s in states if s.version == target])
+    summary = f"upgrading to {target}: {done_count}/{len(states)} nodes done"
+    r.status["phase"] = "Upgrading"
+    r.conditions.set(UP_TO_DATE, False, "Upgrading", summary + (f"; {step.message}" if step.message else ""))
+    r.conditions.reconciling(True, "Upgrading", step.message or summary)
+    if step.kind in ("paused", "wait"):
+        return True
+    if not progress.current and progress.state == upgrade.PROGRESSING and not progress.completed:
+        r.event("Normal", "UpgradeStarted", f"Rolling upgrade from {progress.from_version} to {target}")
+    progress = dataclasses.replace(progress, state=upgrade.PROGRESSING, current=step.nodes, failed_node=None)
+    r.status["upgrade"] = progress.as_status()
+    await r._flush()
+    results = await _gather(
+        [
+            upgrade_node(
+                r,
+                name,
+                target,
+                kubeconfig=kubeconfig,
+                private_key=private_key,
+                token=token,
+                settings=settings,
+            )
+            for name in step.nodes
+        ]
+    )
+    failed = [(name, exc) for name, exc in zip(step.nodes, results, strict=True) if exc is not None]
+    completed = tuple(
+        dict.fromkeys(
+            [*progress.completed, *(n for n, e in zip(step.nodes, results, strict=True) if e is None)]
+        )
+    )
+    if not failed:
+        r.status["upgrade"] = dataclasses.replace(progress, current=(), completed=completed).as_status()
+        await r._flush()
+        return True
+    name, exc = failed[0]
+    if exc.transient and exc.reason != "DrainTimeout":
+        r.status["upgrade"] = dataclasses.replace(progress, completed=completed).as_status()
+        raise exc
+    r.views[name].state, r.views[name].message = "Failed", exc.message
+    stopped = dataclasses.replace(
+        progress,
+        state=upgrade.FAILED,
+        current=(),
+        completed=completed,
+        failed_node=name,
+        finished_time=now,
+    )
+    r.status["upgrade"] = stopped.as_status()
+    message = f"the upgrade to {target} stopped at node {name}: {exc.message}"
+    r.conditions.set(UP_TO_DATE, False, "UpgradeFailed", message[:2000])
+    await r._flush()
+    raise errors.PermanentError(message, reason="UpgradeFailed")
+
+
+async def _gather(coros: list[Any]) -> list[errors.K3sDeployError | None]:
+    """Run node jobs together; each outcome is None (done) or its error (other errors propagate)."""
+
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    out: list[errors.K3sDeployError | None] = []
+    for result in results:
+        if isinstance(result, errors.K3sDeployError):
+            out.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            out.append(None)
+    return out
