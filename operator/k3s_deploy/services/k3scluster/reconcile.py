@@ -39,8 +39,11 @@ SERVERS_READY = "ServersReady"
 AGENTS_READY = "AgentsReady"
 STEPS = (VMS_READY, SERVERS_READY, AGENTS_READY)
 
-# How soon to look again while waiting for something that is on its way (VMs booting, nodes joining).
+# How soon to look again while waiting for something that is on its way (VMs booting: children
+# changing also wake the loop at once, so this is a fallback).
 WAIT_DELAY = 3.0
+# Nodes register and turn Ready within seconds of an install; a Node list is one cheap call.
+NODE_WAIT_DELAY = 1.0
 # Node state recorded when its install failed: the next pass installs it again.
 INSTALL_FAILED = "InstallFailed"
 
@@ -72,7 +75,11 @@ class Outcome:
 
 
 class _Wait(Exception):
-    """Stop this pass: something is still on its way (not an error)."""
+    """Stop this pass: something is still on its way (not an error); look again after ``delay``."""
+
+    def __init__(self, delay: float = WAIT_DELAY) -> None:
+        super().__init__(delay)
+        self.delay = delay
 
 
 @dataclass
@@ -536,7 +543,7 @@ class Reconciler:
             self.conditions.reconciling(
                 True, "WaitingForNodes", "waiting for nodes to be Ready: " + ", ".join(waiting)
             )
-            raise _Wait
+            raise _Wait(NODE_WAIT_DELAY)
 
     # --- the pass ------------------------------------------------------------------------------------
 
@@ -571,9 +578,9 @@ class Reconciler:
             self.conditions.reconciling(False)
             self.conditions.stalled(False)
             self.status["phase"] = "Ready"
-        except _Wait:
+        except _Wait as wait:
             self.conditions.stalled(False)
-            requeue = WAIT_DELAY
+            requeue = wait.delay
         except errors.K3sDeployError as exc:
             error = exc
             self.conditions.from_error(exc)
