@@ -175,6 +175,7 @@ def up(
     while time.monotonic() < deadline:
         if (directory / READY_FILE).exists():
             print(f"lab ready in {directory} (log: {directory / 'lab.log'})")
+            _print_summary(directory)
             return 0
         if proc.poll() is not None or (directory / FAILED_FILE).exists():
             print(f"lab failed to start; see {directory / 'lab.log'}", file=sys.stderr)
@@ -251,3 +252,12 @@ def _print_tail(path: Path, lines: int = 30) -> None:
     with contextlib.suppress(OSError):
         for line in path.read_text(errors="replace").splitlines()[-lines:]:
             print(f"  {line}", file=sys.stderr)
+
+
+def _print_summary(directory: Path) -> None:
+    """Show what the components published as a human summary (the sample cluster's, for one)."""
+    with contextlib.suppress(OSError, ValueError):
+        facts = json.loads((directory / "facts.json").read_text())
+        summary = facts.get("cluster", {}).get("summary")
+        if summary:
+            print(Path(summary).read_text(), end="")
