@@ -81,6 +81,11 @@ def test_lab_up_detached_then_down_leaves_no_process(
         assert facts["controlplane"]["version"] == kubernetes_version()
         got = kubectl("get", "namespace", "kube-system", "-o", "name", kubeconfig=lab_dir / "kubeconfig")
         assert got.stdout.strip() == "namespace/kube-system"
+        lab_kubectl = subprocess.run(
+            [str(lab_dir / "bin" / "kubectl"), "--kubeconfig", str(lab_dir / "kubeconfig"), "get", "ns", "default"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert lab_kubectl.returncode == 0, lab_kubectl.stderr
         kubectl("create", "configmap", "hello", "--from-literal=a=b", kubeconfig=lab_dir / "kubeconfig")
     finally:
         down = _lab("down", "--dir", str(lab_dir))

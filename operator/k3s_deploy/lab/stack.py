@@ -97,6 +97,7 @@ async def _serve(ctx: LabContext) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with running(ctx):
+            _link_kubectl(ctx.dir)
             (ctx.dir / "facts.json").write_text(json.dumps(ctx.facts, indent=2, default=str))
             (ctx.dir / READY_FILE).write_text(str(os.getpid()))
             ctx.log(
@@ -261,3 +262,16 @@ def _print_summary(directory: Path) -> None:
         summary = facts.get("cluster", {}).get("summary")
         if summary:
             print(Path(summary).read_text(), end="")
+
+
+def _link_kubectl(directory: Path) -> None:
+    """Put the lab's kubectl at DIR/bin/kubectl, so users need no kubectl of their own."""
+    from k3s_deploy.lab.controlplane.build import cached_binaries
+
+    binaries = cached_binaries()
+    if binaries is None:
+        return
+    link = directory / "bin" / "kubectl"
+    link.parent.mkdir(exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(binaries["kubectl"])
