@@ -168,6 +168,7 @@ async def test_rolling_upgrade_order_pause_kill_resume_and_failure(lab: Lab) -> 
 
     # every change of every Node, streamed from the workload cluster's API (kubectl get -w)
     state: dict[str, tuple[str, bool, bool]] = {}
+    kill_armed, killed = asyncio.Event(), asyncio.Event()
     seen: list[dict[str, tuple[str, bool, bool]]] = []
     watch_proc = await asyncio.create_subprocess_exec(
         kubectl_path(),
@@ -199,6 +200,9 @@ async def test_rolling_upgrade_order_pause_kill_resume_and_failure(lab: Lab) -> 
                     node_ready(obj),
                 )
                 seen.append(dict(state))
+                if kill_armed.is_set() and not killed.is_set() and any(v[1] for v in state.values()):
+                    lab.operator.kill()
+                    killed.set()
 
     watcher = asyncio.create_task(watch())
     await lab.patch("up", {"spec": {"k3s": {"version": B}}})
@@ -220,13 +224,12 @@ async def test_rolling_upgrade_order_pause_kill_resume_and_failure(lab: Lab) -> 
     upgraded_while_paused = [i for i in lab.installs if B in i]
     assert len(upgraded_while_paused) == done_when_paused
 
-    # resume, and kill the operator while a node is in flight
+    # resume, and kill the operator (SIGKILL) the moment the next node is cordoned: mid-batch
+    kill_armed.set()
     await lab.patch("up", {"spec": {"paused": False}})
-    await lab.wait(
-        lambda: _status_is(lab, "up", lambda st: bool((st.get("upgrade") or {}).get("currentNodes"))),
-        "a node in flight",
-    )
-    lab.operator.kill()
+    await asyncio.wait_for(killed.wait(), timeout=120)
+    flushed = (await lab.cluster("up"))["status"]["upgrade"]
+    assert len(flushed["currentNodes"]) == 1, flushed  # recorded in flight before the node was touched
     await asyncio.to_thread(lab.operator.start)
     final = await lab.ready("up")
     watch_proc.terminate()
@@ -310,8 +313,19 @@ async def test_smoke_scale_agents_and_repair_drift(lab: Lab, pve_sim: Any) -> No
     await lab.wait(
         lambda: _true(len(lab.installs) > installs_before), "K3s reinstalled on sc-agent-0", within=60
     )
-    healed = await lab.ready("sc", generation=False)
-    assert condition(healed, "NodesInSync")["status"] == "True", healed["status"]["conditions"]
+    healed = await lab.wait(
+        lambda: _status_is(
+            lab,
+            "sc",
+            lambda st: (
+                {c["type"]: c["status"] for c in st.get("conditions") or []}.get("NodesInSync") == "True"
+                and {c["type"]: c["status"] for c in st.get("conditions") or []}.get("Ready") == "True"
+            ),
+        ),
+        "Ready and NodesInSync again",
+        within=60,
+    )
+    assert healed["status"]["readyAgents"] == 1
     events = await lab.get("events")
     assert sum(e["reason"] == "DriftDetected" for e in events["items"]) >= 2
 
