@@ -272,7 +272,9 @@ async def test_drift_k3s_removed_by_hand_is_reinstalled() -> None:
     w.target.not_ready.add("demo-agent-0")  # the reinstalled node takes a moment to be Ready
     out = await w.pass_(b)
     drift = cond(out, "NodesInSync")
-    assert (drift["status"], drift["reason"]) == ("False", "K3sMissing") and "demo-agent-0" in drift["message"]
+    assert (drift["status"], drift["reason"]) == ("False", "K3sMissing") and "demo-agent-0" in drift[
+        "message"
+    ]
     assert any(e.reason == "DriftDetected" and "demo-agent-0" in e.message for e in out.events)
     assert w.of("install") == ["demo-agent-0"]
     w.target.not_ready.clear()
