@@ -36,6 +36,9 @@ class OperatorSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     resync_seconds: float = Field(default=60.0, gt=0, description="Periodic drift check interval.")
+    channel_check_seconds: float = Field(
+        default=600.0, gt=0, description="How long a K3s release channel's answer is reused (version check)."
+    )
     proxmox_concurrency: int = Field(
         default=8, ge=1, description="Parallel Proxmox API calls per credential."
     )

@@ -149,7 +149,8 @@ async def lab(pve_sim: Any, pve_guests: Any, namespace: str, kubectl: Any, start
         "-",
         input=yaml.safe_dump_all(lab_secrets(pve, namespace, private)),
     )
-    operator = await asyncio.to_thread(start_operator, namespace)
+    # the channel server is asked again every 2 s, so a channel move is seen quickly
+    operator = await asyncio.to_thread(start_operator, namespace, env={"K3SD_CHANNEL_CHECK_SECONDS": "2"})
     lab = Lab(kubectl, namespace, pve, pve_guests, operator)
     lab.public_key = public
     return lab
@@ -272,6 +273,28 @@ async def test_rolling_upgrade_order_pause_kill_resume_and_failure(lab: Lab) -> 
     assert lab.installs == []  # the stand-in refused the download: nothing was installed anywhere
     nodes = await lab.nodes("up")
     assert all(kubelet(n) == B for n in nodes.values())
+
+
+async def test_auto_upgrade_follows_the_channel(lab: Lab) -> None:
+    """A cluster on channel stable with autoUpgrade: when the channel moves, the cluster rolls to it."""
+    base = lab.manifest("ch", 1, 1)
+    k3s = {key: v for key, v in base["spec"]["k3s"].items() if key != "version"}
+    await lab.apply(lab.manifest("ch", 1, 1, k3s={**k3s, "channel": "stable", "autoUpgrade": True}))
+    ready = await lab.ready("ch")
+    assert ready["status"]["k3sVersion"] == A and ready["status"]["channelResolution"]["version"] == A
+    lab.installs.clear()
+    lab.guests.k3s.channels["stable"] = B  # the channel moves
+
+    async def rolled() -> dict[str, Any] | None:
+        obj = await lab.cluster("ch")
+        st = obj.get("status") or {}
+        done = (st.get("upgrade") or {}).get("state") == "Complete" and st.get("k3sVersion") == B
+        return obj if done and condition(obj, "Ready").get("status") == "True" else None
+
+    done = await lab.wait(rolled, "the cluster rolled to the channel's new version", within=120)
+    assert done["status"]["availableVersion"] == B and condition(done, "UpToDate")["status"] == "True"
+    assert [i.split()[1] for i in lab.installs] == ["ch-server-0", "ch-agent-0"], lab.installs
+    assert all(kubelet(n) == B for n in (await lab.nodes("ch")).values())
 
 
 async def test_smoke_scale_agents_and_repair_drift(lab: Lab, pve_sim: Any) -> None:

@@ -59,6 +59,7 @@ def deps_for(runtime: Runtime) -> Deps:
         target=KubernetesTargetCluster(),
         list_vms=list_vms,
         channels=HttpChannelServer(),
+        channel_check_seconds=runtime.settings.channel_check_seconds,
     )
     runtime.memories[_DEPS_KEY] = deps
     return deps

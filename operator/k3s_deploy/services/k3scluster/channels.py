@@ -1,8 +1,9 @@
 """The version check: resolve a release channel to its newest version (the old ``check-version``).
 
 The channel server's answer is parsed here (pure); fetching goes through the ChannelServer port. A
-resolution is kept in ``status.channelResolution`` and reused for ``CHANNEL_TTL`` seconds, so the
-periodic resync does not hit the public server on every pass.
+resolution is kept in ``status.channelResolution`` and reused for a while (``K3SD_CHANNEL_CHECK_SECONDS``,
+10 minutes by default), so the periodic resync does not hit the public server
+on every pass.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def parse(document: Any) -> dict[str, str]:
     return out
 
 
-def cached(previous: Mapping[str, Any] | None, channel: str, now: datetime) -> Resolution | None:
+def cached(
+    previous: Mapping[str, Any] | None, channel: str, now: datetime, *, ttl: timedelta = CHANNEL_TTL
+) -> Resolution | None:
     """The resolution recorded in status, if it is for ``channel`` and recent enough."""
     if not previous or previous.get("channel") != channel or not previous.get("version"):
         return None
@@ -61,16 +64,22 @@ def cached(previous: Mapping[str, Any] | None, channel: str, now: datetime) -> R
         when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError:
         return None
-    if now - when > CHANNEL_TTL or when > now + timedelta(minutes=1):
+    if now - when > ttl or when > now + timedelta(minutes=1):
         return None
     return Resolution(channel, str(previous["version"]), when)
 
 
 async def resolve(
-    server: ChannelServer, url: str, channel: str, *, previous: Mapping[str, Any] | None, now: datetime
+    server: ChannelServer,
+    url: str,
+    channel: str,
+    *,
+    previous: Mapping[str, Any] | None,
+    now: datetime,
+    ttl: timedelta = CHANNEL_TTL,
 ) -> Resolution:
-    """The newest version of ``channel`` from the server at ``url`` (cached per ``CHANNEL_TTL``)."""
-    hit = cached(previous, channel, now)
+    """The newest version of ``channel`` from the server at ``url`` (the last answer reused for ``ttl``)."""
+    hit = cached(previous, channel, now, ttl=ttl)
     if hit is not None:
         return hit
     table = parse(await server.fetch(url))

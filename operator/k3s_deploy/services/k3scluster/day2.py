@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from k3s_deploy import errors
@@ -225,6 +225,7 @@ class Day2:
                 channel,
                 previous=r.old_status.get("channelResolution"),
                 now=_now(),
+                ttl=timedelta(seconds=r.deps.channel_check_seconds),
             )
         except errors.K3sDeployError as exc:
             if k3s.channel and k3s.auto_upgrade and not exc.transient:

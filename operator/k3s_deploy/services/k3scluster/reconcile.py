@@ -64,6 +64,7 @@ class Deps:
     list_vms: Callable[[ProxmoxCredentials], Awaitable[list[VmSummary]]] | None = None
     # The K3s release channel server (version check, channel upgrades); None: no version check.
     channels: ChannelServer | None = None
+    channel_check_seconds: float = 600.0
 
 
 @dataclass
