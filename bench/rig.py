@@ -18,9 +18,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +79,15 @@ class Rig:
         self.operator_starts = 0
         self.pve: dict[str, Any] = {}
         self.private_key, self.public_key = sample_cluster.new_ssh_key()
+        # Children die with the *thread* that spawned them (PR_SET_PDEATHSIG), so fault injectors
+        # restart processes on this one long-lived thread, never on their own short-lived ones.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rig-spawner")
 
     # ----- lifecycle ------------------------------------------------------------------------------
 
     def start(self, *, operator: bool = True, guests: bool = True) -> Rig:
+        if threading.current_thread() is threading.main_thread():  # SIGTERM (e.g. `timeout`) cleans up too
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
             self.plane = ControlPlane(self.dir / "controlplane", port=processes.free_port())
             self.plane.start()
@@ -110,6 +117,10 @@ class Rig:
             raise
         return self
 
+    def on_spawner(self, action: Callable[[], Any]) -> Any:
+        """Run ``action`` (which may start processes) on the rig's long-lived spawner thread."""
+        return self._spawner.submit(action).result()
+
     def stop(self) -> None:
         self.kill_operator(signal.SIGTERM)
         for proc in (self.guests_proc, self.pve_proc):
@@ -117,6 +128,7 @@ class Rig:
                 processes.stop_group(proc)
         if self.plane is not None:
             self.plane.stop()
+        self._spawner.shutdown(wait=True)
         if self.keep:
             print(f"kept {self.dir}")
         else:

@@ -91,13 +91,13 @@ class Injector:
         def kill_and_restart() -> None:
             self.rig.kill_operator()
             time.sleep(self.rng.uniform(0.0, 1.0))
-            self.rig.start_operator()
+            self.rig.on_spawner(self.rig.start_operator)
 
         self._at_random_times(4, kill_and_restart)
 
     def _apiserver(self) -> None:
         def restart() -> None:
-            self.rig.restart_apiserver()
+            self.rig.on_spawner(self.rig.restart_apiserver)
 
         self._at_random_times(2, restart)
 
