@@ -10,7 +10,8 @@ Every failure that crosses a port is raised as one of these, so handlers can dec
     │   ├── KubeUnavailable             management or target apiserver not answering
     │   ├── SshUnavailable              connect/auth timeout, connection dropped mid-command
     │   ├── GuestNotReady               guest agent silent, no address yet, node not Ready yet
-    │   └── WaitingForDependency        another object must progress first
+    │   ├── WaitingForDependency        another object must progress first
+    │   └── ArtefactUnavailable         an air-gap download by the operator failed (network, 5xx)
     └── PermanentError                  stall with a reason until the spec or the world changes
         ├── InvalidSpec                 valid for the schema, wrong for the world
         ├── CredentialsError            Secret missing/malformed, auth refused (401)
@@ -21,7 +22,8 @@ Every failure that crosses a port is raised as one of these, so handlers can dec
         ├── SshAuthFailed               the guest refused our key
         ├── HostKeyMismatch             the guest's host key changed since it was pinned
         ├── CommandFailed               a remote command exited non-zero
-        └── K3sInstallFailed            the K3s installer refused (bad token, bad version, ...)
+        ├── K3sInstallFailed            the K3s installer refused (bad token, bad version, ...)
+        └── ArtefactRejected            an air-gap URL answered 4xx, too large, wrong checksum
 
 ``reason`` is the CamelCase condition reason the error surfaces as; the message says what to fix.
 """
@@ -128,3 +130,15 @@ class CommandFailed(PermanentError):
 
 class K3sInstallFailed(PermanentError):
     reason = "K3sInstallFailed"
+
+
+class ArtefactUnavailable(TransientError):
+    """An air-gap artefact the operator downloads could not be fetched (network, 5xx)."""
+
+    reason = "ArtefactUnavailable"
+
+
+class ArtefactRejected(PermanentError):
+    """An air-gap artefact URL answered 4xx, or the file is too large or fails its checksum."""
+
+    reason = "ArtefactRejected"
