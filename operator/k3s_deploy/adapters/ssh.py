@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import shlex
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -136,6 +138,39 @@ class AsyncSshRunner:
         data = proc.stdout
         return data if isinstance(data, bytes) else str(data).encode()
 
+    async def upload(
+        self,
+        target: SshTarget,
+        local_path: Path,
+        remote_path: str,
+        *,
+        mode: int = 0o644,
+        sudo: bool | None = None,
+        timeout_s: float = 300.0,
+    ) -> None:
+        use_sudo = target.needs_sudo if sudo is None else sudo
+        command = upload_command(remote_path, mode, secrets.token_hex(6))
+        remote = _sudo_wrap(command) if use_sudo else command
+        conn, _client = await self._connect(target)
+        try:
+            async with conn:
+                # stdin=<path>: asyncssh streams the local file and sends EOF (no copy in memory)
+                proc = await conn.run(
+                    remote, stdin=str(local_path), check=False, timeout=timeout_s, encoding=None
+                )
+        except asyncssh.TimeoutError as exc:
+            raise errors.SshUnavailable(
+                f"copying {remote_path} to {target.describe()} did not finish within {timeout_s:.0f}s",
+                reason="SshTimeout",
+            ) from exc
+        except (asyncssh.Error, OSError) as exc:
+            raise errors.SshUnavailable(f"connection to {target.describe()} dropped: {exc}") from exc
+        if proc.exit_status != 0:
+            raise errors.CommandFailed(
+                f"cannot write {remote_path} on {target.describe()}: {_text(proc.stderr).strip()[-_STDERR_TAIL:]}",
+                exit_status=proc.exit_status,
+            )
+
     async def host_key(self, target: SshTarget) -> str:
         conn, client = await self._connect(target)
         async with conn:
@@ -201,6 +236,21 @@ class AsyncSshRunner:
             f"cannot reach {target.describe()} over SSH after {self._attempts} attempts: "
             f"{type(last).__name__}: {last}"
         )
+
+
+def upload_command(remote_path: str, mode: int, suffix: str) -> str:
+    """Shell that writes stdin to a fresh file next to ``remote_path`` and renames it into place.
+
+    ``set -C`` refuses to write through an existing file or symlink; the rename replaces a running
+    binary without "text file busy"; a failed copy leaves nothing behind.
+    """
+    dest = shlex.quote(remote_path)
+    parent = shlex.quote(str(Path(remote_path).parent))
+    tmp = shlex.quote(f"{Path(remote_path).parent}/.{Path(remote_path).name}.k3sd-{suffix}")
+    return (
+        f"set -eu; mkdir -p {parent}; umask 077; trap 'rm -f {tmp}' EXIT; "
+        f"set -C; cat > {tmp}; set +C; chmod {mode:04o} {tmp}; mv -f {tmp} {dest}; trap - EXIT"
+    )
 
 
 def _text(value: object) -> str:

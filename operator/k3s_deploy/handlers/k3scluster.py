@@ -43,6 +43,7 @@ def deps_for(runtime: Runtime) -> Deps:
     found = runtime.memories.get(_DEPS_KEY)
     if isinstance(found, Deps):
         return found
+    from k3s_deploy.adapters.artefacts import HttpArtefactFetcher
     from k3s_deploy.adapters.channels import HttpChannelServer
     from k3s_deploy.adapters.kube_children import KubeClusterObjects
     from k3s_deploy.adapters.ssh import AsyncSshRunner
@@ -60,6 +61,7 @@ def deps_for(runtime: Runtime) -> Deps:
         list_vms=list_vms,
         channels=HttpChannelServer(),
         channel_check_seconds=runtime.settings.channel_check_seconds,
+        artefacts=HttpArtefactFetcher(),
     )
     runtime.memories[_DEPS_KEY] = deps
     return deps

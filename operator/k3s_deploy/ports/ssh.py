@@ -1,4 +1,4 @@
-"""The SSH seam: run commands on a guest, read files from it, and learn its host key.
+"""The SSH seam: run commands on a guest, read and write files there, and learn its host key.
 
 Services talk to guests only through :class:`SshRunner`, so unit tests use a fake and the asyncssh
 adapter stays the one place that knows about SSH. Host keys are identified by their OpenSSH SHA256
@@ -8,6 +8,7 @@ fingerprint (``SHA256:...``), which is what status records and what users compar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 
@@ -72,6 +73,20 @@ class SshRunner(Protocol):
         self, target: SshTarget, path: str, *, sudo: bool | None = None, timeout_s: float = 30.0
     ) -> bytes:
         """Read a remote file (through sudo when needed); a missing file raises ``CommandFailed``."""
+        ...
+
+    async def upload(
+        self,
+        target: SshTarget,
+        local_path: Path,
+        remote_path: str,
+        *,
+        mode: int = 0o644,
+        sudo: bool | None = None,
+        timeout_s: float = 300.0,
+    ) -> None:
+        """Copy a local file to ``remote_path`` (created with ``mode``, replaced atomically, parent
+        directories created; through sudo when needed). A refusal raises ``CommandFailed``."""
         ...
 
     async def host_key(self, target: SshTarget) -> str:

@@ -46,13 +46,19 @@ AIRGAP_IMAGES_DIR = "/var/lib/rancher/k3s/agent/images"
 @dataclass(frozen=True)
 class InstallSource:
     """Where K3s comes from: the install script at a URL (default get.k3s.io, or a mirror or the lab),
-    or air-gapped artefacts (installer, binary, optional images) at URLs the nodes can reach, in which
-    case the installer runs with downloads skipped."""
+    or air-gapped artefacts (installer, binary, optional images), in which case the installer runs with
+    downloads skipped. ``fetch_from`` says who downloads them: each node with curl, or the operator,
+    which copies them to the node before the install (see ``airgap.py``)."""
 
     mode: Literal["script", "airgap"] = "script"
     script_url: str = DEFAULT_SCRIPT_URL
     binary_url: str | None = None
     images_url: str | None = None
+    fetch_from: Literal["Operator", "Node"] = "Node"
+
+    @property
+    def staged_by_operator(self) -> bool:
+        return self.mode == "airgap" and self.fetch_from == "Operator"
 
 
 @dataclass(frozen=True)
@@ -227,9 +233,19 @@ def k3s_args(
 
 
 def render_script(
-    step: InstallStep, settings: K3sSettings, *, token: str, node_ip: str | None, sans: Sequence[str]
+    step: InstallStep,
+    settings: K3sSettings,
+    *,
+    token: str,
+    node_ip: str | None,
+    sans: Sequence[str],
+    installer_path: str | None = None,
 ) -> str:
-    """The POSIX shell script sent over stdin to ``sh -s`` on the guest."""
+    """The POSIX shell script sent over stdin to ``sh -s`` on the guest.
+
+    ``installer_path``: where the operator copied the installer (``fetchFrom: Operator``; the binary
+    and images are in place already); the script runs it and removes it, downloading nothing.
+    """
     env: list[tuple[str, str]] = [("K3S_TOKEN", token)]
     if settings.version:
         env.append(("INSTALL_K3S_VERSION", settings.version))
@@ -244,8 +260,14 @@ def render_script(
     lines = ["set -eu"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env]
     argv = " ".join(shlex.quote(a) for a in k3s_args(step, settings, node_ip=node_ip, sans=sans))
-    lines += ['installer="$(mktemp)"', "trap 'rm -f \"$installer\"' EXIT"]
     source = settings.source
+    if source.staged_by_operator:
+        if installer_path is None:
+            raise ValueError("fetchFrom: Operator needs the path of the installer copied to the node")
+        lines += [f"installer={shlex.quote(installer_path)}", "trap 'rm -f \"$installer\"' EXIT"]
+        lines.append(f'sh "$installer" {argv}')
+        return "\n".join(lines) + "\n"
+    lines += ['installer="$(mktemp)"', "trap 'rm -f \"$installer\"' EXIT"]
     if source.mode == "airgap" and source.binary_url:
         lines.append(_download(source.binary_url, AIRGAP_BINARY) + f" && chmod 0755 {AIRGAP_BINARY}")
     if source.mode == "airgap" and source.images_url:

@@ -15,13 +15,14 @@ from typing import Any, Literal
 
 from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import K3sCluster
+from k3s_deploy.ports.artefacts import ArtefactFetcher
 from k3s_deploy.ports.channels import ChannelServer
 from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
 from k3s_deploy.services.conditions import Conditions
-from k3s_deploy.services.k3scluster import day2, install, nodes
+from k3s_deploy.services.k3scluster import airgap, day2, install, nodes
 from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
 from k3s_deploy.services.k3scluster.kubeconfig import rewrite, server_url
 from k3s_deploy.services.k3scluster.secrets import (
@@ -65,6 +66,8 @@ class Deps:
     # The K3s release channel server (version check, channel upgrades); None: no version check.
     channels: ChannelServer | None = None
     channel_check_seconds: float = 600.0
+    # Downloads air-gap artefacts for installSource.airGap.fetchFrom: Operator.
+    artefacts: ArtefactFetcher | None = None
 
 
 @dataclass
@@ -366,17 +369,12 @@ class Reconciler:
         source = install.InstallSource()
         if k3s.install_source is not None and k3s.install_source.air_gap is not None:
             air = k3s.install_source.air_gap
-            if air.fetch_from == "Operator":
-                raise errors.InvalidSpec(
-                    "installSource.airGap.fetchFrom: Operator is not supported yet; use fetchFrom: Node "
-                    "(the nodes download the artefacts from the URLs given)",
-                    reason="UnsupportedInstallSource",
-                )
             source = install.InstallSource(
                 mode="airgap",
                 script_url=air.installer_url,
                 binary_url=air.binary_url,
                 images_url=air.images_url,
+                fetch_from=air.fetch_from,
             )
         elif k3s.install_source is not None and k3s.install_source.script is not None:
             source = install.InstallSource(script_url=k3s.install_source.script.url)
@@ -420,7 +418,6 @@ class Reconciler:
             target = self.target(view, private_key)
             if view.host_key:
                 target = dataclasses.replace(target, pinned_host_key=view.host_key)
-            script = install.render_script(step, settings, token=token, node_ip=view.ip, sans=sans)
             what = {
                 "init": "initialising the cluster",
                 "single": "single server",
@@ -430,6 +427,12 @@ class Reconciler:
             self.event("Normal", "Installing", f"Installing K3s on {step.node} ({what})")
             view.state = "Installing"
             try:
+                staged = await airgap.stage(
+                    self.deps.ssh, self.deps.artefacts, step.node, target, settings.source, timeout_s=timeout
+                )
+                script = install.render_script(
+                    step, settings, token=token, node_ip=view.ip, sans=sans, installer_path=staged
+                )
                 await nodes.run_install(self.deps.ssh, step.node, target, script, timeout_s=timeout)
                 after = await nodes.probe(self.deps.ssh, step.node, target, timeout_s=timeout)
             except errors.K3sDeployError as exc:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from k3s_deploy import errors
 from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.ports.target import DrainOptions, TargetNode
-from k3s_deploy.services.k3scluster import install, nodes, upgrade, versions
+from k3s_deploy.services.k3scluster import airgap, install, nodes, upgrade, versions
 from k3s_deploy.services.k3scluster.scaling import Surplus
 
 if TYPE_CHECKING:
@@ -105,11 +105,16 @@ async def upgrade_node(
         plan = install.plan(facts, wanted, init_server=r.status.get("initServer"))
         step = next(s for s in plan.steps if s.node == name)
         sans = install.tls_sans(wanted, [v.ip for v in r.views.values() if v.role == "server" and v.ip])
-        script = install.render_script(step, wanted, token=token, node_ip=view.ip, sans=sans)
         r.event("Normal", "Upgrading", f"Upgrading node {name} from {view.k3s_version} to {target_version}")
         view.state = "Upgrading"
         target = ssh_target(r, name, private_key)
         timeout = float(r.spec.ssh.command_timeout_seconds)
+        staged = await airgap.stage(
+            r.deps.ssh, r.deps.artefacts, name, target, wanted.source, timeout_s=timeout
+        )
+        script = install.render_script(
+            step, wanted, token=token, node_ip=view.ip, sans=sans, installer_path=staged
+        )
         await nodes.run_install(r.deps.ssh, name, target, script, timeout_s=timeout)
         after = await nodes.probe(r.deps.ssh, name, target, timeout_s=timeout)
         view.k3s_version = after.installed_version
