@@ -34,6 +34,11 @@ def test_single_server_cluster_ready_then_deleted(lab: Lab) -> None:
     assert nodes[0]["status"]["nodeInfo"]["kubeletVersion"] == "v1.31.4+k3s1"
     vmid = node["vmid"]
     assert vmid in lab.vms()
+    # the version check asked the lab's channel server (the lab never reaches update.k3s.io)
+    deadline = time.monotonic() + 60
+    while not _status(lab, "solo").get("availableVersion") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _status(lab, "solo")["channelResolution"]["channel"] == "stable"
 
     lab.kubectl("delete", "k3sc", "solo", "-n", lab.namespace, "--timeout=120s")
     assert lab.get("pvm", "solo-server-0") is None

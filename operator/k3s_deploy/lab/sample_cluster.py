@@ -98,6 +98,8 @@ def cluster_manifest(
         "k3s": {
             "version": version,
             "installSource": {"script": {"url": pve["k3sInstallUrl"]}},
+            # The lab's own release channels: the lab never reaches update.k3s.io.
+            "channelServer": pve["k3sChannelUrl"],
         },
         "ssh": {
             "user": user,
