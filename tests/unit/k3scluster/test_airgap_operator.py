@@ -1,0 +1,205 @@
+"""installSource.airGap.fetchFrom: Operator: the operator fetches, copies over SSH, the node downloads nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k3s_deploy import errors
+from k3s_deploy.ports.artefacts import Artefact
+from k3s_deploy.ports.ssh import SshTarget
+from k3s_deploy.services.k3scluster import airgap, install
+
+from .fakes import FakeSsh
+from .test_reconcile import V, World, cluster_body, cond
+
+INSTALLER = "https://mirror.example/k3s/install.sh"
+BINARY = f"https://mirror.example/k3s/releases/download/{V}/k3s"
+IMAGES = f"https://mirror.example/k3s/releases/download/{V}/k3s-airgap-images-amd64.tar.zst"
+
+
+class FetcherFake:
+    """Serves files from a dict (url -> bytes) into tmp_path; counts calls; can fail on purpose."""
+
+    def __init__(self, tmp: Path, files: dict[str, bytes]) -> None:
+        self.tmp, self.files = tmp, files
+        self.calls: list[tuple[str, int]] = []
+        self.error: errors.K3sDeployError | None = None
+
+    async def fetch(self, url: str, *, max_bytes: int, sha256: str | None = None) -> Artefact:
+        self.calls.append((url, max_bytes))
+        if self.error is not None:
+            raise self.error
+        data = self.files[url]
+        path = self.tmp / hashlib.sha256(url.encode()).hexdigest()
+        path.write_bytes(data)
+        return Artefact(url=url, path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+class UploadingSsh(FakeSsh):
+    """FakeSsh plus uploads: each host's files by remote path (content, mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[str, dict[str, tuple[bytes, int]]] = {}
+
+    async def upload(
+        self,
+        target: SshTarget,
+        local_path: Path,
+        remote_path: str,
+        *,
+        mode: int = 0o644,
+        sudo: bool | None = None,
+        timeout_s: float = 300.0,
+    ) -> None:
+        self._check(target)
+        self.log.append((target.host, f"upload {remote_path}"))
+        self.files.setdefault(target.host, {})[remote_path] = (
+            await asyncio.to_thread(local_path.read_bytes),
+            mode,
+        )
+
+
+def airgap_body(servers: int, agents: int, **air: Any) -> dict[str, Any]:
+    body = cluster_body(servers, agents)
+    body["spec"]["k3s"]["installSource"] = {
+        "airGap": {"installerURL": INSTALLER, "binaryURL": BINARY, "fetchFrom": "Operator", **air}
+    }
+    return body
+
+
+def world(tmp_path: Path) -> tuple[World, UploadingSsh, FetcherFake]:
+    w = World()
+    ssh = UploadingSsh()
+    w.ssh = w.target.ssh = ssh
+    fetcher = FetcherFake(
+        tmp_path, {INSTALLER: b"#!/bin/sh\necho installer\n", BINARY: b"\x7fELF k3s", IMAGES: b"images"}
+    )
+    w.deps.ssh, w.deps.artefacts = ssh, fetcher
+    return w, ssh, fetcher
+
+
+async def ready(w: World, body: dict[str, Any], passes: int = 6) -> Any:
+    await w.pass_(body)
+    w.boot()
+    out = None
+    for _ in range(passes):
+        out = await w.pass_(body)
+        if cond(out, "Ready")["status"] == "True":
+            return out
+    raise AssertionError(f"not Ready: {out.status if out else None}")
+
+
+async def test_operator_copies_artefacts_and_the_nodes_download_nothing(tmp_path: Path) -> None:
+    w, ssh, fetcher = world(tmp_path)
+    body = airgap_body(1, 2, imagesURL=IMAGES)
+    out = await ready(w, body)
+    assert out.status["readyServers"] == 1 and out.status["readyAgents"] == 2
+    assert not any(c["reason"] == "UnsupportedInstallSource" for c in out.status["conditions"])
+    assert len(ssh.files) == 3
+    for host, files in ssh.files.items():
+        assert files[install.AIRGAP_BINARY] == (b"\x7fELF k3s", 0o755)
+        assert files[f"{install.AIRGAP_IMAGES_DIR}/k3s-airgap-images-amd64.tar.zst"] == (b"images", 0o644)
+        staged = [p for p in files if p.startswith(airgap.STAGING_DIR + "/")]
+        assert len(staged) == 1 and files[staged[0]] == (b"#!/bin/sh\necho installer\n", 0o700)
+        [script] = w.ssh.hosts[host].scripts
+        assert "curl" not in script and "mirror.example" not in script
+        assert "export INSTALL_K3S_SKIP_DOWNLOAD=true" in script
+        assert f"installer={staged[0]}\n" in script and 'sh "$installer" ' in script
+        # every upload happens before that node's install
+        events = [what for h, what in ssh.log if h == host and what != "probe"]
+        assert events[-1] == "install" and all(e.startswith("upload ") for e in events[:-1])
+    # one staging path per node, never shared or predictable
+    paths = {p for files in ssh.files.values() for p in files if p.startswith(airgap.STAGING_DIR)}
+    assert len(paths) == 3
+    # the fetcher is asked per node (it caches per URL), with the limits per kind of file
+    assert {(u, m) for u, m in fetcher.calls} == {
+        (INSTALLER, airgap.MAX_INSTALLER_BYTES),
+        (BINARY, airgap.MAX_BINARY_BYTES),
+        (IMAGES, airgap.MAX_IMAGES_BYTES),
+    }
+
+
+async def test_nothing_is_copied_again_once_installed(tmp_path: Path) -> None:
+    w, ssh, fetcher = world(tmp_path)
+    body = airgap_body(1, 0)
+    await ready(w, body)
+    uploads = [x for x in ssh.log if x[1].startswith("upload ")]
+    calls = len(fetcher.calls)
+    out = await w.pass_(body)
+    assert cond(out, "Ready")["status"] == "True"
+    assert [x for x in ssh.log if x[1].startswith("upload ")] == uploads and len(fetcher.calls) == calls
+
+
+async def test_fetch_from_node_still_downloads_on_the_node(tmp_path: Path) -> None:
+    w, ssh, fetcher = world(tmp_path)
+    body = airgap_body(1, 0)
+    body["spec"]["k3s"]["installSource"]["airGap"]["fetchFrom"] = "Node"
+    await ready(w, body)
+    assert fetcher.calls == [] and ssh.files == {}
+    [script] = next(iter(w.ssh.hosts.values())).scripts
+    assert f"curl -sfL --retry 3 -o /usr/local/bin/k3s {BINARY}" in script
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (errors.ArtefactUnavailable(f"cannot download {BINARY}: ClientConnectorError"), True),
+        (errors.ArtefactRejected(f"{BINARY} answered HTTP 404: check spec.k3s.installSource.airGap"), False),
+    ],
+)
+async def test_fetch_failures_surface_with_their_reason(
+    tmp_path: Path, error: errors.K3sDeployError, transient: bool
+) -> None:
+    w, ssh, fetcher = world(tmp_path)
+    fetcher.error = error
+    body = airgap_body(1, 0)
+    await w.pass_(body)
+    w.boot()
+    out = await w.pass_(body)
+    assert out.error is not None and out.error.transient is transient
+    assert out.error.reason == error.reason
+    kind = "Reconciling" if transient else "Stalled"
+    assert cond(out, kind)["reason"] == error.reason
+    assert BINARY in cond(out, kind)["message"]
+    assert ssh.installs() == [] and ssh.files == {}
+
+
+async def test_a_refused_copy_names_the_node_and_file(tmp_path: Path) -> None:
+    w, ssh, _ = world(tmp_path)
+
+    async def refuse(*args: Any, **kwargs: Any) -> None:
+        raise errors.CommandFailed("cannot write: No space left on device", exit_status=1)
+
+    ssh.upload = refuse  # type: ignore[method-assign]  # a full disk on the node
+    body = airgap_body(1, 0)
+    await w.pass_(body)
+    w.boot()
+    out = await w.pass_(body)
+    assert out.error is not None and not out.error.transient
+    message = cond(out, "Stalled")["message"]
+    assert re.search(r"node demo-server-0: copying \S+ to /usr/local/bin/k3s: .*No space left", message)
+    assert ssh.installs() == []
+
+
+def test_operator_mode_script_needs_the_staged_installer() -> None:
+    settings = install.K3sSettings(
+        version=V,
+        source=install.InstallSource(
+            mode="airgap", script_url=INSTALLER, binary_url=BINARY, fetch_from="Operator"
+        ),
+    )
+    step = install.InstallStep("s0", "server", "single")
+    with pytest.raises(ValueError, match="installer copied to the node"):
+        install.render_script(step, settings, token="t", node_ip="10.0.0.10", sans=[])
+    script = install.render_script(
+        step, settings, token="t", node_ip="10.0.0.10", sans=[], installer_path="/var/lib/x/i.sh"
+    )
+    assert script.splitlines()[-1].startswith('sh "$installer" server ')
+    assert "installer=/var/lib/x/i.sh" in script and "curl" not in script
