@@ -254,3 +254,26 @@ async def test_failed_task_surfaces_exit_status() -> None:
     stalled = drv.condition("Stalled")
     assert stalled is not None and "storage 'local-lvm' is full" in stalled["message"]
     assert drv.obj["status"].get("vmid") is None
+
+
+async def test_vm_deleted_outside_is_cloned_again_with_fresh_addresses() -> None:
+    pve = pve_with_template()
+    drv = Driver(body(clone_spec()), pve)
+    await drv.once()
+    pve.vms[100].agent_interfaces = AGENT
+    await drv.converge()
+    assert drv.obj["status"]["addresses"] == ["127.0.10.5"]
+    # destroyed outside the operator: the next pass clones a new VM, which boots with another address
+    del pve.vms[100]
+    await drv.once()
+    assert drv.obj["status"]["addresses"] == [], "addresses of a VM that is gone are not kept"
+    new_vmid = drv.obj["status"]["vmid"]
+    assert new_vmid is not None
+    pve.finish_tasks()
+    pve.vms[new_vmid].agent_interfaces = [
+        GuestInterface("lo", "00:00:00:00:00:00", ("127.0.0.1",)),
+        GuestInterface("eth0", "bc:24:11:00:00:02", ("127.0.10.9",)),
+    ]
+    await drv.converge()
+    assert drv.obj["status"]["addresses"] == ["127.0.10.9"]
+    assert (drv.condition("AgentReady") or {}).get("status") == "True"

@@ -34,6 +34,7 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
         and work.conditions.is_true(AGENT_READY)
         and not rebooted
         and work.memory.address_read_generation == work.obj.generation
+        and work.memory.address_vmid == vm.vmid
     )
     if fresh_enough:
         return
@@ -63,4 +64,5 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
     work.status.addresses = addresses
     work.memory.boot_time = boot
     work.memory.address_read_generation = work.obj.generation
+    work.memory.address_vmid = vm.vmid
     work.conditions.set(AGENT_READY, True, "AgentAnswering", "addresses: " + ", ".join(addresses))

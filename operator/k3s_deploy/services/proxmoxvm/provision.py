@@ -5,7 +5,7 @@ from __future__ import annotations
 from k3s_deploy.errors import InvalidSpec, ProxmoxBusy
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.proxmoxvm import plan
-from k3s_deploy.services.proxmoxvm.work import VM_PROVISIONED, Requeue, Work
+from k3s_deploy.services.proxmoxvm.work import AGENT_READY, VM_PROVISIONED, Requeue, Work
 
 VMID_ATTEMPTS = 5
 
@@ -50,7 +50,12 @@ async def ensure_vm(work: Work) -> VmSummary:
             + ("; cloning it again" if work.cloned else "; looking for it again"),
         )
         work.status.vmid = None
+        # Whatever was learned from the old VM is gone with it: a re-made VM boots with new addresses.
+        work.status.addresses = []
+        work.memory.boot_time = None
+        work.memory.address_vmid = None
         work.conditions.set(VM_PROVISIONED, False, "VMMissing", "the VM disappeared from Proxmox")
+        work.conditions.set(AGENT_READY, False, "VMMissing", "the VM disappeared from Proxmox")
     if work.spec.source.existing is not None:
         return await _adopt(work)
     return await _clone(work)

@@ -71,6 +71,7 @@ class Memory:
 
     boot_time: float | None = None
     address_read_generation: int | None = None
+    address_vmid: int | None = None  # the VM the addresses were read from (a re-clone gets a new one)
     failures: int = 0  # consecutive transient failures, for backoff
 
     def backoff(self, cap: float) -> float:
