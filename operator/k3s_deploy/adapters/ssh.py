@@ -248,7 +248,7 @@ def upload_command(remote_path: str, mode: int, suffix: str) -> str:
     parent = shlex.quote(str(Path(remote_path).parent))
     tmp = shlex.quote(f"{Path(remote_path).parent}/.{Path(remote_path).name}.k3sd-{suffix}")
     return (
-        f"set -eu; mkdir -p {parent}; umask 077; trap 'rm -f {tmp}' EXIT; "
+        f"set -eu; umask 077; mkdir -p {parent}; trap 'rm -f {tmp}' EXIT; "
         f"set -C; cat > {tmp}; set +C; chmod {mode:04o} {tmp}; mv -f {tmp} {dest}; trap - EXIT"
     )
 
