@@ -52,6 +52,11 @@ class RunResult:
     secrets_lost: int = 0
     deleted: bool = False
     notes: list[str] = field(default_factory=list)
+    leaked_vmids: set[int] = field(default_factory=set)
+
+
+def public(result: RunResult) -> dict[str, Any]:
+    return {**asdict(result), "leaked_vmids": sorted(result.leaked_vmids)}
 
 
 class Injector:
@@ -163,7 +168,8 @@ def check_cluster(rig: Rig, name: str, initial_vmids: set[int], result: RunResul
         int(p["status"]["vmid"]) for p in rig.items("pvm") if (p.get("status") or {}).get("vmid") is not None
     }
     leaked = [vm["vmid"] for vm in vms if vm["vmid"] not in owned]
-    result.leaked = len(leaked)
+    result.leaked_vmids.update(leaked)
+    result.leaked = len(result.leaked_vmids)
     if leaked or result.duplicates:
         result.notes.append(f"VMs {sorted(by_name.items())}; owned {sorted(owned)}; leaked {leaked}")
     status = (rig.get("k3sc", name) or {}).get("status") or {}
@@ -236,7 +242,8 @@ def one_run(rig: Rig, kind: str, run: int, seed: int, args: argparse.Namespace) 
         result.notes.append(f"{injector.injected} faults in {getattr(injector, 'total_calls', 0)} calls")
     left = [vm["vmid"] for vm in rig.vms() if vm["vmid"] not in initial]
     if left:
-        result.leaked += len(left)
+        result.leaked_vmids.update(left)
+        result.leaked = len(result.leaked_vmids)
         result.notes.append(f"VMs left after delete: {left}")
     return result
 
@@ -249,7 +256,7 @@ def campaign(kind: str, runs: int, seed: int, args: argparse.Namespace, log: Any
         rig.chaos({"installSeconds": INSTALL_SECONDS})
         for run in range(runs):
             result = one_run(rig, kind, run, seed, args)
-            log(f"  run {run}: {asdict(result)}")
+            log(f"  run {run}: {public(result)}")
             results.append(result)
     finally:
         rig.stop()
@@ -265,7 +272,7 @@ def campaign(kind: str, runs: int, seed: int, args: argparse.Namespace, log: Any
         "meanSecondsToReady": round(sum(r.seconds for r in results) / max(1, len(results)), 1),
         "load": load_average(),
         "failures": [
-            asdict(r)
+            public(r)
             for r in results
             if not (r.converged and r.deleted) or r.duplicates or r.leaked or r.secrets_lost
         ],
