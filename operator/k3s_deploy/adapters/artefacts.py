@@ -78,6 +78,12 @@ class HttpArtefactFetcher:
                         await asyncio.to_thread(out.write, chunk)
                 finally:
                     await asyncio.to_thread(out.close)
+        except aiohttp.ClientSSLError as exc:
+            await asyncio.to_thread(_discard, path)
+            raise errors.ArtefactRejected(
+                f"cannot download {url}: TLS verification failed ({exc}); the mirror needs a certificate "
+                "the operator's CA bundle trusts"
+            ) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             await asyncio.to_thread(_discard, path)
             raise errors.ArtefactUnavailable(f"cannot download {url}: {type(exc).__name__}: {exc}") from exc
