@@ -60,17 +60,15 @@ def mirror(lab: Lab) -> Iterator[Mirror]:
 async def test_operator_fetched_airgap_install(lab: Lab, mirror: Mirror) -> None:
     version = sample_cluster.K3S_VERSION
     binary_path = f"/k3s/releases/download/{version}/k3s"
-    spec_k3s = {
-        "version": version,
-        "installSource": {
-            "airGap": {
-                "installerURL": f"{mirror.url}/k3s/install.sh",
-                "binaryURL": f"{mirror.url}{binary_path}",
-                "fetchFrom": "Operator",
-            }
-        },
+    cluster = lab.cluster("airop", servers=1, agents=0)
+    cluster["spec"]["k3s"]["installSource"] = {
+        "airGap": {
+            "installerURL": f"{mirror.url}/k3s/install.sh",
+            "binaryURL": f"{mirror.url}{binary_path}",
+            "fetchFrom": "Operator",
+        }
     }
-    lab.apply(lab.cluster("airop", servers=1, agents=0, extra_spec={"k3s": spec_k3s}))
+    lab.apply(cluster)
     lab.wait_ready("airop", timeout=240)
 
     status = (lab.get("k3sc", "airop") or {})["status"]
