@@ -15,6 +15,7 @@ from k3s_deploy.ports.artefacts import Artefact
 from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.services.k3scluster import airgap, install
 
+from . import day2_world
 from .fakes import FakeSsh
 from .test_reconcile import V, World, cluster_body, cond
 
@@ -203,3 +204,64 @@ def test_operator_mode_script_needs_the_staged_installer() -> None:
     )
     assert script.splitlines()[-1].startswith('sh "$installer" server ')
     assert "installer=/var/lib/x/i.sh" in script and "curl" not in script
+
+
+class Day2UploadingSsh(day2_world.Ssh):
+    """The day-2 fake (cordon/drain/install order) plus uploads, logged in the same op list."""
+
+    def __init__(self, ops: list[tuple[str, str]]) -> None:
+        super().__init__(ops)
+        self.binaries: dict[str, bytes] = {}
+
+    async def upload(
+        self,
+        target: SshTarget,
+        local_path: Path,
+        remote_path: str,
+        *,
+        mode: int = 0o644,
+        sudo: bool | None = None,
+        timeout_s: float = 300.0,
+    ) -> None:
+        self._check(target)
+        name = self.name_of(target.host)
+        self.ops.append(("upload " + remote_path.rsplit("/", 1)[0], name))
+        if remote_path == install.AIRGAP_BINARY:
+            self.binaries[name] = await asyncio.to_thread(local_path.read_bytes)
+
+
+async def test_an_upgrade_copies_the_new_binary_after_the_drain(tmp_path: Path) -> None:
+    w = day2_world.World()
+    ssh = Day2UploadingSsh(w.ops)
+    w.ssh = w.target.ssh = w.deps.ssh = ssh
+    binary_b = BINARY.replace(V, day2_world.B)
+    fetcher = FetcherFake(tmp_path, {INSTALLER: b"installer", BINARY: b"k3s A", binary_b: b"k3s B"})
+    w.deps.artefacts = fetcher
+    b = day2_world.body(1, 1)
+    b["spec"]["k3s"]["installSource"] = {
+        "airGap": {"installerURL": INSTALLER, "binaryURL": BINARY, "fetchFrom": "Operator"}
+    }
+    await w.pass_(b)
+    out = await w.settle(b)
+    assert day2_world.cond(out, "Ready")["status"] == "True", out.status["conditions"]
+    members = ("demo-server-0", "demo-agent-0")
+    by_ip = {w.ip(name): name for name in members}
+    assert {by_ip.get(k, k): v for k, v in ssh.binaries.items()} == dict.fromkeys(members, b"k3s A")
+    w.ops.clear()
+
+    b["spec"]["k3s"]["version"] = day2_world.B
+    b["spec"]["k3s"]["installSource"]["airGap"]["binaryURL"] = binary_b
+    day2_world.bump(b)
+    out = await w.settle(b)
+    assert day2_world.cond(out, "Ready")["status"] == "True", out.status["conditions"]
+    assert {by_ip.get(k, k): v for k, v in ssh.binaries.items()} == dict.fromkeys(members, b"k3s B")
+    for name in members:
+        mine = [op for op, n in w.ops if n == name]
+        assert mine == [
+            "cordon",
+            "drain",
+            "upload /usr/local/bin",
+            f"upload {airgap.STAGING_DIR}",
+            "install",
+            "uncordon",
+        ], (name, mine)
