@@ -113,7 +113,6 @@ class Lab:
         manifest = cluster_manifest(
             self.pve, self.public_key, name=name, namespace=self.ns, servers=servers, agents=agents
         )
-        manifest["spec"]["k3s"]["channelServer"] = f"{self.guests.http_url}/v1-release/channels"
         manifest["spec"].update(spec)
         return manifest
 
@@ -138,6 +137,7 @@ async def lab(pve_sim: Any, pve_guests: Any, namespace: str, kubectl: Any, start
         **pve_json(pve_sim),
         "guestSshPort": pve_guests.ssh_port,
         "k3sInstallUrl": pve_guests.k3s.install_url,
+        "k3sChannelUrl": f"{pve_guests.http_url}/v1-release/channels",
     }
     private, public = new_ssh_key()
     await asyncio.to_thread(
