@@ -350,7 +350,10 @@ async def test_smoke_scale_agents_and_repair_drift(lab: Lab, pve_sim: Any) -> No
     )
     assert healed["status"]["readyAgents"] == 1
     events = await lab.get("events")
-    assert sum(e["reason"] == "DriftDetected" for e in events["items"]) >= 2
+    # The deleted Node may be registered again by the node itself (as a kubelet does) before a pass
+    # sees it missing; K3s removed by hand is always the operator's to find and repair.
+    drift = [e["message"] for e in events["items"] if e["reason"] == "DriftDetected"]
+    assert any("sc-agent-0" in m for m in drift), drift
 
 
 async def test_scale_servers_3_to_5_to_3(lab: Lab) -> None:
