@@ -9,7 +9,6 @@ API, Events through the gateway. The work itself is in :mod:`k3s_deploy.services
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from k3s_deploy import errors
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.k3scluster import PLURAL
+from k3s_deploy.handlers.loop import reconcile_forever
 from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
 from k3s_deploy.runner import Runtime
 from k3s_deploy.services.conditions import Conditions
@@ -183,26 +183,14 @@ async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Reconcile now, then whenever woken or the requested delay has passed, until stopped."""
     runtime = _runtime(memo)
-    uid = str(body.metadata.uid)
-    failures = 0
-    while not stopped:
-        if body.metadata.get("deletionTimestamp"):
-            return
-        try:
-            delay = await reconcile_once(runtime, body)
-            failures = 0
-        except errors.K3sDeployError as exc:  # the management cluster itself failed us (status write, ...)
-            failures += 1
-            delay = min(5.0 * 2**failures, runtime.settings.resync_seconds)
-            log.warning("reconcile of %s failed, retrying in %.0fs: %s", body.metadata.name, delay, exc)
-        wakeup = runtime.wakeup(uid)
-        waited = 0.0
-        while not stopped and not wakeup.is_set() and waited < delay:
-            step = min(1.0, delay - waited)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), timeout=step)
-            waited += step
-        wakeup.clear()
+    await reconcile_forever(
+        runtime,
+        str(body.metadata.uid),
+        str(body.metadata.name),
+        lambda: bool(stopped),
+        lambda: reconcile_once(runtime, body),
+        finished=lambda: bool(body.metadata.get("deletionTimestamp")),
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="k3scluster-finalize")

@@ -9,8 +9,6 @@ annotations never mix with it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from typing import Any
@@ -22,6 +20,7 @@ from k3s_deploy import metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.proxmoxvm import KIND, PLURAL, ProxmoxVM
 from k3s_deploy.errors import K3sDeployError
+from k3s_deploy.handlers.loop import reconcile_forever
 from k3s_deploy.runner import Runtime
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.proxmoxvm.delete import finalize, orphaned
@@ -176,28 +175,13 @@ async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Reconcile now, then whenever woken or the requested delay has passed, until stopped."""
     runtime = _runtime(memo)
-    uid = str(body.metadata.uid)
-    failures = 0
-    while not stopped:
-        try:
-            delay = await reconcile_once(runtime, body)
-            failures = 0
-        except K3sDeployError as exc:  # the management cluster itself failed us (status write, ...)
-            failures += 1
-            delay = min(5.0 * 2**failures, runtime.settings.resync_seconds)
-            log.warning("reconcile of %s failed, retrying in %.0fs: %s", body.metadata.name, delay, exc)
-        except Exception:  # a bug must not end the loop: log it, back off, try again
-            failures += 1
-            delay = min(5.0 * 2**failures, runtime.settings.resync_seconds)
-            log.exception("reconcile of %s crashed, retrying in %.0fs", body.metadata.name, delay)
-        wakeup = runtime.wakeup(uid)
-        waited = 0.0
-        while not stopped and not wakeup.is_set() and waited < delay:
-            step = min(1.0, delay - waited)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), timeout=step)
-            waited += step
-        wakeup.clear()
+    await reconcile_forever(
+        runtime,
+        str(body.metadata.uid),
+        str(body.metadata.name),
+        lambda: bool(stopped),
+        lambda: reconcile_once(runtime, body),
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize")
