@@ -189,6 +189,7 @@ async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
         str(body.metadata.name),
         lambda: bool(stopped),
         lambda: reconcile_once(runtime, body),
+        stop_signal=lambda: stopped.wait(),
         finished=lambda: bool(body.metadata.get("deletionTimestamp")),
     )
 

@@ -9,7 +9,7 @@ from k3s_deploy.services.proxmoxvm.inventory import Snapshot
 from k3s_deploy.services.proxmoxvm.work import AGENT_READY, Requeue, Work
 
 BOOT_TOLERANCE = 30.0  # seconds of clock noise between two list reads of the same boot
-AGENT_POLL = 5.0
+AGENT_POLL = 2.0  # the agent answers soon after boot; a shorter poll shortens every bootstrap
 
 
 def _boot_time(snapshot: Snapshot, vm: VmSummary) -> float | None:

@@ -26,7 +26,7 @@ async def check_task(work: Work) -> None:
         work.session.inventory.invalidate()
         return
     if task.running:
-        raise Requeue(3.0, "TaskRunning", f"waiting for the {ref.action} task {ref.upid}")
+        raise Requeue(1.0, "TaskRunning", f"waiting for the {ref.action} task {ref.upid}")
     work.status.task_ref = None
     work.session.inventory.invalidate()
     if ref.started_at is not None:

@@ -112,7 +112,7 @@ class Work:
         self.status.task_ref = TaskRef(upid=upid, action=action, node=node, started_at=self.now())
         self.session.inventory.invalidate()
         self.event("Normal", action.capitalize() + "Started", message)
-        raise Requeue(2.0, "TaskRunning", f"{message} (task {upid})")
+        raise Requeue(1.0, "TaskRunning", f"{message} (task {upid})")
 
     def status_dict(self) -> dict[str, Any]:
         out = self.status.model_dump(by_alias=True, mode="json", exclude_none=False)
