@@ -226,7 +226,7 @@ def one_run(rig: Rig, kind: str, run: int, seed: int, args: argparse.Namespace) 
     if rig.operator is None or rig.operator.poll() is not None:
         rig.start_operator()
     check_cluster(rig, name, initial, result, expected)
-    if result.duplicates or result.leaked:  # keep the story of what went wrong with the result
+    if result.duplicates or result.leaked or not result.converged:  # keep the story of what went wrong
         events = rig.kubectl("get", "events", "-n", rig.namespace, "--sort-by=.lastTimestamp", check=False)
         result.notes += [" ".join(line.split()) for line in events.splitlines() if f"{name}-" in line][:60]
     check_secrets(rig, name, first_secrets, result)
