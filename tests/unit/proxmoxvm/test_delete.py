@@ -48,3 +48,13 @@ async def test_foreign_vm_is_not_destroyed_and_orphan_lets_go() -> None:
     drv.obj["metadata"]["annotations"]["k3sdeploy.io/orphan"] = "true"
     assert await drv.delete()
     assert 100 in drv.proxmox.vms
+
+
+async def test_clone_interrupted_before_configure_is_still_destroyed() -> None:
+    """Killed between clone and configure: no ownership tag yet, but our marker; Delete destroys it."""
+    drv = Driver(body(clone_spec()), pve_with_template())
+    await drv.once()  # clone started, the operator stops here (killed)
+    drv.proxmox.finish_tasks()
+    assert "k3sdeploy-" not in drv.proxmox.vms[100].config.get("tags", "")
+    assert await drv.delete()
+    assert 100 not in drv.proxmox.vms

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from k3s_deploy.errors import ProxmoxPermissionDenied, ProxmoxUnavailable
 from k3s_deploy.ports.proxmox import GuestInterface
 
@@ -277,3 +279,42 @@ async def test_vm_deleted_outside_is_cloned_again_with_fresh_addresses() -> None
     await drv.converge()
     assert drv.obj["status"]["addresses"] == ["127.0.10.9"]
     assert (drv.condition("AgentReady") or {}).get("status") == "True"
+
+
+def lose_clone_replies(pve: FakeProxmox) -> None:
+    """Proxmox clones, but the reply never reaches the client (a 504 from a proxy, a timeout)."""
+    real_clone = pve.clone
+
+    async def clone(*args: Any, **kwargs: Any) -> str:
+        await real_clone(*args, **kwargs)
+        raise ProxmoxUnavailable("504 Gateway Timeout")
+
+    pve.clone = clone  # type: ignore[method-assign]
+
+
+async def test_lost_clone_reply_with_lost_status_is_reclaimed_not_cloned_twice() -> None:
+    pve = pve_with_template()
+    lose_clone_replies(pve)
+    drv = Driver(body(clone_spec()), pve)
+    await drv.once()
+    assert sorted(pve.vms) == [100, 9000]
+    drv.obj["status"]["vmid"] = None  # the recorded id is lost too (status wiped, restored from backup)
+    pve.finish_tasks()
+    pve.vms[100].agent_interfaces = AGENT
+    await drv.converge()
+    assert sorted(pve.vms) == [100, 9000], "no twin of the first clone"
+    assert drv.obj["status"]["vmid"] == 100
+    assert "Reclaimed" in [e.reason for o in drv.outcomes for e in o.events]
+
+
+async def test_lost_clone_reply_while_the_clone_is_still_locked_is_reclaimed() -> None:
+    pve = pve_with_template()
+    lose_clone_replies(pve)
+    drv = Driver(body(clone_spec()), pve)
+    await drv.once()
+    await drv.once()  # the clone is still running (locked): found under its recorded id, not re-made
+    assert sorted(pve.vms) == [100, 9000]
+    pve.finish_tasks()
+    pve.vms[100].agent_interfaces = AGENT
+    await drv.converge()
+    assert sorted(pve.vms) == [100, 9000] and drv.obj["status"]["vmid"] == 100

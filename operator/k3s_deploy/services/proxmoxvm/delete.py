@@ -2,15 +2,18 @@
 
 Delete: stop, then destroy with purge. Stop: power off, keep. Retain: leave untouched. The
 annotation ``k3sdeploy.io/orphan: "true"`` lets go at once whatever the policy (for a Proxmox that
-will never answer again). A cloned VM is destroyed only while it still carries our ownership tag.
+will never answer again). A cloned VM is destroyed only while it still carries our ownership tag
+(or, for a clone interrupted before configure, our marker in its description).
 """
 
 from __future__ import annotations
 
 from k3s_deploy.errors import InvalidSpec, ProxmoxBusy
+from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.proxmoxvm.power import live_state
+from k3s_deploy.services.proxmoxvm.provision import is_ours
 from k3s_deploy.services.proxmoxvm.tasks import check_task
-from k3s_deploy.services.proxmoxvm.work import DELETING, ORPHAN_ANNOTATION, Work
+from k3s_deploy.services.proxmoxvm.work import DELETING, ORPHAN_ANNOTATION, POWERED_ON, Work
 
 
 def orphaned(work: Work) -> bool:
@@ -50,7 +53,7 @@ async def finalize(work: Work) -> bool:
             vm.node, vm.vmid, "shutdown", shutdown_timeout=work.spec.shutdown_timeout_seconds
         )
         await work.start_task("shutdown", vm.node, upid, f"shutting down VM {vm.vmid} before release")
-    if work.cloned and not work.status.adopted and work.obj.owner_tag not in vm.tags:
+    if work.cloned and not work.status.adopted and not await _destroyable(work, vm):
         raise InvalidSpec(
             f"VM {vm.vmid} does not carry the ownership tag {work.obj.owner_tag}, so it is not destroyed; "
             f'destroy it by hand or set the annotation {ORPHAN_ANNOTATION}: "true" to let go',
@@ -61,3 +64,13 @@ async def finalize(work: Work) -> bool:
         await work.start_task("stop", vm.node, upid, f"stopping VM {vm.vmid} before destroying it")
     upid = await client.destroy(vm.node, vm.vmid, purge=True)
     await work.start_task("destroy", vm.node, upid, f"destroying VM {vm.vmid} with its disks")
+
+
+async def _destroyable(work: Work, vm: VmSummary) -> bool:
+    """Ours to destroy: it carries our tag, or it is a clone interrupted before configure tagged it.
+
+    Once configure has run (the power step reported), a missing tag means someone removed it on purpose.
+    """
+    if work.obj.owner_tag in vm.tags:
+        return True
+    return work.conditions.get(POWERED_ON) is None and await is_ours(work, vm)

@@ -22,7 +22,7 @@ async def _find_recorded(work: Work) -> VmSummary | None:
     return vm
 
 
-async def _is_ours(work: Work, vm: VmSummary) -> bool:
+async def is_ours(work: Work, vm: VmSummary) -> bool:
     """A clone we started: carries our tag, or (before configure) our marker in its description."""
     if work.obj.owner_tag in vm.tags:
         return True
@@ -36,7 +36,7 @@ async def ensure_vm(work: Work) -> VmSummary:
     if vm is not None:
         if vm.lock:
             raise Requeue(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
-        if work.cloned and not provisioned and not await _is_ours(work, vm):
+        if work.cloned and not provisioned and not await is_ours(work, vm):
             work.event("Warning", "VmidTaken", f"vmid {vm.vmid} was taken by another VM; allocating another")
             work.status.vmid = None
         else:
@@ -76,21 +76,24 @@ async def _clone(work: Work) -> VmSummary:
     assert source is not None
     session = work.session
     snap = await session.inventory.get(fresh=True)
-    # A VM we made earlier whose status was lost (object restored from backup, status wiped).
+    # A VM we made earlier but lost track of: status wiped, or a clone whose reply never came back
+    # (Proxmox cloned, the client saw a timeout/5xx). Before configure its only mark is our marker
+    # in the description, so same-name VMs without the tag are checked for it (one config read each).
     name = work.desired_name
-    mine = [vm for vm in snap.vms if work.obj.owner_tag in vm.tags and vm.name == name and not vm.template]
+    mine = [vm for vm in snap.vms if vm.name == name and not vm.template and await is_ours(work, vm)]
     if len(mine) == 1:
-        vm = mine[0]
-        work.status.vmid, work.status.node, work.status.adopted = vm.vmid, vm.node, False
-        work.event("Normal", "Reclaimed", f"found VM {vm.node}/{vm.vmid} already tagged {work.obj.owner_tag}")
-        return vm
+        return _reclaim(work, mine[0])
     templates = plan.select_template(snap.vms, source.template)
     template, target = plan.choose_placement(templates, await session.client.nodes(), work.spec)
-    candidate = work.status.vmid or work.spec.vmid
+    recorded = work.status.vmid
+    candidate = recorded or work.spec.vmid
     for _attempt in range(VMID_ATTEMPTS):
         try:
             vmid = await _allocate(work, candidate)
         except ProxmoxBusy:
+            found = await _ours_at(work, recorded) if candidate == recorded else None
+            if found is not None:
+                return _reclaim(work, found)  # our own earlier clone appeared under the recorded id
             if work.spec.vmid is not None:
                 raise InvalidSpec(
                     f"spec.vmid {work.spec.vmid} is used by another VM; choose a free id or remove spec.vmid",
@@ -117,6 +120,9 @@ async def _clone(work: Work) -> VmSummary:
                 description=work.obj.owner_marker,
             )
         except ProxmoxBusy as exc:
+            found = await _ours_at(work, vmid) if exc.reason == "VmidTaken" else None
+            if found is not None:
+                return _reclaim(work, found)
             if exc.reason != "VmidTaken" or work.spec.vmid is not None:
                 raise
             session.reserved_vmids.add(vmid)
@@ -129,6 +135,22 @@ async def _clone(work: Work) -> VmSummary:
     raise ProxmoxBusy(
         f"lost the vmid race {VMID_ATTEMPTS} times in a row; retrying later", reason="VmidTaken"
     )
+
+
+def _reclaim(work: Work, vm: VmSummary) -> VmSummary:
+    work.status.vmid, work.status.node, work.status.adopted = vm.vmid, vm.node, False
+    work.event("Normal", "Reclaimed", f"found VM {vm.node}/{vm.vmid} that this object created earlier")
+    return vm
+
+
+async def _ours_at(work: Work, vmid: int | None) -> VmSummary | None:
+    """The VM now holding ``vmid`` when this object created it (a clone whose reply was lost)."""
+    if vmid is None:
+        return None
+    vm = (await work.session.inventory.get(fresh=True)).by_vmid(vmid)
+    if vm is None or vm.template or not await is_ours(work, vm):
+        return None
+    return vm
 
 
 async def _allocate(work: Work, candidate: int | None) -> int:
