@@ -96,6 +96,8 @@ class Target(FakeTarget):
         self.ops = ops
         self.cordoned: set[str] = set()
         self.deleted: dict[str, int] = {}  # node -> installs seen when it was deleted
+        # Nodes a machine that is gone left registered (NotReady, old version) until deleted
+        self.stale: set[str] = set()
 
     async def nodes(self, kubeconfig: str) -> list[TargetNode]:
         out = []
@@ -107,6 +109,8 @@ class Target(FakeTarget):
                     node.name, node.ready, node.kubelet_version, unschedulable=node.name in self.cordoned
                 )
             )
+        names = {node.name for node in out}
+        out.extend(TargetNode(name, False, A) for name in sorted(self.stale - names))
         return out
 
     def _installs(self, name: str) -> int:
@@ -124,6 +128,7 @@ class Target(FakeTarget):
     async def delete_node(self, kubeconfig: str, node: str) -> bool:
         self.ops.append(("delete-node", node))
         self.deleted[node] = self._installs(node)
+        self.stale.discard(node)
         return True
 
 

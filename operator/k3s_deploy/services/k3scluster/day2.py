@@ -21,10 +21,12 @@ from k3s_deploy.services.k3scluster.topology import LABEL_ROLE, ClusterRef, owne
 
 if TYPE_CHECKING:
     from k3s_deploy.services.k3scluster.desired import Desired
-    from k3s_deploy.services.k3scluster.reconcile import Reconciler
+    from k3s_deploy.services.k3scluster.reconcile import Reconciler, _NodeView
 
 NODES_IN_SYNC = "NodesInSync"
 POWERED_ON = "PoweredOn"
+# status.nodes[].state of a member whose VM was destroyed outside, until its new VM is reachable
+VM_REPLACED = "VMReplaced"
 STOP_DELAY = 5.0
 
 
@@ -55,6 +57,43 @@ class Day2:
         self.channel_problem: errors.K3sDeployError | None = None
         self.removed: set[str] = set()
         self.k3s_missing: list[str] = []
+        self.replaced: set[str] = set()  # members on a new VM (the old one destroyed outside)
+
+    # --- VMs destroyed outside ------------------------------------------------------------------------
+
+    def vm_replaced(self, view: _NodeView, recorded: Mapping[str, Any]) -> bool:
+        """True when the member's VM is not the machine recorded in status: destroyed outside the
+        operator (the ProxmoxVM lost it, or already cloned a new one). Nothing learned from the old
+        machine carries over (host-key pin, K3s version); the loss is reported once, by name and vmid,
+        and stays in NodesInSync until the member runs K3s again."""
+        old_vmid = recorded.get("vmid")
+        changed = old_vmid is not None and view.vmid != old_vmid
+        if not changed and recorded.get("state") != VM_REPLACED:
+            return False
+        if changed and not (recorded.get("hostKeyFingerprint") or recorded.get("k3sVersion")):
+            return True  # a VM never reached yet (a clone redone): nothing learned, nothing lost
+        if changed:
+            how = "looks for it again" if view.adopted else "creates a new one"
+            self.r.event(
+                "Warning",
+                "DriftDetected",
+                f"VM {old_vmid} of node {view.name} is gone from Proxmox (destroyed outside the "
+                f"operator); its ProxmoxVM {how} and the node rejoins the cluster",
+            )
+        self.replaced.add(view.name)
+        gone = f" (VM {old_vmid})" if changed else ""
+        self.drift.append(
+            (
+                "VMMissing",
+                f"the VM of node {view.name}{gone} was destroyed outside the operator; rejoining it",
+            )
+        )
+        return True
+
+    def report_drift(self) -> None:
+        """The pass ends before the nodes are looked at (VMs not ready): still say what drifted."""
+        if self.drift:
+            self._drift_condition()
 
     # --- children: surplus and power states ----------------------------------------------------------
 
@@ -169,7 +208,7 @@ class Day2:
             progress.current or upgrade.pending(self._states({}), target) or progress.state == upgrade.FAILED
         )
         was_ready = any((r.recorded.get(v.name) or {}).get("ready") for v in r.views.values())
-        if not (self.surplus or rolling or was_ready):
+        if not (self.surplus or rolling or was_ready or self.replaced):
             self._drift_condition()
             return False
         kubeconfig = await r.kubeconfig(private_key)
@@ -239,6 +278,8 @@ class Day2:
     def _k3s_drift(self) -> None:
         for view in self.r.views.values():
             recorded = self.r.recorded.get(view.name) or {}
+            if view.name in self.replaced:
+                continue
             if view.k3s_version is None and recorded.get("k3sVersion") and recorded.get("ready"):
                 self.k3s_missing.append(view.name)
                 self.drift.append(("K3sMissing", f"K3s is gone from {view.name}; installing it again"))
@@ -246,13 +287,17 @@ class Day2:
                     "Warning", "DriftDetected", f"K3s is no longer installed on {view.name}; reinstalling"
                 )
 
-    async def _forget_stale_nodes(self, kubeconfig: str, found: Mapping[str, Any]) -> None:
-        """A member whose K3s is gone (removed by hand, or its VM re-created) still has a Node: delete it
-        before the reinstall, as K3s wants for a node rejoining under the same name (its node-password
-        Secret goes with it; a server's etcd member is removed, so it can join as a new member)."""
-        for name in self.k3s_missing:
-            if name in found and await self.r.deps.target.delete_node(kubeconfig, name):
-                self.r.event("Normal", "NodeDeleted", f"Deleted the stale node {name} before it rejoins")
+    async def _forget_stale_nodes(self, kubeconfig: str, found: dict[str, Any]) -> None:
+        """A member that does not run K3s (removed by hand, or its VM re-created) but still has a Node:
+        that Node is stale. Delete it before the install, as K3s wants for a node rejoining under the
+        same name (its node-password Secret goes with it; a server's etcd member is removed, so it can
+        join as a new member)."""
+        for view in self.r.views.values():
+            name = view.name
+            if view.k3s_version is None and view.vm_ready and name in found:
+                if await self.r.deps.target.delete_node(kubeconfig, name):
+                    self.r.event("Normal", "NodeDeleted", f"Deleted the stale node {name} before it rejoins")
+                del found[name]
 
     def _missing_nodes(self, found: Mapping[str, Any]) -> None:
         """A member that runs K3s and was Ready once, but whose Node is gone (deleted by hand): reinstall,
@@ -311,7 +356,9 @@ class Day2:
     def after_health(self) -> None:
         """The cluster is Ready: drift repaired in this pass is in sync again; the version check as UpToDate."""
         r = self.r
-        if self.drift and all(reason in ("K3sMissing", "NodeMissing") for reason, _ in self.drift):
+        if self.drift and all(
+            reason in ("K3sMissing", "NodeMissing", "VMMissing") for reason, _ in self.drift
+        ):
             repaired = "; ".join(m for _, m in self.drift)[:1000]
             r.conditions.set(NODES_IN_SYNC, True, "Repaired", f"repaired: {repaired}")
         lowest = r.status.get("k3sVersion")

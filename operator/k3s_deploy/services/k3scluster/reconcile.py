@@ -243,8 +243,11 @@ class Reconciler:
         view.pve_node = st.get("node")
         addresses = st.get("addresses") or []
         view.ip = want.static_ips.get(name) or (addresses[0] if addresses else None)
-        view.host_key = recorded.get("hostKeyFingerprint")
-        view.k3s_version = recorded.get("k3sVersion")
+        replaced = self.day2.vm_replaced(view, recorded)
+        if not replaced:
+            # what was learned from this machine stays until it is looked at again
+            view.host_key = recorded.get("hostKeyFingerprint")
+            view.k3s_version = recorded.get("k3sVersion")
         conds = {c.get("type"): c for c in st.get("conditions") or []}
         stalled = conds.get("Stalled")
         if stalled and stalled.get("status") == "True":
@@ -256,8 +259,12 @@ class Reconciler:
         if not view.vm_ready:
             view.state = "Provisioning"
             view.message = (ready or {}).get("message") or ("no address yet" if not view.ip else None)
+            if replaced:
+                view.state = day2.VM_REPLACED
+                view.message = "its VM was destroyed outside the operator; waiting for the new VM"
         else:
             view.state = "VMReady"
+            view.ready = bool(recorded.get("ready")) and not replaced  # last seen, until health looks
         return view
 
     def check_vms(self) -> None:
@@ -271,6 +278,7 @@ class Reconciler:
             self.conditions.set(SERVERS_READY, "Unknown", "WaitingForVMs", "VMs are not ready yet")
             self.conditions.set(AGENTS_READY, "Unknown", "WaitingForVMs", "VMs are not ready yet")
             self.conditions.reconciling(True, "WaitingForVMs", message)
+            self.day2.report_drift()
             raise _Wait
         self.conditions.set(VMS_READY, True, "VMsReady", f"{total} VMs running with addresses")
 
