@@ -145,6 +145,18 @@ def count_reconcile_error(kind: str, error: BaseException) -> None:
         count_reconcile(kind, "error", type(error).__name__)
 
 
+def observe_reconcile(kind: str, seconds: float, error: BaseException | None) -> None:
+    """Record one finished reconcile pass: its wall time, and success or the error's reason.
+
+    For controllers whose pass returns its outcome instead of raising (a pass that ends waiting for
+    something on its way is a success: only errors count as errors)."""
+    RECONCILE_DURATION.labels(kind=kind).observe(seconds)
+    if error is None:
+        count_reconcile(kind, "success", "Succeeded")
+    else:
+        count_reconcile_error(kind, error)
+
+
 @contextmanager
 def time_reconcile(kind: str) -> Iterator[None]:
     """Time a reconcile and count its outcome (success, or the error's reason) on the way out."""
@@ -249,14 +261,20 @@ def observe_proxmox_task(task_type: str, seconds: float, ok: bool) -> None:
     PROXMOX_TASK_DURATION.labels(type=task_type).observe(seconds)
 
 
-def observe_ssh(operation: str, seconds: float, ok: bool) -> None:
-    """Record one SSH operation on a guest (``connect``, ``run``, ``install_k3s``, ...)."""
+# The SSH operations recorded (the label's whole value set; docs/metrics.md lists them).
+SshOperation = Literal[
+    "connect", "probe", "install_k3s", "upgrade_k3s", "uninstall_k3s", "fetch_kubeconfig", "upload"
+]
+
+
+def observe_ssh(operation: SshOperation, seconds: float, ok: bool) -> None:
+    """Record one SSH operation on a guest (see :data:`SshOperation`)."""
     SSH_OPERATIONS.labels(operation=operation, result=_result(ok)).inc()
     SSH_DURATION.labels(operation=operation).observe(seconds)
 
 
 @contextmanager
-def time_ssh(operation: str) -> Iterator[None]:
+def time_ssh(operation: SshOperation) -> Iterator[None]:
     """Time the enclosed SSH operation; an exception counts it as failed."""
     start = time.perf_counter()
     ok = False

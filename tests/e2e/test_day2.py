@@ -13,14 +13,17 @@ import json
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.pve import pve_json
+from k3s_deploy.lab.controlplane.processes import free_port
 from k3s_deploy.lab.operator_component import kubectl_path
 from k3s_deploy.lab.sample_cluster import cluster_manifest, lab_secrets, new_ssh_key
 
@@ -117,6 +120,20 @@ class Lab:
         return manifest
 
     public_key = ""
+    metrics_url = ""
+
+    async def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The operator's /metrics, parsed: (name, labels) -> value."""
+
+        def scrape() -> str:
+            with urllib.request.urlopen(self.metrics_url, timeout=10) as rsp:  # noqa: S310 - loopback http
+                return str(rsp.read().decode())
+
+        out = {}
+        for family in text_string_to_metric_families(await asyncio.to_thread(scrape)):
+            for sample in family.samples:
+                out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        return out
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -150,9 +167,12 @@ async def lab(pve_sim: Any, pve_guests: Any, namespace: str, kubectl: Any, start
         input=yaml.safe_dump_all(lab_secrets(pve, namespace, private)),
     )
     # the channel server is asked again every 2 s, so a channel move is seen quickly
-    operator = await asyncio.to_thread(start_operator, namespace, env={"K3SD_CHANNEL_CHECK_SECONDS": "2"})
+    metrics_port = free_port()
+    env = {"K3SD_CHANNEL_CHECK_SECONDS": "2", "K3SD_METRICS_PORT": str(metrics_port)}
+    operator = await asyncio.to_thread(start_operator, namespace, env=env)
     lab = Lab(kubectl, namespace, pve, pve_guests, operator)
     lab.public_key = public
+    lab.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     return lab
 
 

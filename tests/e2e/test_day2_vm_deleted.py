@@ -133,3 +133,19 @@ async def test_vm_destroyed_outside_is_recloned_and_rejoins(lab: Lab, pve_sim: A
     await _replace_behind_the_back(lab, pve_sim, "vd", "vd-server-2")
     nodes = await lab.nodes("vd")
     assert set(nodes) == {"vd-server-0", "vd-server-1", "vd-server-2", "vd-agent-0"}
+
+    # what the operator's /metrics says about all this
+    scraped = await lab.metrics()
+
+    def metric(name: str, **labels: str) -> float:
+        return scraped.get((name, frozenset(labels.items())), 0.0)
+
+    assert metric("k3sdeploy_objects", kind="K3sCluster", phase="Ready") == 1
+    assert metric("k3sdeploy_reconcile_total", kind="K3sCluster", result="success", reason="Succeeded") > 0
+    assert metric("k3sdeploy_reconcile_duration_seconds_count", kind="K3sCluster") > 0
+    # 4 first installs and the 2 members that rejoined; every operation logged in first
+    assert metric("k3sdeploy_ssh_operations_total", operation="install_k3s", result="ok") == 6
+    assert metric("k3sdeploy_ssh_operations_total", operation="connect", result="ok") > 6
+    assert metric("k3sdeploy_ssh_operations_total", operation="probe", result="ok") > 6
+    assert metric("k3sdeploy_ssh_operations_total", operation="fetch_kubeconfig", result="ok") > 0
+    assert metric("k3sdeploy_ssh_operation_duration_seconds_count", operation="install_k3s") == 6

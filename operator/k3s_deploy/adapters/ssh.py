@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncssh
 
-from k3s_deploy import errors
+from k3s_deploy import errors, metrics
 from k3s_deploy.ports.ssh import CommandResult, SshTarget
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,11 @@ class AsyncSshRunner:
         return client.presented or ""
 
     async def _connect(self, target: SshTarget) -> tuple[Any, _PinningClient]:
+        """Open an authenticated connection (timed as SSH operation ``connect``, retries included)."""
+        with metrics.time_ssh("connect"):
+            return await self._open(target)
+
+    async def _open(self, target: SshTarget) -> tuple[Any, _PinningClient]:
         """Open an authenticated connection, retrying only failures that may heal by themselves."""
         try:
             key = asyncssh.import_private_key(target.private_key)

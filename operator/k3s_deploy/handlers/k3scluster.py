@@ -9,14 +9,16 @@ API, Events through the gateway. The work itself is in :mod:`k3s_deploy.services
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from k3s_deploy import errors
+from k3s_deploy import errors, metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.k3scluster import PLURAL
 from k3s_deploy.handlers.loop import reconcile_forever
@@ -30,6 +32,7 @@ from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
 log = logging.getLogger(__name__)
 _IGNORED_IN_DIFF = ("lastSyncTime",)
 _DEPS_KEY = "k3scluster-deps"
+KIND = "K3sCluster"
 _FAILURES_KEY = "k3scluster-failures"
 
 
@@ -124,17 +127,35 @@ def _next_delay(runtime: Runtime, uid: str, outcome: Outcome) -> float:
     return float(min(resync * 2 ** (count - 1), max(resync, 600.0)))
 
 
+def _observe(
+    raw: dict[str, Any], status: dict[str, Any], started: float, error: BaseException | None
+) -> None:
+    """Metrics of one pass: duration and result, and the phase the cluster is in now."""
+    metrics.observe_reconcile(KIND, time.perf_counter() - started, error)
+    meta = raw["metadata"]
+    metrics.set_object_phase(KIND, meta["namespace"], meta["name"], status.get("phase") or "Unknown")
+
+
 async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
     uid = str(body.metadata.uid)
     deps = deps_for(runtime)
     async with runtime.lock(uid):
         raw = _current(runtime, body)
+        started = time.perf_counter()
         try:
             outcome = await reconcile(raw, deps, generation=raw["metadata"].get("generation"))
         except ValidationError as exc:
-            await _write(runtime, deps, raw, _invalid_spec(raw, exc))
+            status = _invalid_spec(raw, exc)
+            await _write(runtime, deps, raw, status)
+            _observe(raw, status, started, errors.InvalidSpec("the spec does not validate"))
             return runtime.settings.resync_seconds
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: counted by its class, then the shared loop backs off
+            _observe(raw, raw.get("status") or {}, started, exc)
+            raise
         await _write(runtime, deps, raw, outcome.status)
+        _observe(raw, outcome.status, started, outcome.error)
         for event in outcome.events:
             try:
                 await runtime.kube.post_event(
@@ -183,15 +204,19 @@ async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Reconcile now, then whenever woken or the requested delay has passed, until stopped."""
     runtime = _runtime(memo)
-    await reconcile_forever(
-        runtime,
-        str(body.metadata.uid),
-        str(body.metadata.name),
-        lambda: bool(stopped),
-        lambda: reconcile_once(runtime, body),
-        stop_signal=lambda: stopped.wait(),
-        finished=lambda: bool(body.metadata.get("deletionTimestamp")),
-    )
+    try:
+        await reconcile_forever(
+            runtime,
+            str(body.metadata.uid),
+            str(body.metadata.name),
+            lambda: bool(stopped),
+            lambda: reconcile_once(runtime, body),
+            stop_signal=lambda: stopped.wait(),
+            finished=lambda: bool(body.metadata.get("deletionTimestamp")),
+        )
+    finally:
+        # this replica no longer handles the cluster (deleted, or the operator stops)
+        metrics.forget_object(KIND, str(body.metadata.namespace), str(body.metadata.name))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="k3scluster-finalize")
@@ -219,4 +244,5 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
             await runtime.kube.post_event(
                 raw, type_="Normal", reason="Deleted", message="Deleted " + ", ".join(removed)
             )
+    metrics.forget_object(KIND, str(body.metadata.namespace), str(body.metadata.name))
     runtime.forget(uid)

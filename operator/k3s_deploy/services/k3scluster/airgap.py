@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from k3s_deploy import errors
+from k3s_deploy import errors, metrics
 from k3s_deploy.ports.artefacts import Artefact, ArtefactFetcher
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.services.k3scluster import install
@@ -62,7 +62,8 @@ async def stage(
     copies.append((installer, installer_path, 0o700))
     for artefact, remote, mode in copies:
         try:
-            await ssh.upload(target, artefact.path, remote, mode=mode, timeout_s=timeout_s)
+            with metrics.time_ssh("upload"):
+                await ssh.upload(target, artefact.path, remote, mode=mode, timeout_s=timeout_s)
         except errors.K3sDeployError as exc:
             exc.message = f"node {name}: copying {artefact.url} to {remote}: {exc.message}"
             exc.args = (exc.message,)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from k3s_deploy import errors
+from k3s_deploy import errors, metrics
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.services.k3scluster import install
 
@@ -54,6 +54,11 @@ def _with_node(name: str, exc: errors.K3sDeployError) -> errors.K3sDeployError:
 
 async def probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: float) -> Probe:
     """Log in (verifying the host key) and read the installed K3s version."""
+    with metrics.time_ssh("probe"):
+        return await _probe(ssh, name, target, timeout_s=timeout_s)
+
+
+async def _probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: float) -> Probe:
     try:
         result = await ssh.run(target, install.PROBE_COMMAND, timeout_s=timeout_s)
     except errors.K3sDeployError as exc:
@@ -71,8 +76,24 @@ async def probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: floa
     )
 
 
-async def run_install(ssh: SshRunner, name: str, target: SshTarget, script: str, *, timeout_s: float) -> None:
-    """Run one install script (sent on stdin so the token stays off every command line)."""
+async def run_install(
+    ssh: SshRunner,
+    name: str,
+    target: SshTarget,
+    script: str,
+    *,
+    timeout_s: float,
+    operation: metrics.SshOperation = "install_k3s",
+) -> None:
+    """Run one install script (sent on stdin so the token stays off every command line); timed as
+    ``operation`` (an upgrade re-runs the installer too)."""
+    with metrics.time_ssh(operation):
+        await _run_install(ssh, name, target, script, timeout_s=timeout_s)
+
+
+async def _run_install(
+    ssh: SshRunner, name: str, target: SshTarget, script: str, *, timeout_s: float
+) -> None:
     try:
         result = await ssh.run(target, "sh -s", input=script, timeout_s=timeout_s)
     except errors.K3sDeployError as exc:
@@ -91,12 +112,13 @@ async def run_install(ssh: SshRunner, name: str, target: SshTarget, script: str,
 
 
 async def fetch_kubeconfig(ssh: SshRunner, name: str, target: SshTarget) -> str:
-    try:
-        data = await ssh.fetch(target, "/etc/rancher/k3s/k3s.yaml")
-    except errors.CommandFailed as exc:
-        raise errors.GuestNotReady(f"node {name}: K3s has not written its kubeconfig yet") from exc
-    except errors.K3sDeployError as exc:
-        raise _with_node(name, exc) from exc
+    with metrics.time_ssh("fetch_kubeconfig"):
+        try:
+            data = await ssh.fetch(target, "/etc/rancher/k3s/k3s.yaml")
+        except errors.CommandFailed as exc:
+            raise errors.GuestNotReady(f"node {name}: K3s has not written its kubeconfig yet") from exc
+        except errors.K3sDeployError as exc:
+            raise _with_node(name, exc) from exc
     return data.decode(errors="replace")
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from k3s_deploy import errors
+from k3s_deploy import errors, metrics
 from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.ports.target import DrainOptions, TargetNode
 from k3s_deploy.services.k3scluster import airgap, install, nodes, upgrade, versions
@@ -115,7 +116,7 @@ async def upgrade_node(
         script = install.render_script(
             step, wanted, token=token, node_ip=view.ip, sans=sans, installer_path=staged
         )
-        await nodes.run_install(r.deps.ssh, name, target, script, timeout_s=timeout)
+        await nodes.run_install(r.deps.ssh, name, target, script, timeout_s=timeout, operation="upgrade_k3s")
         after = await nodes.probe(r.deps.ssh, name, target, timeout_s=timeout)
         view.k3s_version = after.installed_version
         if after.installed_version != target_version:
@@ -183,13 +184,18 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
         accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
     )
     script = UNINSTALL[surplus.role]
+    start = time.perf_counter()
     try:
         result = await r.deps.ssh.run(
             target, f"if [ -x {script} ]; then {script}; fi", timeout_s=float(ssh.command_timeout_seconds)
         )
-    except errors.SshUnavailable as exc:
+    except errors.K3sDeployError as exc:
+        metrics.observe_ssh("uninstall_k3s", time.perf_counter() - start, ok=False)
+        if not isinstance(exc, errors.SshUnavailable):
+            raise
         r.event("Warning", "UninstallSkipped", f"K3s left on {name}: {exc.message}")
         return
+    metrics.observe_ssh("uninstall_k3s", time.perf_counter() - start, ok=result.ok)
     if not result.ok:
         r.event(
             "Warning",
