@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 from bench.rig import Rig, load_average, sample_inventory
 
 KINDS = ("kill", "proxmox", "ssh", "apiserver")
@@ -47,6 +48,7 @@ class RunResult:
     converged: bool = False
     seconds: float = 0.0
     faults: int = 0
+    calls: int = 0  # Proxmox API calls during the run (proxmox kind only)
     duplicates: int = 0
     leaked: int = 0
     secrets_lost: int = 0
@@ -121,8 +123,12 @@ class Injector:
             mine = [vm for vm in self.rig.vms() if str(vm.get("name", "")).startswith(f"{self.cluster}-")]
             if mine and time.monotonic() < deadline:
                 vm = self.rng.choice(mine)
-                self.rig.admin("POST", f"vms/{vm['vmid']}/lock", {"lock": "backup", "seconds": 3})
-                locks += 1
+                try:
+                    self.rig.admin("POST", f"vms/{vm['vmid']}/lock", {"lock": "backup", "seconds": 3})
+                    locks += 1
+                except requests.HTTPError as exc:  # 409: already locked (a clone), as vzdump would fail
+                    if exc.response is None or exc.response.status_code != 409:
+                        raise
         faults = self.rig.admin("GET", "faults")
         self.rig.admin("POST", "faults/reset")
         counts = self.rig.admin("GET", "counts")
@@ -242,7 +248,8 @@ def one_run(rig: Rig, kind: str, run: int, seed: int, args: argparse.Namespace) 
     result.faults = injector.injected
     result.notes += injector.errors
     if kind == "proxmox":
-        result.notes.append(f"{injector.injected} faults in {getattr(injector, 'total_calls', 0)} calls")
+        result.calls = int(getattr(injector, "total_calls", 0))
+        result.notes.append(f"{injector.injected} faults in {result.calls} calls")
     left = [vm["vmid"] for vm in rig.vms() if vm["vmid"] not in initial]
     if left:
         result.leaked_vmids.update(left)
@@ -268,6 +275,7 @@ def campaign(kind: str, runs: int, seed: int, args: argparse.Namespace, log: Any
         "seed": seed,
         "runs": len(results),
         "faultsInjected": sum(r.faults for r in results),
+        "proxmoxCalls": sum(r.calls for r in results),
         "converged": sum(1 for r in results if r.converged and r.deleted),
         "duplicateVMs": sum(r.duplicates for r in results),
         "leakedVMs": sum(r.leaked for r in results),

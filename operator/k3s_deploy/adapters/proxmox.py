@@ -335,11 +335,12 @@ class ProxmoxerClient:
         )
         return str(upid)
 
-    async def regenerate_cloudinit(self, node: str, vmid: int) -> None:
-        await self._call(
-            f"regenerate cloud-init drive of VM {vmid}",
-            lambda api: api.nodes(node).qemu(vmid).cloudinit.put(),
+    async def cloudinit_pending(self, node: str, vmid: int) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = await self._call(
+            f"read the cloud-init drive state of VM {vmid}",
+            lambda api: api.nodes(node).qemu(vmid).cloudinit.get(),
         )
+        return [dict(e) for e in entries or []]
 
     async def power(
         self, node: str, vmid: int, action: PowerAction, *, shutdown_timeout: int | None = None

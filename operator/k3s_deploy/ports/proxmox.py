@@ -120,7 +120,10 @@ class ProxmoxClient(Protocol):
 
     async def resize_disk(self, node: str, vmid: int, disk: str, size: str) -> str: ...
 
-    async def regenerate_cloudinit(self, node: str, vmid: int) -> None: ...
+    async def cloudinit_pending(self, node: str, vmid: int) -> list[dict[str, Any]]:
+        """Entries of ``GET .../cloudinit``: ``value`` is what the drive was generated from, ``pending``
+        a newer config value, ``delete`` a key removed since (PVE 7.2+)."""
+        ...
 
     async def power(
         self, node: str, vmid: int, action: PowerAction, *, shutdown_timeout: int | None = None

@@ -93,6 +93,27 @@ def test_lock_contention_clears_after_its_time(pve_sim: PveSim) -> None:
     eventually(lambda: _put_ok(pve_sim), timeout=5)
 
 
+def test_lock_is_refused_while_a_clone_holds_its_lock(pve_sim: PveSim) -> None:
+    """A backup lock never replaces a clone lock, so a failed clone is still rolled back (no disk-less VM)."""
+    pve_sim.set_timing(tasks={"qmclone": 100.0})  # 1 s at the fixture's scale
+    pve_sim.set_faults(
+        taskFailures=[{"type": "qmclone", "message": "clone failed: simulated", "remaining": 1}]
+    )
+    api = pve_sim.api()
+    upid = api.nodes("pve1").qemu(9000).clone.post(newid=260, name="half-made")
+    resp = requests.post(
+        f"{pve_sim.admin_url}/vms/260/lock",
+        json={"lock": "backup", "seconds": 5},
+        verify=pve_sim.ca,
+        timeout=10,
+    )
+    assert resp.status_code == 409 and resp.json()["lock"] == "clone"
+    assert pve_sim.wait_task(upid)["exitstatus"] == "clone failed: simulated"
+    assert 260 not in {int(vm["vmid"]) for vm in api.cluster.resources.get(type="vm")}
+    pve_sim.lock_vm(110, "backup", seconds=5)
+    pve_sim.lock_vm(110, "backup", seconds=5)  # the same lock again is fine
+
+
 def _put_ok(pve_sim: PveSim) -> bool:
     try:
         pve_sim.api().nodes("pve1").qemu(110).config.put(cores=3)

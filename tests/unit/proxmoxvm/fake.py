@@ -29,7 +29,8 @@ from k3s_deploy.ports.proxmox import (
 )
 
 GIB = 1024**3
-HOTPLUG = {"name", "tags", "description", "ciuser", "sshkeys", "ipconfig0", "nameserver", "searchdomain"}
+CI_KEYS = ("ciuser", "sshkeys", "ipconfig0", "nameserver", "searchdomain")
+HOTPLUG = {"name", "tags", "description", *CI_KEYS}
 
 
 @dataclass
@@ -43,6 +44,18 @@ class FakeVm:
     pending: dict[str, Any] = field(default_factory=dict)
     uptime: int = 0
     agent_interfaces: list[GuestInterface] | None = None
+    ci_drive: dict[str, Any] = field(default_factory=dict)  # what the cloud-init drive was built from
+    booted: dict[str, Any] = field(default_factory=dict)  # the cloud-init data the guest booted with
+
+    def ci_values(self) -> dict[str, Any]:
+        return {k: self.config[k] for k in CI_KEYS if k in self.config}
+
+    def boot(self) -> None:
+        """A start (or the start half of a reboot): pending changes apply, the drive is rebuilt."""
+        self.config.update(self.pending)
+        self.pending.clear()
+        self.ci_drive = self.ci_values()
+        self.booted = dict(self.ci_drive)
 
     @property
     def tags(self) -> frozenset[str]:
@@ -102,6 +115,7 @@ class FakeProxmox:
         config.setdefault("cores", 1)
         config.setdefault("memory", 1024)
         config.setdefault("scsi0", f"local-lvm:vm-{vmid}-disk-0,size=8G")
+        config.setdefault("ide2", f"local-lvm:vm-{vmid}-cloudinit,media=cdrom")
         vm = FakeVm(vmid=vmid, node=node, config=dict(config), template=template)
         self.vms[vmid] = vm
         return vm
@@ -238,9 +252,22 @@ class FakeProxmox:
 
         return self._task(node, "resize", vmid, grow)
 
-    async def regenerate_cloudinit(self, node: str, vmid: int) -> None:
-        self._enter("regenerate_cloudinit")
-        self._vm(node, vmid)
+    async def cloudinit_pending(self, node: str, vmid: int) -> list[dict[str, Any]]:
+        """As PVE 7.2+: ``value`` from the drive, ``pending`` when the config differs, ``delete``."""
+        self._enter("cloudinit_pending")
+        vm = self._vm(node, vmid)
+        current = vm.ci_values()
+        out: list[dict[str, Any]] = []
+        for key in sorted(set(current) | set(vm.ci_drive)):
+            entry: dict[str, Any] = {"key": key}
+            if key in vm.ci_drive:
+                entry["value"] = vm.ci_drive[key]
+            if key not in current:
+                entry["delete"] = 1
+            elif vm.ci_drive.get(key) != current[key]:
+                entry["pending"] = current[key]
+            out.append(entry)
+        return out
 
     async def power(
         self, node: str, vmid: int, action: PowerAction, *, shutdown_timeout: int | None = None
@@ -250,9 +277,9 @@ class FakeProxmox:
         vm = self._vm(node, vmid)
 
         def apply() -> None:
+            if action in ("start", "reboot"):
+                vm.boot()
             if action in ("start", "reboot", "resume", "reset"):
-                vm.config.update(vm.pending)
-                vm.pending.clear()
                 vm.status = "running"
                 vm.uptime = 1
             else:

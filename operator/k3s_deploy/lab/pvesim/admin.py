@@ -83,13 +83,21 @@ def add_routes(app: web.Application, sim: Sim) -> None:
         return web.json_response({"node": node.name, "online": node.online})
 
     async def vm_lock(request: web.Request) -> web.StreamResponse:
-        """Hold a config lock (e.g. `backup`) for a while: lock contention as other tools cause it."""
+        """Hold a config lock (e.g. `backup`) for a while: lock contention as other tools cause it.
+
+        Like a real vzdump or snapshot, taking a lock fails (409) while the VM holds another one: a
+        `backup` lock must never replace a `clone` lock (the clone's rollback depends on it).
+        """
         vm = sim.state.vms[int(request.match_info["vmid"])]
         if request.method == "DELETE":
             vm.config.pop("lock", None)
         else:
             data = await request.json()
             lock = str(data.get("lock", "backup"))
+            if vm.lock and vm.lock != lock:
+                return web.json_response(
+                    {"vmid": vm.vmid, "lock": vm.lock, "error": f"VM is locked ({vm.lock})"}, status=409
+                )
             vm.config["lock"] = lock
             seconds = data.get("seconds")
             if seconds is not None:

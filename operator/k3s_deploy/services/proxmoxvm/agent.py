@@ -1,14 +1,18 @@
-"""Addresses from the QEMU guest agent, re-read only when the VM booted again or the spec changed."""
+"""Addresses from the QEMU guest agent, re-read only when the VM booted again or the spec changed.
+
+The first contact of a boot is also when the cloud-init drive the guest booted from is checked (and
+on later passes until that check succeeded once).
+"""
 
 from __future__ import annotations
 
 from k3s_deploy.errors import GuestNotReady
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.proxmoxvm import plan
+from k3s_deploy.services.proxmoxvm.cloudinit import ensure_fresh_cloud_init
 from k3s_deploy.services.proxmoxvm.inventory import Snapshot
-from k3s_deploy.services.proxmoxvm.work import AGENT_READY, Requeue, Work
+from k3s_deploy.services.proxmoxvm.work import AGENT_READY, BOOT_TOLERANCE, Requeue, Work
 
-BOOT_TOLERANCE = 30.0  # seconds of clock noise between two list reads of the same boot
 AGENT_POLL = 2.0  # the agent answers soon after boot; a shorter poll shortens every bootstrap
 
 
@@ -37,6 +41,7 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
         and work.memory.address_vmid == vm.vmid
     )
     if fresh_enough:
+        await ensure_fresh_cloud_init(work, vm, boot)  # no call once this boot was checked
         return
     agent = work.spec.guest_agent
     cidr = agent.address_cidr if agent else None
@@ -66,3 +71,4 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
     work.memory.address_read_generation = work.obj.generation
     work.memory.address_vmid = vm.vmid
     work.conditions.set(AGENT_READY, True, "AgentAnswering", "addresses: " + ", ".join(addresses))
+    await ensure_fresh_cloud_init(work, vm, boot)  # first contact of this boot: one look at the drive

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from k3s_deploy.errors import ProxmoxNotFound
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.proxmoxvm import plan
 from k3s_deploy.services.proxmoxvm.work import PENDING_CHANGES, VM_PROVISIONED, Requeue, Work
@@ -10,6 +11,8 @@ from k3s_deploy.services.proxmoxvm.work import PENDING_CHANGES, VM_PROVISIONED, 
 def needs_config_read(work: Work, vm: VmSummary) -> list[str]:
     """Why this pass must read the VM config; empty means the shared list proves nothing changed."""
     reasons = []
+    if work.memory.config_incomplete:
+        reasons.append("an earlier configure did not finish")
     if work.status.observed_generation != work.obj.generation:
         reasons.append("spec changed")
     if not work.conditions.is_true(VM_PROVISIONED):
@@ -23,12 +26,22 @@ def needs_config_read(work: Work, vm: VmSummary) -> list[str]:
     return reasons
 
 
-async def configure(work: Work, vm: VmSummary) -> None:
-    """Apply config changes (sync), then start a disk resize task if the disk must grow."""
-    why = needs_config_read(work, vm)
+async def configure(work: Work, vm: VmSummary, *, force: str | None = None) -> None:
+    """Apply config changes (sync), then start a disk resize task if the disk must grow.
+
+    Until the writes went through, ``memory.config_incomplete`` makes the next pass read the config
+    again: the status written after a failed pass no longer says what is left to do (a write whose
+    reply was lost may still land later, so the config is the only truth).
+
+    The cloud-init drive is not rebuilt here (``PUT .../cloudinit``): a start rebuilds it anyway, and
+    on a running VM a rebuilt drive would hide that the guest still runs with the old data.
+    ``GET .../cloudinit`` keeps listing the changed keys until the next start; cloudinit.py acts on it.
+    """
+    why = needs_config_read(work, vm) + ([force] if force else [])
     if not why:
         return
     client = work.session.client
+    work.memory.config_incomplete = True
     config = await client.vm_config(vm.node, vm.vmid)
     owner_tag = work.obj.owner_tag if work.cloned else None
     todo = plan.plan_config(work.spec, config, name=work.desired_name, owner_tag=owner_tag)
@@ -38,9 +51,14 @@ async def configure(work: Work, vm: VmSummary) -> None:
         work.event(
             "Normal", "Configured", "changed " + ", ".join(sorted(todo.changes)) + f" ({'; '.join(why)})"
         )
-        if todo.cloud_init_changed:
-            await client.regenerate_cloudinit(vm.node, vm.vmid)
-            work.event("Normal", "CloudInitRegenerated", "regenerated the cloud-init drive")
+    locked = vm.lock or config.get("lock")
+    if plan.wants_cloud_init(work.spec) and not locked and not plan.has_cloud_init_drive(config):
+        raise ProxmoxNotFound(
+            f"VM {vm.vmid} has no cloud-init drive, so spec.cloudInit cannot reach the guest; add one "
+            f"(e.g. qm set {vm.vmid} --ide2 <storage>:cloudinit) or clone from a template that has one",
+            reason="NoCloudInitDrive",
+        )
+    work.memory.config_incomplete = False
     if todo.resize is not None:
         disk, size = todo.resize
         upid = await client.resize_disk(vm.node, vm.vmid, disk, size)

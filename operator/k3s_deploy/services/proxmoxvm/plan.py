@@ -204,6 +204,44 @@ def plan_config(
     return plan
 
 
+def wants_cloud_init(spec: ProxmoxVMSpec) -> bool:
+    """True when the spec sets any cloud-init key (only then does the drive matter to us)."""
+    ci = spec.cloud_init
+    if ci is None:
+        return False
+    return bool(
+        ci.user is not None
+        or ci.ssh_authorized_keys
+        or ci.ip_config is not None
+        or ci.nameservers
+        or ci.search_domain is not None
+    )
+
+
+_DRIVE_KEY = re.compile(r"^(ide|sata|scsi|virtio)\d+$")
+
+
+def has_cloud_init_drive(config: Mapping[str, Any]) -> bool:
+    """A cloud-init drive is a disk whose volume is ``<storage>:vm-<vmid>-cloudinit`` (or a cloudinit volume)."""
+    return any(
+        _DRIVE_KEY.match(key) and "cloudinit" in str(value).split(",")[0] for key, value in config.items()
+    )
+
+
+def stale_cloud_init(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Keys of ``GET .../cloudinit`` whose config value is newer than the drive (added, changed, removed).
+
+    PVE lists ``value`` (what the drive was generated from) and ``pending`` (the config's value when it
+    changed since); a key changed back to the drive's value may still carry an equal ``pending``.
+    """
+    stale = []
+    for entry in entries:
+        changed = "pending" in entry and entry.get("pending") != entry.get("value")
+        if entry.get("key") and (entry.get("delete") or changed):
+            stale.append(str(entry["key"]))
+    return sorted(stale)
+
+
 def inventory_drift(
     spec: ProxmoxVMSpec, vm: VmSummary, *, name: str | None, owner_tag: str | None
 ) -> list[str]:

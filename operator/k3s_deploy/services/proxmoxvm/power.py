@@ -60,6 +60,9 @@ async def ensure_power(work: Work, vm: VmSummary) -> str:
             why = "restart requested by annotation" if restart_pending else "pending changes (restartPolicy)"
             work.status.pending_changes = []
             work.conditions.remove(PENDING_CHANGES)  # a reboot applies pending changes
+            # a new boot: read the agent and check the cloud-init drive again, however soon it comes
+            work.memory.address_read_generation = None
+            work.memory.cloud_init_generation = None
             upid = await client.power(vm.node, vm.vmid, "reboot")
             await work.start_task("reboot", vm.node, upid, f"rebooting VM {vm.vmid}: {why}")
         work.conditions.set(POWERED_ON, True, "Running", "the VM is running")

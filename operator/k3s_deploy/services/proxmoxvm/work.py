@@ -22,7 +22,15 @@ VM_PROVISIONED = "VMProvisioned"
 POWERED_ON = "PoweredOn"
 AGENT_READY = "AgentReady"
 PENDING_CHANGES = "PendingChanges"
+CLOUD_INIT_STALE = "CloudInitStale"
 DELETING = "Deleting"
+
+BOOT_TOLERANCE = 30.0  # seconds of clock noise between two list reads of the same boot
+
+
+def same_boot(a: float | None, b: float | None) -> bool:
+    """Two boot times (wall clock minus uptime) that name the same boot of a VM."""
+    return a is not None and b is not None and abs(a - b) <= BOOT_TOLERANCE
 
 
 class Requeue(Exception):
@@ -73,6 +81,10 @@ class Memory:
     address_read_generation: int | None = None
     address_vmid: int | None = None  # the VM the addresses were read from (a re-clone gets a new one)
     failures: int = 0  # consecutive transient failures, for backoff
+    config_incomplete: bool = False  # a configure step began and did not finish: read the config again
+    cloud_init_boot: float | None = None  # the boot whose cloud-init drive was last checked ...
+    cloud_init_generation: int | None = None  # ... and the generation it was checked at
+    stale_reboots: int = 0  # reboots for stale cloud-init since the drive was last found current
 
     def backoff(self, cap: float) -> float:
         """5, 10, 20, 40 ... seconds, at most ``cap``."""
