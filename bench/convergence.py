@@ -9,6 +9,12 @@ joining beside them. The baseline is the old CLI, which did every
 step of every node one node at a time: the sum of all nodes' chains (computed from the same timings).
 
     python -m bench.convergence [--factor 4] [--sizes 1+0,3+2,3+10]
+    python -m bench.convergence --baseline [--factor 4] [--sizes ...]
+
+``--baseline`` runs that one-at-a-time way instead of computing it (see :mod:`bench.baseline`): the
+same lab and timings, each VM through its ProxmoxVM to Ready one after the other, then K3s installed
+node by node over SSH with the operator's own install planning, scripts and SSH adapter, until every
+Node is Ready. It prints the measured and the computed baseline side by side.
 
 Run from the repository root. Prints one row per size with the load average at the end of the run.
 """
@@ -116,10 +122,21 @@ def main() -> None:
     parser.add_argument("--sizes", default="1+0,3+2,3+10", help="servers+agents, comma separated")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    parser.add_argument(
+        "--baseline", action="store_true", help="run the old CLI's one-node-at-a-time way instead"
+    )
     args = parser.parse_args()
     sizes = [(int(s.split("+")[0]), int(s.split("+")[1])) for s in parse_sizes(args.sizes)]
     print(f"time factor 1/{args.factor:g}: clone {CLONE / args.factor:g}s, start+boot+agent "
           f"{(START + BOOT_REST + AGENT) / args.factor:g}s, install {INSTALL / args.factor:g}s")  # fmt: skip
+    if args.baseline:
+        from bench import baseline as one_at_a_time
+
+        measured = one_at_a_time.run(args.factor, sizes, args.timeout, computed=baseline)
+        if args.json:
+            args.json.write_text(json.dumps({"factor": args.factor, "baseline": measured}, indent=1))
+        print(one_at_a_time.report(measured))
+        return
     results = run(args.factor, sizes, args.timeout)
     if args.json:
         args.json.write_text(json.dumps({"factor": args.factor, "results": results}, indent=1))
