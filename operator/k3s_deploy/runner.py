@@ -60,15 +60,18 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
     from k3s_deploy.adapters.kube import KubernetesGateway
     from k3s_deploy.adapters.proxmox import ProxmoxerConnector
     from k3s_deploy.services.proxmoxvm.inventory import Sessions
+    from k3s_deploy.services.secret_cache import SecretCachingGateway
 
     connector = ProxmoxerConnector(
         timeout=settings.proxmox_timeout_seconds, concurrency=settings.proxmox_concurrency
     )
-    # A cached VM list younger than most of a resync interval serves every object of a credential.
+    # A cached VM list (and credentials Secret) younger than most of a resync interval serves every
+    # object of a credential: O(1) reads per interval, not one per object.
+    max_age = settings.resync_seconds * 0.9
     return Runtime(
         settings=settings,
-        kube=KubernetesGateway(concurrency=settings.kube_concurrency),
-        sessions=Sessions(connector, max_age=settings.resync_seconds * 0.9),
+        kube=SecretCachingGateway(KubernetesGateway(concurrency=settings.kube_concurrency), max_age=max_age),
+        sessions=Sessions(connector, max_age=max_age),
     )
 
 
