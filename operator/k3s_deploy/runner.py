@@ -10,12 +10,20 @@ Shared runtime state (the Kubernetes gateway, Proxmox sessions, per-object memor
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import getpass
 import logging
+import os
 import random
+import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from k3s_deploy.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from k3s_deploy.handlers.peering import PeeringGate
+    from k3s_deploy.handlers.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,9 @@ class Runtime:
     seen: dict[str, Any] = field(default_factory=dict)
     last_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_annotations: dict[str, dict[str, str]] = field(default_factory=dict)
+    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)  # slim, for the ProxmoxVM scheduler
+    scheduler: Scheduler | None = None  # the ProxmoxVM scheduler, started on the first event
+    gate: PeeringGate | None = None  # HA: holds the scheduler while another replica is in charge
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -51,6 +62,7 @@ class Runtime:
             self.seen,
             self.last_status,
             self.last_annotations,
+            self.bodies,
         ):
             table.pop(uid, None)
 
@@ -75,7 +87,25 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
     )
 
 
-def apply_kopf_settings(kopf_settings: Any, settings: OperatorSettings) -> None:
+def peering_priority(settings: OperatorSettings) -> int:
+    """Ours, or a random one: equal priorities make kopf pause every replica; random ones elect one."""
+    if settings.peering_priority is not None:
+        return settings.peering_priority
+    return random.SystemRandom().randint(1, 2**30)
+
+
+def peering_identity() -> str:
+    """This replica's name among its peers (the pod name when POD_ID is set), as kopf makes it."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+    return f"{getpass.getuser()}@{socket.gethostname()}/{stamp}/{random.SystemRandom().randrange(36**3):03x}"
+
+
+def apply_kopf_settings(
+    kopf_settings: Any, settings: OperatorSettings, *, priority: int | None = None
+) -> None:
     """Map our settings onto ``kopf.OperatorSettings``."""
     import kopf
 
@@ -83,12 +113,7 @@ def apply_kopf_settings(kopf_settings: Any, settings: OperatorSettings) -> None:
     kopf_settings.peering.name = settings.peering_name
     kopf_settings.peering.clusterwide = not settings.namespaces
     kopf_settings.peering.mandatory = not settings.standalone
-    # Equal priorities make kopf pause every replica; a random one elects a single active replica.
-    kopf_settings.peering.priority = (
-        settings.peering_priority
-        if settings.peering_priority is not None
-        else random.SystemRandom().randint(1, 2**30)
-    )
+    kopf_settings.peering.priority = priority if priority is not None else peering_priority(settings)
     kopf_settings.peering.lifetime = settings.peering_lifetime_seconds
     kopf_settings.watching.server_timeout = settings.watch_server_timeout
     kopf_settings.watching.client_timeout = settings.watch_client_timeout
@@ -127,12 +152,18 @@ def run_operator(settings: OperatorSettings) -> int:
 
     registry = kopf.get_default_registry()
     operator_settings = settings
+    priority, identity = peering_priority(settings), peering_identity()
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        apply_kopf_settings(settings, operator_settings)
+        apply_kopf_settings(settings, operator_settings, priority=priority)
 
     runtime = build_runtime(settings)
+    if not settings.standalone:
+        from k3s_deploy.handlers.peering import PeeringGate, register
+
+        runtime.gate = PeeringGate(identity=identity, priority=priority, name=settings.peering_name)
+        register(registry, clusterwide=not settings.namespaces)
     scope = ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
     log.info(
         "k3s-deploy operator starting: %s, %s", scope, "standalone" if settings.standalone else "peering"
@@ -145,6 +176,7 @@ def run_operator(settings: OperatorSettings) -> int:
             namespaces=settings.namespaces,
             clusterwide=not settings.namespaces,
             liveness_endpoint=settings.liveness_endpoint,
+            identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str, not exported
             memo=kopf.Memo(runtime=runtime),
         )
     except Exception:

@@ -1,6 +1,7 @@
-"""The per-object reconcile loop both kinds run as a kopf daemon.
+"""The per-object reconcile loop K3sCluster runs as a kopf daemon (clusters are few).
 
-One loop per object: reconcile, then sleep until the requested delay passes or an event handler wakes
+ProxmoxVMs, which come by the thousand, share :mod:`k3s_deploy.handlers.scheduler` instead. One loop
+per object: reconcile, then sleep until the requested delay passes or an event handler wakes
 the object (a spec change, a child changed). Failures back off exponentially up to the resync interval;
 a bug is logged and retried, never allowed to end the loop.
 """

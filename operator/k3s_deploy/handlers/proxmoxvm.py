@@ -1,16 +1,20 @@
-"""kopf handlers for ProxmoxVM: a per-object daemon runs the reconcile loop; deletion is a handler.
+"""kopf handlers for ProxmoxVM: a shared scheduler runs the reconcile passes; deletion is a handler.
 
-Why a daemon and not create/update handlers: one loop per object serialises every pass (no two passes
-race on the same VM), sleeps exactly as long as the last pass asked (a few seconds while a Proxmox
-task runs, ``resync_seconds`` in steady state) and is woken at once when the spec or our annotations
-change (``on.event``). Status is written through the KubeGateway as a whole, so kopf's progress
-annotations never mix with it.
+Why a scheduler and not create/update handlers: passes of one object never overlap (no two passes race
+on the same VM), each sleeps exactly as long as the last pass asked (a few seconds while a Proxmox task
+runs, ``resync_seconds`` in steady state) and is woken at once when the spec or our annotations change
+(``on.event``). Why one shared scheduler and not a kopf daemon per object: an idle object then costs a
+heap entry and a slim copy of its body, not a task, kopf's daemon records and kopf's full body copy
+(see :mod:`k3s_deploy.handlers.scheduler`). Every object reaches the scheduler through ``on.event``,
+including kopf's initial listing, so a restarted operator picks every object up again. Status is
+written through the KubeGateway as a whole, so kopf's progress annotations never mix with it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -20,7 +24,7 @@ from k3s_deploy import metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.proxmoxvm import KIND, PLURAL, ProxmoxVM
 from k3s_deploy.errors import K3sDeployError
-from k3s_deploy.handlers.loop import reconcile_forever
+from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.runner import Runtime
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.proxmoxvm.delete import finalize, orphaned
@@ -38,6 +42,8 @@ from k3s_deploy.services.proxmoxvm.work import (
 log = logging.getLogger(__name__)
 _IGNORED_IN_DIFF = ("lastSyncTime",)
 SYNC_TIME_REFRESH = 300.0  # seconds
+PASSES_IN_FLIGHT = 32  # at once, over all objects (Proxmox and Kubernetes calls are bounded further down)
+_DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -45,16 +51,40 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-def _current(runtime: Runtime, body: kopf.Body) -> dict[str, Any]:
+def scheduler_for(runtime: Runtime) -> Scheduler:
+    """The process's one ProxmoxVM scheduler, started on first use (inside kopf's event loop)."""
+    if runtime.scheduler is None:
+        runtime.scheduler = Scheduler(
+            lambda uid: reconcile_once(runtime, uid),
+            resync=runtime.settings.resync_seconds,
+            workers=PASSES_IN_FLIGHT,
+        )
+        if runtime.gate is not None:
+            runtime.scheduler.pause(runtime.gate.paused)
+        runtime.scheduler.start()
+    return runtime.scheduler
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pass needs of a body: no managedFields, no client-side-apply copy of the manifest."""
+    meta = dict(body.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations and any(key in annotations for key in _DROPPED_ANNOTATIONS):
+        meta["annotations"] = {k: v for k, v in annotations.items() if k not in _DROPPED_ANNOTATIONS}
+    return {**dict(body), "metadata": meta}
+
+
+def _current(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
     """The body with our latest writes on top (the watch may not have delivered them yet)."""
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in dict(body).items()}
-    raw["metadata"] = dict(body.get("metadata", {}))
-    uid = str(body.metadata.uid)
+    raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in dict(body).items()}
+    raw["metadata"] = dict(body.get("metadata") or {})
+    uid = str(raw["metadata"].get("uid"))
     if uid in runtime.last_status:
         raw["status"] = runtime.last_status[uid]
     if uid in runtime.last_annotations:
         raw["metadata"]["annotations"] = {
-            **(body.metadata.annotations or {}),
+            **(raw["metadata"].get("annotations") or {}),
             **runtime.last_annotations[uid],
         }
     return raw
@@ -108,11 +138,13 @@ def _invalid_spec(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
     }
 
 
-async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
-    """One pass for one object; returns how long to sleep before the next."""
-    uid = str(body.metadata.uid)
+async def reconcile_once(runtime: Runtime, uid: str) -> float:
+    """One pass for one object (its latest body); returns how long to sleep before the next."""
     resync = runtime.settings.resync_seconds
     async with runtime.lock(uid):
+        body = runtime.bodies.get(uid)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return resync  # gone or being deleted while this pass waited: the finalizer's turn
         raw = _current(runtime, body)
         try:
             model = ProxmoxVM.model_validate(raw)
@@ -161,28 +193,35 @@ def _fingerprint(body: kopf.Body) -> tuple[Any, ...]:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the object's loop when its spec or our annotations change (not on our status writes)."""
+async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the scheduler's view of the object: add it, wake it when its spec or our annotations
+    change (not on our own status writes), stop it when it is being deleted or gone."""
     runtime = _runtime(memo)
+    scheduler = scheduler_for(runtime)
     uid = str(body.metadata.uid)
+    if event.get("type") == "DELETED":
+        scheduler.remove(uid)
+        runtime.forget(uid)
+        return
+    runtime.bodies[uid] = slim(body)
+    if body.metadata.get("deletionTimestamp"):
+        scheduler.remove(uid)  # the finalizer handler takes over (after a running pass ends)
+        return
     fingerprint = _fingerprint(body)
-    if runtime.seen.get(uid) != fingerprint:
+    if uid not in scheduler:
         runtime.seen[uid] = fingerprint
-        runtime.wakeup(uid).set()
+        scheduler.add(uid, f"{body.metadata.namespace}/{body.metadata.name}")
+    elif runtime.seen.get(uid) != fingerprint:
+        runtime.seen[uid] = fingerprint
+        scheduler.wake(uid)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, id="reconcile")
-async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """Reconcile now, then whenever woken or the requested delay has passed, until stopped."""
+@kopf.on.cleanup()
+async def stop_scheduler(memo: kopf.Memo, **_: Any) -> None:
+    """Cancel the passes in flight when the operator exits (they are idempotent: the next run redoes)."""
     runtime = _runtime(memo)
-    await reconcile_forever(
-        runtime,
-        str(body.metadata.uid),
-        str(body.metadata.name),
-        lambda: bool(stopped),
-        lambda: reconcile_once(runtime, body),
-        stop_signal=lambda: stopped.wait(),
-    )
+    if runtime.scheduler is not None:
+        await runtime.scheduler.stop()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize")
@@ -261,4 +300,4 @@ async def _finish(
     await _post(runtime, raw, (work.events if work else []) + (extra or []))
 
 
-__all__ = ["delete", "orphaned", "reconcile_loop", "wake"]
+__all__ = ["delete", "orphaned", "scheduler_for", "stop_scheduler", "wake"]
