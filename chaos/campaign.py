@@ -68,6 +68,7 @@ class Injector:
         self.rig, self.kind, self.rng, self.window, self.cluster = rig, kind, rng, window, cluster
         self.stop_event = threading.Event()
         self.injected = 0
+        self.locks_refused = 0
         self.errors: list[str] = []
         self.thread = threading.Thread(target=self._guard, daemon=True)
 
@@ -129,6 +130,7 @@ class Injector:
                 except requests.HTTPError as exc:  # 409: already locked (a clone), as vzdump would fail
                     if exc.response is None or exc.response.status_code != 409:
                         raise
+                    self.locks_refused += 1
         faults = self.rig.admin("GET", "faults")
         self.rig.admin("POST", "faults/reset")
         counts = self.rig.admin("GET", "counts")
@@ -249,7 +251,10 @@ def one_run(rig: Rig, kind: str, run: int, seed: int, args: argparse.Namespace) 
     result.notes += injector.errors
     if kind == "proxmox":
         result.calls = int(getattr(injector, "total_calls", 0))
-        result.notes.append(f"{injector.injected} faults in {result.calls} calls")
+        result.notes.append(
+            f"{injector.injected} faults in {result.calls} calls; "
+            f"{injector.locks_refused} backup locks refused (VM already locked)"
+        )
     left = [vm["vmid"] for vm in rig.vms() if vm["vmid"] not in initial]
     if left:
         result.leaked_vmids.update(left)

@@ -318,3 +318,26 @@ async def test_lost_clone_reply_while_the_clone_is_still_locked_is_reclaimed() -
     pve.vms[100].agent_interfaces = AGENT
     await drv.converge()
     assert sorted(pve.vms) == [100, 9000] and drv.obj["status"]["vmid"] == 100
+
+
+async def test_sibling_vm_under_a_recorded_vmid_is_not_taken() -> None:
+    """Children of one K3sCluster share the cluster's tag: a recorded vmid now holding a sibling's VM
+    (our clone failed and Proxmox gave the id to the sibling) is not ours; we clone our own."""
+    cluster_uid = "c1c2c3c4-0000-0000-0000-000000000000"
+    pve = pve_with_template()
+    sibling = pve.add_vm(100, "pve1", name="c-server-0", tags="k3sdeploy-c1c2c3c4;tpl")
+    sibling.config["description"] = "k3sdeploy-owner=11111111-2222-3333-4444-555555555555"
+    obj = body(clone_spec(), name="c-agent-0")
+    obj["metadata"]["labels"]["k3sdeploy.io/cluster-uid"] = cluster_uid
+    obj["status"] = {"vmid": 100, "node": "pve1"}  # recorded before our clone, which then failed
+    drv = Driver(obj, pve)
+    await drv.once()
+    pve.finish_tasks()
+    for vm in pve.vms.values():
+        if vm.vmid != 9000:
+            vm.agent_interfaces = AGENT
+    await drv.converge()
+    mine = drv.obj["status"]["vmid"]
+    assert mine not in (100, 9000) and pve.vms[mine].config["name"] == "c-agent-0"
+    assert sibling.config["name"] == "c-server-0" and pve.calls["power:reboot"] == 0
+    assert "k3sdeploy-c1c2c3c4" in pve.vms[mine].tags

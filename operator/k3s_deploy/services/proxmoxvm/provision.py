@@ -23,8 +23,12 @@ async def _find_recorded(work: Work) -> VmSummary | None:
 
 
 async def is_ours(work: Work, vm: VmSummary) -> bool:
-    """A clone we started: carries our tag, or (before configure) our marker in its description."""
-    if work.obj.owner_tag in vm.tags:
+    """A clone this object started: our tag on a VM with our name, or our marker in its description.
+
+    The tag alone does not say which object: the children of one K3sCluster all carry the cluster's
+    tag, so a sibling's VM found under a recorded vmid must not be taken. The marker names our uid.
+    """
+    if work.obj.owner_tag in vm.tags and work.desired_name is not None and vm.name == work.desired_name:
         return True
     config = await work.session.client.vm_config(vm.node, vm.vmid)
     return work.obj.owner_marker in str(config.get("description", ""))
