@@ -36,6 +36,17 @@ def test_convergence_smoke(tmp_path: Path) -> None:
     assert row["phases"]["VMsReady"] >= 6.0 - 0.5, row  # clone + start + boot + agent = 6.0 s
 
 
+def test_convergence_baseline_smoke(tmp_path: Path) -> None:
+    """The old CLI's one-node-at-a-time way, run: each VM after the previous one, then each install."""
+    data = _run("bench.convergence", tmp_path / "b.json", "--baseline", "--factor", "10", "--sizes", "1+1")
+    (row,) = data["baseline"]
+    assert row["computed"] == pytest.approx(20.1, abs=0.1)
+    # one at a time really is the sum of the chains: never faster than computed
+    assert row["seconds"] >= row["computed"] and row["measuredOverComputed"] < 3.0, row
+    assert len(row["perVm"]) == 2 and all(s >= 6.0 - 0.5 for s in row["perVm"]), row
+    assert row["installSeconds"] >= 2 * 4.0, row  # two installs of 4 s, one after the other
+
+
 def test_footprint_smoke(tmp_path: Path) -> None:
     rows = _run("bench.footprint", tmp_path / "f.json", "--sizes", "5,40", "--idle", "12", "--resync", "4")
     small, large = rows
