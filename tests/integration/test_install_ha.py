@@ -86,12 +86,15 @@ class Replica:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def handled(self, name: str) -> bool:
-        """Whether this replica ran the reconcile daemon for the object ``name``."""
+        """Whether this replica reconciled the object ``name`` (kopf daemon or the shared scheduler)."""
         for line in self.text().splitlines():
             if line.startswith("{"):
                 record = json.loads(line)
                 message = record.get("message", "")
-                if record.get("name") == name and message.startswith("Daemon") and "is invoked" in message:
+                if record.get("name") == name and (
+                    (message.startswith("Daemon") and "is invoked" in message)
+                    or message.startswith("First reconcile pass")
+                ):
                     return True
         return False
 

@@ -210,7 +210,8 @@ async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any)
     fingerprint = _fingerprint(body)
     if uid not in scheduler:
         runtime.seen[uid] = fingerprint
-        scheduler.add(uid, f"{body.metadata.namespace}/{body.metadata.name}")
+        namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+        scheduler.add(uid, f"{namespace}/{name}", {"kind": KIND, "namespace": namespace, "name": name})
     elif runtime.seen.get(uid) != fingerprint:
         runtime.seen[uid] = fingerprint
         scheduler.wake(uid)

@@ -36,7 +36,9 @@ def backoff(failures: int, cap: float) -> float:
 @dataclass
 class _Entry:
     name: str
+    ref: dict[str, str]  # kind/namespace/name: our log records carry it as kopf's do (``k8s_ref``)
     due: float = 0.0
+    passes: int = 0
     running: bool = False
     again: bool = False
     failures: int = 0
@@ -77,10 +79,10 @@ class Scheduler:
         entry = self._entries.get(key)
         return entry is not None and entry.running
 
-    def add(self, key: str, name: str) -> None:
+    def add(self, key: str, name: str, ref: dict[str, str] | None = None) -> None:
         """Start scheduling ``key`` (its first pass is due at once); no-op when already known."""
         if key not in self._entries:
-            entry = self._entries[key] = _Entry(name)
+            entry = self._entries[key] = _Entry(name, ref or {})
             self._push(key, entry, self._now())
 
     def wake(self, key: str) -> None:
@@ -156,17 +158,21 @@ class Scheduler:
 
     async def _one(self, key: str, entry: _Entry) -> None:
         delay = self._resync
+        extra = {"k8s_ref": entry.ref}
+        if not entry.passes:
+            log.info("First reconcile pass of %s in this process", entry.name, extra=extra)
+        entry.passes += 1
         try:
             delay = await self._run_pass(key)
             entry.failures = 0
         except K3sDeployError as exc:  # the management cluster itself failed us (status write, ...)
             entry.failures += 1
             delay = backoff(entry.failures, self._resync)
-            log.warning("reconcile of %s failed, retrying in %.0fs: %s", entry.name, delay, exc)
+            log.warning("reconcile of %s failed, retrying in %.0fs: %s", entry.name, delay, exc, extra=extra)
         except Exception:  # a bug must not end the object's scheduling: log it, back off, try again
             entry.failures += 1
             delay = backoff(entry.failures, self._resync)
-            log.exception("reconcile of %s crashed, retrying in %.0fs", entry.name, delay)
+            log.exception("reconcile of %s crashed, retrying in %.0fs", entry.name, delay, extra=extra)
         finally:
             entry.running = False
             self._slots.release()

@@ -174,3 +174,17 @@ async def test_stop_cancels_passes_in_flight() -> None:
     await until(lambda: "a" in passes.running)
     await asyncio.wait_for(scheduler.stop(), timeout=1.0)
     assert not passes.running
+
+
+async def test_log_records_name_the_object(caplog: pytest.LogCaptureFixture) -> None:
+    passes = Passes(delay=30.0)
+    passes.fail["a"] = RuntimeError("a bug")
+    ref = {"kind": "ProxmoxVM", "namespace": "ns", "name": "a"}
+    with caplog.at_level("INFO", logger="k3s_deploy.handlers.scheduler"):
+        async with running(passes) as scheduler:
+            scheduler.add("a", "ns/a", ref)
+            await until(lambda: any(r.levelname == "ERROR" for r in caplog.records))
+    first, crashed = caplog.records[0], caplog.records[-1]
+    assert first.getMessage().startswith("First reconcile pass of ns/a")
+    assert "crashed" in crashed.getMessage()
+    assert getattr(first, "k8s_ref", None) == ref and getattr(crashed, "k8s_ref", None) == ref
