@@ -341,3 +341,15 @@ async def test_sibling_vm_under_a_recorded_vmid_is_not_taken() -> None:
     assert mine not in (100, 9000) and pve.vms[mine].config["name"] == "c-agent-0"
     assert sibling.config["name"] == "c-server-0" and pve.calls["power:reboot"] == 0
     assert "k3sdeploy-c1c2c3c4" in pve.vms[mine].tags
+
+
+async def test_allocation_skips_ids_reserved_by_us_and_ids_taken_in_proxmox() -> None:
+    from types import SimpleNamespace
+
+    from k3s_deploy.services.proxmoxvm.provision import _allocate
+
+    pve = pve_with_template()
+    pve.add_vm(101, name="billing-db")
+    session = SimpleNamespace(client=pve, reserved_vmids={100, 102})
+    work = SimpleNamespace(session=session)
+    assert await _allocate(work, None) == 103  # type: ignore[arg-type]  # only .session is used

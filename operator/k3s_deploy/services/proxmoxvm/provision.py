@@ -163,9 +163,13 @@ async def _allocate(work: Work, candidate: int | None) -> int:
     if candidate is not None:
         return await client.next_vmid(candidate)
     vmid = await client.next_vmid()
+    probe = vmid
     while vmid in reserved:
+        probe += 1  # the next id that is neither reserved by us nor taken in Proxmox
+        if probe in reserved:
+            continue
         try:
-            vmid = await client.next_vmid(vmid + 1)
+            vmid = await client.next_vmid(probe)
         except ProxmoxBusy:
-            vmid += 1
+            continue
     return vmid
