@@ -10,6 +10,7 @@ Shared runtime state (the Kubernetes gateway, Proxmox sessions, per-object memor
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import datetime as dt
 import getpass
 import logging
@@ -136,6 +137,29 @@ def apply_kopf_settings(
     kopf_settings.networking.error_backoffs = (1, 2, 5, 10, 20, 30)
 
 
+def release_free_memory() -> bool:
+    """Give the memory glibc keeps after ``free()`` back to the OS (``malloc_trim``); True if any.
+
+    After a burst (a thousand objects converging: JSON bodies, status dicts, client buffers in worker
+    threads) most of that memory is free again but stays resident in glibc's fragmented heaps: about
+    40 MiB of an idle operator at 1000 ProxmoxVMs. On other C libraries this does nothing.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))
+
+
+async def release_memory_periodically(interval: float) -> None:
+    """Trim once per interval (a few milliseconds of work), so bursts do not pin resident memory."""
+    while True:
+        await asyncio.sleep(interval)
+        release_free_memory()
+
+
 def run_operator(settings: OperatorSettings) -> int:
     """Run until SIGINT/SIGTERM; return the process exit code."""
     import kopf
@@ -154,9 +178,17 @@ def run_operator(settings: OperatorSettings) -> int:
     operator_settings = settings
     priority, identity = peering_priority(settings), peering_identity()
 
+    trimmer: list[asyncio.Task[None]] = []
+
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         apply_kopf_settings(settings, operator_settings, priority=priority)
+        trimmer.append(asyncio.create_task(release_memory_periodically(operator_settings.resync_seconds)))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_trimming(**_: Any) -> None:
+        for task in trimmer:
+            task.cancel()
 
     runtime = build_runtime(settings)
     if not settings.standalone:
