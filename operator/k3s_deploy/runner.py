@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import datetime as dt
+import gc
 import getpass
 import logging
 import os
@@ -46,14 +47,21 @@ class Runtime:
     last_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_annotations: dict[str, dict[str, str]] = field(default_factory=dict)
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)  # slim, for the ProxmoxVM scheduler
+    models: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # validated ProxmoxVM, by its input
     scheduler: Scheduler | None = None  # the ProxmoxVM scheduler, started on the first event
     gate: PeeringGate | None = None  # HA: holds the scheduler while another replica is in charge
 
     def lock(self, uid: str) -> asyncio.Lock:
-        return self.locks.setdefault(uid, asyncio.Lock())
+        found = self.locks.get(uid)  # not setdefault: that would build a Lock on every call
+        if found is None:
+            found = self.locks[uid] = asyncio.Lock()
+        return found
 
     def wakeup(self, uid: str) -> asyncio.Event:
-        return self.wakeups.setdefault(uid, asyncio.Event())
+        found = self.wakeups.get(uid)
+        if found is None:
+            found = self.wakeups[uid] = asyncio.Event()
+        return found
 
     def forget(self, uid: str) -> None:
         for table in (
@@ -64,6 +72,7 @@ class Runtime:
             self.last_status,
             self.last_annotations,
             self.bodies,
+            self.models,
         ):
             table.pop(uid, None)
 
@@ -153,11 +162,34 @@ def release_free_memory() -> bool:
     return bool(trim(0))
 
 
+FULL_COLLECTION_EVERY = 10  # intervals
+
+
+def collect_and_freeze(*, full: bool) -> int:
+    """Collect garbage, then move the survivors out of the collector's sight (``gc.freeze``).
+
+    At a thousand objects the heap holds ~180k tracked objects that live as long as the process;
+    Python's own full collections walked them all about once a minute, ~0.2% of a core at idle.
+    Frozen objects are no longer walked. They are still freed by reference counting; only a cycle
+    among them would wait, so every ``full`` call unfreezes first and walks everything once.
+    Returns the number of frozen objects.
+    """
+    if full:
+        gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 async def release_memory_periodically(interval: float) -> None:
-    """Trim once per interval (a few milliseconds of work), so bursts do not pin resident memory."""
+    """Once per interval: freeze the long-lived heap (a full walk every few intervals) and hand free
+    memory back to the OS, so neither the collector nor bursts cost an idle operator much."""
+    ticks = 0
     while True:
         await asyncio.sleep(interval)
+        collect_and_freeze(full=ticks % FULL_COLLECTION_EVERY == 0)
         release_free_memory()
+        ticks += 1
 
 
 def run_operator(settings: OperatorSettings) -> int:

@@ -138,6 +138,25 @@ def _invalid_spec(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
     }
 
 
+def _validated(runtime: Runtime, uid: str, raw: dict[str, Any]) -> ProxmoxVM:
+    """The object's model, validated again only when its input changed (a new resourceVersion, a
+    status or annotations we wrote): steady-state passes reuse it. Passes never mutate the model
+    (they work on a copy of its status)."""
+    key = (
+        (raw.get("metadata") or {}).get("resourceVersion"),
+        runtime.last_status.get(uid),
+        dict(runtime.last_annotations.get(uid) or {}),
+    )
+    cached = runtime.models.get(uid)
+    if cached is not None and key[0] is not None:
+        (version, status, annotations), found = cached
+        if version == key[0] and status is key[1] and annotations == key[2] and isinstance(found, ProxmoxVM):
+            return found
+    model = ProxmoxVM.model_validate(raw)
+    runtime.models[uid] = (key, model)
+    return model
+
+
 async def reconcile_once(runtime: Runtime, uid: str) -> float:
     """One pass for one object (its latest body); returns how long to sleep before the next."""
     resync = runtime.settings.resync_seconds
@@ -147,7 +166,7 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
             return resync  # gone or being deleted while this pass waited: the finalizer's turn
         raw = _current(runtime, body)
         try:
-            model = ProxmoxVM.model_validate(raw)
+            model = _validated(runtime, uid, raw)
         except ValidationError as exc:
             await _write(runtime, raw, _invalid_spec(raw, exc))
             return resync

@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from k3s_deploy.handlers.proxmoxvm import reconcile_once, slim, wake
+from k3s_deploy.handlers.proxmoxvm import _validated, reconcile_once, slim, wake
 from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.runner import Runtime
 from k3s_deploy.services.proxmoxvm.work import RESTART_ANNOTATION
@@ -102,3 +102,22 @@ async def test_a_pass_that_waited_for_the_finalizer_does_nothing() -> None:
     assert await reconcile_once(runtime, UID) == runtime.settings.resync_seconds
     del runtime.bodies[UID]  # forgotten once the finalizer handler is done
     assert await reconcile_once(runtime, UID) == runtime.settings.resync_seconds
+
+
+def test_the_model_is_validated_again_only_when_its_input_changes() -> None:
+    runtime, _, _ = runtime_with_scheduler()
+    raw = {**body(), "spec": {"credentialsRef": {"name": "pve"}, "source": {"existing": {"vmid": 100}}}}
+    first = _validated(runtime, UID, raw)
+    assert _validated(runtime, UID, copy.deepcopy(raw)) is first  # steady state: reused
+    newer = copy.deepcopy(raw)
+    newer["metadata"]["resourceVersion"] = "11"
+    newer["spec"]["powerState"] = "Running"
+    second = _validated(runtime, UID, newer)
+    assert second is not first and second.spec.power_state == "Running"
+    runtime.last_status[UID] = {"vmid": 100}  # a status we wrote (same resourceVersion)
+    third = _validated(runtime, UID, newer)
+    assert third is not second
+    runtime.last_annotations[UID] = {RESTART_ANNOTATION: "done"}
+    assert _validated(runtime, UID, newer) is not third
+    runtime.forget(UID)
+    assert UID not in runtime.models
