@@ -84,11 +84,15 @@ def _strip(status: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k not in _IGNORED_IN_DIFF}
 
 
-async def _write(runtime: Runtime, deps: Deps, raw: dict[str, Any], status: dict[str, Any]) -> None:
+async def _write(
+    runtime: Runtime, deps: Deps, raw: dict[str, Any], status: dict[str, Any], *, force: bool = False
+) -> None:
+    """Write the status unless it is what is stored; ``force`` when the pass wrote status midway
+    (the stored one is then that midway status, not the last outcome)."""
     meta = raw["metadata"]
     uid = str(meta["uid"])
     previous = runtime.last_status.get(uid) or raw.get("status")
-    if previous is not None and _strip(previous) == _strip(status):
+    if not force and previous is not None and _strip(previous) == _strip(status):
         return
     await deps.objects.patch_cluster_status(meta["namespace"], meta["name"], status)
     runtime.last_status[uid] = status
@@ -154,7 +158,7 @@ async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
         except Exception as exc:  # a bug: counted by its class, then the shared loop backs off
             _observe(raw, raw.get("status") or {}, started, exc)
             raise
-        await _write(runtime, deps, raw, outcome.status)
+        await _write(runtime, deps, raw, outcome.status, force=outcome.flushed)
         _observe(raw, outcome.status, started, outcome.error)
         for event in outcome.events:
             try:

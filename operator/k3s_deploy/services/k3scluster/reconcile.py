@@ -76,6 +76,8 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
     error: errors.K3sDeployError | None = None
+    # True when the pass wrote status midway: the stored status is no longer the previous outcome.
+    flushed: bool = False
 
 
 class _Wait(Exception):
@@ -137,6 +139,7 @@ class Reconciler:
         self.views: dict[str, _NodeView] = {}
         self.recorded = {n.get("name"): n for n in self.old_status.get("nodes") or [] if n.get("name")}
         self.day2 = day2.Day2(self)
+        self.flushed = False
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -156,8 +159,28 @@ class Reconciler:
     async def _flush(self) -> None:
         """Write progress that must survive an operator crash before the next risky step."""
         self._store_nodes()
-        self.status["conditions"] = self.conditions.as_list()
+        self._summarize()
+        self.flushed = True
         await self.deps.objects.patch_cluster_status(self.ref.namespace, self.ref.name, self.status)
+
+    def _summarize(self) -> None:
+        """Step conditions and Ready as the nodes about to be written show them: a role whose nodes are
+        not all listed and Ready is not Ready, whatever an earlier pass concluded."""
+        listed = [n for n in self.status.get("nodes") or [] if n.get("state") != "Removing"]
+        for role, cond in (("server", SERVERS_READY), ("agent", AGENTS_READY)):
+            if not self.conditions.is_true(cond):
+                continue
+            mine = [n for n in listed if n.get("role") == role]
+            want = self.status.get(f"desired{role.capitalize()}s", len(mine))
+            late = [str(n.get("name")) for n in mine if not n.get("ready")]
+            ready = len(mine) - len(late)
+            if late or ready < want:
+                waiting = ", ".join(late) or f"{want - ready} more {role}(s) to join"
+                self.conditions.set(
+                    cond, False, "NodesNotReady", f"{ready}/{want} {role}s Ready; waiting for {waiting}"
+                )
+        self.conditions.summarize_ready(STEPS, ready_message=self._ready_message())
+        self.status["conditions"] = self.conditions.as_list()
 
     # --- steps ---------------------------------------------------------------------------------------
 
@@ -616,8 +639,7 @@ class Reconciler:
     def _outcome(self, requeue: float | None, error: errors.K3sDeployError | None) -> Outcome:
         if self.views:
             self._store_nodes()
-        self.conditions.summarize_ready(STEPS, ready_message=self._ready_message())
-        self.status["conditions"] = self.conditions.as_list()
+        self._summarize()
         self.status["observedGeneration"] = self.generation
         if error is not None and not error.transient:
             previous = {c.get("type"): c for c in self.old_status.get("conditions") or []}.get(
@@ -631,7 +653,9 @@ class Reconciler:
             ) or {}
             if previous.get("message") != error.message:
                 self.event("Warning", error.reason, error.message)
-        return Outcome(status=self.status, events=self.events, requeue_after=requeue, error=error)
+        return Outcome(
+            status=self.status, events=self.events, requeue_after=requeue, error=error, flushed=self.flushed
+        )
 
     def _ready_message(self) -> str:
         return (
