@@ -183,7 +183,8 @@ async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, "proxmoxvms", labels={LABEL_CLUSTER: kopf.PRESENT}, id="k3scluster-child-wake")
 async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the owning cluster when a child VM becomes ready, gets an address, or fails."""
+    """Wake the owning cluster when a child VM becomes ready, gets an address, fails, or reports a
+    stale cloud-init drive."""
     runtime = _runtime(memo)
     status = body.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
@@ -193,6 +194,7 @@ async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         tuple(status.get("addresses") or ()),
         conditions.get("Ready"),
         conditions.get("Stalled"),
+        conditions.get("CloudInitStale"),
         body.metadata.get("deletionTimestamp") is not None,
     )
     key = f"child:{body.metadata.uid}"

@@ -39,6 +39,8 @@ VMS_READY = "VMsReady"
 SERVERS_READY = "ServersReady"
 AGENTS_READY = "AgentsReady"
 STEPS = (VMS_READY, SERVERS_READY, AGENTS_READY)
+# A ProxmoxVM condition (and AgentReady reason) this controller reports on the cluster.
+CLOUD_INIT_STALE = "CloudInitStale"
 
 # How soon to look again while waiting for something that is on its way (VMs booting: children
 # changing also wake the loop at once, so this is a fallback).
@@ -103,6 +105,8 @@ class _NodeView:
     server_up: bool = False
     state: str = "Pending"
     message: str | None = None
+    # why the child VM holds the node back, said the way the ProxmoxVM says it (e.g. stale cloud-init)
+    vm_problem: tuple[str, str] | None = None  # (reason, message)
 
     def as_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -279,9 +283,12 @@ class Reconciler:
             )
         ready = conds.get("Ready")
         view.vm_ready = bool(ready and ready.get("status") == "True" and view.ip)
+        view.vm_problem = _vm_problem(conds)
         if not view.vm_ready:
             view.state = "Provisioning"
             view.message = (ready or {}).get("message") or ("no address yet" if not view.ip else None)
+            if view.vm_problem:
+                view.message = f"{view.vm_problem[0]}: {view.vm_problem[1]}"
             if replaced:
                 view.state = day2.VM_REPLACED
                 view.message = "its VM was destroyed outside the operator; waiting for the new VM"
@@ -293,16 +300,27 @@ class Reconciler:
     def check_vms(self) -> None:
         pending = [v for v in self.views.values() if not v.vm_ready]
         total = len(self.views)
+        troubled = [v for v in self.views.values() if v.vm_problem]
+        why = "; ".join(
+            f"ProxmoxVM {v.name}: {v.vm_problem[1]} ({v.vm_problem[0]})" for v in troubled[:3] if v.vm_problem
+        )
+        reason = troubled[0].vm_problem[0] if troubled and troubled[0].vm_problem else "WaitingForVMs"
         if pending:
             self.status["phase"] = "Provisioning"
             names = ", ".join(v.name for v in pending[:5])
-            message = f"{total - len(pending)}/{total} VMs ready; waiting for {names}"
-            self.conditions.set(VMS_READY, False, "WaitingForVMs", message)
+            message = f"{total - len(pending)}/{total} VMs ready; waiting for {names}" + (
+                f"; {why}" if why else ""
+            )
+            self.conditions.set(VMS_READY, False, reason, message)
             self.conditions.set(SERVERS_READY, "Unknown", "WaitingForVMs", "VMs are not ready yet")
             self.conditions.set(AGENTS_READY, "Unknown", "WaitingForVMs", "VMs are not ready yet")
             self.conditions.reconciling(True, "WaitingForVMs", message)
             self.day2.report_drift()
             raise _Wait
+        if troubled:
+            # running, but not as the spec says: the node may still work, so the pass goes on
+            self.conditions.set(VMS_READY, False, reason, f"{total} VMs running; {why}")
+            return
         self.conditions.set(VMS_READY, True, "VMsReady", f"{total} VMs running with addresses")
 
     async def secrets(self) -> tuple[str, str]:
@@ -627,7 +645,8 @@ class Reconciler:
 
     def _mark_step_failed(self, exc: errors.K3sDeployError) -> None:
         status = "Unknown" if exc.transient else False
-        if not self.conditions.is_true(VMS_READY):
+        vm_trouble = any(v.vm_problem and v.vm_ready for v in self.views.values())  # VMsReady says it
+        if not self.conditions.is_true(VMS_READY) and not vm_trouble:
             self.conditions.set(VMS_READY, status, exc.reason, exc.message)
             return
         failed = [v for v in self.views.values() if v.state in ("Failed", "Unreachable", INSTALL_FAILED)]
@@ -667,6 +686,20 @@ class Reconciler:
 async def reconcile(body: Mapping[str, Any], deps: Deps, *, generation: int | None = None) -> Outcome:
     """Run one pass; never raises K3sDeployError (it is folded into the outcome)."""
     return await Reconciler(body, deps, generation=generation).run()
+
+
+def _vm_problem(conds: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of a child VM condition that explains why its node cannot progress: a stale
+    cloud-init drive (a restart needed, or reboots that did not help), or a repair reboot under way."""
+    stale = conds.get(CLOUD_INIT_STALE) or {}
+    if stale.get("status") == "True":
+        return "CloudInitStale", f"{stale.get('reason') or 'Stale'}: {stale.get('message') or ''}".rstrip(
+            ": "
+        )
+    agent = conds.get("AgentReady") or {}
+    if agent.get("status") == "False" and agent.get("reason") == CLOUD_INIT_STALE:
+        return CLOUD_INIT_STALE, str(agent.get("message") or "rebooting to rebuild its cloud-init drive")
+    return None
 
 
 def _raise_first(results: Sequence[object]) -> None:
