@@ -20,9 +20,13 @@ class Snapshot:
     vms: list[VmSummary]
     taken_at: float  # monotonic
     wall_time: float  # epoch seconds, to turn uptime into a boot time
+    _index: dict[int, VmSummary] | None = field(default=None, init=False, repr=False, compare=False)
 
     def by_vmid(self, vmid: int) -> VmSummary | None:
-        return next((vm for vm in self.vms if vm.vmid == vmid), None)
+        """O(1): every object looks itself up in the same snapshot each resync (a scan is O(N^2))."""
+        if self._index is None:
+            self._index = {vm.vmid: vm for vm in reversed(self.vms)}  # the first wins, as before
+        return self._index.get(vmid)
 
 
 @dataclass
