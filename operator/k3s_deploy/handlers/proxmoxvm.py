@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -161,6 +162,7 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
     """One pass for one object (its latest body); returns how long to sleep before the next."""
     resync = runtime.settings.resync_seconds
     async with runtime.lock(uid):
+        started = time.perf_counter()
         body = runtime.bodies.get(uid)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return resync  # gone or being deleted while this pass waited: the finalizer's turn
@@ -191,12 +193,7 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
             runtime.last_annotations.setdefault(uid, {}).update(outcome.annotations)
         await _write(runtime, raw, outcome.status)
         await _post(runtime, raw, outcome.events)
-        if outcome.error is None:
-            metrics.count_reconcile(
-                KIND, "success" if outcome.requeue_after is None else "retry", "Reconciled"
-            )
-        else:
-            metrics.count_reconcile_error(KIND, outcome.error)
+        metrics.observe_reconcile(KIND, time.perf_counter() - started, outcome.error)  # waiting is no error
         return min(outcome.requeue_after, resync) if outcome.requeue_after is not None else resync
 
 
