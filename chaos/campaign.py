@@ -3,7 +3,8 @@
 Each run applies a cluster, injects one kind of fault while it converges (and while it is deleted),
 then checks the outcome from the outside:
 
-- converged: Ready within the timeout with every node ready;
+- converged: one read of the cluster shows Ready=True and every node ready within the timeout, and
+  the status never contradicts itself afterwards (Ready=True with a node not ready);
 - duplicate VMs: two VMs in Proxmox for one node name;
 - leaked VMs: a VM created during the run that no ProxmoxVM owns while the cluster lives, or that is
   still there after the cluster was deleted;
@@ -183,8 +184,22 @@ def check_cluster(rig: Rig, name: str, initial_vmids: set[int], result: RunResul
     status = (rig.get("k3sc", name) or {}).get("status") or {}
     ready_nodes = sum(1 for n in status.get("nodes") or [] if n.get("ready"))
     if ready_nodes != expected:
-        result.converged = False
-        result.notes.append(f"{ready_nodes}/{expected} nodes ready")
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        said = f"Ready={ready.get('status')} ({ready.get('reason')}: {ready.get('message')})"
+        result.notes.append(f"at the check: {ready_nodes}/{expected} nodes ready, {said}")
+        if ready.get("status") == "True":  # one status read that contradicts itself
+            result.converged = False
+
+
+def all_ready(obj: dict[str, Any] | None, expected: int) -> bool:
+    """Ready=True and every node ready, in one read of the object (not two moments)."""
+    status = (obj or {}).get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    return ready and sum(1 for n in status.get("nodes") or [] if n.get("ready")) == expected
 
 
 def check_secrets(rig: Rig, name: str, first: dict[str, str], result: RunResult) -> None:
@@ -221,7 +236,7 @@ def one_run(rig: Rig, kind: str, run: int, seed: int, args: argparse.Namespace) 
     def ready() -> bool:
         if not first_secrets.get(f"{name}-token"):
             first_secrets.update(secret_values(rig, name))
-        return rig.ready("k3sc", name) and (lasting or not injector.thread.is_alive())
+        return all_ready(rig.get("k3sc", name), expected) and (lasting or not injector.thread.is_alive())
 
     try:
         rig.wait(ready, args.timeout, f"{name} Ready", interval=0.5)
