@@ -6,6 +6,7 @@ from typing import Any
 
 from k3s_deploy.errors import ProxmoxPermissionDenied, ProxmoxUnavailable
 from k3s_deploy.ports.proxmox import GuestInterface
+from k3s_deploy.services.proxmoxvm.reconcile import reconcile
 
 from .driver import Driver, body
 from .fake import FakeProxmox
@@ -353,3 +354,24 @@ async def test_allocation_skips_ids_reserved_by_us_and_ids_taken_in_proxmox() ->
     session = SimpleNamespace(client=pve, reserved_vmids={100, 102})
     work = SimpleNamespace(session=session)
     assert await _allocate(work, None) == 103  # type: ignore[arg-type]  # only .session is used
+
+
+async def test_a_pass_never_mutates_the_model_it_was_given() -> None:
+    """The handler reuses a validated model while the object is unchanged: a pass must leave it as it was."""
+    from k3s_deploy.api.proxmoxvm import ProxmoxVM
+
+    pve = pve_with_template()
+    drv = Driver(body(clone_spec()), pve)
+    await drv.once()
+    pve.vms[100].agent_interfaces = AGENT
+    pve.finish_tasks()
+    for _ in range(6):
+        model = ProxmoxVM.model_validate(drv.obj)
+        before = model.model_dump(mode="json")
+        out = await reconcile(
+            model, kube=drv.kube, sessions=drv.sessions, memory=drv.memory, checkpoint=drv._checkpoint
+        )
+        assert model.model_dump(mode="json") == before
+        drv.obj["status"] = out.status
+        pve.finish_tasks()
+    assert drv.obj["status"]["addresses"] == ["127.0.10.5"]  # the passes did change the status they wrote

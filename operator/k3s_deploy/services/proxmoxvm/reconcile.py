@@ -91,7 +91,15 @@ async def reconcile(
         [c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in vm.status.conditions],  # type: ignore[misc]  # Condition dicts carry the same keys as the TypedDict
         generation=obj.generation,
     )
-    status = vm.status.model_copy(deep=True)
+    # A shallow copy with fresh lists: the model may be reused by the next pass (never mutate it), and
+    # the conditions live in ``conditions`` above; a deep copy was most of an idle pass's CPU.
+    status = vm.status.model_copy(
+        update={
+            "addresses": list(vm.status.addresses),
+            "pending_changes": list(vm.status.pending_changes),
+            "conditions": [],
+        }
+    )
     status.deletion_policy = vm.spec.effective_deletion_policy()
     events: list[Event] = []
     annotations: dict[str, str] = {}
