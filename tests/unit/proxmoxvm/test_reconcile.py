@@ -375,3 +375,17 @@ async def test_a_pass_never_mutates_the_model_it_was_given() -> None:
         drv.obj["status"] = out.status
         pve.finish_tasks()
     assert drv.obj["status"]["addresses"] == ["127.0.10.5"]  # the passes did change the status they wrote
+
+
+async def test_siblings_allocating_together_get_different_ids() -> None:
+    """First passes that start at the same moment must not all pick the same "next free id"."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from k3s_deploy.services.proxmoxvm.provision import _allocate
+
+    pve = pve_with_template()
+    session = SimpleNamespace(client=pve, reserved_vmids=set())
+    work = SimpleNamespace(session=session)
+    ids = await asyncio.gather(*(_allocate(work, None) for _ in range(13)))  # type: ignore[arg-type]  # only .session is used
+    assert sorted(ids) == list(range(100, 113))

@@ -158,7 +158,11 @@ async def _ours_at(work: Work, vmid: int | None) -> VmSummary | None:
 
 
 async def _allocate(work: Work, candidate: int | None) -> int:
-    """A free vmid no other object of this operator is about to use."""
+    """A free vmid no other object of this operator is about to use.
+
+    The id is reserved the moment it is chosen (no ``await`` in between): siblings whose first passes
+    start together would otherwise all get the same "next free id" and all but one lose the clone.
+    """
     client, reserved = work.session.client, work.session.reserved_vmids
     if candidate is not None:
         return await client.next_vmid(candidate)
@@ -172,4 +176,5 @@ async def _allocate(work: Work, candidate: int | None) -> int:
             vmid = await client.next_vmid(probe)
         except ProxmoxBusy:
             continue
+    reserved.add(vmid)
     return vmid
