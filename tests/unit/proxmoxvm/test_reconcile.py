@@ -389,3 +389,18 @@ async def test_siblings_allocating_together_get_different_ids() -> None:
     work = SimpleNamespace(session=session)
     ids = await asyncio.gather(*(_allocate(work, None) for _ in range(13)))  # type: ignore[arg-type]  # only .session is used
     assert sorted(ids) == list(range(100, 113))
+
+
+async def test_a_chosen_vmid_is_reserved_before_the_clone_so_siblings_skip_it() -> None:
+    """``spec.vmid`` (or a recorded id) is held from the moment it is chosen, like a free id is."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from k3s_deploy.services.proxmoxvm.provision import _allocate
+
+    pve = pve_with_template()
+    session = SimpleNamespace(client=pve, reserved_vmids=set())
+    work: Any = SimpleNamespace(session=session)  # _allocate uses only .session
+    chosen, *free = await asyncio.gather(_allocate(work, 100), _allocate(work, None), _allocate(work, None))
+    assert chosen == 100 and sorted(free) == [101, 102]
+    assert session.reserved_vmids == {100, 101, 102}

@@ -129,10 +129,8 @@ async def _clone(work: Work) -> VmSummary:
                 return _reclaim(work, found)
             if exc.reason != "VmidTaken" or work.spec.vmid is not None:
                 raise
-            session.reserved_vmids.add(vmid)
-            candidate = None
+            candidate = None  # the id stays reserved: the next attempt skips it
             continue
-        session.reserved_vmids.add(vmid)
         await work.start_task(
             "clone", template.node, upid, f"cloning {template.node}/{template.vmid} to {target}/{vmid}"
         )
@@ -158,14 +156,17 @@ async def _ours_at(work: Work, vmid: int | None) -> VmSummary | None:
 
 
 async def _allocate(work: Work, candidate: int | None) -> int:
-    """A free vmid no other object of this operator is about to use.
+    """A free vmid no other object of this operator is about to use; the one place ids are reserved.
 
     The id is reserved the moment it is chosen (no ``await`` in between): siblings whose first passes
     start together would otherwise all get the same "next free id" and all but one lose the clone.
+    A candidate (the recorded id or ``spec.vmid``) is this object's own and is taken as it is.
     """
     client, reserved = work.session.client, work.session.reserved_vmids
     if candidate is not None:
-        return await client.next_vmid(candidate)
+        vmid = await client.next_vmid(candidate)
+        reserved.add(vmid)
+        return vmid
     vmid = await client.next_vmid()
     probe = vmid
     while vmid in reserved:
