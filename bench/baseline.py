@@ -23,8 +23,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench.convergence import INSTALL, timing
-from bench.rig import Rig, load_average, sample_inventory, table
+from bench.convergence import scaled_rig
+from bench.rig import Rig, load_average, table
 from k3s_deploy.adapters.ssh import AsyncSshRunner
 from k3s_deploy.adapters.target_cluster import KubernetesTargetCluster
 from k3s_deploy.api.k3scluster import K3sCluster
@@ -141,9 +141,8 @@ def run(
     log: Any = print,
 ) -> list[dict[str, Any]]:
     results = []
-    rig = Rig(inventory=sample_inventory(timing(factor))).start()
+    rig = scaled_rig(factor)
     try:
-        rig.chaos({"installSeconds": INSTALL / factor})
         for i, (servers, agents) in enumerate(sizes):
             name = f"base{i}"
             row: dict[str, Any] = {

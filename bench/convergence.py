@@ -43,6 +43,17 @@ def timing(factor: float) -> dict[str, Any]:
     }
 
 
+def scaled_rig(factor: float) -> Rig:
+    """A started rig whose Proxmox and K3s installs take the realistic durations divided by ``factor``."""
+    rig = Rig(inventory=sample_inventory(timing(factor))).start()
+    try:
+        rig.chaos({"installSeconds": INSTALL / factor})
+    except BaseException:
+        rig.stop()
+        raise
+    return rig
+
+
 def chain(factor: float, installs: int) -> float:
     """One node's chain from nothing to K3s running (``installs`` installs one after another)."""
     return (CLONE + CONFIG + START + BOOT_REST + AGENT + installs * INSTALL) / factor
@@ -89,9 +100,8 @@ def run(
     factor: float, sizes: list[tuple[int, int]], timeout: float, log: Any = print
 ) -> list[dict[str, Any]]:
     results = []
-    rig = Rig(inventory=sample_inventory(timing(factor))).start()
+    rig = scaled_rig(factor)
     try:
-        rig.chaos({"installSeconds": INSTALL / factor})
         for i, (servers, agents) in enumerate(sizes):
             name = f"conv{i}"
             phases = measure(rig, name, servers, agents, timeout)

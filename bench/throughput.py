@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.convergence import INSTALL, critical_path, timing
-from bench.rig import Rig, load_average, sample_inventory
+from bench.convergence import critical_path, scaled_rig
+from bench.rig import Rig, load_average
 
 
 def ready_names(rig: Rig) -> set[str]:
@@ -33,9 +33,8 @@ def ready_names(rig: Rig) -> set[str]:
 
 
 def run(clusters: int, factor: float, timeout: float, log: Any = print) -> dict[str, Any]:
-    rig = Rig(inventory=sample_inventory(timing(factor))).start()
+    rig = scaled_rig(factor)
     try:
-        rig.chaos({"installSeconds": INSTALL / factor})
         started = time.monotonic()
         rig.apply(rig.cluster("alone", 1, 0))
         rig.wait(lambda: rig.ready("k3sc", "alone"), timeout, "the lone cluster Ready", interval=0.25)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from k3s_deploy.errors import ProxmoxUnavailable
 from k3s_deploy.services.proxmoxvm import plan
 
 from .driver import Driver, body
-from .fake import FakeProxmox
+from .fake import FakeProxmox, FakeVm
 from .test_reconcile import AGENT, KEY, clone_spec, pve_with_template
 
 OLD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7nD5m7m1f0yb0l0ZKk7xq3Jv6e3yq2mQ3Yc9f0Xl0a old@host"
@@ -20,6 +22,27 @@ async def started_not_yet_answering(drv: Driver, pve: FakeProxmox) -> None:
         if 100 in pve.vms and pve.vms[100].status == "running":
             return
     raise AssertionError("the VM never started")
+
+
+async def started_from_stale_drive() -> tuple[FakeProxmox, Driver, FakeVm]:
+    """A clone whose start used a drive built before our keys were written (the write landed late)."""
+    pve = pve_with_template()
+    drv = Driver(body(clone_spec()), pve)
+    await started_not_yet_answering(drv, pve)
+    vm = pve.vms[100]
+    vm.ci_drive = {"ciuser": "k3s"}
+    vm.booted = dict(vm.ci_drive)
+    vm.agent_interfaces = AGENT
+    return pve, drv, vm
+
+
+def long_running_vm(pve: FakeProxmox, **config: Any) -> FakeVm:
+    """VM 120, up for a day, whose config got a new key in the Proxmox UI; its drive was not rebuilt."""
+    vm = pve.add_vm(120, name="legacy", ciuser="k3s", sshkeys=OLD_KEY, **config)
+    vm.boot()
+    vm.status, vm.uptime, vm.agent_interfaces = "running", 86400, AGENT
+    vm.config["sshkeys"] = KEY
+    return vm
 
 
 def reasons(drv: Driver) -> list[str]:
@@ -61,14 +84,7 @@ async def test_write_landing_after_the_start_is_repaired_by_one_reboot() -> None
 
 
 async def test_drive_older_than_a_correct_config_is_rebuilt_by_reboot() -> None:
-    pve = pve_with_template()
-    drv = Driver(body(clone_spec()), pve)
-    await started_not_yet_answering(drv, pve)
-    vm = pve.vms[100]
-    # the start used a drive built before our keys were written (the write landed late)
-    vm.ci_drive = {"ciuser": "k3s"}
-    vm.booted = dict(vm.ci_drive)
-    vm.agent_interfaces = AGENT
+    pve, drv, vm = await started_from_stale_drive()
     await drv.converge()
     assert pve.calls["power:reboot"] == 1 and vm.booted["sshkeys"] == KEY
     assert pve.calls["update_config"] == 1  # the config was right: only the first configure wrote
@@ -104,10 +120,7 @@ async def test_no_cloud_init_in_spec_means_no_check() -> None:
 
 async def test_long_running_vm_is_not_rebooted_behind_the_users_back() -> None:
     pve = FakeProxmox()
-    vm = pve.add_vm(120, name="legacy", tags="k3s", ciuser="k3s", sshkeys=OLD_KEY)
-    vm.boot()
-    vm.status, vm.uptime, vm.agent_interfaces = "running", 86400, AGENT
-    vm.config["sshkeys"] = KEY  # changed in the Proxmox UI, drive not rebuilt
+    vm = long_running_vm(pve, tags="k3s")
     spec = {"source": {"existing": {"vmid": 120}}, "cloudInit": {"user": "k3s", "sshAuthorizedKeys": [KEY]}}
     drv = Driver(body(spec), pve)
     await drv.converge()
@@ -127,10 +140,7 @@ async def test_long_running_vm_is_not_rebooted_behind_the_users_back() -> None:
 
 async def test_restart_policy_automatic_reboots_a_long_running_vm() -> None:
     pve = FakeProxmox()
-    vm = pve.add_vm(120, name="legacy", ciuser="k3s", sshkeys=OLD_KEY)
-    vm.boot()
-    vm.status, vm.uptime, vm.agent_interfaces = "running", 86400, AGENT
-    vm.config["sshkeys"] = KEY
+    vm = long_running_vm(pve)
     spec = {
         "source": {"existing": {"vmid": 120}},
         "restartPolicy": "Automatic",
@@ -228,13 +238,7 @@ async def test_key_change_on_a_running_vm_waits_for_a_restart_unless_bringing_up
 
 
 async def test_a_failed_check_is_tried_again_at_the_next_pass() -> None:
-    pve = pve_with_template()
-    drv = Driver(body(clone_spec()), pve)
-    await started_not_yet_answering(drv, pve)
-    vm = pve.vms[100]
-    vm.ci_drive = {"ciuser": "k3s"}
-    vm.booted = dict(vm.ci_drive)
-    vm.agent_interfaces = AGENT
+    pve, drv, vm = await started_from_stale_drive()
     pve.fail["cloudinit_pending"] = ProxmoxUnavailable("read the cloud-init drive state of VM 100: 500")
     await drv.converge()
     assert pve.calls["cloudinit_pending"] >= 2 and pve.calls["power:reboot"] == 1
