@@ -71,3 +71,22 @@ async def test_an_ordinary_wait_keeps_the_generic_reason() -> None:
     assert (vms["status"], vms["reason"]) == ("False", "WaitingForVMs") and "CloudInitStale" not in vms[
         "message"
     ]
+
+
+async def test_a_refused_key_on_a_vm_with_stale_cloud_init_names_the_cause() -> None:
+    """The key is refused because the guest booted without it: say so, not just "auth failed"."""
+    w, b = await ready_world()
+    needs = "the guest runs with cloud-init data older than its config (sshkeys); set the annotation"
+    set_conditions(
+        w, AGENT, {"type": "CloudInitStale", "status": "True", "reason": "RestartRequired", "message": needs}
+    )
+    w.ssh.hosts[w.ip(AGENT)].authorized_key = "the key the old drive put there"
+    out = await w.pass_(b)
+    ready, stalled, agents = cond(out, "Ready"), cond(out, "Stalled"), cond(out, "AgentsReady")
+    for c in (ready, stalled, agents):
+        assert c["reason"] == "CloudInitStale", c
+        assert "refused the SSH key" in c["message"] and "restart the VM" in c["message"]
+    assert (ready["status"], stalled["status"], agents["status"]) == ("False", "True", "False")
+    node = next(n for n in out.status["nodes"] if n["name"] == AGENT)
+    assert "RestartRequired" in node["message"]  # the Node itself may still be Ready in K3s
+    assert [e.reason for e in out.events if e.type == "Warning"] == ["CloudInitStale"]

@@ -382,8 +382,11 @@ class Reconciler:
             try:
                 result = await nodes.probe(self.deps.ssh, view.name, target, timeout_s=timeout)
             except errors.K3sDeployError as exc:
-                view.message = exc.message
+                cause = _refused_for_stale_cloud_init(view, exc)
+                view.message = (cause or exc).message
                 view.state = "Unreachable" if exc.transient else "Failed"
+                if cause is not None:
+                    raise cause from exc
                 raise
             if target.pinned_host_key and result.host_key != target.pinned_host_key:
                 self.event(
@@ -700,6 +703,18 @@ def _vm_problem(conds: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | Non
     if agent.get("status") == "False" and agent.get("reason") == CLOUD_INIT_STALE:
         return CLOUD_INIT_STALE, str(agent.get("message") or "rebooting to rebuild its cloud-init drive")
     return None
+
+
+def _refused_for_stale_cloud_init(view: _NodeView, exc: errors.K3sDeployError) -> errors.SshAuthFailed | None:
+    """A refused key on a guest that booted with stale cloud-init: the drive is the cause to report."""
+    if not isinstance(exc, errors.SshAuthFailed) or view.vm_problem is None:
+        return None
+    reason, message = view.vm_problem
+    return errors.SshAuthFailed(
+        f"{exc.message}; its ProxmoxVM reports {reason} ({message}), so the guest likely booted without "
+        "the current key: restart the VM to rebuild its cloud-init drive",
+        reason=reason,
+    )
 
 
 def _raise_first(results: Sequence[object]) -> None:
