@@ -20,6 +20,7 @@ import re
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from typing import IO, Any, Literal
 
 MASK = "***"
@@ -130,6 +131,41 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+_WAIT: ContextVar[str | None] = ContextVar("k3sd_deliberate_wait", default=None)
+
+
+def deliberate_wait(message: str) -> str:
+    """Mark ``message`` as a wait, not a failure, for the kopf retry the handler is about to raise.
+
+    kopf logs every ``TemporaryError`` at ERROR and posts it as a Warning Event ("failed temporarily"),
+    so a deletion waiting for a Proxmox task would look broken in ``kubectl describe``. kopf logs the
+    outcome in the task that ran the handler, so the mark is still there when the record is filtered.
+    """
+    _WAIT.set(message)
+    return message
+
+
+class KopfRoutineFilter(logging.Filter):
+    """Keep kopf's routine handler outcomes out of the log and out of Events.
+
+    Every watch event runs our wake handlers and kopf logs each "Handler 'x' succeeded." at INFO: at
+    100 objects that is most of the log. Those are kept at DEBUG only. A deliberate wait (see
+    :func:`deliberate_wait`) is logged at INFO instead of ERROR, below the Event posting level.
+    Real failures are left as kopf reports them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith("Handler "):
+            if record.getMessage().endswith(" succeeded."):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                return logging.getLogger().isEnabledFor(logging.DEBUG)
+        elif record.levelno == logging.ERROR and " failed temporarily: " in str(record.msg):
+            wait = _WAIT.get()
+            if wait is not None and record.getMessage().endswith(f" failed temporarily: {wait}"):
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def object_fields(record: logging.LogRecord) -> dict[str, str]:
     """kind/namespace/name of the object a kopf record is about (empty for other records)."""
     ref = getattr(record, "k8s_ref", None)
@@ -193,6 +229,8 @@ def configure_logging(
     root.setLevel(level)
     # kopf posts records of this logger as Kubernetes Events: scrub them before any handler runs.
     objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, KopfRoutineFilter) for f in objects.filters):
+        objects.addFilter(KopfRoutineFilter())
     if not any(isinstance(f, RedactingFilter) for f in objects.filters):
         objects.addFilter(RedactingFilter())
     return handler

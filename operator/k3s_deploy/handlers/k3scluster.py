@@ -22,6 +22,7 @@ from k3s_deploy import errors, metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.k3scluster import PLURAL
 from k3s_deploy.handlers.loop import reconcile_forever
+from k3s_deploy.logs import deliberate_wait
 from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
 from k3s_deploy.runner import Runtime
 from k3s_deploy.services.conditions import Conditions
@@ -240,7 +241,7 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         async with runtime.lock(uid):
             removed = await teardown(deps.objects, raw)
     except errors.WaitingForDependency as exc:
-        raise kopf.TemporaryError(exc.message, delay=2.0) from None
+        raise kopf.TemporaryError(deliberate_wait(exc.message), delay=2.0) from None
     except errors.K3sDeployError as exc:
         if exc.transient:
             raise kopf.TemporaryError(exc.message, delay=min(5.0 * 2**retry, 60.0)) from None

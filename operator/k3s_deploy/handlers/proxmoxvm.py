@@ -26,6 +26,7 @@ from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.proxmoxvm import KIND, PLURAL, ProxmoxVM
 from k3s_deploy.errors import K3sDeployError
 from k3s_deploy.handlers.scheduler import Scheduler
+from k3s_deploy.logs import deliberate_wait
 from k3s_deploy.runner import Runtime
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.proxmoxvm.delete import finalize, orphaned
@@ -276,7 +277,7 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         except Requeue as pause:
             conditions.reconciling(True, pause.reason, pause.message)
             await _finish(runtime, raw, work, status, conditions)
-            raise kopf.TemporaryError(pause.message, delay=pause.delay) from None
+            raise kopf.TemporaryError(deliberate_wait(pause.message), delay=pause.delay) from None
         except K3sDeployError as exc:
             conditions.from_error(exc)
             conditions.set(

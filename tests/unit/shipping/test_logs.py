@@ -150,3 +150,41 @@ def test_records_reaching_kopf_event_poster_are_already_redacted() -> None:
     finally:
         logging.getLogger("kopf.objects").removeHandler(capture)
     assert seen == [f"installing with K10{logs.MASK}"]
+
+
+@pytest.mark.usefixtures("restore_root")
+@pytest.mark.parametrize("root_level", ["INFO", "DEBUG"])
+async def test_routine_kopf_outcomes_stay_out_of_errors_and_events(root_level: str) -> None:
+    """A deliberate wait is not an error (no Warning Event); a wake handler's success is debug noise."""
+    seen: list[tuple[str, str]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.levelname, record.getMessage()))
+
+    _logger(io.StringIO(), "text")
+    logging.getLogger().setLevel(root_level)
+    capture = Capture()
+    logging.getLogger("kopf.objects").addHandler(capture)
+    logger = _kopf_object_logger()
+
+    async def finalizer() -> None:
+        raise kopf.TemporaryError(logs.deliberate_wait("waiting for the destroy task of VM 101"), delay=2)
+
+    try:
+        try:
+            await finalizer()  # kopf awaits the handler and logs its outcome in the same task
+        except kopf.TemporaryError as exc:
+            logger.error(f"Handler 'proxmoxvm-finalize' failed temporarily: {exc}")
+        logger.error("Handler 'proxmoxvm-finalize' failed temporarily: Proxmox at pve1 is unreachable")
+        logger.info("Handler 'wake' succeeded.")
+        logger.info("VM 101 started")
+    finally:
+        logging.getLogger("kopf.objects").removeHandler(capture)
+    expected = [
+        ("INFO", "Handler 'proxmoxvm-finalize' failed temporarily: waiting for the destroy task of VM 101"),
+        ("ERROR", "Handler 'proxmoxvm-finalize' failed temporarily: Proxmox at pve1 is unreachable"),
+        ("DEBUG", "Handler 'wake' succeeded."),
+        ("INFO", "VM 101 started"),
+    ]
+    assert seen == [e for e in expected if root_level == "DEBUG" or e[0] != "DEBUG"]
