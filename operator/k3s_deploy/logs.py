@@ -137,9 +137,9 @@ _WAIT: ContextVar[str | None] = ContextVar("k3sd_deliberate_wait", default=None)
 def deliberate_wait(message: str) -> str:
     """Mark ``message`` as a wait, not a failure, for the kopf retry the handler is about to raise.
 
-    kopf logs every ``TemporaryError`` at ERROR and posts it as a Warning Event ("failed temporarily"),
-    so a deletion waiting for a Proxmox task would look broken in ``kubectl describe``. kopf logs the
-    outcome in the task that ran the handler, so the mark is still there when the record is filtered.
+    kopf logs every ``TemporaryError`` at ERROR ("failed temporarily"), above the Event posting level,
+    so a deletion waiting for a Proxmox task would look like a failure. kopf logs the outcome in the
+    task that ran the handler, so the mark is still there when the record is filtered.
     """
     _WAIT.set(message)
     return message
