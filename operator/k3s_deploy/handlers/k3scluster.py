@@ -29,6 +29,7 @@ from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.k3scluster.reconcile import STEPS, Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
 from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
+from k3s_deploy.services.proxmoxvm.work import CLOUD_INIT_STALE
 
 log = logging.getLogger(__name__)
 _IGNORED_IN_DIFF = ("lastSyncTime",)
@@ -195,7 +196,7 @@ async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         tuple(status.get("addresses") or ()),
         conditions.get("Ready"),
         conditions.get("Stalled"),
-        conditions.get("CloudInitStale"),
+        conditions.get(CLOUD_INIT_STALE),
         body.metadata.get("deletionTimestamp") is not None,
     )
     key = f"child:{body.metadata.uid}"

@@ -34,13 +34,12 @@ from k3s_deploy.services.k3scluster.secrets import (
     token_secret_name,
 )
 from k3s_deploy.services.k3scluster.topology import ClusterRef
+from k3s_deploy.services.proxmoxvm.work import AGENT_READY, CLOUD_INIT_STALE
 
 VMS_READY = "VMsReady"
 SERVERS_READY = "ServersReady"
 AGENTS_READY = "AgentsReady"
 STEPS = (VMS_READY, SERVERS_READY, AGENTS_READY)
-# A ProxmoxVM condition (and AgentReady reason) this controller reports on the cluster.
-CLOUD_INIT_STALE = "CloudInitStale"
 
 # How soon to look again while waiting for something that is on its way (VMs booting: children
 # changing also wake the loop at once, so this is a fallback).
@@ -696,10 +695,10 @@ def _vm_problem(conds: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | Non
     cloud-init drive (a restart needed, or reboots that did not help), or a repair reboot under way."""
     stale = conds.get(CLOUD_INIT_STALE) or {}
     if stale.get("status") == "True":
-        return "CloudInitStale", f"{stale.get('reason') or 'Stale'}: {stale.get('message') or ''}".rstrip(
+        return CLOUD_INIT_STALE, f"{stale.get('reason') or 'Stale'}: {stale.get('message') or ''}".rstrip(
             ": "
         )
-    agent = conds.get("AgentReady") or {}
+    agent = conds.get(AGENT_READY) or {}
     if agent.get("status") == "False" and agent.get("reason") == CLOUD_INIT_STALE:
         return CLOUD_INIT_STALE, str(agent.get("message") or "rebooting to rebuild its cloud-init drive")
     return None

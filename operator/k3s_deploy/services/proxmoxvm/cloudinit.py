@@ -73,7 +73,7 @@ async def ensure_fresh_cloud_init(work: Work, vm: VmSummary, boot: float | None)
                 f"{RESTART_ANNOTATION} (any new value) or restartPolicy: Automatic to reboot it"
             )
         if not work.conditions.is_true(CLOUD_INIT_STALE):
-            work.event("Warning", "CloudInitStale", message)
+            work.event("Warning", CLOUD_INIT_STALE, message)
         work.conditions.set(CLOUD_INIT_STALE, True, reason, message)
         return
     # The config may itself be behind the spec (an old write landing late): fix it first. The reboot
@@ -85,12 +85,12 @@ async def ensure_fresh_cloud_init(work: Work, vm: VmSummary, boot: float | None)
     memory.boot_time = None  # the reboot is a new boot: addresses and the drive are read again
     work.status.addresses = []
     work.conditions.set(
-        AGENT_READY, False, "CloudInitStale", "rebooting: the guest booted with stale cloud-init"
+        AGENT_READY, False, CLOUD_INIT_STALE, "rebooting: the guest booted with stale cloud-init"
     )
     work.conditions.remove(CLOUD_INIT_STALE)
     work.event(
         "Warning",
-        "CloudInitStale",
+        CLOUD_INIT_STALE,
         f"VM {vm.vmid} booted from a cloud-init drive older than its config ({keys}); "
         f"rebooting to rebuild it (reboot {memory.stale_reboots} of at most {MAX_STALE_REBOOTS})",
     )
