@@ -86,16 +86,6 @@ def _pvm_events(lab: Lab, namespace: str, name: str) -> list[dict[str, Any]]:
     ]
 
 
-def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _compare(before: dict[str, Any], after: dict[str, Any] | None, when: str) -> list[str]:
     """Every way the victim's VM was touched, as readable findings."""
     if after is None:
@@ -208,7 +198,7 @@ def _set_tags(lab: Lab, node: str, vmid: int, tags: str) -> None:
     lab.sim.api().nodes(node).qemu(vmid).config.put(tags=tags)
 
 
-def test_adoption_and_destruction_need_the_admin_marker(lab: Lab) -> None:
+def test_adoption_and_destruction_need_the_admin_marker(lab: Lab, wait_for: Callable[..., Any]) -> None:
     ns = lab.namespace
     adopt = {
         "apiVersion": "k3sdeploy.io/v1alpha1",
@@ -235,10 +225,10 @@ def test_adoption_and_destruction_need_the_admin_marker(lab: Lab) -> None:
 
     # The admin marks it: the same object adopts it at the next pass.
     _set_tags(lab, "pve1", 110, f"{before['tags']};{ADOPTABLE}")
-    _wait(
+    wait_for(
         lambda: _condition(_get(lab, ns, "pvm", "billing"), "Ready").get("status") == "True",
-        60,
-        "billing to be adopted once marked",
+        timeout=60,
+        what="billing to be adopted once marked",
     )
     assert "adopted" in _tags(lab, "pve1", 110)
 
@@ -249,10 +239,10 @@ def test_adoption_and_destruction_need_the_admin_marker(lab: Lab) -> None:
     doomed["metadata"]["name"] = "legacy-2"
     doomed["spec"].update(source={"existing": {"vmid": 102}}, deletionPolicy="Delete")
     lab.apply(doomed)
-    _wait(
+    wait_for(
         lambda: _condition(_get(lab, ns, "pvm", "legacy-2"), "Ready").get("status") == "True",
-        60,
-        "legacy-2 to be adopted",
+        timeout=60,
+        what="legacy-2 to be adopted",
     )
     _set_tags(lab, "pve3", 102, ";".join(t for t in _tags(lab, "pve3", 102).split(";") if t != ADOPTABLE))
     lab.kubectl("delete", "pvm", "legacy-2", "-n", ns, "--timeout=60s")
