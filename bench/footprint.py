@@ -34,7 +34,7 @@ def inventory(n: int) -> dict[str, Any]:
                 "status": "stopped",
                 "config": {
                     "name": f"fp-{vmid}",
-                    "tags": "fp",
+                    "tags": "fp;k3sdeploy-adoptable",  # an admin's consent to adoption
                     "cores": 1,
                     "memory": 512,
                     "net0": "virtio,bridge=vmbr0",

@@ -41,6 +41,9 @@ class MemoryKube:
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         return self.secret
 
+    async def read_object(self, *args: Any) -> dict[str, Any] | None:
+        return None  # the bench objects are standalone: no owner to verify
+
     async def patch_status(self, *args: Any, **kwargs: Any) -> None:
         return None
 
@@ -79,6 +82,7 @@ class Sim:
         vmids = list(range(first, first + n))
         for vmid in vmids:
             self.wait(self.api.nodes("pve1").qemu(9000).clone.post(newid=vmid, name=f"bench-{vmid}", full=1))
+            self.api.nodes("pve1").qemu(vmid).config.put(tags="bench;k3sdeploy-adoptable")  # adoption consent
         for vmid in vmids:
             self.wait(self.api.nodes("pve1").qemu(vmid).status.start.post())
         return vmids

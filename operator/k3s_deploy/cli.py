@@ -20,12 +20,20 @@ def main() -> None:
 @click.option("--standalone/--peering", default=None, help="Disable or enable kopf peering (HA).")
 @click.option("--liveness", default=None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
 @click.option("--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "--adoptable-tag",
+    default=None,
+    help="Proxmox tag that allows adopting a VM (default k3sdeploy-adoptable).",
+)
+@click.option("--adoptable-pool", default=None, help="Proxmox pool whose VMs may be adopted.")
 def run(
     namespaces: tuple[str, ...],
     all_namespaces: bool,
     standalone: bool | None,
     liveness: str | None,
     verbose: bool,
+    adoptable_tag: str | None,
+    adoptable_pool: str | None,
 ) -> None:
     """Run the operator (kopf) against the current kubeconfig or in-cluster config."""
     from k3s_deploy.runner import run_operator
@@ -42,6 +50,10 @@ def run(
         overrides["liveness_endpoint"] = liveness
     if verbose:
         overrides["log_level"] = "DEBUG"
+    if adoptable_tag is not None:
+        overrides["adoptable_tag"] = adoptable_tag
+    if adoptable_pool is not None:
+        overrides["adoptable_pool"] = adoptable_pool
     settings = OperatorSettings(**overrides)  # type: ignore[arg-type]
     sys.exit(run_operator(settings))
 

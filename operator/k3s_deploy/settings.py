@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_ADOPTABLE_TAG = "k3sdeploy-adoptable"
+_PVE_TAG = r"^$|^[a-z0-9_][a-z0-9_\-+.]*$"  # a Proxmox tag (lower case), or empty for none
+
 
 class OperatorSettings(BaseSettings):
     """Everything an operator deployment can tune; defaults are safe for production."""
@@ -48,3 +51,13 @@ class OperatorSettings(BaseSettings):
     kube_concurrency: int = Field(default=8, ge=1, description="Parallel Kubernetes API calls.")
     watch_server_timeout: int = Field(default=300, ge=10, description="Server-side watch timeout (s).")
     watch_client_timeout: int = Field(default=330, ge=10, description="Client-side watch timeout (s).")
+    adoptable_tag: str = Field(
+        default=DEFAULT_ADOPTABLE_TAG,
+        pattern=_PVE_TAG,
+        description="Proxmox tag an admin sets on a VM to allow its adoption (and the destruction of an "
+        "adopted VM under deletionPolicy Delete); empty: no tag counts.",
+    )
+    adoptable_pool: str | None = Field(
+        default=None,
+        description="Proxmox pool whose VMs may be adopted, as if they carried the adoptable tag.",
+    )

@@ -8,7 +8,7 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -78,6 +78,22 @@ class KubernetesGateway:
         for value in (data or {}).values():
             register_secret(value)  # never let a Secret value reach a log line or an Event
         return data
+
+    async def read_object(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        def read(api: Any) -> dict[str, Any] | None:
+            try:
+                found = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                    group, version, namespace, plural, name
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return cast(dict[str, Any], found)
+
+        return await self._call(f"read {plural}/{namespace}/{name}", read)
 
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]

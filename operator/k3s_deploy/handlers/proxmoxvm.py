@@ -29,10 +29,10 @@ from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.logs import deliberate_wait
 from k3s_deploy.runner import Runtime
 from k3s_deploy.services.conditions import Conditions
+from k3s_deploy.services.ownership import AdoptionPolicy, claimed_cluster
 from k3s_deploy.services.proxmoxvm.delete import finalize, orphaned
-from k3s_deploy.services.proxmoxvm.reconcile import Outcome, object_ref, open_session, reconcile
+from k3s_deploy.services.proxmoxvm.reconcile import Outcome, object_ref, open_session, owned_ref, reconcile
 from k3s_deploy.services.proxmoxvm.work import (
-    CLUSTER_UID_LABEL,
     ORPHAN_ANNOTATION,
     RESTART_ANNOTATION,
     Event,
@@ -51,6 +51,10 @@ _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 def _runtime(memo: Any) -> Runtime:
     runtime: Runtime = memo.runtime
     return runtime
+
+
+def _adoption(runtime: Runtime) -> AdoptionPolicy:
+    return AdoptionPolicy.from_settings(runtime.settings.adoptable_tag, runtime.settings.adoptable_pool)
 
 
 def scheduler_for(runtime: Runtime) -> Scheduler:
@@ -185,6 +189,7 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
             memory=memory,
             checkpoint=checkpoint,
             max_backoff=max(resync, 30.0),
+            adoption=_adoption(runtime),
         )
         if outcome.annotations:
             meta = raw["metadata"]
@@ -200,12 +205,11 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
 
 def _fingerprint(body: kopf.Body) -> tuple[Any, ...]:
     annotations = body.metadata.annotations or {}
-    labels = body.metadata.labels or {}
     return (
         body.metadata.get("generation"),
         annotations.get(RESTART_ANNOTATION),
         annotations.get(ORPHAN_ANNOTATION),
-        labels.get(CLUSTER_UID_LABEL),
+        claimed_cluster(body.metadata),  # the owner the tag derives from
     )
 
 
@@ -265,13 +269,15 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
             return
         work: Work | None = None
         try:
+            memory = runtime.memories.get(uid, Memory())
+            obj = await owned_ref(runtime.kube, model, memory)
             session = await open_session(runtime.kube, runtime.sessions, model)
 
             async def save() -> None:
                 return None
 
             work = Work(
-                obj, model.spec, status, conditions, session, runtime.memories.get(uid, Memory()), save
+                obj, model.spec, status, conditions, session, memory, save, adoption=_adoption(runtime)
             )
             done = await finalize(work)
         except Requeue as pause:

@@ -7,10 +7,16 @@ from typing import Any, Protocol
 
 
 class KubeGateway(Protocol):
-    """Read Secrets, patch status, post Events. Errors: KubeUnavailable (transient)."""
+    """Read Secrets and custom objects, patch status, post Events. Errors: KubeUnavailable (transient)."""
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """The Secret's decoded data, or None when it does not exist."""
+        ...
+
+    async def read_object(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """A custom object as the apiserver has it now, or None when it does not exist."""
         ...
 
     async def patch_status(

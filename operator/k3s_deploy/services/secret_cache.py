@@ -56,6 +56,11 @@ class SecretCachingGateway:
         """The next read of this Secret asks the API again."""
         self._entries.pop((namespace, name), None)
 
+    async def read_object(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        return await self._inner.read_object(group, version, plural, namespace, name)  # never cached
+
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

@@ -28,7 +28,7 @@ def test_cluster_resources_covers_every_node_in_one_call(pve_sim: PveSim) -> Non
     by_id = {v["vmid"]: v for v in vms}
     assert {v["node"] for v in vms} == {"pve1", "pve2", "pve3"}
     assert by_id[100]["id"] == "qemu/100" and by_id[100]["type"] == "qemu"
-    assert by_id[100]["tags"] == "k3s-server;legacy" and by_id[100]["status"] == "running"
+    assert by_id[100]["tags"] == "k3s-server;k3sdeploy-adoptable;legacy" and by_id[100]["status"] == "running"
     assert by_id[9001]["template"] == 1 and by_id[100]["template"] == 0
     assert by_id[9001]["tags"] == "template;ubuntu"
     assert by_id[110]["maxdisk"] == 64 * 1024**3
@@ -55,7 +55,10 @@ def test_qemu_list_and_status_current(pve_sim: PveSim) -> None:
     assert listed[110]["status"] == "stopped" and "pid" not in listed[110]
     current = api.nodes("pve1").qemu(100).status.current.get()
     assert current["qmpstatus"] == "running" and current["agent"] == 1 and current["ha"] == {"managed": 0}
-    assert current["name"] == "legacy-k3s-server-1" and current["tags"] == "k3s-server;legacy"
+    assert (
+        current["name"] == "legacy-k3s-server-1"
+        and current["tags"] == "k3s-server;k3sdeploy-adoptable;legacy"
+    )
 
 
 def test_vm_on_another_node_is_a_missing_config(pve_sim: PveSim) -> None:

@@ -92,7 +92,7 @@ async def test_fresh_3_plus_2_cluster_becomes_ready() -> None:
     child = w.objects.children[(NS, "demo-server-0")]
     assert child["spec"]["cloudInit"]["ipConfig"] == {"address": "10.0.0.10/24", "gateway": "10.0.0.1"}
     assert child["spec"]["cloudInit"]["nameservers"] == ["10.0.0.53"]
-    assert "k3sdeploy-abcdef12" in child["spec"]["tags"]
+    assert "k3sdeploy-abcdef1200000000" in child["spec"]["tags"]
     assert [e.reason for e in first.events].count("VMCreated") == 5
 
     w.boot()

@@ -25,7 +25,7 @@ TEMPLATE = {
 
 
 def test_ownership_tag_is_a_lowercase_uid_prefix() -> None:
-    assert ownership_tag(CLUSTER.uid) == "k3sdeploy-3f2a9c10"
+    assert ownership_tag(CLUSTER.uid) == "k3sdeploy-3f2a9c1011112222"
 
 
 def test_cloned_members_names_specs_and_tags() -> None:
@@ -47,7 +47,7 @@ def test_cloned_members_names_specs_and_tags() -> None:
     assert [m.role for m in members].count("server") == 3
     server, agent = members[0], members[3]
     assert server.vm_spec["credentialsRef"] == {"name": "pve"}
-    assert server.vm_spec["tags"] == ["k3s", "k3sdeploy-3f2a9c10"]
+    assert server.vm_spec["tags"] == ["k3s", "k3sdeploy-3f2a9c1011112222"]
     assert agent.vm_spec["resources"] == {"cores": 4}
     assert TEMPLATE["tags"] == ["k3s"], "templates must not be mutated"
     assert not server.adopted

@@ -333,6 +333,14 @@ class FakeKube:
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
         self.annotations: dict[str, str] = {}
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (plural, namespace, name)
+        self.object_reads = 0
+
+    async def read_object(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        self.object_reads += 1
+        return self.objects.get((plural, namespace, name))
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         return self.secrets.get((namespace, name))

@@ -38,6 +38,7 @@ async def started_from_stale_drive() -> tuple[FakeProxmox, Driver, FakeVm]:
 
 def long_running_vm(pve: FakeProxmox, **config: Any) -> FakeVm:
     """VM 120, up for a day, whose config got a new key in the Proxmox UI; its drive was not rebuilt."""
+    config.setdefault("tags", "k3sdeploy-adoptable")  # an admin allowed its adoption
     vm = pve.add_vm(120, name="legacy", ciuser="k3s", sshkeys=OLD_KEY, **config)
     vm.boot()
     vm.status, vm.uptime, vm.agent_interfaces = "running", 86400, AGENT
@@ -120,7 +121,7 @@ async def test_no_cloud_init_in_spec_means_no_check() -> None:
 
 async def test_long_running_vm_is_not_rebooted_behind_the_users_back() -> None:
     pve = FakeProxmox()
-    vm = long_running_vm(pve, tags="k3s")
+    vm = long_running_vm(pve, tags="k3s;k3sdeploy-adoptable")
     spec = {"source": {"existing": {"vmid": 120}}, "cloudInit": {"user": "k3s", "sshAuthorizedKeys": [KEY]}}
     drv = Driver(body(spec), pve)
     await drv.converge()
@@ -177,7 +178,7 @@ async def test_reboot_loop_is_bounded_and_reported() -> None:
 async def test_failed_configure_is_read_again_before_the_start() -> None:
     # An adopted VM: the spec's tags are already there, so the shared list shows no drift.
     pve = FakeProxmox()
-    pve.add_vm(120, name="legacy", tags="k3s", ciuser="k3s", sshkeys=OLD_KEY)
+    pve.add_vm(120, name="legacy", tags="k3s;k3sdeploy-adoptable", ciuser="k3s", sshkeys=OLD_KEY)
     spec = {
         "source": {"existing": {"vmid": 120}},
         "tags": ["k3s"],
@@ -201,7 +202,7 @@ async def test_vm_without_cloud_init_drive_stalls_before_the_start() -> None:
     stalled = drv.condition("Stalled")
     assert stalled is not None and stalled["reason"] == "NoCloudInitDrive", drv.obj["status"]
     assert "ide2" in stalled["message"] and pve.calls["power:start"] == 0
-    assert "k3sdeploy-0a1b2c3d" in pve.vms[100].tags  # configured (ownership) all the same
+    assert "k3sdeploy-0a1b2c3d11112222" in pve.vms[100].tags  # configured (ownership) all the same
     # the user adds a drive: the next resync notices and the VM starts with its keys
     pve.vms[100].config["ide2"] = "local-lvm:vm-100-cloudinit,media=cdrom"
     pve.vms[100].agent_interfaces = AGENT

@@ -18,6 +18,16 @@ AGENT = [
 ]
 
 
+def cluster_owner_ref(name: str, uid: str) -> dict[str, object]:
+    return {
+        "apiVersion": "k3sdeploy.io/v1alpha1",
+        "kind": "K3sCluster",
+        "name": name,
+        "uid": uid,
+        "controller": True,
+    }
+
+
 def pve_with_template() -> FakeProxmox:
     pve = FakeProxmox()
     pve.add_vm(9000, "pve1", template=True, name="debian-tpl", tags="tpl")
@@ -51,7 +61,7 @@ async def test_clone_configure_start_to_ready() -> None:
     assert (
         vm.config["sshkeys"] == KEY and vm.config["ipconfig0"] == "ip=dhcp" and vm.config["ciuser"] == "k3s"
     )
-    assert {"k3s", "tpl", "k3sdeploy-0a1b2c3d"} <= vm.tags
+    assert {"k3s", "tpl", "k3sdeploy-0a1b2c3d11112222"} <= vm.tags
     assert vm.status == "running"
     status = drv.obj["status"]
     assert status["addresses"] == ["127.0.10.5"]
@@ -79,14 +89,14 @@ async def test_steady_state_costs_no_per_vm_call() -> None:
 
 async def test_adopt_changes_only_what_spec_asks() -> None:
     pve = FakeProxmox()
-    vm = pve.add_vm(105, "pve2", name="legacy", tags="old", cores=4)
+    vm = pve.add_vm(105, "pve2", name="legacy", tags="old;k3sdeploy-adoptable", cores=4)
     vm.status, vm.uptime, vm.agent_interfaces = "running", 50, AGENT
     drv = Driver(body({"source": {"existing": {"name": "legacy"}}, "tags": ["k3s-agent"]}), pve)
     out = await drv.converge()
     assert out.error is None
     assert drv.obj["status"]["vmid"] == 105 and drv.obj["status"]["adopted"] is True
     assert vm.config["cores"] == 4 and vm.config["name"] == "legacy"
-    assert vm.tags == {"old", "k3s-agent"}  # no ownership tag on an adopted VM
+    assert vm.tags == {"old", "k3sdeploy-adoptable", "k3s-agent"}  # no ownership tag on an adopted VM
     assert drv.obj["status"]["deletionPolicy"] == "Retain"
     assert pve.calls["power"] == 0
 
@@ -192,7 +202,7 @@ async def test_crash_after_clone_before_task_recorded_no_duplicate() -> None:
     fresh = Driver(drv.obj, pve)
     await fresh.converge()
     assert sorted(pve.vms) == [100, 9000] and pve.calls["clone"] == 1
-    assert "k3sdeploy-0a1b2c3d" in pve.vms[100].tags
+    assert "k3sdeploy-0a1b2c3d11112222" in pve.vms[100].tags
 
 
 async def test_status_lost_finds_tagged_vm_again() -> None:
@@ -326,12 +336,13 @@ async def test_sibling_vm_under_a_recorded_vmid_is_not_taken() -> None:
     (our clone failed and Proxmox gave the id to the sibling) is not ours; we clone our own."""
     cluster_uid = "c1c2c3c4-0000-0000-0000-000000000000"
     pve = pve_with_template()
-    sibling = pve.add_vm(100, "pve1", name="c-server-0", tags="k3sdeploy-c1c2c3c4;tpl")
+    sibling = pve.add_vm(100, "pve1", name="c-server-0", tags="k3sdeploy-c1c2c3c400000000;tpl")
     sibling.config["description"] = "k3sdeploy-owner=11111111-2222-3333-4444-555555555555"
     obj = body(clone_spec(), name="c-agent-0")
-    obj["metadata"]["labels"]["k3sdeploy.io/cluster-uid"] = cluster_uid
+    obj["metadata"]["ownerReferences"] = [cluster_owner_ref("c", cluster_uid)]
     obj["status"] = {"vmid": 100, "node": "pve1"}  # recorded before our clone, which then failed
     drv = Driver(obj, pve)
+    drv.kube.objects[("k3sclusters", "ns", "c")] = {"metadata": {"name": "c", "uid": cluster_uid}}
     await drv.once()
     pve.finish_tasks()
     for vm in pve.vms.values():
@@ -341,7 +352,7 @@ async def test_sibling_vm_under_a_recorded_vmid_is_not_taken() -> None:
     mine = drv.obj["status"]["vmid"]
     assert mine not in (100, 9000) and pve.vms[mine].config["name"] == "c-agent-0"
     assert sibling.config["name"] == "c-server-0" and pve.calls["power:reboot"] == 0
-    assert "k3sdeploy-c1c2c3c4" in pve.vms[mine].tags
+    assert "k3sdeploy-c1c2c3c400000000" in pve.vms[mine].tags
 
 
 async def test_allocation_skips_ids_reserved_by_us_and_ids_taken_in_proxmox() -> None:

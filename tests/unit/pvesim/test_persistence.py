@@ -29,7 +29,8 @@ def test_sample_inventory_shape() -> None:
     }
     assert templates == {"pve1", "pve2", "pve3"}
     tagged = {vm.vmid: vm.config.get("tags") for vm in state.vms.values() if not vm.template}
-    assert tagged[100] == "k3s-server;legacy" and tagged[101] == "k3s-agent;legacy"
+    assert tagged[100] == "k3s-server;k3sdeploy-adoptable;legacy"
+    assert tagged[101] == "k3s-agent;k3sdeploy-adoptable;legacy"
     assert all(vm.config["net0"].startswith("virtio=BC:24:11:") for vm in state.vms.values())
     assert state.users["root@pam"].password and state.tokens["root@pam!k3s-operator"].privsep
     assert state.timing["tasks"]["qmclone"] == 20.0

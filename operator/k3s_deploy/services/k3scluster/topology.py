@@ -3,7 +3,7 @@
 Cloned members are named ``<cluster>-server-<i>`` / ``<cluster>-agent-<i>`` (0-based, stable across
 restarts, so the same spec always means the same objects and no duplicate VM can appear). Every child
 carries the cluster and role labels, a controller ownerReference, and the Proxmox ownership tag
-``k3sdeploy-<first 8 chars of the cluster uid>`` so VMs stay attributable even without Kubernetes.
+``k3sdeploy-<first 16 hex digits of the cluster uid>`` so VMs stay attributable even without Kubernetes.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from k3s_deploy.services.ownership import ownership_tag
+
 Role = Literal["server", "agent"]
 ROLES: tuple[Role, ...] = ("server", "agent")
 
 API_VERSION = "k3sdeploy.io/v1alpha1"
 LABEL_CLUSTER = "k3sdeploy.io/cluster"
 LABEL_ROLE = "k3sdeploy.io/role"
-# Tells the ProxmoxVM controller which uid its ownership tag is made from (the cluster's).
+# Informational only (selectors, kubectl -l): ownership is never read from a label, a tenant can
+# write any label; the ProxmoxVM controller verifies the controller ownerReference instead.
 LABEL_CLUSTER_UID = "k3sdeploy.io/cluster-uid"
-TAG_PREFIX = "k3sdeploy-"
-UID_PREFIX_LEN = 8
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,6 @@ class Member:
     index: int
     vm_spec: Mapping[str, Any] = field(default_factory=dict)
     adopted: bool = False
-
-
-def ownership_tag(uid: str) -> str:
-    """The Proxmox tag marking VMs this cluster created (lower-case hex, valid as a PVE tag)."""
-    return TAG_PREFIX + uid.replace("-", "").lower()[:UID_PREFIX_LEN]
 
 
 def member_name(cluster: str, role: Role, index: int) -> str:

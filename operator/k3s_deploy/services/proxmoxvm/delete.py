@@ -2,14 +2,16 @@
 
 Delete: stop, then destroy with purge. Stop: power off, keep. Retain: leave untouched. The
 annotation ``k3sdeploy.io/orphan: "true"`` lets go at once whatever the policy (for a Proxmox that
-will never answer again). A cloned VM is destroyed only while it still carries our ownership tag
-(or, for a clone interrupted before configure, our marker in its description).
+will never answer again). A cloned VM is stopped or destroyed only while it still carries our
+ownership tag (or, for a clone interrupted before configure, our marker in its description); an adopted
+VM only while it carries the admin's adoption marker, read from Proxmox at that moment.
 """
 
 from __future__ import annotations
 
 from k3s_deploy.errors import InvalidSpec, ProxmoxBusy
 from k3s_deploy.ports.proxmox import VmSummary
+from k3s_deploy.services.ownership import check_adoptable
 from k3s_deploy.services.proxmoxvm.power import live_state
 from k3s_deploy.services.proxmoxvm.provision import is_ours
 from k3s_deploy.services.proxmoxvm.tasks import check_task
@@ -42,6 +44,20 @@ async def finalize(work: Work) -> bool:
         return True
     if vm.lock:
         raise ProxmoxBusy(f"VM {vm.vmid} is locked ({vm.lock}); waiting before deleting")
+    if not work.cloned:  # the spec says adopted; status.adopted is only a cache
+        try:
+            check_adoptable(work.adoption, vm, work.obj.owner_tag)
+        except InvalidSpec as exc:
+            work.event(
+                "Warning", exc.reason, f"retained, not touched under deletionPolicy {policy}: {exc.message}"
+            )
+            return True
+    elif not await _destroyable(work, vm):
+        raise InvalidSpec(
+            f"VM {vm.vmid} does not carry the ownership tag {work.obj.owner_tag}, so it is not touched; "
+            f'destroy it by hand or set the annotation {ORPHAN_ANNOTATION}: "true" to let go',
+            reason="NotOwned",
+        )
     state = await live_state(work, vm, expected="stopped")
     client = work.session.client
     work.conditions.set(DELETING, True, policy, f"deletionPolicy {policy}: VM {vm.node}/{vm.vmid}")
@@ -53,12 +69,6 @@ async def finalize(work: Work) -> bool:
             vm.node, vm.vmid, "shutdown", shutdown_timeout=work.spec.shutdown_timeout_seconds
         )
         await work.start_task("shutdown", vm.node, upid, f"shutting down VM {vm.vmid} before release")
-    if work.cloned and not work.status.adopted and not await _destroyable(work, vm):
-        raise InvalidSpec(
-            f"VM {vm.vmid} does not carry the ownership tag {work.obj.owner_tag}, so it is not destroyed; "
-            f'destroy it by hand or set the annotation {ORPHAN_ANNOTATION}: "true" to let go',
-            reason="NotOwned",
-        )
     if state != "stopped":
         upid = await client.power(vm.node, vm.vmid, "stop")
         await work.start_task("stop", vm.node, upid, f"stopping VM {vm.vmid} before destroying it")

@@ -14,6 +14,7 @@ from typing import Any
 from k3s_deploy.api.proxmoxvm import CloudInit, ProxmoxVMSpec, VMSelector
 from k3s_deploy.errors import InvalidSpec, ProxmoxNotFound
 from k3s_deploy.ports.proxmox import GuestInterface, NodeSummary, VmSummary
+from k3s_deploy.services.ownership import is_ownership_tag
 
 GIB = 1024**3
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": GIB, "T": 1024**4}
@@ -142,6 +143,13 @@ def _norm_keys(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def wanted_tags(spec: ProxmoxVMSpec, owner_tag: str | None) -> set[str]:
+    """spec.tags plus our ownership tag; another owner's tag in spec.tags is never written (a tenant
+    could otherwise make its VM pass for another owner's)."""
+    tags = {t.lower() for t in spec.tags if not is_ownership_tag(t)}
+    return tags | ({owner_tag} if owner_tag else set())
+
+
 @dataclass
 class ConfigPlan:
     changes: dict[str, Any] = field(default_factory=dict)
@@ -183,7 +191,7 @@ def plan_config(
     if name is not None and config.get("name") != name:
         plan.changes["name"] = name
     have_tags = {t for t in re.split(r"[;, ]+", str(config.get("tags", "")).lower()) if t}
-    want_tags = have_tags | set(spec.tags) | ({owner_tag} if owner_tag else set())
+    want_tags = have_tags | wanted_tags(spec, owner_tag)
     if want_tags != have_tags:
         plan.changes["tags"] = ";".join(sorted(want_tags))
     ci = spec.cloud_init
@@ -257,8 +265,7 @@ def inventory_drift(
             drift.append("disk")
     if name is not None and vm.name and vm.name != name:
         drift.append("name")
-    missing = set(spec.tags) | ({owner_tag} if owner_tag else set())
-    if not missing <= vm.tags:
+    if not wanted_tags(spec, owner_tag) <= vm.tags:
         drift.append("tags")
     return drift
 

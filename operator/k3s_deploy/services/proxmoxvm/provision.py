@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from k3s_deploy.errors import InvalidSpec, ProxmoxBusy
 from k3s_deploy.ports.proxmox import VmSummary
+from k3s_deploy.services.ownership import check_adoptable
 from k3s_deploy.services.proxmoxvm import plan
-from k3s_deploy.services.proxmoxvm.work import AGENT_READY, VM_PROVISIONED, Requeue, Work
+from k3s_deploy.services.proxmoxvm.work import (
+    AGENT_READY,
+    ORPHAN_ANNOTATION,
+    VM_PROVISIONED,
+    Requeue,
+    Work,
+)
 
 VMID_ATTEMPTS = 5
 
@@ -40,12 +47,23 @@ async def ensure_vm(work: Work) -> VmSummary:
     if vm is not None:
         if vm.lock:
             raise Requeue(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
-        if work.cloned and not provisioned and not await is_ours(work, vm):
-            work.event("Warning", "VmidTaken", f"vmid {vm.vmid} was taken by another VM; allocating another")
-            work.status.vmid = None
-        else:
+        # status is a cache anyone with status rights could write: the recorded VM is checked every pass
+        if not work.cloned:
+            check_adoptable(work.adoption, vm, work.obj.owner_tag)
             work.status.node = vm.node
             return vm
+        if await is_ours(work, vm):
+            work.status.node = vm.node
+            return vm
+        if provisioned:
+            raise InvalidSpec(
+                f"VM {vm.vmid} carries neither the ownership tag {work.obj.owner_tag} nor this object's "
+                "marker, so it is not managed; restore the tag, or delete this object with the annotation "
+                f'{ORPHAN_ANNOTATION}: "true"',
+                reason="NotOwned",
+            )
+        work.event("Warning", "VmidTaken", f"vmid {vm.vmid} was taken by another VM; allocating another")
+        work.status.vmid = None
     elif work.status.vmid is not None and provisioned:
         work.event(
             "Warning",
@@ -70,6 +88,7 @@ async def _adopt(work: Work) -> VmSummary:
     assert selector is not None
     snap = await work.session.inventory.get(fresh=True)
     vm = plan.select_existing(snap.vms, selector, work.spec.node)
+    check_adoptable(work.adoption, vm, work.obj.owner_tag)
     work.status.vmid, work.status.node, work.status.adopted = vm.vmid, vm.node, True
     work.event("Normal", "Adopted", f"adopted VM {vm.node}/{vm.vmid} ({vm.name})")
     return vm

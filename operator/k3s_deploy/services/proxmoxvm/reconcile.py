@@ -8,12 +8,13 @@ changes). The pass never waits on Proxmox: long tasks are recorded in ``status.t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.errors import K3sDeployError
 from k3s_deploy.ports.kube import KubeGateway
+from k3s_deploy.services import ownership
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.proxmoxvm.agent import ensure_addresses
 from k3s_deploy.services.proxmoxvm.configure import configure
@@ -57,6 +58,12 @@ def object_ref(vm: ProxmoxVM) -> ObjectRef:
     )
 
 
+async def owned_ref(kube: KubeGateway, vm: ProxmoxVM, memory: Memory) -> ObjectRef:
+    """The object's ref with its owner verified (raises OwnerNotVerified for a forged ownerReference)."""
+    uid = await ownership.owner_uid(kube, vm.metadata, memory.verified_owners)
+    return replace(object_ref(vm), owner_uid=uid)
+
+
 async def open_session(kube: KubeGateway, sessions: Sessions, vm: ProxmoxVM) -> Session:
     spec = vm.spec
     credentials = await load_credentials(
@@ -84,6 +91,7 @@ async def reconcile(
     memory: Memory,
     checkpoint: Callable[[dict[str, Any]], Awaitable[None]],
     max_backoff: float = 300.0,
+    adoption: ownership.AdoptionPolicy = ownership.AdoptionPolicy(),  # noqa: B008  # frozen, shared
 ) -> Outcome:
     """Run every step once; turn the result into status + events + requeue delay."""
     obj = object_ref(vm)
@@ -107,13 +115,16 @@ async def reconcile(
     requeue: float | None = None
     error: K3sDeployError | None = None
     try:
+        obj = await owned_ref(kube, vm, memory)
         session = await open_session(kube, sessions, vm)
 
         async def save() -> None:
             assert work is not None
             await checkpoint(work.status_dict())
 
-        work = Work(obj, vm.spec, status, conditions, session, memory, save, events, annotations)
+        work = Work(
+            obj, vm.spec, status, conditions, session, memory, save, events, annotations, adoption=adoption
+        )
         await check_task(work)
         found = await ensure_vm(work)
         label = "Adopted" if status.adopted else "Cloned"

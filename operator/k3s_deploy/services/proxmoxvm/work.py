@@ -9,10 +9,9 @@ from typing import Any, NoReturn
 
 from k3s_deploy.api.proxmoxvm import ProxmoxVMSpec, ProxmoxVMStatus, TaskRef
 from k3s_deploy.services.conditions import Conditions
+from k3s_deploy.services.ownership import AdoptionPolicy, ownership_tag
 from k3s_deploy.services.proxmoxvm.inventory import Session
 
-OWNER_TAG_PREFIX = "k3sdeploy-"
-CLUSTER_UID_LABEL = "k3sdeploy.io/cluster-uid"
 RESTART_ANNOTATION = "k3sdeploy.io/restart"
 RESTART_HANDLED_ANNOTATION = "k3sdeploy.io/restart-handled"
 ORPHAN_ANNOTATION = "k3sdeploy.io/orphan"
@@ -53,12 +52,12 @@ class ObjectRef:
     generation: int
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    owner_uid: str = ""  # verified by services.ownership.owner_uid; empty: this object's own uid
 
     @property
     def owner_tag(self) -> str:
-        """The Proxmox tag that marks VMs we created: the cluster's for K3sCluster children, else ours."""
-        uid = self.labels.get(CLUSTER_UID_LABEL) or self.uid
-        return OWNER_TAG_PREFIX + uid.replace("-", "")[:8].lower()
+        """The Proxmox tag that marks VMs we created: the verified cluster's for its children, else ours."""
+        return ownership_tag(self.owner_uid or self.uid)
 
     @property
     def owner_marker(self) -> str:
@@ -85,6 +84,7 @@ class Memory:
     cloud_init_boot: float | None = None  # the boot whose cloud-init drive was last checked ...
     cloud_init_generation: int | None = None  # ... and the generation it was checked at
     stale_reboots: int = 0  # reboots for stale cloud-init since the drive was last found current
+    verified_owners: set[str] = field(default_factory=set)  # K3sCluster uids checked in this namespace
 
     def backoff(self, cap: float) -> float:
         """5, 10, 20, 40 ... seconds, at most ``cap``."""
@@ -104,6 +104,7 @@ class Work:
     events: list[Event] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    adoption: AdoptionPolicy = field(default_factory=AdoptionPolicy)
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
