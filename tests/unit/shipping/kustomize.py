@@ -66,11 +66,20 @@ def install(kubectl: Any, overlay: str, namespace: str, workdir: Path) -> list[d
     return docs
 
 
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterKopfPeering",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+
+
 def cluster_scoped_names(docs: list[dict[str, Any]]) -> list[str]:
     """kubectl names of the install's cluster-scoped objects except CRDs (shared with other tests)."""
     out = []
     for d in docs:
-        if d["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}:
+        if d["kind"] in CLUSTER_SCOPED:
             group = d["apiVersion"].split("/")[0] if "/" in d["apiVersion"] else ""
             out.append(f"{d['kind'].lower()}{'.' + group if group else ''}/{d['metadata']['name']}")
     return out
