@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from unit.shipping.kustomize import MANIFESTS
+from unit.shipping.kustomize import MANIFESTS, apply_kustomization
 
 OVERLAY = Path("overlays") / "tenant-namespaces"
 OPERATOR_NAMESPACE = "k3s-deploy-system"
@@ -70,9 +70,4 @@ def install_tenants(
     kubectl: Any, operator_namespace: str, tenants: list[str], workdir: Path
 ) -> list[dict[str, Any]]:
     """The documented tenant-namespaces install (namespaces exist first). Returns what was applied."""
-    overlay = edit_copy(workdir, operator_namespace, tenants)
-    kubectl("apply", "-k", str(MANIFESTS / "base" / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=k3s-deploy")
-    docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(overlay)).stdout) if d]
-    kubectl("apply", "-k", str(overlay))
-    return docs
+    return apply_kustomization(kubectl, edit_copy(workdir, operator_namespace, tenants))
