@@ -21,6 +21,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from k3s_deploy.services.k3scluster.secrets import managed_labels
 from unit.shipping.kustomize import OVERLAYS, cluster_scoped_names, operator_user
 from unit.shipping.kustomize import install as install_overlay
 from unit.shipping.rbac import Grant, can, grants_for
@@ -169,11 +170,12 @@ def test_operator_identity_can_do_its_job_and_nothing_more(kubectl: Any, install
     def op(*args: str, input: str | None = None) -> Any:
         return kubectl(*args, input=input, check=False, **as_operator)
 
-    # Secrets by name: write the kubeconfig Secret, read it back, update it, delete it.
+    # Secrets by name: write the kubeconfig Secret (labelled as the operator writes it: the Secrets
+    # policy refuses anything else), read it back, update it, delete it.
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "edge-kubeconfig", "namespace": ns},
+        "metadata": {"name": "edge-kubeconfig", "namespace": ns, "labels": managed_labels("edge")},
         "stringData": {"value": "apiVersion: v1\nkind: Config\n"},
     }
     assert op("create", "-f", "-", input=json.dumps(secret)).returncode == 0

@@ -1,7 +1,8 @@
 """The operator, authenticated as exactly the installed ServiceAccount, provisions a VM end to end.
 
-The single-namespace overlay is applied to the real apiserver; the operator process gets a client
-certificate for `system:serviceaccount:<ns>:k3s-deploy-operator` and nothing else, and drives a
+The single-namespace and tenant-namespaces overlays are applied to the real apiserver; the operator
+process gets a client certificate for `system:serviceaccount:<ns>:k3s-deploy-operator` and nothing
+else (with tenant-namespaces it works in a tenant's namespace, not its own), and drives a
 ProxmoxVM through clone -> configure -> start -> Ready -> delete against the Proxmox VE simulator.
 A permission missing from the manifests shows up as a 403 in its log or a ProxmoxVM that never gets
 Ready. Afterwards no secret value may appear in the operator's log, the namespace's Events or the
@@ -14,6 +15,7 @@ import base64
 import json
 import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 import yaml
 
 from unit.shipping.kustomize import cluster_scoped_names, install, operator_user
+from unit.shipping.tenants import install_tenants
 from unit.shipping.test_argocd_health import LUA, health
 
 pytestmark = pytest.mark.integration
@@ -28,30 +31,48 @@ pytestmark = pytest.mark.integration
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test@k3s-deploy"
 
 
-@pytest.fixture
-def installed_namespace(kubectl: Any, tmp_path: Path) -> Iterator[str]:
-    namespace = f"k3sd-o-{secrets.token_hex(3)}"  # short: the user name must fit a certificate CN
-    kubectl("create", "namespace", namespace)
-    docs = install(kubectl, "single-namespace", namespace, tmp_path / "install")
+@dataclass
+class Installed:
+    operator_namespace: str  # where the ServiceAccount lives
+    namespace: str  # where the operator works (its own with single-namespace, a tenant's otherwise)
+
+
+@pytest.fixture(params=["single-namespace", "tenant-namespaces"])
+def installed(request: pytest.FixtureRequest, kubectl: Any, tmp_path: Path) -> Iterator[Installed]:
+    suffix = secrets.token_hex(3)
+    namespace = f"k3sd-o-{suffix}"  # short: the user name must fit a certificate CN
+    created = [namespace]
+    if request.param == "tenant-namespaces":
+        tenant = f"tenant-{suffix}"
+        created.append(tenant)
+        for ns in created:
+            kubectl("create", "namespace", ns)
+        docs = install_tenants(kubectl, namespace, [tenant], tmp_path / "install")
+        it = Installed(namespace, tenant)
+    else:
+        kubectl("create", "namespace", namespace)
+        docs = install(kubectl, "single-namespace", namespace, tmp_path / "install")
+        it = Installed(namespace, namespace)
     try:
-        yield namespace
+        yield it
     finally:
         kubectl("delete", "--ignore-not-found", "--wait=false", *cluster_scoped_names(docs), check=False)
-        kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
+        for ns in created:
+            kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(LUA is None, reason="lua5.4 missing: ./dev setup installs it (DEBS)")
 def test_operator_as_its_service_account_provisions_and_leaks_nothing(
     kubectl: Any,
-    installed_namespace: str,
+    installed: Installed,
     mint_kubeconfig: Callable[..., Path],
     pve_sim: Any,
     start_operator: Callable[..., Any],
     kube_json: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    ns = installed_namespace
+    ns = installed.namespace
     secret_values = {"tokenSecret": pve_sim.token_secret}
     ca = pve_sim.ca if "-----BEGIN" in pve_sim.ca else Path(pve_sim.ca).read_text()  # a PEM file's path
     data = {"url": pve_sim.url, "tokenId": pve_sim.token_id, "caCert": ca, **secret_values}
@@ -68,7 +89,7 @@ def test_operator_as_its_service_account_provisions_and_leaks_nothing(
             }
         ),
     )
-    user, groups = operator_user(ns)
+    user, groups = operator_user(installed.operator_namespace)
     operator = start_operator(ns, kubeconfig=mint_kubeconfig(user, groups), env={"K3SD_LOG_FORMAT": "json"})
 
     vm = {

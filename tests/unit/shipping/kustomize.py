@@ -58,19 +58,32 @@ def wrapper_kustomization(workdir: Path, overlay: str, namespace: str) -> Path:
 
 def install(kubectl: Any, overlay: str, namespace: str, workdir: Path) -> list[dict[str, Any]]:
     """The documented install into ``namespace``: CRDs first, then the overlay. Returns what was applied."""
-    wrapper = wrapper_kustomization(workdir, overlay, namespace)
+    return apply_kustomization(kubectl, wrapper_kustomization(workdir, overlay, namespace))
+
+
+def apply_kustomization(kubectl: Any, directory: Path) -> list[dict[str, Any]]:
+    """CRDs first (kubectl cannot create the peering object with its CRD), then ``directory``."""
     kubectl("apply", "-k", str(MANIFESTS / "base" / "crds"))
     kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=k3s-deploy")
-    docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(wrapper)).stdout) if d]
-    kubectl("apply", "-k", str(wrapper))
+    docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(directory)).stdout) if d]
+    kubectl("apply", "-k", str(directory))
     return docs
+
+
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterKopfPeering",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 
 
 def cluster_scoped_names(docs: list[dict[str, Any]]) -> list[str]:
     """kubectl names of the install's cluster-scoped objects except CRDs (shared with other tests)."""
     out = []
     for d in docs:
-        if d["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}:
+        if d["kind"] in CLUSTER_SCOPED:
             group = d["apiVersion"].split("/")[0] if "/" in d["apiVersion"] else ""
             out.append(f"{d['kind'].lower()}{'.' + group if group else ''}/{d['metadata']['name']}")
     return out
