@@ -21,6 +21,7 @@ from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
+from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.k3scluster import airgap, day2, install, nodes
 from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
@@ -666,13 +667,13 @@ class Reconciler:
             previous = {c.get("type"): c for c in self.old_status.get("conditions") or []}.get(
                 "Stalled"
             ) or {}
-            if previous.get("reason") != error.reason or previous.get("message") != error.message:
+            if previous.get("reason") != error.reason or previous.get("message") != redact(error.message):
                 self.event("Warning", error.reason, error.message)
         elif error is not None:
             previous = {c.get("type"): c for c in self.old_status.get("conditions") or []}.get(
                 "Reconciling"
             ) or {}
-            if previous.get("message") != error.message:
+            if previous.get("message") != redact(error.message):
                 self.event("Warning", error.reason, error.message)
         return Outcome(
             status=self.status, events=self.events, requeue_after=requeue, error=error, flushed=self.flushed
