@@ -31,6 +31,7 @@ from k3s_deploy.services.k3scluster.secrets import (
     TOKEN_KEY,
     kubeconfig_secret_name,
     managed_labels,
+    one_line,
     read_key,
     token_secret_name,
 )
@@ -333,7 +334,12 @@ class Reconciler:
         token_ref = self.spec.k3s.token_secret_ref
         if token_ref is not None:
             token = await read_key(
-                self.deps.objects, ns, token_ref.name, token_ref.key, what="spec.k3s.tokenSecretRef"
+                self.deps.objects,
+                ns,
+                token_ref.name,
+                token_ref.key,
+                what="spec.k3s.tokenSecretRef",
+                single_line=True,
             )
             self.status["tokenSecretRef"] = {"name": token_ref.name, "key": token_ref.key}
             return private_key, token
@@ -351,7 +357,10 @@ class Reconciler:
             )
             self.event("Normal", "TokenCreated", f"Generated the cluster join token into Secret {name}")
         self.status["tokenSecretRef"] = {"name": name, "key": TOKEN_KEY}
-        return private_key, token_bytes.decode().strip()
+        token = one_line(
+            token_bytes.decode(errors="replace"), name=name, key=TOKEN_KEY, what="the generated join token"
+        )
+        return private_key, token
 
     def target(self, view: _NodeView, private_key: str) -> SshTarget:
         ssh = self.spec.ssh
