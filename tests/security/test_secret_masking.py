@@ -68,16 +68,6 @@ def hostile_installer() -> Iterator[str]:
         server.server_close()
 
 
-def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "type": "Opaque",
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-    }
-
-
 def _is_armour(line: str) -> bool:
     return line.startswith("-----") and line.endswith("-----")
 
@@ -128,8 +118,8 @@ def test_no_secret_value_in_logs_events_or_status(lab: Lab, hostile_installer: s
     join_token = f"tenant-join-{secrets.token_hex(16)}"
     wrong_password = f"wrong-{secrets.token_urlsafe(18)}"
     lab.apply(
-        _secret("leaky-join", ns, {"token": join_token}),
-        _secret(
+        sample_cluster.secret_manifest("leaky-join", ns, {"token": join_token}),
+        sample_cluster.secret_manifest(
             "bad-credentials",
             ns,
             {

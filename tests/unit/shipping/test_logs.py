@@ -12,18 +12,9 @@ import kopf
 import pytest
 
 from k3s_deploy import logs, secrets_mask
+from unit.test_secrets_mask import K3S_TOKEN, PVE_SECRET, fresh_registry
 
-K3S_TOKEN = (
-    "K1075f3c9a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6::server:4f1e2d3c4b5a69788796a5b4"
-)
-PVE_SECRET = "8d3c2b1a-0f9e-4d8c-b7a6-a1b2c3d4e5f6"
-
-
-@pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    secrets_mask.SECRETS.clear()
-    yield
-    secrets_mask.SECRETS.clear()
+__all__ = ["fresh_registry"]  # autouse: every test starts with an empty registry
 
 
 def _logger(stream: io.StringIO, fmt: Literal["text", "json"]) -> logging.Handler:
