@@ -6,109 +6,20 @@ reaches a log line or a kopf-posted Event. kopf turns object-logger records into
 handler on the ``kopf.objects`` logger, so the redaction filter sits on that logger (records are
 scrubbed before any handler sees them) as well as on our root handler (for everything else).
 
-Secrets are masked two ways: values registered at runtime with :func:`register_secret` (the operator
-registers every Secret value it reads), and shapes that are secret wherever they appear (PEM private
-keys, ``PVEAPIToken=user@realm!id=SECRET``, PVE tickets, K3s ``K10...::user:password`` tokens,
-passwords in URLs, bearer tokens, ``password=``-style pairs).
+What is masked, and how, is :mod:`k3s_deploy.secrets_mask` (the one masking module); this module
+applies it to every record.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-import threading
 import time
 from contextvars import ContextVar
 from typing import IO, Any, Literal
 
-MASK = "***"
-# Shorter registered values would mask ordinary words; Secrets that short are not worth protecting.
-MIN_SECRET_LENGTH = 6
-
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    # PEM private keys of any type, including a key cut off before its END line.
-    (
-        re.compile(
-            r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.DOTALL
-        ),
-        rf"-----BEGIN \1PRIVATE KEY-----{MASK}-----END \1PRIVATE KEY-----",
-    ),
-    # Proxmox API token header: keep who, drop the secret.
-    (re.compile(r"(PVEAPIToken[= ][^=\s]+=)[^\s'\",;]+"), rf"\1{MASK}"),
-    # Proxmox ticket cookie and CSRF token.
-    (re.compile(r"(PVEAuthCookie=)[^\s'\",;]+"), rf"\1{MASK}"),
-    (re.compile(r"(CSRFPreventionToken[\"']?\s*[:=]\s*[\"']?)[^\s'\",;}]+"), rf"\1{MASK}"),
-    # K3s secure tokens: K10<ca-hash>::<user>:<password>.
-    (re.compile(r"K10[0-9a-fA-F]*::[^:\s]+:[^\s'\",;]+"), f"K10{MASK}"),
-    # user:password@ in URLs.
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), rf"\1{MASK}@"),
-    # Authorization: Bearer/Basic <credential>.
-    (re.compile(r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{MASK}"),
-    # key=value / "key": "value" pairs whose key says secret.
-    (
-        re.compile(
-            r"((?:password|passwd|tokenSecret|token_secret|client-key-data|private_?key)[\"']?\s*[:=]\s*[\"']?)"
-            r"[^\s'\",;&}]+",
-            re.IGNORECASE,
-        ),
-        rf"\1{MASK}",
-    ),
-]
-
-
-class SecretRegistry:
-    """Secret values seen at runtime; one compiled alternation masks them all."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-
-    def register(self, value: str | bytes | None) -> None:
-        if value is None:
-            return
-        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        candidates = {text.strip()}
-        # Multi-line secrets (keys, kubeconfigs, env files) may be logged a line or a value at a time.
-        for line in text.splitlines():
-            line = line.strip()
-            candidates.add(line)
-            candidates.add(re.split(r":\s|=", line, maxsplit=1)[-1].strip().strip("\"'"))
-        candidates = {c for c in candidates if c == text.strip() or len(c) >= 16}
-        fresh = {c for c in candidates if len(c) >= MIN_SECRET_LENGTH} - self._values
-        if not fresh:
-            return
-        with self._lock:
-            self._values |= fresh
-            ordered = sorted(self._values, key=len, reverse=True)  # longest first: no partial leftovers
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
-            self._pattern = None
-
-    def mask(self, text: str) -> str:
-        pattern = self._pattern
-        return pattern.sub(MASK, text) if pattern is not None else text
-
-
-SECRETS = SecretRegistry()
-
-
-def register_secret(value: str | bytes | None) -> None:
-    """Mask this value (and each long line of it) wherever it appears in logs from now on."""
-    SECRETS.register(value)
-
-
-def redact(text: str) -> str:
-    """Mask registered values and secret-shaped substrings; use it before any Event or status message."""
-    text = SECRETS.mask(text)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+from k3s_deploy.secrets_mask import redact
 
 
 class RedactingFilter(logging.Filter):

@@ -16,7 +16,7 @@ from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
 from k3s_deploy.errors import CredentialsError, K3sDeployError, KubeUnavailable
-from k3s_deploy.logs import register_secret
+from k3s_deploy.secrets_mask import redact, redact_status, register_secret_data
 
 T = TypeVar("T")
 COMPONENT = "k3s-deploy"
@@ -30,6 +30,14 @@ def _load_api_client() -> Any:
     except ConfigException:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # kubernetes.config is unannotated
     return client.ApiClient(configuration)
+
+
+def decode_secret(secret: Any) -> dict[str, bytes]:
+    """A V1Secret's values, registered for masking: every Secret value enters the operator here."""
+    data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+    data.update({k: v.encode() for k, v in (secret.string_data or {}).items()})
+    register_secret_data(data)
+    return data
 
 
 class KubernetesGateway:
@@ -70,14 +78,9 @@ class KubernetesGateway:
                 if exc.status == 404:
                     return None
                 raise
-            data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-            data.update({k: v.encode() for k, v in (secret.string_data or {}).items()})
-            return data
+            return decode_secret(secret)
 
-        data = await self._call(f"read Secret {namespace}/{name}", read)
-        for value in (data or {}).values():
-            register_secret(value)  # never let a Secret value reach a log line or an Event
-        return data
+        return await self._call(f"read Secret {namespace}/{name}", read)
 
     async def read_object(
         self, group: str, version: str, plural: str, namespace: str, name: str
@@ -101,7 +104,7 @@ class KubernetesGateway:
         def patch(api: Any) -> None:
             try:
                 client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-                    group, version, namespace, plural, name, {"status": dict(status)}
+                    group, version, namespace, plural, name, {"status": redact_status(status)}
                 )
             except ApiException as exc:
                 if exc.status != 404:  # gone already: nothing left to report on
@@ -134,7 +137,7 @@ class KubernetesGateway:
                 resource_version=meta.get("resourceVersion"),
             ),
             reason=reason,
-            message=message[:1024],
+            message=redact(message)[:1024],
             type=type_,
             source=client.V1EventSource(component=COMPONENT),
             reporting_component=COMPONENT,

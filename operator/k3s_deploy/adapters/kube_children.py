@@ -13,6 +13,8 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from k3s_deploy import errors
+from k3s_deploy.adapters.kube import decode_secret
+from k3s_deploy.secrets_mask import redact_status
 
 GROUP = "k3sdeploy.io"
 VERSION = "v1alpha1"
@@ -137,7 +139,7 @@ class KubeClusterObjects:
                 if exc.status == 404:
                     return None
                 raise
-            return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+            return decode_secret(secret)
 
         return await self._call(f"read Secret {name}", fn)
 
@@ -207,7 +209,7 @@ class KubeClusterObjects:
                 namespace,
                 "k3sclusters",
                 name,
-                {"status": dict(status)},
+                {"status": redact_status(status)},
                 _request_timeout=self._timeout,
             )
 

@@ -238,12 +238,27 @@ HostOrIP = Annotated[
         "is not a host name or IPv4 address (like k3s.example.internal or 192.168.1.50)",
     ),
 ]
+# C0 control characters and DEL (newline, carriage return, tab, NUL, escape, ...). A string that ends
+# up in a command line or a file on a guest must not carry them: a newline starts a new line of an env
+# or config file, and in a log it forges a line. Tab is refused as well: no K3s flag, URL or name
+# needs one, and one rule for every such string is easier to state than exceptions.
+CONTROL_CHARS = r"\x00-\x1f\x7f"
+CONTROL_CHAR = re.compile(f"[{CONTROL_CHARS}]")
+NO_CONTROL_CHARS_MESSAGE = "must not contain control characters (newline, carriage return, tab, NUL, ...)"
+GuestText = Annotated[
+    str,
+    Pattern(
+        rf"[^{CONTROL_CHARS}]+",
+        1024,
+        NO_CONTROL_CHARS_MESSAGE + ": it is written into a command line on the nodes",
+    ),
+]
 HttpUrl = Annotated[
     str,
     Pattern(
-        r"https?://[^\s/?#]+([/?#]\S*)?",
+        rf"https?://[^\s/?#{CONTROL_CHARS}]+([/?#][^\s{CONTROL_CHARS}]*)?",
         2048,
-        "is not an http(s) URL such as https://get.k3s.io",
+        "is not an http(s) URL such as https://get.k3s.io (no spaces or control characters)",
     ),
 ]
 StorageId = Annotated[
@@ -270,7 +285,7 @@ SshPublicKey = Annotated[
     str,
     Pattern(
         r"(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
-        r" [A-Za-z0-9+/]+={0,3}( [^\n]*)?",
+        rf" [A-Za-z0-9+/]+={{0,3}}( [^{CONTROL_CHARS}]*)?",
         8192,
         "is not an OpenSSH public key line such as 'ssh-ed25519 AAAAC3Nz... user@host'",
     ),

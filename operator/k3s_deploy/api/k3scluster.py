@@ -7,15 +7,16 @@ IP configuration, power actions on the whole cluster, provisioning over SSH and 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field
 
 from k3s_deploy.api.common import (
     ApiModel,
     Condition,
     DeletionPolicy,
     DnsName,
+    GuestText,
     HostOrIP,
     HttpUrl,
     IPv4,
@@ -48,7 +49,7 @@ _ARGS_DESCRIPTION = (
 )
 
 
-Arg = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Arg = GuestText
 
 
 def _args_field(description: str) -> Any:

@@ -47,7 +47,7 @@ def new_ssh_key() -> tuple[str, str]:
     return private, public.decode() + " k3s-deploy-lab"
 
 
-def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+def secret_manifest(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -66,8 +66,8 @@ def lab_secrets(pve: dict[str, Any], namespace: str, private_key: str) -> list[d
         "caCert": Path(pve["caCert"]).read_text(),
     }
     return [
-        _secret("proxmox-credentials", namespace, creds),
-        _secret("k3s-ssh-key", namespace, {"ssh-privatekey": private_key}),
+        secret_manifest("proxmox-credentials", namespace, creds),
+        secret_manifest("k3s-ssh-key", namespace, {"ssh-privatekey": private_key}),
     ]
 
 

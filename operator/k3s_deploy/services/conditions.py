@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal, TypedDict
 
 from k3s_deploy.errors import K3sDeployError
+from k3s_deploy.secrets_mask import redact
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -78,10 +79,13 @@ class Conditions:
         return self.status_of(type_) == "True"
 
     def set(self, type_: str, status: bool | str | None, reason: str, message: str = "") -> Condition:
-        """Add or replace a condition; keep ``lastTransitionTime`` unless ``status`` changed."""
+        """Add or replace a condition; keep ``lastTransitionTime`` unless ``status`` changed.
+
+        The message is masked here (:mod:`k3s_deploy.secrets_mask`), so what is compared with the
+        stored conditions is what gets stored."""
         new_status = _status(status)
         old = self.get(type_)
-        condition = Condition(type=type_, status=new_status, reason=reason, message=message)
+        condition = Condition(type=type_, status=new_status, reason=reason, message=redact(message))
         if self.generation is not None:
             condition["observedGeneration"] = self.generation
         if old is not None and _status(old.get("status")) == new_status and old.get("lastTransitionTime"):

@@ -11,63 +11,10 @@ from typing import Literal
 import kopf
 import pytest
 
-from k3s_deploy import logs
+from k3s_deploy import logs, secrets_mask
+from unit.test_secrets_mask import K3S_TOKEN, PVE_SECRET, fresh_registry
 
-PEM = (
-    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
-    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
-    "QyNTUxOQAAACBzZWNyZXRzZWNyZXRzZWNyZXRzZWNyZXRzZWNyZXQAAAAA\n"
-    "-----END OPENSSH PRIVATE KEY-----\n"
-)
-K3S_TOKEN = (
-    "K1075f3c9a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6::server:4f1e2d3c4b5a69788796a5b4"
-)
-PVE_SECRET = "8d3c2b1a-0f9e-4d8c-b7a6-a1b2c3d4e5f6"
-
-
-@pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    logs.SECRETS.clear()
-    yield
-    logs.SECRETS.clear()
-
-
-@pytest.mark.parametrize(
-    ("text", "secret", "kept"),
-    [
-        (f"key is {PEM} done", "c2VjcmV0c2VjcmV0", "-----BEGIN OPENSSH PRIVATE KEY-----"),
-        (PEM[:120], "b3BlbnNzaC1rZXkt", "BEGIN OPENSSH PRIVATE KEY"),  # truncated key
-        (f"Authorization: PVEAPIToken=root@pam!k3sd={PVE_SECRET}", PVE_SECRET, "root@pam!k3sd="),
-        (f"cookie PVEAuthCookie=PVE:root@pam:65F1::{PVE_SECRET}; path=/", PVE_SECRET, "PVEAuthCookie="),
-        (f"K3S_TOKEN={K3S_TOKEN} sh -", "4f1e2d3c4b5a69788796a5b4", "K3S_TOKEN=K10"),
-        ("GET https://root:hunter2secret@pve.example:8006/api2/json", "hunter2secret", "https://root:"),
-        ('{"username": "root@pam", "password": "s3cr3t-pw"}', "s3cr3t-pw", '"username": "root@pam"'),
-        ("Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.payload.sig", "eyJhbGciOiJSUzI1NiJ9", "Bearer"),
-        ("client-key-data: LS0tLS1CRUdJTiBFQyBQUklWQVRF", "LS0tLS1CRUdJTiBFQyBQUklWQVRF", "client-key-data"),
-    ],
-)
-def test_secret_shapes_are_masked(text: str, secret: str, kept: str) -> None:
-    out = logs.redact(text)
-    assert secret not in out
-    assert kept in out
-    assert logs.MASK in out
-
-
-def test_ordinary_text_is_untouched() -> None:
-    text = "cloned template 9000 to vm 101 on pve1 (task UPID:pve1:00001:qmclone) in 3.2s; ip 127.0.10.5"
-    assert logs.redact(text) == text
-
-
-def test_registered_values_are_masked_including_lines_of_multiline_values() -> None:
-    kubeconfig = "apiVersion: v1\nusers:\n- user:\n    token: abcdefghijklmnopqrstuvwxyz012345\n"
-    logs.register_secret("tiny")  # too short to mask without hiding ordinary words
-    logs.register_secret(b"opaque-token-value")
-    logs.register_secret(kubeconfig)
-    logs.register_secret(None)
-    out = logs.redact("token opaque-token-value and abcdefghijklmnopqrstuvwxyz012345 and tiny")
-    assert "opaque-token-value" not in out
-    assert "abcdefghijklmnopqrstuvwxyz012345" not in out
-    assert out.endswith("tiny")
+__all__ = ["fresh_registry"]  # autouse: every test starts with an empty registry
 
 
 def _logger(stream: io.StringIO, fmt: Literal["text", "json"]) -> logging.Handler:
@@ -103,7 +50,7 @@ def restore_root() -> Iterator[None]:
 def test_json_lines_carry_object_keys_and_no_secret() -> None:
     stream = io.StringIO()
     _logger(stream, "json")
-    logs.register_secret(PVE_SECRET)
+    secrets_mask.register_secret(PVE_SECRET)
     _kopf_object_logger().info("connecting with token %s", PVE_SECRET)
     logging.getLogger("k3s_deploy.adapters").warning("plain record")
     try:
@@ -116,7 +63,7 @@ def test_json_lines_carry_object_keys_and_no_secret() -> None:
     first = lines[0]
     assert first["kind"] == "K3sCluster" and first["namespace"] == "team-a" and first["name"] == "edge"
     assert first["level"] == "INFO" and first["logger"] == "kopf.objects"
-    assert first["message"] == f"connecting with token {logs.MASK}"
+    assert first["message"] == f"connecting with token {secrets_mask.MASK}"
     assert "kind" not in lines[1]
     assert "ValueError" in lines[2]["exception"]
     assert PVE_SECRET not in stream.getvalue()
@@ -149,7 +96,7 @@ def test_records_reaching_kopf_event_poster_are_already_redacted() -> None:
         _kopf_object_logger().info("installing with %s", K3S_TOKEN)
     finally:
         logging.getLogger("kopf.objects").removeHandler(capture)
-    assert seen == [f"installing with K10{logs.MASK}"]
+    assert seen == [f"installing with K10{secrets_mask.MASK}"]
 
 
 @pytest.mark.usefixtures("restore_root")

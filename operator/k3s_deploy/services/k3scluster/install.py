@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from k3s_deploy import errors
+from k3s_deploy.secrets_mask import register_secret
 from k3s_deploy.services.k3scluster.kubeconfig import server_url
 
 Role = Literal["server", "agent"]
@@ -132,7 +133,10 @@ def parse_version(output: str) -> str | None:
 
 
 def new_token() -> str:
-    return secrets.token_hex(32)
+    """A fresh join token, registered for masking before it is used or stored."""
+    token = secrets.token_hex(32)
+    register_secret(token)
+    return token
 
 
 def plan(nodes: Sequence[NodeFacts], settings: K3sSettings, *, init_server: str | None) -> InstallPlan:

@@ -21,6 +21,7 @@ from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
+from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.k3scluster import airgap, day2, install, nodes
 from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
@@ -30,6 +31,7 @@ from k3s_deploy.services.k3scluster.secrets import (
     TOKEN_KEY,
     kubeconfig_secret_name,
     managed_labels,
+    one_line,
     read_key,
     token_secret_name,
 )
@@ -332,7 +334,12 @@ class Reconciler:
         token_ref = self.spec.k3s.token_secret_ref
         if token_ref is not None:
             token = await read_key(
-                self.deps.objects, ns, token_ref.name, token_ref.key, what="spec.k3s.tokenSecretRef"
+                self.deps.objects,
+                ns,
+                token_ref.name,
+                token_ref.key,
+                what="spec.k3s.tokenSecretRef",
+                single_line=True,
             )
             self.status["tokenSecretRef"] = {"name": token_ref.name, "key": token_ref.key}
             return private_key, token
@@ -350,7 +357,10 @@ class Reconciler:
             )
             self.event("Normal", "TokenCreated", f"Generated the cluster join token into Secret {name}")
         self.status["tokenSecretRef"] = {"name": name, "key": TOKEN_KEY}
-        return private_key, token_bytes.decode().strip()
+        token = one_line(
+            token_bytes.decode(errors="replace"), name=name, key=TOKEN_KEY, what="the generated join token"
+        )
+        return private_key, token
 
     def target(self, view: _NodeView, private_key: str) -> SshTarget:
         ssh = self.spec.ssh
@@ -666,13 +676,13 @@ class Reconciler:
             previous = {c.get("type"): c for c in self.old_status.get("conditions") or []}.get(
                 "Stalled"
             ) or {}
-            if previous.get("reason") != error.reason or previous.get("message") != error.message:
+            if previous.get("reason") != error.reason or previous.get("message") != redact(error.message):
                 self.event("Warning", error.reason, error.message)
         elif error is not None:
             previous = {c.get("type"): c for c in self.old_status.get("conditions") or []}.get(
                 "Reconciling"
             ) or {}
-            if previous.get("message") != error.message:
+            if previous.get("message") != redact(error.message):
                 self.event("Warning", error.reason, error.message)
         return Outcome(
             status=self.status, events=self.events, requeue_after=requeue, error=error, flushed=self.flushed

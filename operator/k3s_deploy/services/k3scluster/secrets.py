@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from k3s_deploy import errors
+from k3s_deploy.api.common import CONTROL_CHAR
 from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
 
@@ -25,8 +26,28 @@ def managed_labels(cluster: str) -> dict[str, str]:
     return {LABEL_CLUSTER: cluster, MANAGED_BY: MANAGER}
 
 
-async def read_key(objects: ClusterObjects, namespace: str, name: str, key: str, *, what: str) -> str:
-    """One key of a user's Secret as text; missing Secret or key is a permanent error naming both."""
+def one_line(value: str, *, name: str, key: str, what: str) -> str:
+    """A Secret value bound for a guest's command line or files (the join token), as one line.
+
+    Surrounding whitespace (the newline ``kubectl create secret --from-file`` leaves) is dropped; a
+    control character inside is refused: a newline would add a line to the K3s service's env file on
+    every node. The message names the Secret and key, never the value.
+    """
+    value = value.strip()
+    if CONTROL_CHAR.search(value):
+        raise errors.CredentialsError(
+            f"key {key!r} of Secret {name!r} ({what}) contains a control character (newline, tab, NUL, "
+            "...); store the value on one line",
+            reason="SecretInvalid",
+        )
+    return value
+
+
+async def read_key(
+    objects: ClusterObjects, namespace: str, name: str, key: str, *, what: str, single_line: bool = False
+) -> str:
+    """One key of a user's Secret as text; missing Secret or key is a permanent error naming both.
+    ``single_line``: the value goes to the guests, see :func:`one_line`."""
     data = await objects.read_secret(namespace, name)
     if data is None:
         raise errors.CredentialsError(
@@ -39,8 +60,9 @@ async def read_key(objects: ClusterObjects, namespace: str, name: str, key: str,
             reason="SecretKeyMissing",
         )
     try:
-        return raw.decode()
+        text = raw.decode()
     except UnicodeDecodeError as exc:
         raise errors.CredentialsError(
             f"key {key!r} of Secret {name!r} is not text", reason="SecretInvalid"
         ) from exc
+    return one_line(text, name=name, key=key, what=what) if single_line else text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from k3s_deploy.api.common import CONTROL_CHAR
 from k3s_deploy.errors import CredentialsError
 from k3s_deploy.ports.kube import KubeGateway
 from k3s_deploy.ports.proxmox import ProxmoxCredentials
@@ -13,14 +14,24 @@ _TOKEN_ID = re.compile(r"^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9.\-_]+$")
 _USER = re.compile(r"^[^@!\s]+@[^@!\s]+$")
 
 
-def _text(data: Mapping[str, bytes], key: str) -> str | None:
+def _text(data: Mapping[str, bytes], key: str, *, secret: str, one_line: bool = True) -> str | None:
+    """A key as text, surrounding whitespace dropped. Single-line keys refuse control characters: they
+    go into HTTP headers and forms (a newline there splits a header). Never echoes the value."""
     raw = data.get(key)
     if raw is None:
         return None
     try:
         value = raw.decode().strip()
     except UnicodeDecodeError:
-        raise CredentialsError(f"key {key!r} of the credentials Secret is not UTF-8 text") from None
+        raise CredentialsError(
+            f"key {key!r} of the credentials Secret {secret!r} is not UTF-8 text", reason="SecretInvalid"
+        ) from None
+    if one_line and CONTROL_CHAR.search(value):
+        raise CredentialsError(
+            f"key {key!r} of the credentials Secret {secret!r} contains a control character (newline, tab, "
+            "NUL, ...); store the value on one line",
+            reason="SecretInvalid",
+        )
     return value or None
 
 
@@ -33,16 +44,22 @@ def parse_credentials(
 ) -> ProxmoxCredentials:
     """Validate the Secret's keys; the messages never contain secret values."""
     where = f"Secret {secret_name!r}"
-    url = _text(data, "url")
+    url = _text(data, "url", secret=secret_name)
     if not url:
         raise CredentialsError(
             f"{where} has no key 'url' (e.g. https://pve.example:8006)", reason="SecretInvalid"
         )
     if not url.startswith("https://"):
         raise CredentialsError(f"{where}: 'url' must start with https://", reason="SecretInvalid")
-    token_id, token_secret = _text(data, "tokenId"), _text(data, "tokenSecret")
-    username, password = _text(data, "username"), _text(data, "password")
-    ca_cert = _text(data, "caCert")
+    token_id, token_secret = (
+        _text(data, "tokenId", secret=secret_name),
+        _text(data, "tokenSecret", secret=secret_name),
+    )
+    username, password = (
+        _text(data, "username", secret=secret_name),
+        _text(data, "password", secret=secret_name),
+    )
+    ca_cert = _text(data, "caCert", secret=secret_name, one_line=False)
     if ca_cert is not None and "-----BEGIN CERTIFICATE-----" not in ca_cert:
         raise CredentialsError(f"{where}: 'caCert' is not a PEM certificate bundle", reason="SecretInvalid")
     if token_id or token_secret:

@@ -14,6 +14,7 @@ from typing import Any
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.errors import K3sDeployError
 from k3s_deploy.ports.kube import KubeGateway
+from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services import ownership
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.proxmoxvm.agent import ensure_addresses
@@ -149,7 +150,7 @@ async def reconcile(
         else:
             memory.failures = 0
         before = {c.type: (c.reason, c.message) for c in vm.status.conditions}
-        if before.get("Stalled" if not exc.transient else "Reconciling") != (exc.reason, exc.message):
+        if before.get("Stalled" if not exc.transient else "Reconciling") != (exc.reason, redact(exc.message)):
             events.append(Event("Warning", exc.reason, exc.message))  # once per new error, not per retry
     status.observed_generation = obj.generation
     status.last_sync_time = None if work is None else work.now()
