@@ -234,3 +234,28 @@ def _any_key() -> str:
     import asyncssh
 
     return str(asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode())
+
+
+async def test_endless_output_is_cut_at_the_cap_and_the_command_ends(sshd: Sshd, tmp_path: Path) -> None:
+    """A guest answering without end (docs/security.md, item 6): the read stops at the cap, the
+    command is closed (sshd ends it), and the error is permanent with a reason."""
+    runner = AsyncSshRunner(attempts=1, max_output_bytes=256 * 1024)
+    target = _target(sshd, pinned_host_key=sshd.host_key_fingerprint)
+    pidfile = tmp_path / "yes.pid"
+    for command in (
+        f"echo $$ > {pidfile}; exec yes 'v1.31.4+k3s1'",
+        f"echo $$ > {pidfile}; exec yes error >&2",
+    ):
+        with pytest.raises(errors.GuestInputRejected) as caught:
+            await runner.run(target, command, timeout_s=30)
+        assert caught.value.reason == "GuestOutputTooLarge" and not caught.value.transient
+        assert "more than 262144 bytes" in caught.value.message
+        pid = int(pidfile.read_text())
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "the endless command still runs on the guest"
+    with pytest.raises(errors.GuestInputRejected):
+        await runner.fetch(target, "/dev/zero")
+    small = await runner.run(target, "head -c 200000 /dev/zero | tr '\\0' a")
+    assert len(small.stdout) == 200000
