@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from fixtures.pki import Pki
 
@@ -36,7 +36,21 @@ class _Quiet(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
-class HostileInstaller:
+class _Served:
+    """An HTTP server run in a thread for as long as the context is open."""
+
+    _server: _Quiet
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class HostileInstaller(_Served):
     """Serves one shell script at ``url`` (loopback only) for as long as the context is open."""
 
     def __init__(self, script: str) -> None:
@@ -54,15 +68,6 @@ class HostileInstaller:
 
         self._server = _Quiet(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/install.sh"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> HostileInstaller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def fake_k3s_binary(version_output: str) -> str:
@@ -96,7 +101,7 @@ class Seen:
     paths: list[str] = field(default_factory=list)
 
 
-class FakeApiServer:
+class FakeApiServer(_Served):
     """HTTPS on ``(host, port)`` requiring a client certificate of ``pki``; lists one Ready node."""
 
     def __init__(self, host: str, port: int, pki: Pki, directory: Path, node: str) -> None:
@@ -132,15 +137,6 @@ class FakeApiServer:
         self._server.socket = context.wrap_socket(
             self._server.socket, server_side=True, do_handshake_on_connect=False
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeApiServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _node_list(node: str) -> dict[str, Any]:

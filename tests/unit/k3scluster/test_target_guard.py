@@ -77,3 +77,17 @@ def test_plain_http_and_context_extras_are_refused() -> None:
     doc["contexts"][0]["context"]["extensions"] = [{"name": "x"}]
     with pytest.raises(errors.CredentialsError, match="context"):
         KubernetesTargetCluster()._client(yaml.safe_dump(doc))
+
+
+async def test_a_node_list_the_client_cannot_read_is_the_guests_fault_not_the_spec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kubernetes import client as k8s
+
+    def malformed(self: Any, **kwargs: Any) -> Any:
+        raise ValueError("architecture: Input should be a valid string")
+
+    monkeypatch.setattr(k8s.CoreV1Api, "list_node", malformed)
+    with pytest.raises(errors.GuestInputRejected) as caught:
+        await KubernetesTargetCluster().nodes(SAFE)
+    assert caught.value.reason == "GuestValueInvalid" and "Node list" in caught.value.message

@@ -35,6 +35,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from k3s_deploy import errors
+from k3s_deploy.ports.target import KUBECONFIG_CLUSTER_FIELDS, KUBECONFIG_USER_FIELDS
 
 K3S_KUBECONFIG_PATH = "/etc/rancher/k3s/k3s.yaml"
 API_PORT = 6443
@@ -49,9 +50,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _TOP_EXPECTED = frozenset(
     {"apiVersion", "kind", "clusters", "contexts", "current-context", "preferences", "users"}
 )
-_CLUSTER_TAKEN = frozenset({"certificate-authority-data"})
-_CLUSTER_REPLACED = frozenset({"server"})
-_USER_TAKEN = frozenset({"client-certificate-data", "client-key-data"})
 
 
 @dataclass(frozen=True)
@@ -172,8 +170,8 @@ def sanitise(text: str) -> GuestKubeconfig:
     if _public(key.public_key()) != _public(chain[0].public_key()):
         raise _reject("has a client-key-data that does not belong to its client certificate")
     dropped = [_field(k) for k in doc if k not in _TOP_EXPECTED]
-    dropped += [f"cluster.{_field(k)}" for k in cluster if k not in _CLUSTER_TAKEN | _CLUSTER_REPLACED]
-    dropped += [f"user.{_field(k)}" for k in user if k not in _USER_TAKEN]
+    dropped += [f"cluster.{_field(k)}" for k in cluster if k not in KUBECONFIG_CLUSTER_FIELDS]
+    dropped += [f"user.{_field(k)}" for k in user if k not in KUBECONFIG_USER_FIELDS]
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
