@@ -23,6 +23,8 @@ Every failure that crosses a port is raised as one of these, so handlers can dec
         ├── HostKeyMismatch             the guest's host key changed since it was pinned
         ├── CommandFailed               a remote command exited non-zero
         ├── K3sInstallFailed            the K3s installer refused (bad token, bad version, ...)
+        ├── GuestInputRejected          a guest sent what the operator will not use (tampered
+        │                               kubeconfig, endless output, a malformed version)
         └── ArtefactRejected            an air-gap URL answered 4xx, too large, wrong checksum
 
 ``reason`` is the CamelCase condition reason the error surfaces as; the message says what to fix.
@@ -130,6 +132,14 @@ class CommandFailed(PermanentError):
 
 class K3sInstallFailed(PermanentError):
     reason = "K3sInstallFailed"
+
+
+class GuestInputRejected(PermanentError):
+    """Something read from a guest is refused (docs/security.md, items 1 and 6): root on a guest may
+    be hostile, and retrying reads the same thing again. Reasons: ``KubeconfigRejected``,
+    ``GuestOutputTooLarge``, ``GuestValueInvalid``."""
+
+    reason = "GuestInputRejected"
 
 
 class ArtefactUnavailable(TransientError):

@@ -48,6 +48,12 @@ class OperatorSettings(BaseSettings):
     proxmox_timeout_seconds: float = Field(
         default=30.0, gt=0, description="HTTP timeout of one Proxmox call."
     )
+    ssh_max_output_bytes: int = Field(
+        default=1 << 20,
+        ge=64 * 1024,
+        description="Most bytes read from one output stream of one guest command (kubeconfig, probes, "
+        "installer output); a guest sending more gets its cluster stalled with GuestOutputTooLarge.",
+    )
     kube_concurrency: int = Field(default=8, ge=1, description="Parallel Kubernetes API calls.")
     watch_server_timeout: int = Field(default=300, ge=10, description="Server-side watch timeout (s).")
     watch_client_timeout: int = Field(default=330, ge=10, description="Client-side watch timeout (s).")

@@ -234,3 +234,38 @@ def _any_key() -> str:
     import asyncssh
 
     return str(asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode())
+
+
+async def test_endless_output_is_cut_at_the_cap_and_the_command_ends(sshd: Sshd, tmp_path: Path) -> None:
+    """A guest answering without end (docs/security.md, item 6): the read stops at the cap, the
+    command is closed (sshd ends it), and the error is permanent with a reason."""
+    runner = AsyncSshRunner(attempts=1, max_output_bytes=256 * 1024)
+    target = _target(sshd, pinned_host_key=sshd.host_key_fingerprint)
+    pidfile = tmp_path / "yes.pid"
+    for command in (
+        f"echo $$ > {pidfile}; exec yes 'v1.31.4+k3s1'",
+        f"echo $$ > {pidfile}; exec yes error >&2",
+    ):
+        with pytest.raises(errors.GuestInputRejected) as caught:
+            await runner.run(target, command, timeout_s=30)
+        assert caught.value.reason == "GuestOutputTooLarge" and not caught.value.transient
+        assert "more than 262144 bytes" in caught.value.message
+        assert not await asyncio.to_thread(_still_running, pidfile), "the endless command still runs"
+    with pytest.raises(errors.GuestInputRejected):
+        await runner.fetch(target, "/dev/zero")
+    small = await runner.run(target, "head -c 200000 /dev/zero | tr '\\0' a")
+    assert len(small.stdout) == 200000
+
+
+def _still_running(pidfile: Path, timeout: float = 10.0) -> bool:
+    """Whether the process in ``pidfile`` is alive after ``timeout`` (a zombie counts as ended)."""
+    stat = Path(f"/proc/{int(pidfile.read_text())}/stat")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        except FileNotFoundError:
+            return False
+        time.sleep(0.1)
+    return True

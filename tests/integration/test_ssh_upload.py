@@ -23,7 +23,8 @@ async def test_upload_writes_files_with_mode_through_sudo(
     public = client_key.export_public_key().decode()
     await guest_feed.run_vm(531, f"{NET}31", keys=[public], name="up-srv", instance_id="first")
     await wait_for_guest(guests, 531)
-    runner = AsyncSshRunner(connect_timeout=5, attempts=2, backoff=0.1)
+    # reads the 2 MiB binary back: above the default cap on what a guest may send
+    runner = AsyncSshRunner(connect_timeout=5, attempts=2, backoff=0.1, max_output_bytes=4 << 20)
     target = SshTarget(host=f"{NET}31", port=guests.ssh_port, user="ubuntu",
                        private_key=client_key.export_private_key().decode())  # fmt: skip
     binary = tmp_path / "k3s"

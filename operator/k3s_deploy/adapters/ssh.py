@@ -12,17 +12,23 @@ import asyncio
 import logging
 import secrets
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
 from k3s_deploy import errors, metrics
-from k3s_deploy.ports.ssh import CommandResult, SshTarget
+from k3s_deploy.ports.ssh import CommandResult, SshTarget, guest_text
 
 log = logging.getLogger(__name__)
 
 _STDERR_TAIL = 400
+_MiB = 1 << 20
+# The most the operator reads from one stream of one guest command (stdout and stderr each): a
+# kubeconfig, a version line and installer output are kilobytes. K3SD_SSH_MAX_OUTPUT_BYTES changes it.
+MAX_OUTPUT_BYTES = _MiB
+_CHUNK = 64 * 1024
 
 
 def fingerprint(key: Any) -> str:
@@ -69,8 +75,10 @@ class AsyncSshRunner:
         attempts: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
     ) -> None:
         self._connect_timeout = connect_timeout
+        self._max_output = max_output_bytes
         # asyncssh logs every connection and command at INFO; the operator reports through status instead.
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
         self._attempts = max(1, attempts)
@@ -89,27 +97,25 @@ class AsyncSshRunner:
     ) -> CommandResult:
         use_sudo = target.needs_sudo if sudo is None else sudo
         remote = _sudo_wrap(command) if use_sudo else command
-        conn, client = await self._connect(target)
-        try:
-            async with conn:
-                proc = await conn.run(remote, input=input, check=False, timeout=timeout_s)
-        except asyncssh.TimeoutError as exc:
-            raise errors.SshUnavailable(
-                f"command on {target.describe()} did not finish within {timeout_s:.0f}s", reason="SshTimeout"
-            ) from exc
-        except (asyncssh.Error, OSError) as exc:
-            raise errors.SshUnavailable(f"connection to {target.describe()} dropped: {exc}") from exc
-        exit_status = proc.exit_status if proc.exit_status is not None else 255
+        out = await self._exec(
+            target,
+            remote,
+            input=input.encode() if input is not None else None,
+            timeout_s=timeout_s,
+            what="the command's output",
+            on_timeout=f"command on {target.describe()} did not finish within {timeout_s:.0f}s",
+        )
         result = CommandResult(
-            exit_status=exit_status,
-            stdout=_text(proc.stdout),
-            stderr=_text(proc.stderr),
-            host_key=client.presented or "",
+            exit_status=out.exit_status,
+            stdout=_text(out.stdout),
+            stderr=_text(out.stderr),
+            host_key=out.host_key,
         )
         if check and not result.ok:
             tail = result.stderr.strip()[-_STDERR_TAIL:] or result.stdout.strip()[-_STDERR_TAIL:]
             raise errors.CommandFailed(
-                f"command on {target.describe()} exited {exit_status}: {tail}", exit_status=exit_status
+                f"command on {target.describe()} exited {out.exit_status}: {guest_text(tail)}",
+                exit_status=out.exit_status,
             )
         return result
 
@@ -119,24 +125,19 @@ class AsyncSshRunner:
         use_sudo = target.needs_sudo if sudo is None else sudo
         command = f"cat -- {shlex.quote(path)}"
         remote = _sudo_wrap(command) if use_sudo else command
-        conn, _client = await self._connect(target)
-        try:
-            async with conn:
-                proc = await conn.run(remote, check=False, timeout=timeout_s, encoding=None)
-        except asyncssh.TimeoutError as exc:
-            raise errors.SshUnavailable(f"reading {path} on {target.describe()} timed out") from exc
-        except (asyncssh.Error, OSError) as exc:
-            raise errors.SshUnavailable(f"connection to {target.describe()} dropped: {exc}") from exc
-        if proc.exit_status != 0:
-            stderr = (
-                proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else str(proc.stderr)
-            )
+        out = await self._exec(
+            target,
+            remote,
+            timeout_s=timeout_s,
+            what=path,
+            on_timeout=f"reading {path} on {target.describe()} timed out",
+        )
+        if out.exit_status != 0:
             raise errors.CommandFailed(
-                f"cannot read {path} on {target.describe()}: {stderr.strip()[-_STDERR_TAIL:]}",
-                exit_status=proc.exit_status,
+                f"cannot read {path} on {target.describe()}: {guest_text(_text(out.stderr).strip()[-_STDERR_TAIL:])}",
+                exit_status=out.exit_status,
             )
-        data = proc.stdout
-        return data if isinstance(data, bytes) else str(data).encode()
+        return out.stdout
 
     async def upload(
         self,
@@ -151,25 +152,54 @@ class AsyncSshRunner:
         use_sudo = target.needs_sudo if sudo is None else sudo
         command = upload_command(remote_path, mode, secrets.token_hex(6))
         remote = _sudo_wrap(command) if use_sudo else command
-        conn, _client = await self._connect(target)
+        # stdin=<path>: asyncssh streams the local file and sends EOF (no copy in memory)
+        out = await self._exec(
+            target,
+            remote,
+            stdin_path=str(local_path),
+            timeout_s=timeout_s,
+            what=f"the output of copying {remote_path}",
+            on_timeout=f"copying {remote_path} to {target.describe()} did not finish within {timeout_s:.0f}s",
+        )
+        if out.exit_status != 0:
+            raise errors.CommandFailed(
+                f"cannot write {remote_path} on {target.describe()}: "
+                f"{guest_text(_text(out.stderr).strip()[-_STDERR_TAIL:])}",
+                exit_status=out.exit_status,
+            )
+
+    async def _exec(
+        self,
+        target: SshTarget,
+        remote: str,
+        *,
+        timeout_s: float,
+        what: str,
+        on_timeout: str,
+        input: bytes | None = None,
+        stdin_path: str | None = None,
+    ) -> _Output:
+        """Run ``remote`` on a fresh connection and collect its output, at most ``max_output_bytes``
+        per stream: past that the command is closed and ``GuestInputRejected`` raised (a guest that
+        answers without end must not grow the operator's memory; reading again would not help)."""
+        conn, client = await self._connect(target)
         try:
             async with conn:
-                # stdin=<path>: asyncssh streams the local file and sends EOF (no copy in memory)
-                proc = await conn.run(
-                    remote, stdin=str(local_path), check=False, timeout=timeout_s, encoding=None
+                status, stdout, stderr = await asyncio.wait_for(
+                    _collect(conn, remote, input, stdin_path, self._max_output), timeout_s
                 )
-        except asyncssh.TimeoutError as exc:
-            raise errors.SshUnavailable(
-                f"copying {remote_path} to {target.describe()} did not finish within {timeout_s:.0f}s",
-                reason="SshTimeout",
-            ) from exc
+        except _TooMuchOutput as exc:
+            raise errors.GuestInputRejected(
+                f"{target.describe()} sent more than {_size(self._max_output)} on {exc.stream} while the "
+                f"operator read {what}; it stopped reading and closed the command. A guest that answers this "
+                "much is broken or hostile: check what runs there",
+                reason="GuestOutputTooLarge",
+            ) from None
+        except TimeoutError as exc:
+            raise errors.SshUnavailable(on_timeout, reason="SshTimeout") from exc
         except (asyncssh.Error, OSError) as exc:
             raise errors.SshUnavailable(f"connection to {target.describe()} dropped: {exc}") from exc
-        if proc.exit_status != 0:
-            raise errors.CommandFailed(
-                f"cannot write {remote_path} on {target.describe()}: {_text(proc.stderr).strip()[-_STDERR_TAIL:]}",
-                exit_status=proc.exit_status,
-            )
+        return _Output(status, stdout, stderr, client.presented or "")
 
     async def host_key(self, target: SshTarget) -> str:
         conn, client = await self._connect(target)
@@ -256,6 +286,63 @@ def upload_command(remote_path: str, mode: int, suffix: str) -> str:
         f"set -eu; umask 077; mkdir -p {parent}; trap 'rm -f {tmp}' EXIT; "
         f"set -C; cat > {tmp}; set +C; chmod {mode:04o} {tmp}; mv -f {tmp} {dest}; trap - EXIT"
     )
+
+
+@dataclass(frozen=True)
+class _Output:
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+    host_key: str
+
+
+class _TooMuchOutput(Exception):
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.stream = stream
+
+
+async def _read_capped(reader: Any, limit: int, stream: str) -> bytes:
+    """Read ``reader`` to EOF in chunks; more than ``limit`` bytes raises :class:`_TooMuchOutput`.
+
+    The SSH channel's window stops the guest while nobody reads, so memory stays at ``limit`` plus one
+    window whatever the guest sends."""
+    data = bytearray()
+    while chunk := await reader.read(_CHUNK):
+        if len(data) + len(chunk) > limit:
+            raise _TooMuchOutput(stream)
+        data += chunk
+    return bytes(data)
+
+
+async def _collect(
+    conn: Any, remote: str, input: bytes | None, stdin_path: str | None, limit: int
+) -> tuple[int, bytes, bytes]:
+    """Start ``remote``, feed its stdin, and read stdout and stderr side by side, each capped."""
+    proc = await conn.create_process(
+        remote, stdin=stdin_path if stdin_path is not None else asyncssh.PIPE, encoding=None
+    )
+    reads = [
+        asyncio.ensure_future(_read_capped(proc.stdout, limit, "stdout")),
+        asyncio.ensure_future(_read_capped(proc.stderr, limit, "stderr")),
+    ]
+    try:
+        if stdin_path is None:
+            if input:
+                proc.stdin.write(input)
+            proc.stdin.write_eof()
+        stdout, stderr = await asyncio.gather(*reads)
+        await proc.wait_closed()
+    finally:
+        for read in reads:
+            read.cancel()
+        proc.close()
+    status = proc.exit_status
+    return (status if status is not None else 255), stdout, stderr
+
+
+def _size(n: int) -> str:
+    return f"{n / _MiB:g} MiB" if n >= _MiB else f"{n} bytes"
 
 
 def _text(value: object) -> str:

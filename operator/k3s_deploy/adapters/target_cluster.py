@@ -1,7 +1,10 @@
 """TargetCluster over the official kubernetes client, one ApiClient per kubeconfig (cached by digest).
 
 The client is synchronous, so every call runs in a worker thread (asyncio.to_thread). TLS is verified
-with the CA inside the kubeconfig, as K3s wrote it.
+with the CA inside the kubeconfig. A kubeconfig with anything beyond inline certificates and an https
+server is refused before ``kubernetes.config`` sees it: the services build it from a guest's file
+through an allow-list already, and this check keeps an exec plugin, token file or file path from
+ever being loaded should a caller forget (defence in depth).
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from k3s_deploy import errors
-from k3s_deploy.ports.target import DrainOptions, TargetNode
+from k3s_deploy.ports.target import (
+    KUBECONFIG_CLUSTER_FIELDS,
+    KUBECONFIG_USER_FIELDS,
+    DrainOptions,
+    TargetNode,
+)
 
 _ROLE_PREFIX = "node-role.kubernetes.io/"
 # The kubernetes package is untyped; name the one function we call so mypy sees a plain Any.
@@ -42,6 +50,10 @@ class KubernetesTargetCluster:
                 return found
             try:
                 doc = yaml.safe_load(kubeconfig)
+            except yaml.YAMLError as exc:
+                raise _rejected("it is not YAML") from exc
+            _check(doc)
+            try:
                 api_client = _new_client(doc, persist_config=False)
             except Exception as exc:
                 raise errors.CredentialsError(
@@ -68,6 +80,12 @@ class KubernetesTargetCluster:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 raise errors.KubeUnavailable(
                     f"the cluster's API does not answer yet: {type(exc).__name__}"
+                ) from exc
+            except ValueError as exc:  # the client's models refuse the answer (pydantic ValidationError)
+                raise errors.GuestInputRejected(
+                    "the cluster's API answered a Node list that is not one (the client refused it: "
+                    f"{type(exc).__name__}); check what serves the API on the servers",
+                    reason="GuestValueInvalid",
                 ) from exc
             return [_node(item) for item in listing.items or []]
 
@@ -163,6 +181,37 @@ class KubernetesTargetCluster:
                     reason="DrainTimeout",
                 )
             await asyncio.sleep(min(2.0, max(0.0, deadline - loop.time())))
+
+
+def _rejected(why: str) -> errors.CredentialsError:
+    return errors.CredentialsError(
+        f"the cluster's kubeconfig is not loaded: {why}", reason="KubeconfigRejected"
+    )
+
+
+def _check(doc: Any) -> None:
+    """Refuse a kubeconfig that holds more than one cluster/user, a field outside the allow-list
+    (exec, auth-provider, token, tokenFile, file paths, proxy-url, insecure-skip-tls-verify, ...), or a
+    server that is not https."""
+    if not isinstance(doc, dict):
+        raise _rejected("it is not a mapping")
+    for key, fields in (("clusters", KUBECONFIG_CLUSTER_FIELDS), ("users", KUBECONFIG_USER_FIELDS)):
+        entries = doc.get(key)
+        if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+            raise _rejected(f"it must hold exactly one entry in {key}")
+        inner = entries[0].get(key[:-1])
+        if not isinstance(inner, dict):
+            raise _rejected(f"its {key[:-1]} entry is malformed")
+        extra = sorted(str(k) for k in inner if k not in fields)
+        if extra:
+            raise _rejected(f"its {key[:-1]} has fields outside the allow-list: {', '.join(extra)[:200]}")
+    server = doc["clusters"][0]["cluster"].get("server")
+    if not isinstance(server, str) or not server.startswith("https://"):
+        raise _rejected("its server is not an https URL")
+    for context in doc.get("contexts") or []:
+        inner = context.get("context") if isinstance(context, dict) else None
+        if not isinstance(inner, dict) or set(inner) - {"cluster", "user", "namespace"}:
+            raise _rejected("a context holds fields outside cluster, user and namespace")
 
 
 class _TooManyRequests(Exception):

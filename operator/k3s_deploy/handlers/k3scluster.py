@@ -61,7 +61,7 @@ def deps_for(runtime: Runtime) -> Deps:
 
     deps = Deps(
         objects=KubeClusterObjects(),
-        ssh=AsyncSshRunner(),
+        ssh=AsyncSshRunner(max_output_bytes=runtime.settings.ssh_max_output_bytes),
         target=KubernetesTargetCluster(),
         list_vms=list_vms,
         channels=HttpChannelServer(),

@@ -7,9 +7,23 @@ fingerprint (``SHA256:...``), which is what status records and what users compar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+# Anything but printable text: C0/C1 controls (newline, escape, NUL, ...), DEL, and the Unicode
+# line/paragraph separators and bidi overrides that can make a message read differently than it is.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
+GUEST_TEXT_LIMIT = 600
+
+
+def guest_text(text: str, limit: int = GUEST_TEXT_LIMIT) -> str:
+    """Output of a guest made fit to quote in a condition, Event or log: each run of control
+    characters becomes one space, and only the last ``limit`` characters are kept (an installer says
+    what went wrong last)."""
+    flat = _UNPRINTABLE.sub(" ", text).strip()
+    return flat if len(flat) <= limit else "..." + flat[-(limit - 3) :]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+# The only fields a kubeconfig handed to a TargetCluster may hold (docs/security.md, item 1): inline
+# certificate data and an https server. No exec plugin, auth provider, token, file path or proxy, so
+# nothing in it can run a program, read a file or send a credential anywhere.
+KUBECONFIG_CLUSTER_FIELDS = frozenset({"server", "certificate-authority-data"})
+KUBECONFIG_USER_FIELDS = frozenset({"client-certificate-data", "client-key-data"})
+
 
 @dataclass(frozen=True)
 class TargetNode:
@@ -35,7 +41,8 @@ class DrainOptions:
 
 class TargetCluster(Protocol):
     """Reads the workload cluster. Errors: ``KubeUnavailable`` (transient) when the API does not answer
-    or TLS fails while it starts; ``CredentialsError`` when the kubeconfig is refused (401/403).
+    or TLS fails while it starts; ``CredentialsError`` when the kubeconfig is refused (401/403), or
+    holds anything beyond ``KUBECONFIG_*_FIELDS`` (reason ``KubeconfigRejected``; it is not loaded).
 
     Day-2 writes add: reason ``DrainFailed`` (permanent) when a pod may not be evicted under the
     options, ``DrainTimeout`` (transient) when evictions are still refused (a PodDisruptionBudget) or

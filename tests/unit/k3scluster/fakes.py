@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fixtures.pki import Pki, k3s_yaml
 from k3s_deploy import errors
 from k3s_deploy.ports.ssh import CommandResult, SshTarget
 from k3s_deploy.ports.target import TargetNode
@@ -100,19 +101,8 @@ class FakeHost:
     half_install: bool = False
 
 
-K3S_YAML = """apiVersion: v1
-kind: Config
-clusters:
-- name: default
-  cluster: {server: 'https://127.0.0.1:6443', certificate-authority-data: Q0E=}
-users:
-- name: default
-  user: {client-certificate-data: Q0VSVA==, client-key-data: S0VZ}
-contexts:
-- name: default
-  context: {cluster: default, user: default}
-current-context: default
-"""
+# What K3s writes on a server: real PEM, since the operator parses every certificate and key.
+K3S_YAML = k3s_yaml(Pki.create())
 
 
 class FakeSsh:

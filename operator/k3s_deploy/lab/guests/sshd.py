@@ -154,11 +154,18 @@ class RunningGuest:
             assert proc.stdin and proc.stdout and proc.stderr
             pumps = [
                 asyncio.create_task(_pump_in(process.stdin, proc.stdin)),
-                asyncio.create_task(_pump_out(proc.stdout, process.stdout.write)),
-                asyncio.create_task(_pump_out(proc.stderr, process.stderr.write)),
+                asyncio.create_task(_pump_out(proc.stdout, process.stdout)),
+                asyncio.create_task(_pump_out(proc.stderr, process.stderr)),
             ]
-            code = await proc.wait()
-            await asyncio.gather(*pumps[1:], return_exceptions=True)
+            waiter = asyncio.create_task(proc.wait())
+            # As sshd: the client closing the channel ends the command (a pump fails), like SIGPIPE.
+            await asyncio.wait([waiter, *pumps[1:]], return_when=asyncio.FIRST_EXCEPTION)
+            failed = [p for p in pumps[1:] if p.done() and p.exception() is not None]
+            if failed:
+                waiter.cancel()
+                pumps[0].cancel()
+                raise failed[0].exception()  # type: ignore[misc]
+            code = waiter.result()
             pumps[0].cancel()
             process.exit(code if code >= 0 else 128 - code)
         except (asyncssh.Error, ConnectionError, BrokenPipeError):
@@ -183,13 +190,15 @@ async def _pump_in(reader: asyncssh.SSHReader[bytes], writer: asyncio.StreamWrit
             writer.close()
 
 
-async def _pump_out(reader: asyncio.StreamReader, write: Callable[[bytes], None]) -> None:
+async def _pump_out(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter[bytes]) -> None:
+    """Copy the command's output to the channel at the pace the client reads it (flow control);
+    raises once the channel is closed."""
     while True:
         data = await reader.read(65536)
         if not data:
             return
-        with contextlib.suppress(BrokenPipeError, ConnectionError, asyncssh.Error):
-            write(data)
+        writer.write(data)
+        await writer.drain()
 
 
 class _GuestSftp(asyncssh.SFTPServer):

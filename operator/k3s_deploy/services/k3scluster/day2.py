@@ -15,7 +15,16 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from k3s_deploy import errors
-from k3s_deploy.services.k3scluster import channels, install, power, rollout, scaling, upgrade, versions
+from k3s_deploy.services.k3scluster import (
+    channels,
+    guest_values,
+    install,
+    power,
+    rollout,
+    scaling,
+    upgrade,
+    versions,
+)
 from k3s_deploy.services.k3scluster.rollout import UP_TO_DATE
 from k3s_deploy.services.k3scluster.topology import LABEL_ROLE, ClusterRef, owned_by
 
@@ -213,7 +222,7 @@ class Day2:
             return False
         kubeconfig = await r.kubeconfig(private_key)
         try:
-            found = {n.name: n for n in await r.deps.target.nodes(kubeconfig)}
+            found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
         except errors.KubeUnavailable:
             if self.surplus or rolling:
                 raise
@@ -348,7 +357,7 @@ class Day2:
             self.removed.add(step.node.name)
             await r._flush()
             if step.node.role == "server":
-                found = {n.name: n for n in await r.deps.target.nodes(kubeconfig)}
+                found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
         return False
 
     # --- after health ----------------------------------------------------------------------------------

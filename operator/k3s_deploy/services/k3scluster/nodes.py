@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from k3s_deploy import errors, metrics
-from k3s_deploy.ports.ssh import SshRunner, SshTarget
-from k3s_deploy.services.k3scluster import install
+from k3s_deploy.ports.ssh import SshRunner, SshTarget, guest_text
+from k3s_deploy.services.k3scluster import guest_values, install
 
 _TAIL = 600
 
@@ -46,7 +46,7 @@ def pinned_key(
     return None
 
 
-def _with_node(name: str, exc: errors.K3sDeployError) -> errors.K3sDeployError:
+def with_node(name: str, exc: errors.K3sDeployError) -> errors.K3sDeployError:
     exc.message = f"node {name}: {exc.message}"
     exc.args = (exc.message,)
     return exc
@@ -62,16 +62,17 @@ async def _probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: flo
     try:
         result = await ssh.run(target, install.PROBE_COMMAND, timeout_s=timeout_s)
     except errors.K3sDeployError as exc:
-        raise _with_node(name, exc) from exc
+        raise with_node(name, exc) from exc
     if not result.ok:
         raise errors.CommandFailed(
-            f"node {name}: probing K3s failed (exit {result.exit_status}): {result.stderr.strip()[-_TAIL:]}",
+            f"node {name}: probing K3s failed (exit {result.exit_status}): {guest_text(result.stderr)}",
             exit_status=result.exit_status,
         )
+    found = install.parse_version(result.stdout.replace(install.SERVER_UP_MARKER, ""))
     return Probe(
         name,
-        result.host_key,
-        install.parse_version(result.stdout.replace(install.SERVER_UP_MARKER, "")),
+        guest_values.fingerprint(result.host_key, node=name),
+        guest_values.version(found, node=name, source="`k3s --version`"),
         install.SERVER_UP_MARKER in result.stdout,
     )
 
@@ -97,7 +98,7 @@ async def _run_install(
     try:
         result = await ssh.run(target, "sh -s", input=script, timeout_s=timeout_s)
     except errors.K3sDeployError as exc:
-        raise _with_node(name, exc) from exc
+        raise with_node(name, exc) from exc
     if result.ok:
         return
     tail = _last_lines(result.stderr) or _last_lines(result.stdout)
@@ -118,11 +119,12 @@ async def fetch_kubeconfig(ssh: SshRunner, name: str, target: SshTarget) -> str:
         except errors.CommandFailed as exc:
             raise errors.GuestNotReady(f"node {name}: K3s has not written its kubeconfig yet") from exc
         except errors.K3sDeployError as exc:
-            raise _with_node(name, exc) from exc
+            raise with_node(name, exc) from exc
     return data.decode(errors="replace")
 
 
 def _last_lines(text: str, lines: int = 3) -> str:
-    """The last few non-empty lines (whole lines: what the installer said last), bounded in size."""
+    """The last few non-empty lines (whole lines: what the installer said last), bounded in size and
+    free of control characters (the guest wrote them)."""
     kept = [line.strip() for line in text.strip().splitlines() if line.strip()][-lines:]
-    return " | ".join(kept)[-_TAIL:]
+    return guest_text(" | ".join(kept), _TAIL)

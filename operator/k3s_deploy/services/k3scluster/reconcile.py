@@ -23,9 +23,9 @@ from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
 from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services.conditions import Conditions
-from k3s_deploy.services.k3scluster import airgap, day2, install, nodes
+from k3s_deploy.services.k3scluster import airgap, day2, guest_values, install, nodes
 from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
-from k3s_deploy.services.k3scluster.kubeconfig import rewrite, server_url
+from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
 from k3s_deploy.services.k3scluster.secrets import (
     KUBECONFIG_KEY,
     TOKEN_KEY,
@@ -539,9 +539,13 @@ class Reconciler:
             target = dataclasses.replace(target, pinned_host_key=anchor.host_key)
         raw = await nodes.fetch_kubeconfig(self.deps.ssh, anchor.name, target)
         assert anchor.ip is not None
-        operator_view = rewrite(raw, server=server_url(anchor.ip), name=self.ref.name)
+        try:
+            allowed = sanitise(raw)
+        except errors.K3sDeployError as exc:
+            raise nodes.with_node(anchor.name, exc) from None
+        operator_view = allowed.build(server=server_url(anchor.ip), name=self.ref.name)
         public_url = server_url(self.spec.endpoint) if self.spec.endpoint else server_url(anchor.ip)
-        public = rewrite(raw, server=public_url, name=self.ref.name)
+        public = allowed.build(server=public_url, name=self.ref.name)
         name = kubeconfig_secret_name(self.ref.name)
         changed = await self.deps.objects.write_secret(
             self.ref.namespace,
@@ -556,12 +560,19 @@ class Reconciler:
                 "KubeconfigWritten",
                 f"Wrote the admin kubeconfig to Secret {name} (key {KUBECONFIG_KEY})",
             )
+            if allowed.dropped:
+                self.event(
+                    "Warning",
+                    "KubeconfigFieldsDropped",
+                    f"node {anchor.name}: the kubeconfig K3s wrote carries fields K3s never writes, left out: "
+                    + ", ".join(allowed.dropped),
+                )
         self.status["serverURL"] = public_url
         self.status["kubeconfigSecretRef"] = {"name": name, "key": KUBECONFIG_KEY}
         return operator_view
 
     async def health(self, kubeconfig: str, settings: install.K3sSettings) -> None:
-        found = {n.name: n for n in await self.deps.target.nodes(kubeconfig)}
+        found = {n.name: n for n in guest_values.target_nodes(await self.deps.target.nodes(kubeconfig))}
         for view in self.views.values():
             node = found.get(view.name)
             if node is None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from k3s_deploy import errors, metrics
 from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.ports.target import DrainOptions, TargetNode
-from k3s_deploy.services.k3scluster import airgap, install, nodes, upgrade, versions
+from k3s_deploy.services.k3scluster import airgap, guest_values, install, nodes, upgrade, versions
 from k3s_deploy.services.k3scluster.scaling import Surplus
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ async def wait_ready(
     seen = "not registered"
     while True:
         try:
-            found = {n.name: n for n in await r.deps.target.nodes(kubeconfig)}
+            found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
         except errors.KubeUnavailable as exc:
             found, seen = {}, exc.message
         node = found.get(name)
