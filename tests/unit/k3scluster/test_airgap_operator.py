@@ -32,14 +32,24 @@ class FetcherFake:
         self.calls: list[tuple[str, int]] = []
         self.error: errors.K3sDeployError | None = None
 
-    async def fetch(self, url: str, *, max_bytes: int, sha256: str | None = None) -> Artefact:
+    async def fetch(self, url: str, *, max_bytes: int, sha256: str) -> Artefact:
         self.calls.append((url, max_bytes))
         if self.error is not None:
             raise self.error
         data = self.files[url]
         path = self.tmp / hashlib.sha256(url.encode()).hexdigest()
         path.write_bytes(data)
-        return Artefact(url=url, path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise errors.ArtefactRejected(f"{url} has sha256 {digest}, expected {sha256}")
+        return Artefact(url=url, path=path, size=len(data), sha256=digest)
+
+
+FILES = {INSTALLER: b"#!/bin/sh\necho installer\n", BINARY: b"\x7fELF k3s", IMAGES: b"images"}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class UploadingSsh(FakeSsh):
@@ -69,8 +79,11 @@ class UploadingSsh(FakeSsh):
 
 def airgap_body(servers: int, agents: int, **air: Any) -> dict[str, Any]:
     body = cluster_body(servers, agents)
+    sums = {"installerSHA256": sha(FILES[INSTALLER]), "binarySHA256": sha(FILES[BINARY])}
+    if "imagesURL" in air:
+        sums["imagesSHA256"] = sha(FILES[IMAGES])
     body["spec"]["k3s"]["installSource"] = {
-        "airGap": {"installerURL": INSTALLER, "binaryURL": BINARY, "fetchFrom": "Operator", **air}
+        "airGap": {"installerURL": INSTALLER, "binaryURL": BINARY, "fetchFrom": "Operator", **sums, **air}
     }
     return body
 
@@ -79,9 +92,7 @@ def world(tmp_path: Path) -> tuple[World, UploadingSsh, FetcherFake]:
     w = World()
     ssh = UploadingSsh()
     w.ssh = w.target.ssh = ssh
-    fetcher = FetcherFake(
-        tmp_path, {INSTALLER: b"#!/bin/sh\necho installer\n", BINARY: b"\x7fELF k3s", IMAGES: b"images"}
-    )
+    fetcher = FetcherFake(tmp_path, dict(FILES))
     w.deps.ssh, w.deps.artefacts = ssh, fetcher
     return w, ssh, fetcher
 
@@ -239,7 +250,13 @@ async def test_an_upgrade_copies_the_new_binary_after_the_drain(tmp_path: Path) 
     w.deps.artefacts = fetcher
     b = day2_world.body(1, 1)
     b["spec"]["k3s"]["installSource"] = {
-        "airGap": {"installerURL": INSTALLER, "binaryURL": BINARY, "fetchFrom": "Operator"}
+        "airGap": {
+            "installerURL": INSTALLER,
+            "binaryURL": BINARY,
+            "fetchFrom": "Operator",
+            "installerSHA256": sha(b"installer"),
+            "binarySHA256": sha(b"k3s A"),
+        }
     }
     await w.pass_(b)
     out = await w.settle(b)
@@ -251,6 +268,7 @@ async def test_an_upgrade_copies_the_new_binary_after_the_drain(tmp_path: Path) 
 
     b["spec"]["k3s"]["version"] = day2_world.B
     b["spec"]["k3s"]["installSource"]["airGap"]["binaryURL"] = binary_b
+    b["spec"]["k3s"]["installSource"]["airGap"]["binarySHA256"] = sha(b"k3s B")
     day2_world.bump(b)
     out = await w.settle(b)
     assert day2_world.cond(out, "Ready")["status"] == "True", out.status["conditions"]
