@@ -154,6 +154,10 @@ class AllowList:
             if not entry:
                 continue
             kept.append(entry)
+            wrong = ValueError(
+                f"{raw!r} is not a host name, '*.domain', '*', an IP address or a CIDR network "
+                "(write hosts without scheme, port or path)"
+            )
             if entry == "*":
                 any_host = True
             elif entry.startswith("*."):
@@ -162,13 +166,11 @@ class AllowList:
                 try:
                     networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
                 except ValueError:
-                    raise ValueError(f"{raw!r} is not an IP address or CIDR network") from None
+                    raise wrong from None
             elif all(c.isalnum() or c in "-." for c in entry):
                 names.add(entry)
             else:
-                raise ValueError(
-                    f"{raw!r} is not a host name, '*.domain', '*', an IP address or a CIDR network"
-                )
+                raise wrong
         return cls(tuple(kept), frozenset(names), tuple(suffixes), any_host, tuple(networks))
 
     @property

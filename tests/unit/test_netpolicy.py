@@ -133,3 +133,18 @@ def test_allow_list_parsing_and_host_admission() -> None:
     for bad in ("http://mirror", "10.0.0.0/33", "a b", "mirror/path"):
         with pytest.raises(ValueError):
             AllowList.parse([bad])
+
+
+def test_the_setting_reads_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from k3s_deploy.settings import OperatorSettings
+
+    monkeypatch.setenv("K3SD_FETCH_ALLOWED_HOSTS", "mirror.example.internal, 10.20.30.0/24,")
+    settings = OperatorSettings()
+    assert settings.fetch_allowed_hosts == ["mirror.example.internal", "10.20.30.0/24"]
+    assert settings.fetch_allow_list.admits("mirror.example.internal")
+    monkeypatch.setenv("K3SD_FETCH_ALLOWED_HOSTS", "")
+    assert not OperatorSettings().fetch_allow_list.enabled  # the default: downloads off
+    with pytest.raises(ValidationError, match="not a host name"):
+        OperatorSettings(fetch_allowed_hosts="https://mirror/")

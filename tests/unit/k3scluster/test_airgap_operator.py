@@ -164,6 +164,11 @@ async def test_fetch_from_node_still_downloads_on_the_node(tmp_path: Path) -> No
     [
         (errors.ArtefactUnavailable(f"cannot download {BINARY}: ClientConnectorError"), True),
         (errors.ArtefactRejected(f"{BINARY} answered HTTP 404: check spec.k3s.installSource.airGap"), False),
+        (
+            errors.ArtefactRejected(f"cannot download {BINARY}: off", reason="FetchFromOperatorDisabled"),
+            False,
+        ),
+        (errors.AddressRefused(f"refused to connect to {BINARY}", reason="LoopbackAddressRefused"), False),
     ],
 )
 async def test_fetch_failures_surface_with_their_reason(
@@ -198,6 +203,19 @@ async def test_a_refused_copy_names_the_node_and_file(tmp_path: Path) -> None:
     message = cond(out, "Stalled")["message"]
     assert re.search(r"node demo-server-0: copying \S+ to /usr/local/bin/k3s: .*No space left", message)
     assert ssh.installs() == []
+
+
+async def test_an_artefact_without_checksum_is_never_fetched(tmp_path: Path) -> None:
+    """Objects stored before the schema asked for checksums still stall before any download."""
+    _w, ssh, fetcher = world(tmp_path)
+    source = install.InstallSource(
+        mode="airgap", script_url=INSTALLER, binary_url=BINARY, fetch_from="Operator", script_sha256="a" * 64
+    )
+    target = SshTarget(host="10.0.0.10", port=22, user="root", private_key="k")
+    with pytest.raises(errors.InvalidSpec) as refused:
+        await airgap.stage(ssh, fetcher, "s0", target, source, timeout_s=5)
+    assert refused.value.reason == "ArtefactChecksumMissing" and BINARY in refused.value.message
+    assert fetcher.calls == [] and ssh.files == {}
 
 
 def test_operator_mode_script_needs_the_staged_installer() -> None:
