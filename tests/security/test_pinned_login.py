@@ -155,14 +155,21 @@ async def test_password_never_reaches_a_listener_with_another_certificate(
     or intercepts from the start. Either way the password never reaches it."""
     mitm = Interceptor(_upstream(pve_sim), *attacker_cert, relay=1 if relay_first else 0)
     client = _password_client(pve_sim, mitm.url)
+    error: K3sDeployError | None = None
     try:
-        with contextlib.suppress(K3sDeployError):
+        try:
             await client.nodes()
             await client.cluster_vms()
+        except K3sDeployError as exc:
+            error = exc
         assert mitm.accepted >= 1
         password_leaked = _leaked(bytes(mitm.plaintext), pve_sim.password)
         assert not password_leaked, "the password reached the attacker"
         assert mitm.plaintext == b"", "a request reached the attacker"
+        if not relay_first:
+            # the client completed a TLS handshake with the attacker, then refused its certificate
+            assert mitm.handshakes >= 1
+            assert error is not None and error.reason == "TLSVerificationFailed"
     finally:
         client.close()
         mitm.close()
