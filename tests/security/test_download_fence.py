@@ -41,6 +41,10 @@ class Counter:
         self.connections = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
+    @property
+    def base(self) -> str:
+        return f"{self.host}:{self.port}"
+
     def url(self, scheme: str = "https", host: str | None = None) -> str:
         return f"{scheme}://{host or self.host}:{self.port}/k3s"
 

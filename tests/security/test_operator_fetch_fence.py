@@ -9,8 +9,6 @@ reason naming the rule, and the listeners must never see a connection.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,32 +16,11 @@ from typing import Any
 import pytest
 
 from .conftest import Lab
+from .test_download_fence import Counter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 SUM = "ab" * 32
-
-
-class Counter:
-    """A TCP listener on a loopback address that counts connections and closes them."""
-
-    def __init__(self, host: str) -> None:
-        self._sock = socket.create_server((host, 0))
-        self.base = f"{host}:{self._sock.getsockname()[1]}"
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 @pytest.fixture
