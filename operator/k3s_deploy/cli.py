@@ -26,6 +26,11 @@ def main() -> None:
     help="Proxmox tag that allows adopting a VM (default k3sdeploy-adoptable).",
 )
 @click.option("--adoptable-pool", default=None, help="Proxmox pool whose VMs may be adopted.")
+@click.option(
+    "--fetch-allowed-hosts",
+    default=None,
+    help="Hosts/networks the operator may fetch from for tenants (comma-separated; see docs/operations.md).",
+)
 def run(
     namespaces: tuple[str, ...],
     all_namespaces: bool,
@@ -34,6 +39,7 @@ def run(
     verbose: bool,
     adoptable_tag: str | None,
     adoptable_pool: str | None,
+    fetch_allowed_hosts: str | None,
 ) -> None:
     """Run the operator (kopf) against the current kubeconfig or in-cluster config."""
     from k3s_deploy.runner import run_operator
@@ -54,6 +60,8 @@ def run(
         overrides["adoptable_tag"] = adoptable_tag
     if adoptable_pool is not None:
         overrides["adoptable_pool"] = adoptable_pool
+    if fetch_allowed_hosts is not None:
+        overrides["fetch_allowed_hosts"] = fetch_allowed_hosts
     settings = OperatorSettings(**overrides)  # type: ignore[arg-type]
     sys.exit(run_operator(settings))
 

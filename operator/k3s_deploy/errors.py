@@ -25,7 +25,8 @@ Every failure that crosses a port is raised as one of these, so handlers can dec
         ├── K3sInstallFailed            the K3s installer refused (bad token, bad version, ...)
         ├── GuestInputRejected          a guest sent what the operator will not use (tampered
         │                               kubeconfig, endless output, a malformed version)
-        └── ArtefactRejected            an air-gap URL answered 4xx, too large, wrong checksum
+        ├── ArtefactRejected            an air-gap URL answered 4xx, too large, wrong checksum
+        └── AddressRefused              a URL leads to loopback, private, link-local or metadata addresses
 
 ``reason`` is the CamelCase condition reason the error surfaces as; the message says what to fix.
 """
@@ -152,3 +153,11 @@ class ArtefactRejected(PermanentError):
     """An air-gap artefact URL answered 4xx, or the file is too large or fails its checksum."""
 
     reason = "ArtefactRejected"
+
+
+class AddressRefused(PermanentError):
+    """A URL (or a redirect, or what its name resolves to) points where the operator must not connect:
+    loopback, private, link-local or metadata addresses (k3s_deploy/netpolicy.py). The reason names the
+    rule, such as ``LoopbackAddressRefused``."""
+
+    reason = "AddressRefused"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from k3s_deploy.netpolicy import AllowList
 
 DEFAULT_ADOPTABLE_TAG = "k3sdeploy-adoptable"
 _PVE_TAG = r"^$|^[a-z0-9_][a-z0-9_\-+.]*$"  # a Proxmox tag (lower case), or empty for none
@@ -67,3 +70,40 @@ class OperatorSettings(BaseSettings):
         default=None,
         description="Proxmox pool whose VMs may be adopted, as if they carried the adoptable tag.",
     )
+    fetch_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Where the operator may connect on a tenant's behalf (comma-separated): host names, *.domain "
+            "or * for air-gap downloads (fetchFrom: Operator is off while this is empty), and IP "
+            "addresses or CIDR networks that downloads and channel servers may reach although they "
+            "are loopback or private."
+        ),
+    )
+    fetch_dir: Path | None = Field(
+        default=None,
+        description="Directory for air-gap downloads (a volume sized for them); default a temp dir.",
+    )
+    fetch_budget_bytes: int = Field(
+        default=1536 << 20,
+        ge=64 << 20,
+        description="Most bytes the downloads in flight and cached may take in fetch_dir; keep it under the volume's size.",
+    )
+    fetch_ca_file: Path | None = Field(
+        default=None,
+        description="Extra CA certificates (PEM) trusted for air-gap downloads, besides the system ones.",
+    )
+
+    @field_validator("fetch_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, (list, tuple)):
+            entries = [str(v).strip() for v in value if str(v).strip()]
+            AllowList.parse(entries)  # a bad entry stops the operator at start, with its message
+            return entries
+        return value
+
+    @property
+    def fetch_allow_list(self) -> AllowList:
+        return AllowList.parse(self.fetch_allowed_hosts)

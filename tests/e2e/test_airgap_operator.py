@@ -1,18 +1,27 @@
 """Air-gapped install with fetchFrom: Operator, end to end: the operator process downloads the installer
-and binary, copies them over SSH, and the node itself never asks the download server for anything."""
+and binary, copies them over SSH, and the node itself never asks the download server for anything.
+
+The mirror is an https server on 127.0.0.1 with a private CA, as an internal mirror would be: the
+operator downloads from it because its admin said so (K3SD_FETCH_ALLOWED_HOSTS lists 127.0.0.1,
+K3SD_FETCH_CA_FILE adds the CA), not because of anything in the lab.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import ssl
 import threading
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from k3s_deploy.adapters.artefacts import USER_AGENT
 from k3s_deploy.lab import sample_cluster
+from k3s_deploy.lab.pvesim.tls import ensure_certs
 
 from .conftest import Lab
 
@@ -22,7 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 class Mirror:
     """A download mirror on loopback: relays GETs to the lab's release server and logs who asked."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, tls_dir: Path) -> None:
         self.upstream = upstream
         self.hits: list[tuple[str, str]] = []  # (path, user agent)
         mirror = self
@@ -41,13 +50,21 @@ class Mirror:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.ca, cert, key = ensure_certs(tls_dir, "127.0.0.1")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+
+    def sha256(self, path: str) -> str:
+        with urllib.request.urlopen(self.upstream + path, timeout=10) as resp:  # noqa: S310
+            return hashlib.sha256(resp.read()).hexdigest()
 
 
 @pytest.fixture
 def mirror(lab: Lab) -> Iterator[Mirror]:
     upstream = str(lab.pve["k3sInstallUrl"]).removesuffix("/k3s/install.sh")
-    m = Mirror(upstream)
+    m = Mirror(upstream, lab.dir / "mirror-tls")
     thread = threading.Thread(target=m.server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -60,12 +77,17 @@ def mirror(lab: Lab) -> Iterator[Mirror]:
 async def test_operator_fetched_airgap_install(lab: Lab, mirror: Mirror) -> None:
     version = sample_cluster.K3S_VERSION
     binary_path = f"/k3s/releases/download/{version}/k3s"
+    # the operator's admin allows the mirror explicitly (and trusts its CA)
+    lab.operator.env.update({"K3SD_FETCH_ALLOWED_HOSTS": "127.0.0.1", "K3SD_FETCH_CA_FILE": str(mirror.ca)})
+    lab.operator.restart()
     cluster = lab.cluster("airop", servers=1, agents=0)
     cluster["spec"]["k3s"]["installSource"] = {
         "airGap": {
             "installerURL": f"{mirror.url}/k3s/install.sh",
             "binaryURL": f"{mirror.url}{binary_path}",
             "fetchFrom": "Operator",
+            "installerSHA256": mirror.sha256("/k3s/install.sh"),
+            "binarySHA256": mirror.sha256(binary_path),
         }
     }
     lab.apply(cluster)

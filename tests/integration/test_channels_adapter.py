@@ -12,16 +12,22 @@ import pytest
 
 from k3s_deploy import errors
 from k3s_deploy.adapters.channels import HttpChannelServer
+from k3s_deploy.netpolicy import AllowList
 from k3s_deploy.services.k3scluster import channels
 
 pytestmark = pytest.mark.integration
 
+# The lab's channel server is on loopback, which the operator reaches only when its admin allows it.
+LOOPBACK = AllowList.parse(["127.0.0.1"])
+
 
 async def test_resolves_channels_served_by_the_lab(guests: Any) -> None:
     url = f"{guests.http_url}/v1-release/channels"
-    table = channels.parse(await HttpChannelServer().fetch(url))
+    table = channels.parse(await HttpChannelServer(LOOPBACK).fetch(url))
     assert table["stable"] == guests.k3s.channels["stable"] and "latest" in table
-    res = await channels.resolve(HttpChannelServer(), url, "latest", previous=None, now=datetime.now(UTC))
+    res = await channels.resolve(
+        HttpChannelServer(LOOPBACK), url, "latest", previous=None, now=datetime.now(UTC)
+    )
     assert res.version == guests.k3s.channels["latest"]
 
 
@@ -29,7 +35,7 @@ async def test_unreachable_server_fails_fast_after_the_first_try() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket is closed
-    server = HttpChannelServer(timeout_s=5, retry_after_s=60)
+    server = HttpChannelServer(LOOPBACK, timeout_s=5, retry_after_s=60)
     url = f"http://127.0.0.1:{port}/v1-release/channels"
     with pytest.raises(errors.TransientError) as first:
         await server.fetch(url)

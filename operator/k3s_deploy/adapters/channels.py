@@ -1,4 +1,9 @@
-"""ChannelServer over aiohttp: one GET with a time limit, TLS verified with the system trust store."""
+"""ChannelServer over aiohttp: one GET with a time limit, TLS verified with the system trust store.
+
+The channel server's URL is written by a tenant (``spec.k3s.channelServer``), so the request follows
+the address rule of downloads (guarded_http.py): no loopback, link-local, metadata or private address
+unless the operator's ``fetchAllowedHosts`` lists it, checked after resolution and on every redirect.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from typing import Any
 import aiohttp
 
 from k3s_deploy import errors
+from k3s_deploy.adapters import guarded_http
+from k3s_deploy.netpolicy import AddressPolicy, AllowList
 
 _MAX_BYTES = 1 << 20
 
@@ -19,7 +26,15 @@ class HttpChannelServer:
     or a lab) then pay the connect timeout once in a while, not on every reconcile pass.
     """
 
-    def __init__(self, *, timeout_s: float = 10.0, retry_after_s: float = 300.0) -> None:
+    def __init__(
+        self, allowed: AllowList | None = None, *, timeout_s: float = 10.0, retry_after_s: float = 300.0
+    ) -> None:
+        self._policy = AddressPolicy(
+            "K3s channel server",
+            allowed or AllowList(),
+            fix="an operator admin can list the address or its network in fetchAllowedHosts "
+            "(K3SD_FETCH_ALLOWED_HOSTS)",
+        )
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._retry_after = retry_after_s
         self._failed: dict[str, tuple[float, errors.TransientError]] = {}
@@ -39,9 +54,10 @@ class HttpChannelServer:
 
     async def _fetch(self, url: str) -> Any:
         try:
+            headers = {"Accept": "application/json"}
             async with (
-                aiohttp.ClientSession(timeout=self._timeout) as session,
-                session.get(url, headers={"Accept": "application/json"}) as response,
+                guarded_http.session(self._policy, self._timeout) as session,
+                guarded_http.get(session, url, self._policy, headers=headers) as response,
             ):
                 if response.status != 200:
                     raise errors.TransientError(

@@ -19,11 +19,10 @@ from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
-from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
-from requests.adapters import HTTPAdapter
 
 from k3s_deploy import metrics
+from k3s_deploy.adapters.proxmox_session import open_api
 from k3s_deploy.errors import (
     CredentialsError,
     GuestNotReady,
@@ -54,6 +53,17 @@ _REJECTIONS = re.compile(
 _AGENT_SILENT = re.compile(r"guest agent|not running|agent error", re.IGNORECASE)
 
 
+_MAX_ANSWER = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _bounded(text: str) -> str:
+    """What a server said, fit for a condition message: one line, at most ``_MAX_ANSWER`` characters.
+    The Proxmox url comes from a tenant's Secret, so the answer may come from anything it points at."""
+    text = _CONTROL.sub(" ", text).strip()
+    return text if len(text) <= _MAX_ANSWER else text[: _MAX_ANSWER - 1] + "…"
+
+
 def _error_text(exc: ResourceException) -> str:
     text = str(exc.content or exc.status_message or "").strip()
     if exc.errors:
@@ -63,7 +73,7 @@ def _error_text(exc: ResourceException) -> str:
             + "; ".join(f"{k}: {str(v).strip()}" if k else str(v).strip() for k, v in details.items())
             + ")"
         )
-    return text
+    return _bounded(text)
 
 
 def map_resource_error(exc: ResourceException, what: str) -> K3sDeployError:
@@ -99,7 +109,9 @@ def map_exception(exc: BaseException, what: str) -> K3sDeployError:
     if isinstance(exc, ResourceException):
         return map_resource_error(exc, what)
     if isinstance(exc, AuthenticationError):
-        return CredentialsError(f"{what}: {exc}; check username/password in the credentials Secret")
+        return CredentialsError(
+            f"{what}: {_bounded(str(exc))}; check username/password in the credentials Secret"
+        )
     if isinstance(exc, requests.exceptions.SSLError):
         return CredentialsError(
             f"{what}: TLS verification of the Proxmox server failed ({type(exc).__name__}); "
@@ -107,10 +119,10 @@ def map_exception(exc: BaseException, what: str) -> K3sDeployError:
             reason="TLSVerificationFailed",
         )
     if isinstance(exc, requests.exceptions.RequestException):
-        return ProxmoxUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+        return ProxmoxUnavailable(f"{what}: {type(exc).__name__}: {_bounded(str(exc))}")
     if isinstance(exc, (ValueError, KeyError, TypeError)):
-        return ProxmoxUnavailable(f"{what}: unexpected answer ({type(exc).__name__}: {exc})")
-    return ProxmoxUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+        return ProxmoxUnavailable(f"{what}: unexpected answer ({type(exc).__name__}: {_bounded(str(exc))})")
+    return ProxmoxUnavailable(f"{what}: {type(exc).__name__}: {_bounded(str(exc))}")
 
 
 def split_tags(raw: object) -> frozenset[str]:
@@ -125,18 +137,6 @@ def encode_value(value: object) -> object:
     if isinstance(value, bool):
         return 1 if value else 0
     return value
-
-
-class _PinnedAdapter(HTTPAdapter):
-    """Trust exactly the certificate whose SHA-256 fingerprint the spec pins (urllib3 checks it)."""
-
-    def __init__(self, fingerprint: str) -> None:
-        self._fingerprint = fingerprint.replace(":", "").lower()
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_fingerprint"] = self._fingerprint
-        super().init_poolmanager(*args, **kwargs)
 
 
 class ProxmoxerClient:
@@ -169,32 +169,8 @@ class ProxmoxerClient:
         parts = urlsplit(creds.url if "://" in creds.url else f"https://{creds.url}")
         if parts.scheme != "https":
             raise CredentialsError(f"Proxmox url {creds.url!r} must use https")
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        kwargs: dict[str, Any] = {
-            "port": parts.port or 8006,
-            "backend": "https",
-            "verify_ssl": self._verify(),
-            "timeout": self._timeout,
-        }
-        if creds.token_id:
-            user, _, token_name = creds.token_id.rpartition("!")
-            kwargs.update(user=user, token_name=token_name, token_value=creds.token_secret)
-        else:
-            kwargs.update(user=creds.username, password=creds.password)
-        fingerprint = creds.fingerprint
-        if fingerprint:
-            # Check the pin before any credential is sent (a password login posts at construction).
-            probe = requests.Session()
-            probe.mount("https://", _PinnedAdapter(fingerprint))
-            probe.get(
-                f"https://{host}:{kwargs['port']}/api2/json/version", verify=False, timeout=self._timeout
-            ).close()
-        api = ProxmoxAPI(host, **kwargs)
+        api = open_api(creds, verify=self._verify(), timeout=self._timeout)
         api._store["session"].hooks["response"].append(metrics.proxmox_response_hook)
-        if fingerprint:
-            api._store["session"].mount("https://", _PinnedAdapter(fingerprint))
         return api
 
     def _api_sync(self) -> Any:

@@ -7,7 +7,7 @@ IP configuration, power actions on the whole cluster, provisioning over SSH and 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -24,6 +24,7 @@ from k3s_deploy.api.common import (
     K3sChannel,
     K3sVersion,
     LinuxUser,
+    Pattern,
     PowerState,
     ProxmoxAccess,
     PveTag,
@@ -50,6 +51,9 @@ _ARGS_DESCRIPTION = (
 
 
 Arg = GuestText
+Sha256Hex = Annotated[
+    str, Pattern(r"[0-9a-fA-F]{64}", 64, "is not a SHA-256 checksum: 64 hex digits, as sha256sum prints")
+]
 
 
 def _args_field(description: str) -> Any:
@@ -81,8 +85,56 @@ class AirGapInstall(ApiModel):
     fetch_from: FetchFrom = Field(
         default="Operator",
         description=(
-            "Operator: the operator downloads the files and copies them to each node over SSH, so nodes "
-            "need no network access beyond SSH. Node: each node downloads them itself."
+            "Operator: the operator downloads the files (https only, from hosts its admin allowed, each "
+            "checked against its sha256) and copies them to each node over SSH, so nodes need no network "
+            "access beyond SSH. Node: each node downloads them itself."
+        ),
+    )
+    installer_sha256: Sha256Hex | None = Field(
+        default=None,
+        alias="installerSHA256",
+        description="SHA-256 of the installer (hex, as sha256sum prints); required with fetchFrom: Operator.",
+    )
+    binary_sha256: Sha256Hex | None = Field(
+        default=None,
+        alias="binarySHA256",
+        description="SHA-256 of the k3s binary (sha256sum-k3s-<arch>.txt of the release); required with "
+        "fetchFrom: Operator.",
+    )
+    images_sha256: Sha256Hex | None = Field(
+        default=None,
+        alias="imagesSHA256",
+        description="SHA-256 of the images tarball; required with fetchFrom: Operator and imagesURL.",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "(has(self.fetchFrom) && self.fetchFrom == 'Node') || (has(self.installerSHA256) && "
+            "has(self.binarySHA256) && (!has(self.imagesURL) || has(self.imagesSHA256)))",
+            "fetchFrom: Operator needs installerSHA256, binarySHA256 and, with imagesURL, imagesSHA256: "
+            "the operator downloads only artefacts whose checksum the spec names",
+            lambda m: (
+                m.fetch_from == "Node"
+                or (
+                    m.installer_sha256 is not None
+                    and m.binary_sha256 is not None
+                    and (m.images_url is None or m.images_sha256 is not None)
+                )
+            ),
+        ),
+        Rule(
+            "(has(self.fetchFrom) && self.fetchFrom == 'Node') || (self.installerURL.startsWith('https://') "
+            "&& self.binaryURL.startsWith('https://') && (!has(self.imagesURL) || "
+            "self.imagesURL.startsWith('https://')))",
+            "fetchFrom: Operator downloads only over https: installerURL, binaryURL and imagesURL must "
+            "start with https://",
+            lambda m: (
+                m.fetch_from == "Node"
+                or all(
+                    u is None or u.startswith("https://")
+                    for u in (m.installer_url, m.binary_url, m.images_url)
+                )
+            ),
         ),
     )
 

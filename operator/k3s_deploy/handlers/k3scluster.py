@@ -64,9 +64,14 @@ def deps_for(runtime: Runtime) -> Deps:
         ssh=AsyncSshRunner(max_output_bytes=runtime.settings.ssh_max_output_bytes),
         target=KubernetesTargetCluster(),
         list_vms=list_vms,
-        channels=HttpChannelServer(),
+        channels=HttpChannelServer(runtime.settings.fetch_allow_list),
         channel_check_seconds=runtime.settings.channel_check_seconds,
-        artefacts=HttpArtefactFetcher(),
+        artefacts=HttpArtefactFetcher(
+            runtime.settings.fetch_allow_list,
+            directory=runtime.settings.fetch_dir,
+            budget_bytes=runtime.settings.fetch_budget_bytes,
+            extra_ca=runtime.settings.fetch_ca_file,
+        ),
     )
     runtime.memories[_DEPS_KEY] = deps
     return deps

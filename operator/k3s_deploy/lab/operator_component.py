@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from k3s_deploy.lab.stack import LabContext
 
 START_TIMEOUT = 90.0
+LAB_ALLOWED_HOSTS = "127.0.0.1"
 
 
 def kubectl_path() -> str:
@@ -102,7 +103,11 @@ async def lab_component(ctx: LabContext) -> AsyncIterator[None]:
     await asyncio.to_thread(install_crds, kubeconfig)
     port = processes.free_port()
     log_path = ctx.dir / "operator" / "operator.log"
-    env = {"K3SD_RESYNC_SECONDS": os.environ.get("K3SD_RESYNC_SECONDS", "30")}
+    env = {
+        "K3SD_RESYNC_SECONDS": os.environ.get("K3SD_RESYNC_SECONDS", "30"),
+        # The lab's release channel server is on loopback: allowed the way an admin allows a mirror.
+        "K3SD_FETCH_ALLOWED_HOSTS": os.environ.get("K3SD_FETCH_ALLOWED_HOSTS", LAB_ALLOWED_HOSTS),
+    }
     proc = spawn_operator(kubeconfig, log_path, port=port, env=env, record_pid=ctx.record_pid)
     try:
         await asyncio.to_thread(wait_live, proc, port, log_path)

@@ -1,7 +1,8 @@
 """The artefact seam: the operator downloads K3s installer, binary and images for air-gapped sites.
 
 With ``installSource.airGap.fetchFrom: Operator`` the nodes cannot reach the download location but the
-operator can: it fetches each URL once (TLS verified, size-limited), keeps the file in a local cache
+operator can: it fetches each URL once (https only, fenced by the operator's allow-list, checksummed,
+size-limited), keeps the file in a local cache
 and copies it to every node over SSH. Errors: ``ArtefactUnavailable`` (transient: the server did not
 answer, 5xx, a connection dropped) and ``ArtefactRejected`` (permanent: 4xx, too large, checksum).
 """
@@ -24,9 +25,11 @@ class Artefact:
 
 
 class ArtefactFetcher(Protocol):
-    async def fetch(self, url: str, *, max_bytes: int, sha256: str | None = None) -> Artefact:
+    async def fetch(self, url: str, *, max_bytes: int, sha256: str) -> Artefact:
         """The file at ``url``, downloaded once per URL (concurrent callers share one download).
 
-        ``sha256`` (hex), when given, must match the content or ``ArtefactRejected`` is raised.
+        ``sha256`` (hex, from the spec) must match the content or ``ArtefactRejected`` is raised.
+        Refused (``ArtefactRejected`` or ``AddressRefused``, with a reason naming the rule) when the
+        operator's download fence does not let the URL or one of its redirects through.
         """
         ...

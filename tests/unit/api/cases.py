@@ -90,6 +90,7 @@ ADOPT = "proxmoxvm-adopt-vmid.yaml"
 CLUSTER = "k3scluster-single-server.yaml"
 HA = "k3scluster-ha.yaml"
 DISCOVERY = "k3scluster-discovery-tags.yaml"
+AIRGAP = "k3scluster-airgap.yaml"
 LOCATIONS = "k3scluster-discovery-locations.yaml"
 
 INVALID: tuple[Invalid, ...] = (
@@ -354,6 +355,31 @@ INVALID: tuple[Invalid, ...] = (
         _set("spec.ssh.knownHosts", {"10.0.0.5": "MD5:aa:bb"}),
         "is not an OpenSSH SHA256 fingerprint",
     ),
+    # --- downloads by the operator are fenced (docs/security.md) -------------------------------------
+    Invalid(
+        "cluster-operator-download-without-checksum",
+        AIRGAP,
+        _drop("spec.k3s.installSource.airGap.binarySHA256"),
+        "fetchFrom: Operator needs installerSHA256, binarySHA256",
+    ),
+    Invalid(
+        "cluster-operator-download-images-without-checksum",
+        AIRGAP,
+        _drop("spec.k3s.installSource.airGap.imagesSHA256"),
+        "with imagesURL, imagesSHA256",
+    ),
+    Invalid(
+        "cluster-operator-download-over-http",
+        AIRGAP,
+        _set("spec.k3s.installSource.airGap.binaryURL", "http://mirror.example.internal/k3s"),
+        "fetchFrom: Operator downloads only over https",
+    ),
+    Invalid(
+        "cluster-operator-download-bad-checksum",
+        AIRGAP,
+        _set("spec.k3s.installSource.airGap.installerSHA256", "sha256:abc"),
+        "is not a SHA-256 checksum",
+    ),
 )
 
 
@@ -399,5 +425,17 @@ VALID: tuple[Valid, ...] = (
         "cluster-script-mirror",
         CLUSTER,
         _set("spec.k3s.installSource", {"script": {"url": "http://10.0.0.2/k3s.sh"}}),
+    ),
+    Valid(
+        "cluster-node-downloads-need-no-checksum",
+        AIRGAP,
+        _set(
+            "spec.k3s.installSource.airGap",
+            {
+                "installerURL": "http://10.0.0.2/install.sh",
+                "binaryURL": "http://10.0.0.2/k3s",
+                "fetchFrom": "Node",
+            },
+        ),
     ),
 )

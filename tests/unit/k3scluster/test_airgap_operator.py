@@ -32,14 +32,24 @@ class FetcherFake:
         self.calls: list[tuple[str, int]] = []
         self.error: errors.K3sDeployError | None = None
 
-    async def fetch(self, url: str, *, max_bytes: int, sha256: str | None = None) -> Artefact:
+    async def fetch(self, url: str, *, max_bytes: int, sha256: str) -> Artefact:
         self.calls.append((url, max_bytes))
         if self.error is not None:
             raise self.error
         data = self.files[url]
         path = self.tmp / hashlib.sha256(url.encode()).hexdigest()
         path.write_bytes(data)
-        return Artefact(url=url, path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise errors.ArtefactRejected(f"{url} has sha256 {digest}, expected {sha256}")
+        return Artefact(url=url, path=path, size=len(data), sha256=digest)
+
+
+FILES = {INSTALLER: b"#!/bin/sh\necho installer\n", BINARY: b"\x7fELF k3s", IMAGES: b"images"}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class UploadingSsh(FakeSsh):
@@ -69,8 +79,11 @@ class UploadingSsh(FakeSsh):
 
 def airgap_body(servers: int, agents: int, **air: Any) -> dict[str, Any]:
     body = cluster_body(servers, agents)
+    sums = {"installerSHA256": sha(FILES[INSTALLER]), "binarySHA256": sha(FILES[BINARY])}
+    if "imagesURL" in air:
+        sums["imagesSHA256"] = sha(FILES[IMAGES])
     body["spec"]["k3s"]["installSource"] = {
-        "airGap": {"installerURL": INSTALLER, "binaryURL": BINARY, "fetchFrom": "Operator", **air}
+        "airGap": {"installerURL": INSTALLER, "binaryURL": BINARY, "fetchFrom": "Operator", **sums, **air}
     }
     return body
 
@@ -79,9 +92,7 @@ def world(tmp_path: Path) -> tuple[World, UploadingSsh, FetcherFake]:
     w = World()
     ssh = UploadingSsh()
     w.ssh = w.target.ssh = ssh
-    fetcher = FetcherFake(
-        tmp_path, {INSTALLER: b"#!/bin/sh\necho installer\n", BINARY: b"\x7fELF k3s", IMAGES: b"images"}
-    )
+    fetcher = FetcherFake(tmp_path, dict(FILES))
     w.deps.ssh, w.deps.artefacts = ssh, fetcher
     return w, ssh, fetcher
 
@@ -153,6 +164,11 @@ async def test_fetch_from_node_still_downloads_on_the_node(tmp_path: Path) -> No
     [
         (errors.ArtefactUnavailable(f"cannot download {BINARY}: ClientConnectorError"), True),
         (errors.ArtefactRejected(f"{BINARY} answered HTTP 404: check spec.k3s.installSource.airGap"), False),
+        (
+            errors.ArtefactRejected(f"cannot download {BINARY}: off", reason="FetchFromOperatorDisabled"),
+            False,
+        ),
+        (errors.AddressRefused(f"refused to connect to {BINARY}", reason="LoopbackAddressRefused"), False),
     ],
 )
 async def test_fetch_failures_surface_with_their_reason(
@@ -187,6 +203,19 @@ async def test_a_refused_copy_names_the_node_and_file(tmp_path: Path) -> None:
     message = cond(out, "Stalled")["message"]
     assert re.search(r"node demo-server-0: copying \S+ to /usr/local/bin/k3s: .*No space left", message)
     assert ssh.installs() == []
+
+
+async def test_an_artefact_without_checksum_is_never_fetched(tmp_path: Path) -> None:
+    """Objects stored before the schema asked for checksums still stall before any download."""
+    _w, ssh, fetcher = world(tmp_path)
+    source = install.InstallSource(
+        mode="airgap", script_url=INSTALLER, binary_url=BINARY, fetch_from="Operator", script_sha256="a" * 64
+    )
+    target = SshTarget(host="10.0.0.10", port=22, user="root", private_key="k")
+    with pytest.raises(errors.InvalidSpec) as refused:
+        await airgap.stage(ssh, fetcher, "s0", target, source, timeout_s=5)
+    assert refused.value.reason == "ArtefactChecksumMissing" and BINARY in refused.value.message
+    assert fetcher.calls == [] and ssh.files == {}
 
 
 def test_operator_mode_script_needs_the_staged_installer() -> None:
@@ -239,7 +268,13 @@ async def test_an_upgrade_copies_the_new_binary_after_the_drain(tmp_path: Path) 
     w.deps.artefacts = fetcher
     b = day2_world.body(1, 1)
     b["spec"]["k3s"]["installSource"] = {
-        "airGap": {"installerURL": INSTALLER, "binaryURL": BINARY, "fetchFrom": "Operator"}
+        "airGap": {
+            "installerURL": INSTALLER,
+            "binaryURL": BINARY,
+            "fetchFrom": "Operator",
+            "installerSHA256": sha(b"installer"),
+            "binarySHA256": sha(b"k3s A"),
+        }
     }
     await w.pass_(b)
     out = await w.settle(b)
@@ -251,6 +286,7 @@ async def test_an_upgrade_copies_the_new_binary_after_the_drain(tmp_path: Path) 
 
     b["spec"]["k3s"]["version"] = day2_world.B
     b["spec"]["k3s"]["installSource"]["airGap"]["binaryURL"] = binary_b
+    b["spec"]["k3s"]["installSource"]["airGap"]["binarySHA256"] = sha(b"k3s B")
     day2_world.bump(b)
     out = await w.settle(b)
     assert day2_world.cond(out, "Ready")["status"] == "True", out.status["conditions"]

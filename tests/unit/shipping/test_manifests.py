@@ -103,13 +103,34 @@ def test_deployment_is_hardened(overlay: tuple[str, Docs]) -> None:
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert "add" not in sc["capabilities"]
-    # the only writable path is an emptyDir at /tmp (the image's HOME and TMPDIR)
+    # the only writable paths are emptyDirs: /tmp (the image's HOME and TMPDIR) and the download volume
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    assert list(mounts) == ["/tmp"]
-    volume = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"])
-    assert "emptyDir" in volume
+    assert sorted(mounts) == ["/tmp", "/var/cache/k3s-deploy"]
+    for path in mounts:
+        volume = next(v for v in pod["volumes"] if v["name"] == mounts[path])
+        assert "emptyDir" in volume
     for key in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(c["resources"][key])
+
+
+def test_downloads_have_a_volume_larger_than_their_budget(overlay: tuple[str, Docs]) -> None:
+    """Air-gap downloads go to their own emptyDir, and the operator's budget fits in it with room to
+    spare for the largest artefact (a 64 Mi /tmp would get the pod evicted by a K3s binary)."""
+    from k3s_deploy.services.k3scluster import airgap
+
+    _, docs = overlay
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = container(docs)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == env["K3SD_FETCH_DIR"])
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    size = volume["emptyDir"]["sizeLimit"]
+    assert size.endswith("Gi")
+    limit = int(size.removesuffix("Gi")) << 30
+    budget = int(env["K3SD_FETCH_BUDGET_BYTES"])
+    one_cluster = airgap.MAX_INSTALLER_BYTES + airgap.MAX_BINARY_BYTES + airgap.MAX_IMAGES_BYTES
+    assert one_cluster <= budget and budget + airgap.MAX_IMAGES_BYTES // 2 <= limit
+    assert "K3SD_FETCH_ALLOWED_HOSTS" not in env  # off until an admin lists hosts
 
 
 def test_image_is_pinned_to_the_project_version(overlay: tuple[str, Docs]) -> None:

@@ -19,9 +19,11 @@ from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.services.k3scluster import install
 
 STAGING_DIR = "/var/lib/rancher/k3s-deploy"
+# Caps per artefact, well above today's files (install.sh ~40 KiB, k3s ~70 MiB, the images tarball
+# ~170 MiB as .tar.zst and ~650 MiB as .tar); the fetcher's budget caps them all together as well.
 MAX_INSTALLER_BYTES = 4 << 20
-MAX_BINARY_BYTES = 1 << 30
-MAX_IMAGES_BYTES = 8 << 30
+MAX_BINARY_BYTES = 256 << 20
+MAX_IMAGES_BYTES = 1 << 30
 
 
 def images_path(url: str) -> str:
@@ -48,12 +50,24 @@ async def stage(
             "built with an artefact fetcher",
             reason="UnsupportedInstallSource",
         )
+    sums = {source.script_url: source.script_sha256, source.binary_url: source.binary_sha256}
+    if source.images_url:
+        sums[source.images_url] = source.images_sha256
+    missing = [url for url, digest in sums.items() if not digest]
+    if missing:
+        raise errors.InvalidSpec(
+            f"installSource.airGap.fetchFrom: Operator needs the sha256 of every artefact; missing for "
+            f"{', '.join(missing)} (set installerSHA256, binarySHA256 and, with imagesURL, imagesSHA256)",
+            reason="ArtefactChecksumMissing",
+        )
     wanted = [
-        fetcher.fetch(source.script_url, max_bytes=MAX_INSTALLER_BYTES),
-        fetcher.fetch(source.binary_url, max_bytes=MAX_BINARY_BYTES),
+        fetcher.fetch(source.script_url, max_bytes=MAX_INSTALLER_BYTES, sha256=source.script_sha256 or ""),
+        fetcher.fetch(source.binary_url, max_bytes=MAX_BINARY_BYTES, sha256=source.binary_sha256 or ""),
     ]
     if source.images_url:
-        wanted.append(fetcher.fetch(source.images_url, max_bytes=MAX_IMAGES_BYTES))
+        wanted.append(
+            fetcher.fetch(source.images_url, max_bytes=MAX_IMAGES_BYTES, sha256=source.images_sha256 or "")
+        )
     fetched: list[Artefact] = list(await asyncio.gather(*wanted))
     installer, binary, *images = fetched
     installer_path = f"{STAGING_DIR}/install-{secrets.token_hex(8)}.sh"

@@ -56,6 +56,9 @@ class InstallSource:
     binary_url: str | None = None
     images_url: str | None = None
     fetch_from: Literal["Operator", "Node"] = "Node"
+    script_sha256: str | None = None
+    binary_sha256: str | None = None
+    images_sha256: str | None = None
 
     @property
     def staged_by_operator(self) -> bool:

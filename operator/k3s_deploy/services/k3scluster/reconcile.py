@@ -436,6 +436,9 @@ class Reconciler:
                 binary_url=air.binary_url,
                 images_url=air.images_url,
                 fetch_from=air.fetch_from,
+                script_sha256=air.installer_sha256,
+                binary_sha256=air.binary_sha256,
+                images_sha256=air.images_sha256,
             )
         elif k3s.install_source is not None and k3s.install_source.script is not None:
             source = install.InstallSource(script_url=k3s.install_source.script.url)
