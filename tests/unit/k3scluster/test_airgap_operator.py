@@ -301,3 +301,17 @@ async def test_an_upgrade_copies_the_new_binary_after_the_drain(tmp_path: Path) 
             "install",
             "uncordon",
         ], (name, mine)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://mirror/k3s/k3s-airgap-images-amd64.tar.zst", "k3s-airgap-images-amd64.tar.zst"),
+        ("https://mirror/k3s/images.tar.gz?sig=abc#frag", "images.tar.gz"),
+        ("https://mirror/k3s/..", "k3s-airgap-images.tar"),
+        ("https://mirror/k3s/.hidden", "k3s-airgap-images.tar"),
+        ("https://mirror/k3s/a%2F..%2Fb", "k3s-airgap-images.tar"),
+    ],
+)
+def test_images_land_in_the_images_directory_whatever_the_url(url: str, expected: str) -> None:
+    assert airgap.images_path(url) == f"{install.AIRGAP_IMAGES_DIR}/{expected}"

@@ -11,6 +11,7 @@ script runs (``INSTALL_K3S_SKIP_DOWNLOAD=true``) and removes.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 
 from k3s_deploy import errors, metrics
@@ -26,8 +27,17 @@ MAX_BINARY_BYTES = 256 << 20
 MAX_IMAGES_BYTES = 1 << 30
 
 
+_DEFAULT_IMAGES_NAME = "k3s-airgap-images.tar"
+_SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
 def images_path(url: str) -> str:
-    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "k3s-airgap-images.tar"
+    """Where the images tarball goes on a node: its URL's file name (K3s reads the compression from
+    the extension) when that is a plain name, else a fixed one, so a URL ending in ``/..`` or holding
+    odd characters can never name a path outside K3s's images directory."""
+    name = url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    if not _SAFE_FILE_NAME.fullmatch(name):
+        name = _DEFAULT_IMAGES_NAME
     return f"{install.AIRGAP_IMAGES_DIR}/{name}"
 
 
