@@ -49,7 +49,7 @@ def test_stalled_of_an_older_generation_goes_unless_raised_again() -> None:
     again.from_error(errors.InvalidSpec("spec.vmid 100 is taken", reason="VmidInUse"))
     stalled = again.get("Stalled")
     assert stalled is not None and stalled["observedGeneration"] == 2
-    assert [c for c in again.as_list() if c["type"] == "Stalled"][0]["observedGeneration"] == 2
+    assert next(c for c in again.as_list() if c["type"] == "Stalled")["observedGeneration"] == 2
     # same generation, untouched: kept (a pass that did not get as far does not clear it)
     assert types(Conditions(stored, generation=1)) == {"Stalled": "True"}
 

@@ -253,7 +253,10 @@ async def test_stop_agents_then_servers_and_start_servers_then_agents() -> None:
     assert out.status["phase"] == "Stopped" and out.requeue_after is None
     # stopped as asked is the desired state: Ready, with reason Stopped (kstatus Current, Argo CD Healthy)
     assert (cond(out, "Ready")["status"], cond(out, "Ready")["reason"]) == ("True", "Stopped")
-    assert cond(out, "PoweredOn")["status"] == "False" and cond(out, "ServersReady")["reason"] == "ClusterStopped"
+    assert (
+        cond(out, "PoweredOn")["status"] == "False"
+        and cond(out, "ServersReady")["reason"] == "ClusterStopped"
+    )
     assert "Reconciling" not in {c["type"] for c in out.status["conditions"]}
 
     b["spec"]["powerState"] = "Running"
