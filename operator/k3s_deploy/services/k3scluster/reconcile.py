@@ -386,6 +386,7 @@ class Reconciler:
             private_key=private_key,
             pinned_host_key=pin,
             accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
+            connect_timeout_s=float(ssh.connect_timeout_seconds),
         )
 
     async def probe_all(self, private_key: str) -> None:
