@@ -210,7 +210,9 @@ def acknowledge(status: Mapping[str, Any] | None, generation: int | None) -> dic
     Without it an object has no status until its first pass ends, and kstatus reads an object
     without status as Current: a Flux wait would pass before the operator touched the object. The
     acknowledgement says the generation was seen and work is in flight (``Reconciling``), drops a
-    Stalled that was about the previous spec, and keeps an existing Ready as it is.
+    Stalled that was about the previous spec, and turns a Ready=True into Unknown: a tool that reads
+    ``observedGeneration`` and ``Ready`` alone (``kubectl wait``) must not see the old spec's
+    readiness as the new one's. A Ready that is not True keeps its blocking reason.
     """
     current = dict(status or {})
     if generation is None or current.get("observedGeneration") == generation:
@@ -218,6 +220,6 @@ def acknowledge(status: Mapping[str, Any] | None, generation: int | None) -> dic
     conditions = Conditions(current.get("conditions"), generation=generation)
     conditions.stalled(False)
     conditions.reconciling(True, "Progressing", f"reconciling generation {generation}")
-    if conditions.get(READY) is None:
-        conditions.set(READY, "Unknown", "Progressing", "the operator has started work on this object")
+    if conditions.status_of(READY) in (None, "True"):
+        conditions.set(READY, "Unknown", "Progressing", f"reconciling generation {generation}")
     return {**current, "observedGeneration": generation, "conditions": conditions.as_list()}
