@@ -179,9 +179,9 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
             return resync
         ack = acknowledge(raw.get("status"), model.metadata.get("generation"))
         if ack is not None:  # a generation not seen yet: say so now, not when the pass ends
+            # The pass still starts from the model of the stored status: its observedGeneration is
+            # how the pass knows the spec changed (and reads the VM config again).
             await _write(runtime, raw, ack)
-            raw["status"] = ack
-            model = _validated(runtime, uid, raw)  # the pass and its checkpoints build on it
         memory = runtime.memories.setdefault(uid, Memory())
 
         async def checkpoint(status: dict[str, Any]) -> None:
