@@ -92,35 +92,29 @@ class Watch:
         self._watch.stop()
 
 
+# Each first pass hangs on the silent Proxmox: the clone looks for its template, the cluster lists
+# the VMs carrying its discovery tags.
+SPECS = {
+    "ProxmoxVM": {"source": {"clone": {"template": {"name": "debian-12"}}}, "powerState": "Stopped"},
+    "K3sCluster": {
+        "k3s": {"version": "v1.31.4+k3s1"},
+        "ssh": {"privateKeySecretRef": {"name": "ssh", "key": "ssh-privatekey"}},
+        "discovery": {"tags": {"servers": ["k3s-server"]}},
+    },
+}
+
+
 def _objects(namespace: str, n: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for i in range(n):
-        out.append(
-            {
-                "apiVersion": "k3sdeploy.io/v1alpha1",
-                "kind": "ProxmoxVM",
-                "metadata": {"name": f"vm-{i}", "namespace": namespace},
-                "spec": {
-                    "credentialsRef": {"name": "pve"},
-                    "source": {"clone": {"template": {"name": "debian-12"}}},
-                    "powerState": "Stopped",
-                },
-            }
-        )
-        out.append(
-            {
-                "apiVersion": "k3sdeploy.io/v1alpha1",
-                "kind": "K3sCluster",
-                "metadata": {"name": f"cluster-{i}", "namespace": namespace},
-                "spec": {
-                    "credentialsRef": {"name": "pve"},
-                    "k3s": {"version": "v1.31.4+k3s1"},
-                    "ssh": {"privateKeySecretRef": {"name": "ssh", "key": "ssh-privatekey"}},
-                    "discovery": {"tags": {"servers": ["k3s-server"]}},
-                },
-            }
-        )
-    return out
+    return [
+        {
+            "apiVersion": "k3sdeploy.io/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": f"{kind.lower()}-{i}", "namespace": namespace},
+            "spec": {"credentialsRef": {"name": "pve"}, **spec},
+        }
+        for i in range(n)
+        for kind, spec in SPECS.items()
+    ]
 
 
 def test_first_status_within_two_seconds_while_the_first_pass_hangs(
