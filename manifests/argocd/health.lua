@@ -1,9 +1,11 @@
--- Argo CD health check for k3sdeploy.io K3sCluster and ProxmoxVM (kstatus semantics).
+-- Argo CD health check for k3sdeploy.io K3sCluster and ProxmoxVM, in kstatus order.
+--   Progressing  spec not yet observed (status.observedGeneration missing or < metadata.generation)
 --   Degraded     Stalled=True: a permanent error; the message says what to fix
 --   Suspended    spec.paused=true
---   Progressing  spec not yet observed (status.observedGeneration < metadata.generation),
---                Reconciling=True, or Ready not True yet
---   Healthy      Ready=True for the current generation
+--   Progressing  Reconciling=True, or Ready not True yet
+--   Healthy      Ready=True (reason Stopped for a cluster or VM stopped as its spec asks)
+-- Argo CD runs it under gopher-lua (Lua 5.1) with only base, package and table: no string library,
+-- so no ("x"):upper(), no string.format, and no // operator.
 local hs = {}
 
 local function condition(conditions, wanted)
@@ -44,6 +46,12 @@ local status = obj.status or {}
 local conditions = status.conditions
 local observed = status.observedGeneration
 
+if observed == nil or (generation ~= nil and observed < generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation or "?")
+  return hs
+end
+
 local stalled = condition(conditions, "Stalled")
 if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
@@ -54,12 +62,6 @@ end
 if obj.spec ~= nil and obj.spec.paused == true then
   hs.status = "Suspended"
   hs.message = "Reconciliation is paused (spec.paused)"
-  return hs
-end
-
-if observed == nil or (generation ~= nil and observed < generation) then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the operator to observe generation " .. tostring(generation or "?")
   return hs
 end
 

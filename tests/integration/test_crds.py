@@ -160,8 +160,10 @@ def test_kubectl_get_shows_the_printer_columns(kubectl: Kubectl, crds: list[str]
         "k3scluster.k3sdeploy.io/prod", "Upgrading", "3", "1", "v1.30.8+k3s1", "https://192.168.20.10:6443", "True",
     ]  # fmt: skip
     header_vm = lines[2]
-    assert header_vm == ["NAME", "NODE", "VMID", "POWER", "IP", "READY", "AGE"]
-    assert lines[3][:6] == ["proxmoxvm.k3sdeploy.io/web-1", "pve1", "120", "Running", "192.168.10.21", "True"]
+    assert header_vm == ["NAME", "NODE", "VMID", "POWER", "IP", "READY", "REASON", "AGE"]
+    assert lines[3][:7] == [
+        "proxmoxvm.k3sdeploy.io/web-1", "pve1", "120", "Running", "192.168.10.21", "True", "Ready",
+    ]  # fmt: skip
     wide = kubectl("get", "k3sc", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-3:] == ["AVAILABLE", "INIT", "REASON"]
     by_category = kubectl("get", "k3sdeploy", "-n", namespace, "-o", "name").stdout.split()

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
+from gitops.harness import health, needs_go
 from unit.shipping.kustomize import cluster_scoped_names, install, operator_user
 from unit.shipping.tenants import install_tenants
-from unit.shipping.test_argocd_health import LUA, health
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def installed(request: pytest.FixtureRequest, kubectl: Any, tmp_path: Path) -> I
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(LUA is None, reason="lua5.4 missing: ./dev setup installs it (DEBS)")
+@needs_go
 def test_operator_as_its_service_account_provisions_and_leaks_nothing(
     kubectl: Any,
     installed: Installed,

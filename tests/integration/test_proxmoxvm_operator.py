@@ -37,9 +37,10 @@ def test_operator_handles_a_resource_of_each_kind(
         lambda: (
             (o := kube_json("pvm", pvm["metadata"]["name"], "-n", namespace))
             and (o.get("status") or {}).get("observedGeneration") == 1
+            and _condition(o, "Reconciling") is None  # past the acknowledgement: the pass has ended
             and o
         ),
-        what="ProxmoxVM observedGeneration",
+        what="ProxmoxVM observedGeneration and the first pass's outcome",
     )
     wait_for(
         lambda: (

@@ -224,6 +224,7 @@ class AsyncSshRunner:
             ) from exc
         delay = self._backoff
         last: Exception | None = None
+        limit = target.connect_timeout_s or self._connect_timeout
         for attempt in range(1, self._attempts + 1):
             client = _PinningClient(target)
             try:
@@ -241,11 +242,11 @@ class AsyncSshRunner:
                         kbdint_auth=False,
                         gss_auth=False,
                         host_based_auth=False,
-                        connect_timeout=self._connect_timeout,
-                        login_timeout=self._connect_timeout,
+                        connect_timeout=limit,
+                        login_timeout=limit,
                         keepalive_interval=15,
                     ),
-                    timeout=self._connect_timeout * 2,
+                    timeout=limit * 2,
                 )
                 return conn, client
             except asyncssh.HostKeyNotVerifiable as exc:

@@ -98,9 +98,9 @@ KINDS: tuple[Kind, ...] = (
             _col("Power", ".status.powerState"),
             _col("IP", ".status.addresses[0]", description="First address the guest agent reports."),
             _col("Ready", f"{_READY}.status"),
+            _col("Reason", f"{_READY}.reason", description="Why it is (not) Ready."),
             _col("Age", ".metadata.creationTimestamp", "date"),
             _col("Name", ".status.name", priority=1, description="VM name in Proxmox."),
-            _col("Reason", f"{_READY}.reason", priority=1),
         ),
     ),
 )

@@ -43,6 +43,20 @@ PLURAL = "k3sclusters"
 
 HostKeyPolicy = Literal["TrustOnFirstUse", "AcceptChanged"]
 FetchFrom = Literal["Operator", "Node"]
+# Every value the operator writes to status.phase (a test checks the code sets no other).
+ClusterPhase = Literal[
+    "Provisioning",
+    "Bootstrapping",
+    "Ready",
+    "Upgrading",
+    "Scaling",
+    "Starting",
+    "Stopping",
+    "Stopped",
+    "Paused",
+    "Stalled",
+    "Deleting",
+]
 
 _ARGS_DESCRIPTION = (
     "passed to the K3s installer as they are (e.g. --disable=traefik). Do not put secrets here: "
@@ -224,19 +238,26 @@ class SshSettings(ApiModel):
         default="TrustOnFirstUse",
         description=(
             "TrustOnFirstUse: the first key a node presents is pinned in status.nodes[].hostKeyFingerprint "
-            "and a different key later is refused (condition HostKeyMismatch). AcceptChanged: a changed "
-            "key is accepted and re-pinned, with a warning Event (only for rebuilt nodes you trust)."
+            "and a different key later is refused (Stalled=True, reason HostKeyChanged). AcceptChanged: a "
+            "changed key is accepted and re-pinned, with a HostKeyChanged warning Event (only for rebuilt "
+            "nodes you trust)."
         ),
     )
     known_hosts: dict[str, Sha256Fingerprint] = Field(
         default_factory=dict,
         description=(
             "Host key fingerprints known in advance, by node address or VM name (SHA256:... as printed by "
-            "ssh-keygen -lf). Checked even on first contact."
+            "ssh-keygen -lf). Checked even on first contact, and they take precedence over a pinned key: "
+            "a node presenting another key stalls the cluster with reason HostKeyChanged."
         ),
         json_schema_extra={"maxProperties": 256},
     )
-    connect_timeout_seconds: int = Field(default=10, ge=1, le=300, description="Time limit for connecting.")
+    connect_timeout_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=300,
+        description="Time limit for opening one SSH connection: TCP connect, handshake and login.",
+    )
     command_timeout_seconds: int = Field(
         default=600, ge=10, le=7200, description="Time limit for one remote command (an install, say)."
     )
@@ -524,11 +545,9 @@ class K3sClusterStatus(StatusModel):
     """Observed state of the cluster, written by the operator."""
 
     observed_generation: int | None = Field(default=None, description="metadata.generation last acted on.")
-    phase: str | None = Field(
+    phase: ClusterPhase | None = Field(
         default=None,
-        max_length=32,
-        description="For display only (use conditions in automation): Provisioning, Bootstrapping, Ready, "
-        "Upgrading, Scaling, Stopping, Stopped, Degraded, Deleting.",
+        description="For display only (use the conditions in automation): where the cluster is in its life.",
     )
     server_url: str | None = Field(
         default=None, max_length=2048, alias="serverURL", description="URL of the cluster's Kubernetes API."

@@ -25,7 +25,7 @@ from k3s_deploy.handlers.loop import reconcile_forever
 from k3s_deploy.logs import deliberate_wait
 from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
 from k3s_deploy.runner import Runtime
-from k3s_deploy.services.conditions import Conditions
+from k3s_deploy.services.conditions import Conditions, acknowledge
 from k3s_deploy.services.k3scluster.reconcile import STEPS, Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
 from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
@@ -153,6 +153,11 @@ async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
     async with runtime.lock(uid):
         raw = _current(runtime, body)
         started = time.perf_counter()
+        ack = acknowledge(raw.get("status"), raw["metadata"].get("generation"))
+        if ack is not None:  # a generation not seen yet: say so now, not when the pass ends
+            ack["phase"] = ack.get("phase") or "Provisioning"
+            await _write(runtime, deps, raw, ack)
+            raw["status"] = ack
         try:
             outcome = await reconcile(raw, deps, generation=raw["metadata"].get("generation"))
         except ValidationError as exc:

@@ -28,7 +28,7 @@ from k3s_deploy.errors import K3sDeployError
 from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.logs import deliberate_wait
 from k3s_deploy.runner import Runtime
-from k3s_deploy.services.conditions import Conditions
+from k3s_deploy.services.conditions import Conditions, acknowledge
 from k3s_deploy.services.ownership import AdoptionPolicy, claimed_cluster
 from k3s_deploy.services.proxmoxvm.delete import finalize, orphaned
 from k3s_deploy.services.proxmoxvm.reconcile import Outcome, object_ref, open_session, owned_ref, reconcile
@@ -177,6 +177,11 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
         except ValidationError as exc:
             await _write(runtime, raw, _invalid_spec(raw, exc))
             return resync
+        ack = acknowledge(raw.get("status"), model.metadata.get("generation"))
+        if ack is not None:  # a generation not seen yet: say so now, not when the pass ends
+            # The pass still starts from the model of the stored status: its observedGeneration is
+            # how the pass knows the spec changed (and reads the VM config again).
+            await _write(runtime, raw, ack)
         memory = runtime.memories.setdefault(uid, Memory())
 
         async def checkpoint(status: dict[str, Any]) -> None:

@@ -38,6 +38,9 @@ class SshTarget:
     pinned_host_key: str | None = None
     # When True a changed host key is accepted (and re-pinned by the caller); off by default.
     accept_changed_host_key: bool = False
+    # Time limit for the TCP connect and the SSH handshake and login (spec.ssh.connectTimeoutSeconds);
+    # None: the runner's default.
+    connect_timeout_s: float | None = None
 
     @property
     def needs_sudo(self) -> bool:

@@ -251,7 +251,12 @@ async def test_stop_agents_then_servers_and_start_servers_then_agents() -> None:
     observe(server="Stopped", agent="Stopped")
     out = await w.pass_(b)
     assert out.status["phase"] == "Stopped" and out.requeue_after is None
-    assert cond(out, "Ready")["reason"] == "ClusterStopped" and cond(out, "PoweredOn")["status"] == "False"
+    # stopped as asked is the desired state: Ready, with reason Stopped (kstatus Current, Argo CD Healthy)
+    assert (cond(out, "Ready")["status"], cond(out, "Ready")["reason"]) == ("True", "Stopped")
+    assert (
+        cond(out, "PoweredOn")["status"] == "False"
+        and cond(out, "ServersReady")["reason"] == "ClusterStopped"
+    )
     assert "Reconciling" not in {c["type"] for c in out.status["conditions"]}
 
     b["spec"]["powerState"] = "Running"

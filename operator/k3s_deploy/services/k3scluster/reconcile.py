@@ -184,7 +184,12 @@ class Reconciler:
                 self.conditions.set(
                     cond, False, "NodesNotReady", f"{ready}/{want} {role}s Ready; waiting for {waiting}"
                 )
-        self.conditions.summarize_ready(STEPS, ready_message=self._ready_message())
+        plan = self.day2.power_plan
+        if self.spec.power_state == "Stopped" and plan is not None and plan.settled:
+            # stopped as the spec asks: the desired state, so Ready (kstatus Current, Argo CD Healthy)
+            self.conditions.summarize_ready((), ready_reason="Stopped", ready_message=plan.message)
+        else:
+            self.conditions.summarize_ready(STEPS, ready_message=self._ready_message())
         self.status["conditions"] = self.conditions.as_list()
 
     # --- steps ---------------------------------------------------------------------------------------
@@ -381,6 +386,7 @@ class Reconciler:
             private_key=private_key,
             pinned_host_key=pin,
             accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
+            connect_timeout_s=float(ssh.connect_timeout_seconds),
         )
 
     async def probe_all(self, private_key: str) -> None:

@@ -182,6 +182,7 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
         private_key=private_key,
         pinned_host_key=pin,
         accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
+        connect_timeout_s=float(ssh.connect_timeout_seconds),
     )
     script = UNINSTALL[surplus.role]
     start = time.perf_counter()

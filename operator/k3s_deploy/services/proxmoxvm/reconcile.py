@@ -154,9 +154,11 @@ async def reconcile(
             events.append(Event("Warning", exc.reason, exc.message))  # once per new error, not per retry
     status.observed_generation = obj.generation
     status.last_sync_time = None if work is None else work.now()
+    stopped = vm.spec.power_state == "Stopped" and status.power_state == "Stopped"
     conditions.summarize_ready(
         steps_for(work) if work is not None else [VM_PROVISIONED],
-        ready_message="the VM matches its spec",
+        ready_message="the VM is stopped, as spec.powerState asks" if stopped else "the VM matches its spec",
+        ready_reason="Stopped" if stopped else "Ready",
     )
     out = status.model_dump(by_alias=True, mode="json", exclude_none=False)
     out["conditions"] = conditions.as_list()

@@ -1,13 +1,9 @@
-"""The Argo CD health check (manifests/argocd/health.lua) run by a real Lua interpreter.
-
-Status samples are written by the operator's own condition helpers (services/conditions.py) from
-the operator's own errors, so the Lua reads exactly the shapes the controllers store.
-"""
+"""manifests/argocd/health.lua under Argo CD's Lua runtime (gopher-lua, Lua 5.1, base + package +
+table + a two-function os, one-second deadline), against statuses built by the operator's own
+condition code; and proof that the harness refuses what Argo CD would refuse."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,52 +13,12 @@ import yaml
 from k3s_deploy import errors
 from k3s_deploy.services.conditions import Conditions
 
-ROOT = Path(__file__).resolve().parents[3]
-HEALTH = ROOT / "manifests" / "argocd" / "health.lua"
-LUA = shutil.which("lua5.4") or shutil.which("lua")
+from .harness import HEALTH_LUA, argocd, health, needs_go
+
+pytestmark = [needs_go, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-11-28T12:00:00Z"
-
-pytestmark = pytest.mark.skipif(LUA is None, reason="lua5.4 missing: ./dev setup installs it (DEBS)")
-
-
-def to_lua(value: Any) -> str:
-    """A Python value as a Lua literal (JSON null -> nil, as Argo CD's conversion does)."""
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return (
-            '"' + "".join(c if c.isalnum() or c in " .,:;/-_()=<>'!?" else f"\\{ord(c)}" for c in value) + '"'
-        )
-    if isinstance(value, list):
-        return "{" + ", ".join(to_lua(v) for v in value) + "}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"[{to_lua(str(k))}] = {to_lua(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
-
-
-def health(obj: dict[str, Any], script: str | None = None) -> tuple[str, str]:
-    """Run the script the way Argo CD does: ``obj`` global, the chunk returns ``hs``."""
-    assert LUA is not None
-    code = (
-        f"obj = {to_lua(obj)}\n"
-        "local chunk = assert(load(io.read('a'), 'health.lua', 't'))\n"
-        "local hs = chunk()\n"
-        "io.write(hs.status, '\\n', hs.message or '')\n"
-    )
-    out = subprocess.run(
-        [LUA, "-e", code],
-        input=script if script is not None else HEALTH.read_text(),
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    ).stdout
-    status, _, message = out.partition("\n")
-    return status, message
 
 
 def resource(kind: str, generation: int, status: dict[str, Any] | None, **spec: Any) -> dict[str, Any]:
@@ -81,8 +37,6 @@ def ready_cluster(generation: int) -> dict[str, Any]:
     c = Conditions(generation=generation, now=NOW)
     for step in ("ServersReady", "AgentsReady"):
         c.set(step, True, "AllReady", "3/3 ready")
-    c.reconciling(False)
-    c.stalled(False)
     c.summarize_ready(["ServersReady", "AgentsReady"], ready_message="K3s v1.31.4+k3s1 on 3 servers")
     return {"observedGeneration": generation, "phase": "Ready", "conditions": c.as_list()}
 
@@ -94,16 +48,8 @@ def test_healthy_when_ready_for_the_current_generation(kind: str) -> None:
 
 def test_progressing_before_first_status_and_while_generation_unobserved() -> None:
     assert health(resource("K3sCluster", 1, None))[0] == "Progressing"
-    status = ready_cluster(2)  # Ready=True, but for generation 2 while the spec is at 3
-    state, message = health(resource("K3sCluster", 3, status))
-    assert state == "Progressing"
-    assert "generation 3" in message
-
-
-def test_progressing_while_ready_condition_is_stale() -> None:
-    status = ready_cluster(2)
-    status["observedGeneration"] = 3  # status written for 3, Ready still from 2
-    assert health(resource("K3sCluster", 3, status))[0] == "Progressing"
+    state, message = health(resource("K3sCluster", 3, ready_cluster(2)))
+    assert state == "Progressing" and "generation 3" in message
 
 
 def test_progressing_while_reconciling_with_its_message() -> None:
@@ -119,7 +65,7 @@ def test_progressing_while_reconciling_with_its_message() -> None:
     )
 
 
-def test_degraded_when_stalled_with_what_to_fix() -> None:
+def test_degraded_when_stalled_but_only_for_the_observed_generation() -> None:
     c = Conditions(generation=1, now=NOW)
     c.from_error(
         errors.ProxmoxPermissionDenied("token k3sd@pve!op lacks VM.Clone on /vms/9000: grant it PVEVMAdmin")
@@ -130,9 +76,9 @@ def test_degraded_when_stalled_with_what_to_fix() -> None:
         "Degraded",
         "ProxmoxPermissionDenied: token k3sd@pve!op lacks VM.Clone on /vms/9000: grant it PVEVMAdmin",
     )
-    # Stalled wins even before the generation is observed: the error is about the current spec.
+    # a new spec the operator has not observed yet: the error was about the old one (kstatus order)
     obj["metadata"]["generation"] = 2
-    assert health(obj)[0] == "Degraded"
+    assert health(obj)[0] == "Progressing"
 
 
 def test_not_ready_and_not_reconciling_is_progressing_with_the_blocking_reason() -> None:
@@ -156,6 +102,41 @@ def test_argocd_cm_carries_the_same_script_for_both_kinds() -> None:
         "resource.customizations.health.k3sdeploy.io_ProxmoxVM",
     }
     for key in keys:
-        assert cm["data"][key] == HEALTH.read_text(), f"{key} drifted from health.lua"
-        # and the embedded copy itself runs
+        assert cm["data"][key] == HEALTH_LUA.read_text(), f"{key} drifted from health.lua"
         assert health(resource("K3sCluster", 1, ready_cluster(1)), cm["data"][key])[0] == "Healthy"
+
+
+RETURN_OK = '\nlocal hs = {}\nhs.status = "Healthy"\nhs.message = tostring(x)\nreturn hs\n'
+
+
+@pytest.mark.parametrize(
+    ("snippet", "why"),
+    [
+        ("local x = 7 // 2", "syntax error"),  # integer division is Lua 5.3
+        ('local x = ("ready"):upper()', "non-table object"),  # no string library in Argo CD
+        ('local x = string.format("%d", 1)', "string"),
+        ('local x = os.getenv("HOME")', "(nil) with key 'getenv'"),  # os is not a global there
+        ('local x = require("os").getenv("HOME")', "non-function"),  # only time and date
+        ('local x = io.open("/etc/passwd")', "(nil) with key 'open'"),  # no io library
+        ("local x = 1 & 1", "Invalid token"),  # bitwise operators are Lua 5.3
+        ("local x = 0; while true do x = x + 1 end", "context"),  # the one-second deadline
+    ],
+)
+def test_the_harness_refuses_what_argo_cd_refuses(snippet: str, why: str) -> None:
+    got = argocd(resource("K3sCluster", 1, ready_cluster(1)), script=snippet + RETURN_OK)[0]
+    assert got.get("error"), f"{snippet!r} ran under the Argo CD sandbox: {got}"
+    assert why in got["error"], got["error"]
+
+
+def test_the_harness_allows_what_argo_cd_allows() -> None:
+    script = (
+        'local os = require("os")\nlocal t = {}\ntable.insert(t, "a")\n'
+        "local x = tostring(#t) .. tostring(os.time() > 0) .. tostring(math)\n" + RETURN_OK
+    )
+    got = argocd(resource("K3sCluster", 1, None), script=script)[0]
+    assert got == {"status": "Healthy", "message": "1truenil"}, got
+
+
+def test_an_invalid_health_status_is_unknown() -> None:
+    got = argocd(resource("K3sCluster", 1, None), script='return {status = "Fine"}')[0]
+    assert got["status"] == "Unknown" and got.get("error")
