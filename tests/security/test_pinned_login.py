@@ -9,6 +9,7 @@ the client refuses the attacker's certificate right after the handshake, before 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import select
 import socket
@@ -44,6 +45,7 @@ class Interceptor:
         self.accepted = 0
         self.intercepted = 0
         self.handshakes = 0
+        self.handshaken = threading.Event()
         self._relayed: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -110,6 +112,7 @@ class Interceptor:
             with self.context.wrap_socket(conn, server_side=True) as tls:
                 with self._lock:
                     self.handshakes += 1
+                self.handshaken.set()
                 while data := tls.recv(65536):
                     with self._lock:
                         self.plaintext += data
@@ -167,7 +170,9 @@ async def test_password_never_reaches_a_listener_with_another_certificate(
         assert not password_leaked, "the password reached the attacker"
         assert mitm.plaintext == b"", "a request reached the attacker"
         if not relay_first:
-            # the client completed a TLS handshake with the attacker, then refused its certificate
+            # the client completed a TLS handshake with the attacker, then refused its certificate (the
+            # attacker's thread counts its side of the handshake a moment after the client has moved on)
+            await asyncio.to_thread(mitm.handshaken.wait, 5)
             assert mitm.handshakes >= 1
             assert error is not None and error.reason == "TLSVerificationFailed"
     finally:
