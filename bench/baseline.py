@@ -31,7 +31,7 @@ from k3s_deploy.api.k3scluster import K3sCluster
 from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.services.k3scluster import install, nodes
 from k3s_deploy.services.k3scluster.desired import desired
-from k3s_deploy.services.k3scluster.kubeconfig import rewrite, server_url
+from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
 from k3s_deploy.services.k3scluster.topology import ClusterRef
 
 Member = tuple[str, str, dict[str, Any]]  # name, role, ProxmoxVM manifest
@@ -87,7 +87,9 @@ async def install_one_by_one(
         await nodes.run_install(ssh, step.node, target(step.node), script, timeout_s=limit)
     assert plan.init_server is not None
     raw = await nodes.fetch_kubeconfig(ssh, plan.init_server, target(plan.init_server))
-    kubeconfig = rewrite(raw, server=server_url(ips[plan.init_server]), name=str(model.metadata["name"]))
+    kubeconfig = sanitise(raw).build(
+        server=server_url(ips[plan.init_server]), name=str(model.metadata["name"])
+    )
     cluster = KubernetesTargetCluster()
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:

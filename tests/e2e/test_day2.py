@@ -432,7 +432,9 @@ async def test_stop_and_start_the_whole_cluster_and_vm_drift(lab: Lab, pve_sim: 
     stopped = await lab.wait(
         lambda: _status_is(lab, "pw", lambda s: s.get("phase") == "Stopped"), "phase Stopped"
     )
-    assert condition(stopped, "Ready")["reason"] == "ClusterStopped"
+    # asked to be stopped and stopped: Ready, so kstatus and Argo CD call it Current/Healthy (docs/gitops.md)
+    assert condition(stopped, "Ready")["status"] == "True"
+    assert condition(stopped, "Ready")["reason"] == "Stopped"
     first_server_off = order.index(("pw-server-0", "Stopped"))
     assert all(order.index((a, "Stopped")) < first_server_off for a in ("pw-agent-0", "pw-agent-1"))
 
