@@ -8,7 +8,6 @@ status to write, the Events to post and when to look again; the handler does the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,12 +17,12 @@ from k3s_deploy.api.k3scluster import K3sCluster
 from k3s_deploy.ports.artefacts import ArtefactFetcher
 from k3s_deploy.ports.channels import ChannelServer
 from k3s_deploy.ports.children import ClusterObjects
-from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
+from k3s_deploy.ports.proxmox import ProxmoxClient, ProxmoxCredentials, VmSummary
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
 from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services.conditions import Conditions
-from k3s_deploy.services.k3scluster import airgap, day2, guest_values, install, nodes
+from k3s_deploy.services.k3scluster import airgap, day2, guest_values, hostkeys, install, nodes
 from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
 from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
 from k3s_deploy.services.k3scluster.secrets import (
@@ -66,6 +65,8 @@ class Deps:
     target: TargetCluster
     # Lists the VMs a credential sees (for discovery by tags); the runtime shares its cached inventory.
     list_vms: Callable[[ProxmoxCredentials], Awaitable[list[VmSummary]]] | None = None
+    # The Proxmox client of a credential (host keys read through the guest agent).
+    proxmox: Callable[[ProxmoxCredentials], ProxmoxClient] | None = None
     # The K3s release channel server (version check, channel upgrades); None: no version check.
     channels: ChannelServer | None = None
     channel_check_seconds: float = 600.0
@@ -145,6 +146,8 @@ class Reconciler:
         self.recorded = {n.get("name"): n for n in self.old_status.get("nodes") or [] if n.get("name")}
         self.day2 = day2.Day2(self)
         self.flushed = False
+        agent = self._proxmox_client if deps.proxmox is not None else None
+        self.hostkeys = hostkeys.HostKeys(deps.objects, self.ref, self.spec.ssh, agent=agent)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -194,12 +197,7 @@ class Reconciler:
 
     # --- steps ---------------------------------------------------------------------------------------
 
-    async def _discovered(self) -> list[VmSummary] | None:
-        d = self.spec.discovery
-        if d is None or d.tags is None:
-            return None
-        if self.deps.list_vms is None:
-            raise errors.InvalidSpec("discovery by tags needs a Proxmox connection", reason="NoProxmox")
+    async def _credentials(self) -> ProxmoxCredentials:
         from k3s_deploy.services.proxmoxvm.credentials import parse_credentials
 
         secret = self.spec.credentials_ref.name
@@ -209,13 +207,24 @@ class Reconciler:
                 f"Secret {secret!r} (spec.credentialsRef) not found in namespace {self.ref.namespace!r}",
                 reason="SecretNotFound",
             )
-        creds = parse_credentials(
+        return parse_credentials(
             secret,
             data,
             fingerprint=self.spec.fingerprint,
             insecure_skip_tls_verify=self.spec.insecure_skip_tls_verify,
         )
-        return await self.deps.list_vms(creds)
+
+    async def _proxmox_client(self) -> ProxmoxClient:
+        assert self.deps.proxmox is not None
+        return self.deps.proxmox(await self._credentials())
+
+    async def _discovered(self) -> list[VmSummary] | None:
+        d = self.spec.discovery
+        if d is None or d.tags is None:
+            return None
+        if self.deps.list_vms is None:
+            raise errors.InvalidSpec("discovery by tags needs a Proxmox connection", reason="NoProxmox")
+        return await self.deps.list_vms(await self._credentials())
 
     async def ensure_children(self) -> Desired:
         want = desired(
@@ -367,35 +376,38 @@ class Reconciler:
         )
         return private_key, token
 
-    def target(self, view: _NodeView, private_key: str) -> SshTarget:
+    def target(self, view: _NodeView, private_key: str, pin: hostkeys.Pin | None = None) -> SshTarget:
         ssh = self.spec.ssh
         assert view.ip is not None
-        recorded = self.recorded.get(view.name) or {}
-        pin = nodes.pinned_key(
-            name=view.name,
-            ip=view.ip,
-            vmid=view.vmid,
-            known_hosts=ssh.known_hosts,
-            recorded_key=recorded.get("hostKeyFingerprint"),
-            recorded_vmid=recorded.get("vmid"),
-        )
+        recorded = {} if view.name in self.day2.replaced else self.recorded.get(view.name) or {}
+        pin = pin or self.hostkeys.pin(view.name, view.ip, view.vmid, recorded)
+        accept_changed = ssh.host_key_policy == "AcceptChanged"
         return SshTarget(
             host=view.ip,
             port=ssh.port,
             user=ssh.user,
             private_key=private_key,
-            pinned_host_key=pin,
-            accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
+            pinned_host_key=pin.fingerprint if pin else None,
+            accept_changed_host_key=accept_changed,
+            host_key_algorithms=pin.algorithms if pin and not accept_changed else (),
             connect_timeout_s=float(ssh.connect_timeout_seconds),
         )
 
     async def probe_all(self, private_key: str) -> None:
+        """Log in to every node (its host key verified, or learned as the policy says) and read
+        what runs there; pins learned on the way are saved before anything else runs."""
         timeout = float(self.spec.ssh.connect_timeout_seconds) * 3
+        await self.hostkeys.load()
 
         async def one(view: _NodeView) -> None:
-            target = self.target(view, private_key)
+            assert view.ip is not None
+            recorded = {} if view.name in self.day2.replaced else self.recorded.get(view.name) or {}
             try:
-                result = await nodes.probe(self.deps.ssh, view.name, target, timeout_s=timeout)
+                pin = await self.hostkeys.prepare(view.name, view.ip, view.vmid, view.pve_node, recorded)
+                target = self.target(view, private_key, pin)
+                result = await hostkeys.first_contact(
+                    nodes.probe(self.deps.ssh, view.name, target, timeout_s=timeout), view.name, pin
+                )
             except errors.K3sDeployError as exc:
                 cause = _refused_for_stale_cloud_init(view, exc)
                 view.message = (cause or exc).message
@@ -403,33 +415,52 @@ class Reconciler:
                 if cause is not None:
                     raise cause from exc
                 raise
-            if target.pinned_host_key and result.host_key != target.pinned_host_key:
-                self.event(
-                    "Warning",
-                    "HostKeyChanged",
-                    f"node {view.name}: host key changed from {target.pinned_host_key} to {result.host_key}; "
-                    "accepted because spec.ssh.hostKeyPolicy is AcceptChanged",
-                )
-            elif not target.pinned_host_key:
-                self.event(
-                    "Normal", "HostKeyPinned", f"node {view.name}: pinned SSH host key {result.host_key}"
-                )
+            how = self.hostkeys.confirm(view.name, view.vmid, pin, result.host_public_key)
+            self._host_key_event(view.name, how, pin, result.host_key)
             view.host_key = result.host_key
             view.k3s_version = result.installed_version
             view.server_up = result.server_up
             view.message = None
             view.state = "Installed" if result.installed_version else "Reachable"
 
-        outcomes = await asyncio.gather(*(one(v) for v in self.views.values()), return_exceptions=True)
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, errors.K3sDeployError):
-                raise failure
-        permanent = [f for f in failures if isinstance(f, errors.K3sDeployError) and not f.transient]
-        if permanent:
-            raise permanent[0]
-        if failures:
-            raise failures[0]
+        try:
+            outcomes = await asyncio.gather(*(one(v) for v in self.views.values()), return_exceptions=True)
+        finally:
+            await self.hostkeys.save()
+            self._tofu_condition()
+        _raise_first(outcomes)
+
+    def _host_key_event(self, name: str, how: str | None, pin: hostkeys.Pin | None, presented: str) -> None:
+        if how == "Changed":
+            self.event(
+                "Warning",
+                "HostKeyChanged",
+                f"node {name}: host key changed from {pin.fingerprint if pin else None} to {presented}; "
+                "accepted because spec.ssh.hostKeyPolicy is AcceptChanged",
+            )
+        elif how == "FirstUse":
+            self.event(
+                "Warning",
+                hostkeys.TOFU_CONDITION,
+                f"node {name}: pinned SSH host key {presented} as first presented, without checking it "
+                "(spec.ssh.hostKeyPolicy allows trust on first use)",
+            )
+        elif how is not None:
+            via = {"GuestAgent": "read through the Proxmox guest agent"}.get(how, f"from {how}")
+            self.event("Normal", "HostKeyPinned", f"node {name}: pinned SSH host key {presented} ({via})")
+
+    def _tofu_condition(self) -> None:
+        if not self.hostkeys.trust_on_first_use:
+            self.conditions.remove(hostkeys.TOFU_CONDITION)
+            return
+        self.conditions.set(
+            hostkeys.TOFU_CONDITION,
+            True,
+            self.spec.ssh.host_key_policy,
+            f"spec.ssh.hostKeyPolicy is {self.spec.ssh.host_key_policy}: a node's first SSH host key is "
+            "trusted as presented, not checked against the key read through the Proxmox guest agent. "
+            "Use GuestAgent (the default) to close this gap",
+        )
 
     def settings(self) -> install.K3sSettings:
         k3s = self.spec.k3s
@@ -486,8 +517,6 @@ class Reconciler:
         async def one(step: install.InstallStep) -> None:
             view = self.views[step.node]
             target = self.target(view, private_key)
-            if view.host_key:
-                target = dataclasses.replace(target, pinned_host_key=view.host_key)
             what = {
                 "init": "initialising the cluster",
                 "single": "single server",
@@ -544,8 +573,6 @@ class Reconciler:
         init = self.status.get("initServer")
         anchor = next((v for v in servers if v.name == init), servers[0])
         target = self.target(anchor, private_key)
-        if anchor.host_key:
-            target = dataclasses.replace(target, pinned_host_key=anchor.host_key)
         raw = await nodes.fetch_kubeconfig(self.deps.ssh, anchor.name, target)
         assert anchor.ip is not None
         try:

@@ -77,11 +77,7 @@ async def wait_ready(
 
 
 def ssh_target(r: Reconciler, name: str, private_key: str) -> SshTarget:
-    view = r.views[name]
-    target = r.target(view, private_key)
-    if view.host_key:
-        target = dataclasses.replace(target, pinned_host_key=view.host_key)
-    return target
+    return r.target(r.views[name], private_key)
 
 
 async def upgrade_node(
@@ -161,11 +157,8 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
     recorded = r.recorded.get(name) or {}
     addresses = (child.get("status") or {}).get("addresses") or []
     ip = recorded.get("ip") or (addresses[0] if addresses else None)
-    pin = (
-        recorded.get("hostKeyFingerprint")
-        or r.spec.ssh.known_hosts.get(ip or "")
-        or r.spec.ssh.known_hosts.get(name)
-    )
+    vmid = (child.get("status") or {}).get("vmid") or recorded.get("vmid")
+    pin = r.hostkeys.pin(name, ip or "", vmid, recorded) if ip else None
     if not ip or not pin:
         r.event(
             "Warning",
@@ -180,9 +173,10 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
         port=ssh.port,
         user=ssh.user,
         private_key=private_key,
-        pinned_host_key=pin,
+        pinned_host_key=pin.fingerprint,
         accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
         connect_timeout_s=float(ssh.connect_timeout_seconds),
+        host_key_algorithms=pin.algorithms,
     )
     script = UNINSTALL[surplus.role]
     start = time.perf_counter()

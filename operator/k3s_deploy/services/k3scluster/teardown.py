@@ -8,6 +8,7 @@ from typing import Any
 
 from k3s_deploy import errors
 from k3s_deploy.ports.children import ClusterObjects
+from k3s_deploy.services.k3scluster.hostkeys import secret_name as hostkeys_secret_name
 from k3s_deploy.services.k3scluster.secrets import (
     MANAGED_BY,
     MANAGER,
@@ -40,6 +41,7 @@ async def teardown(objects: ClusterObjects, body: Mapping[str, Any]) -> list[str
     names = [kubeconfig_secret_name(ref.name)]
     if not user_token:
         names.append(token_secret_name(ref.name))
+    names.append(hostkeys_secret_name(ref.name))
     for name in names:
         if await objects.delete_managed_secret(ref.namespace, name, labels={MANAGED_BY: MANAGER}):
             actions.append(f"Secret {name}")
