@@ -194,7 +194,11 @@ class K3sSettings(ApiModel):
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None,
-        description="Cluster join token. Default: generated into the Secret <cluster>-token (key token).",
+        description=(
+            "K3s server token (the password; or K3s's secure K10... form). Default: generated into the "
+            "Secret <cluster>-token (key token). The operator keeps the secure form read from the first "
+            "server and a separate agent token (key agentToken) in <cluster>-token."
+        ),
     )
     server_args: list[Arg] = _args_field("Extra arguments for K3s servers, " + _ARGS_DESCRIPTION)
     agent_args: list[Arg] = _args_field("Extra arguments for K3s agents, " + _ARGS_DESCRIPTION)

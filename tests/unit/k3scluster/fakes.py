@@ -109,6 +109,11 @@ def fingerprint_of(label: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
+SERVER_TOKEN = "/var/lib/rancher/k3s/server/token"
+AGENT_TOKEN = "/var/lib/rancher/k3s/server/agent-token"
+FAKE_CA_HASH = "ab" * 32
+
+
 @dataclass
 class FakeHost:
     host_key: str  # a label: the host's key is key_line(host_key)
@@ -120,6 +125,8 @@ class FakeHost:
     fail_install: str | None = None
     half_install: bool = False
     agent_running: bool = True
+    files: dict[str, str] = field(default_factory=dict)  # what K3s wrote (server/token, agent-token)
+    join_token: str | None = None  # K3S_TOKEN of the last install
 
     @property
     def fingerprint(self) -> str:
@@ -177,10 +184,17 @@ class FakeSsh:
                 if host.half_install:  # the binary lands, the service does not start
                     host.version = "v1.31.4+k3s1"
                 return host.result(1, "", host.fail_install)
-            env = dict(re.findall(r"^export (\w+)=(.*)$", input, re.M))
-            host.version = shlex.split(env.get("INSTALL_K3S_VERSION", "v1.31.4+k3s1"))[0]
+            env = {k: shlex.split(v)[0] for k, v in re.findall(r"^export (\w+)=(.*)$", input, re.M)}
+            host.version = env.get("INSTALL_K3S_VERSION", "v1.31.4+k3s1")
+            host.join_token = env.get("K3S_TOKEN")
             if " server " in input.strip().splitlines()[-1]:
                 host.kubeconfig = K3S_YAML
+                password = (host.join_token or "").rsplit(":", 1)[-1]
+                host.files[SERVER_TOKEN] = f"K10{FAKE_CA_HASH}::server:{password}\n"
+                agent = env.get("K3S_AGENT_TOKEN")
+                host.files[AGENT_TOKEN] = (
+                    f"K10{FAKE_CA_HASH}::node:{agent}\n" if agent else host.files[SERVER_TOKEN]
+                )
             return host.result(0, "[INFO] done", "")
         self.log.append((target.host, "probe"))
         out = "k3s-deploy:server-kubeconfig\n" if host.kubeconfig else ""
@@ -191,7 +205,9 @@ class FakeSsh:
         self, target: SshTarget, path: str, *, sudo: bool | None = None, timeout_s: float = 30.0
     ) -> bytes:
         host = self._check(target)
-        if host.kubeconfig is None:
+        if path in host.files:
+            return host.files[path].encode()
+        if host.kubeconfig is None or not path.endswith("k3s.yaml"):
             raise errors.CommandFailed("no such file", exit_status=1)
         return host.kubeconfig.encode()
 

@@ -118,8 +118,15 @@ async def test_fresh_3_plus_2_cluster_becomes_ready() -> None:
         assert "--tls-san 10.0.0.10 --tls-san 10.0.0.11 --tls-san 10.0.0.12" in w.ssh.hosts[ip].scripts[0]
     agent = w.ssh.hosts["10.0.0.13"].scripts[0]
     assert "export K3S_URL=https://10.0.0.10:6443" in agent
-    token = w.objects.secrets[(NS, "demo-token")]["data"]["token"].decode()
-    assert f"export K3S_TOKEN={token}" in agent
+    secret = w.objects.secrets[(NS, "demo-token")]["data"]
+    token, agent_token = secret["token"].decode(), secret["agentToken"].decode()
+    password = token.rsplit(":", 1)[1]
+    # the first server starts with the password, the others join with the secure token (CA pinned),
+    # agents with the agent token only
+    assert token.startswith("K10" + "ab" * 32 + "::server:")
+    assert f"export K3S_TOKEN={password}\n" in init_script and f"K3S_AGENT_TOKEN={agent_token}" in init_script
+    assert f"export K3S_TOKEN={token}\n" in join
+    assert f"export K3S_TOKEN=K10{'ab' * 32}::node:{agent_token}\n" in agent and password not in agent
 
     st = second.status
     assert cond(second, "Ready")["status"] == "True"

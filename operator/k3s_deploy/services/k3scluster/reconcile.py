@@ -22,7 +22,7 @@ from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
 from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services.conditions import Conditions
-from k3s_deploy.services.k3scluster import airgap, day2, guest_values, hostkeys, install, nodes
+from k3s_deploy.services.k3scluster import airgap, day2, guest_values, hostkeys, install, nodes, tokens
 from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
 from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
 from k3s_deploy.services.k3scluster.secrets import (
@@ -30,7 +30,6 @@ from k3s_deploy.services.k3scluster.secrets import (
     TOKEN_KEY,
     kubeconfig_secret_name,
     managed_labels,
-    one_line,
     read_key,
     token_secret_name,
 )
@@ -148,6 +147,8 @@ class Reconciler:
         self.flushed = False
         agent = self._proxmox_client if deps.proxmox is not None else None
         self.hostkeys = hostkeys.HostKeys(deps.objects, self.ref, self.spec.ssh, agent=agent)
+        self.tokens = tokens.JoinTokens(server="")
+        self._agent_token_checked = False
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -338,16 +339,17 @@ class Reconciler:
             return
         self.conditions.set(VMS_READY, True, "VMsReady", f"{total} VMs running with addresses")
 
-    async def secrets(self) -> tuple[str, str]:
-        """(SSH private key, K3s token); the token Secret is created once if the user gave none."""
+    async def secrets(self) -> tuple[str, tokens.JoinTokens]:
+        """(SSH private key, join tokens); what is missing of ``<cluster>-token`` is created once."""
         ns = self.ref.namespace
         key_ref = self.spec.ssh.private_key_secret_ref
         private_key = await read_key(
             self.deps.objects, ns, key_ref.name, key_ref.key, what="spec.ssh.privateKeySecretRef"
         )
         token_ref = self.spec.k3s.token_secret_ref
+        user_token = None
         if token_ref is not None:
-            token = await read_key(
+            user_token = await read_key(
                 self.deps.objects,
                 ns,
                 token_ref.name,
@@ -355,26 +357,53 @@ class Reconciler:
                 what="spec.k3s.tokenSecretRef",
                 single_line=True,
             )
-            self.status["tokenSecretRef"] = {"name": token_ref.name, "key": token_ref.key}
-            return private_key, token
-        name = token_secret_name(self.ref.name)
-        data = await self.deps.objects.read_secret(ns, name)
-        token_bytes = (data or {}).get(TOKEN_KEY)
-        if not token_bytes:
-            token_bytes = install.new_token().encode()
-            await self.deps.objects.write_secret(
-                ns,
-                name,
-                {TOKEN_KEY: token_bytes},
-                labels=managed_labels(self.ref.name),
-                owner=self.ref.owner_reference(),
-            )
-            self.event("Normal", "TokenCreated", f"Generated the cluster join token into Secret {name}")
-        self.status["tokenSecretRef"] = {"name": name, "key": TOKEN_KEY}
-        token = one_line(
-            token_bytes.decode(errors="replace"), name=name, key=TOKEN_KEY, what="the generated join token"
+        self.tokens, created = await tokens.load(
+            self.deps.objects, self.ref, user_token, user_secret=token_ref.name if token_ref else None
         )
-        return private_key, token
+        if created:
+            self.event("Normal", "TokenCreated", created)
+        self.status["tokenSecretRef"] = (
+            {"name": token_ref.name, "key": token_ref.key}
+            if token_ref
+            else {"name": token_secret_name(self.ref.name), "key": TOKEN_KEY}
+        )
+        return private_key, self.tokens
+
+    async def join_tokens(self, private_key: str, *, for_agents: bool) -> tokens.JoinTokens:
+        """The tokens a join needs: the secure server token (read once from a running server) and,
+        for agents, whether the servers run with our agent token. No join goes out with a short token."""
+        if self.tokens.secure is not None and (not for_agents or self._agent_token_checked):
+            return self.tokens
+        servers = [
+            v for v in self.views.values() if v.role == "server" and v.k3s_version and v.server_up and v.ip
+        ]
+        init = self.status.get("initServer")
+        anchor = next((v for v in servers if v.name == init), servers[0] if servers else None)
+        if anchor is None:
+            raise errors.GuestNotReady(
+                "waiting for a server that runs K3s to read its secure join token from"
+            )
+        had_secure = self.tokens.secure is not None
+        self.tokens = await tokens.learn(
+            self.deps.ssh,
+            anchor.name,
+            self.target(anchor, private_key),
+            self.tokens,
+            agents_joining=for_agents,
+        )
+        self._agent_token_checked = self._agent_token_checked or for_agents
+        if not had_secure:
+            user = self.spec.k3s.token_secret_ref is not None
+            await tokens.save(
+                self.deps.objects, self.ref, self.tokens, keep_token=None if user else self.tokens.server
+            )
+            self.event(
+                "Normal",
+                "SecureTokenStored",
+                f"Read the secure join token from {anchor.name} into Secret {token_secret_name(self.ref.name)}: "
+                "joining nodes now check the cluster CA",
+            )
+        return self.tokens
 
     def target(self, view: _NodeView, private_key: str, pin: hostkeys.Pin | None = None) -> SshTarget:
         ssh = self.spec.ssh
@@ -499,7 +528,7 @@ class Reconciler:
             return None
         return view.k3s_version
 
-    async def bootstrap(self, private_key: str, token: str, settings: install.K3sSettings) -> None:
+    async def bootstrap(self, private_key: str, settings: install.K3sSettings) -> None:
         facts = [install.NodeFacts(v.name, v.role, v.ip, self._installed(v)) for v in self.views.values()]
         plan = install.plan(facts, settings, init_server=self.old_status.get("initServer"))
         if self.status.get("initServer") != plan.init_server:
@@ -528,6 +557,12 @@ class Reconciler:
             try:
                 staged = await airgap.stage(
                     self.deps.ssh, self.deps.artefacts, step.node, target, settings.source, timeout_s=timeout
+                )
+                joining = step.kind in ("join-server", "agent")
+                token = (
+                    await self.join_tokens(private_key, for_agents=step.kind == "agent")
+                    if joining
+                    else self.tokens
                 )
                 script = install.render_script(
                     step, settings, token=token, node_ip=view.ip, sans=sans, installer_path=staged
@@ -673,7 +708,7 @@ class Reconciler:
             if halt is not None:
                 return self._outcome(halt.requeue, None)
             self.check_vms()
-            private_key, token = await self.secrets()
+            private_key, _tokens = await self.secrets()
             settings = self.settings()
             self.status["phase"] = (
                 "Bootstrapping"
@@ -681,9 +716,9 @@ class Reconciler:
                 else self.old_status.get("phase", "Bootstrapping")
             )
             await self.probe_all(private_key)
-            if await self.day2.before_bootstrap(private_key, token, settings):
+            if await self.day2.before_bootstrap(private_key, settings):
                 raise _Wait
-            await self.bootstrap(private_key, token, settings)
+            await self.bootstrap(private_key, settings)
             operator_kubeconfig = await self.kubeconfig(private_key)
             await self.health(operator_kubeconfig, settings)
             self.day2.after_health()

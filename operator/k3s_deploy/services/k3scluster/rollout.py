@@ -87,7 +87,6 @@ async def upgrade_node(
     *,
     kubeconfig: str,
     private_key: str,
-    token: str,
     settings: install.K3sSettings,
 ) -> None:
     """Cordon + drain, re-run the installer at ``target_version``, wait Ready there, uncordon.
@@ -109,6 +108,8 @@ async def upgrade_node(
         staged = await airgap.stage(
             r.deps.ssh, r.deps.artefacts, name, target, wanted.source, timeout_s=timeout
         )
+        joining = step.kind in ("join-server", "agent")
+        token = await r.join_tokens(private_key, for_agents=step.kind == "agent") if joining else r.tokens
         script = install.render_script(
             step, wanted, token=token, node_ip=view.ip, sans=sans, installer_path=staged
         )
@@ -208,7 +209,6 @@ async def advance(
     *,
     kubeconfig: str,
     private_key: str,
-    token: str,
     settings: install.K3sSettings,
 ) -> bool:
     """One step of the rollout to ``target`` (a batch, or a decision to wait). True: end the pass."""
@@ -259,7 +259,6 @@ async def advance(
                 target,
                 kubeconfig=kubeconfig,
                 private_key=private_key,
-                token=token,
                 settings=settings,
             )
             for name in step.nodes
