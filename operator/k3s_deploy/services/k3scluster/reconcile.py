@@ -148,7 +148,7 @@ class Reconciler:
         agent = self._proxmox_client if deps.proxmox is not None else None
         self.hostkeys = hostkeys.HostKeys(deps.objects, self.ref, self.spec.ssh, agent=agent)
         self.tokens = tokens.JoinTokens(server="")
-        self._agent_token_checked = False
+        self.agent_token_checked = False
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -370,40 +370,8 @@ class Reconciler:
         return private_key, self.tokens
 
     async def join_tokens(self, private_key: str, *, for_agents: bool) -> tokens.JoinTokens:
-        """The tokens a join needs: the secure server token (read once from a running server) and,
-        for agents, whether the servers run with our agent token. No join goes out with a short token."""
-        if self.tokens.secure is not None and (not for_agents or self._agent_token_checked):
-            return self.tokens
-        servers = [
-            v for v in self.views.values() if v.role == "server" and v.k3s_version and v.server_up and v.ip
-        ]
-        init = self.status.get("initServer")
-        anchor = next((v for v in servers if v.name == init), servers[0] if servers else None)
-        if anchor is None:
-            raise errors.GuestNotReady(
-                "waiting for a server that runs K3s to read its secure join token from"
-            )
-        had_secure = self.tokens.secure is not None
-        self.tokens = await tokens.learn(
-            self.deps.ssh,
-            anchor.name,
-            self.target(anchor, private_key),
-            self.tokens,
-            agents_joining=for_agents,
-        )
-        self._agent_token_checked = self._agent_token_checked or for_agents
-        if not had_secure:
-            user = self.spec.k3s.token_secret_ref is not None
-            await tokens.save(
-                self.deps.objects, self.ref, self.tokens, keep_token=None if user else self.tokens.server
-            )
-            self.event(
-                "Normal",
-                "SecureTokenStored",
-                f"Read the secure join token from {anchor.name} into Secret {token_secret_name(self.ref.name)}: "
-                "joining nodes now check the cluster CA",
-            )
-        return self.tokens
+        """The tokens a join needs (tokens.for_join): no join goes out with a short token."""
+        return await tokens.for_join(self, private_key, for_agents=for_agents)
 
     def target(self, view: _NodeView, private_key: str, pin: hostkeys.Pin | None = None) -> SshTarget:
         ssh = self.spec.ssh
@@ -445,7 +413,7 @@ class Reconciler:
                     raise cause from exc
                 raise
             how = self.hostkeys.confirm(view.name, view.vmid, pin, result.host_public_key)
-            self._host_key_event(view.name, how, pin, result.host_key)
+            hostkeys.report(self, view.name, how, pin, result.host_key)
             view.host_key = result.host_key
             view.k3s_version = result.installed_version
             view.server_up = result.server_up
@@ -456,40 +424,8 @@ class Reconciler:
             outcomes = await asyncio.gather(*(one(v) for v in self.views.values()), return_exceptions=True)
         finally:
             await self.hostkeys.save()
-            self._tofu_condition()
+            hostkeys.tofu_condition(self)
         _raise_first(outcomes)
-
-    def _host_key_event(self, name: str, how: str | None, pin: hostkeys.Pin | None, presented: str) -> None:
-        if how == "Changed":
-            self.event(
-                "Warning",
-                "HostKeyChanged",
-                f"node {name}: host key changed from {pin.fingerprint if pin else None} to {presented}; "
-                "accepted because spec.ssh.hostKeyPolicy is AcceptChanged",
-            )
-        elif how == "FirstUse":
-            self.event(
-                "Warning",
-                hostkeys.TOFU_CONDITION,
-                f"node {name}: pinned SSH host key {presented} as first presented, without checking it "
-                "(spec.ssh.hostKeyPolicy allows trust on first use)",
-            )
-        elif how is not None:
-            via = {"GuestAgent": "read through the Proxmox guest agent"}.get(how, f"from {how}")
-            self.event("Normal", "HostKeyPinned", f"node {name}: pinned SSH host key {presented} ({via})")
-
-    def _tofu_condition(self) -> None:
-        if not self.hostkeys.trust_on_first_use:
-            self.conditions.remove(hostkeys.TOFU_CONDITION)
-            return
-        self.conditions.set(
-            hostkeys.TOFU_CONDITION,
-            True,
-            self.spec.ssh.host_key_policy,
-            f"spec.ssh.hostKeyPolicy is {self.spec.ssh.host_key_policy}: a node's first SSH host key is "
-            "trusted as presented, not checked against the key read through the Proxmox guest agent. "
-            "Use GuestAgent (the default) to close this gap",
-        )
 
     def settings(self) -> install.K3sSettings:
         k3s = self.spec.k3s
@@ -535,6 +471,7 @@ class Reconciler:
             self.status["initServer"] = plan.init_server
             await self._flush()
         if not plan.steps:
+            await self._secure_token(private_key)
             return
         self.status["phase"] = "Bootstrapping"
         self.conditions.reconciling(
@@ -599,6 +536,15 @@ class Reconciler:
         results = await asyncio.gather(servers_one_by_one(), agents_together(), return_exceptions=True)
         await self._flush()
         _raise_first(results)
+        await self._secure_token(private_key)
+
+    async def _secure_token(self, private_key: str) -> None:
+        """Keep the secure server token once a server runs, even before anything joins (and for a
+        cluster bootstrapped with a plain token): one read, then it is in ``<cluster>-token``."""
+        if self.tokens.secure is None and any(
+            v.role == "server" and v.server_up for v in self.views.values()
+        ):
+            await self.join_tokens(private_key, for_agents=False)
 
     async def kubeconfig(self, private_key: str) -> str:
         """Store the user's kubeconfig Secret; return one the operator uses (pointing at a server)."""
