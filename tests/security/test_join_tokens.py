@@ -38,9 +38,9 @@ def _root_of(lab: Lab, vmid: int) -> Path:
 def _files_holding(root: Path, needle: bytes) -> list[str]:
     found = []
     for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink() and path.stat().st_size < 8 * 1024 * 1024:
-            if needle in path.read_bytes():
-                found.append(str(path.relative_to(root)))
+        small = path.is_file() and not path.is_symlink() and path.stat().st_size < 8 * 1024 * 1024
+        if small and needle in path.read_bytes():
+            found.append(str(path.relative_to(root)))
     return found
 
 
@@ -90,5 +90,8 @@ def test_a_join_with_another_clusters_ca_hash_is_refused(lab: Lab) -> None:
         time.sleep(1)
         refused = lab.condition("ca", "AgentsReady") or {}
     assert "token CA hash does not match the Cluster CA certificate hash" in refused["message"], refused
-    names = [n["metadata"]["name"] for n in json.loads(lab.target_kubectl("ca", "get", "nodes", "-o", "json"))["items"]]
+    names = [
+        n["metadata"]["name"]
+        for n in json.loads(lab.target_kubectl("ca", "get", "nodes", "-o", "json"))["items"]
+    ]
     assert names == ["ca-server-0"], "the agent never joined"
