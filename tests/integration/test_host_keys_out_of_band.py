@@ -15,7 +15,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from fixtures.guests import lab_net, wait_for_guest
+from fixtures.guests import lab_net, make_impostor, wait_for_guest
 from fixtures.pve import PveSim
 from k3s_deploy import errors
 from k3s_deploy.adapters.proxmox import ProxmoxerClient
@@ -70,12 +70,7 @@ async def test_key_read_through_the_agent_opens_the_guest_and_refuses_an_imposto
     assert (await runner.run(by_ecdsa, "true")).host_key == ecdsa.fingerprint
 
     execs = pve_guests.chaos.execs
-    await asyncio.to_thread(pve_sim.admin, "PUT", "vms/451/guest", {"impostorSshd": True})
-    for _ in range(200):
-        running = pve_guests.fleet.running.get(451) if pve_guests.fleet else None
-        if running is not None and running.spec.impostor_sshd:
-            break
-        await asyncio.sleep(0.05)
+    await make_impostor(pve_sim, pve_guests, 451)
     with pytest.raises(errors.HostKeyMismatch):
         await runner.run(target, "touch /tmp/the-impostor-ran-this")
     assert pve_guests.chaos.execs == execs

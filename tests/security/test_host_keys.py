@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,16 +21,6 @@ from .conftest import Lab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 FILE_READ = "GET /nodes/{node}/qemu/{vmid}/agent/file-read"
-
-
-def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _guest_execs(lab: Lab) -> int:

@@ -15,7 +15,7 @@ import asyncssh
 import pytest
 from proxmoxer import ResourceException
 
-from fixtures.guests import lab_net, ssh_options, wait_for_guest
+from fixtures.guests import lab_net, make_impostor, ssh_options, wait_for_guest
 from fixtures.pve import PveSim
 from integration.pvesim.helpers import raw
 from k3s_deploy.lab.guests.service import GuestsService
@@ -100,12 +100,7 @@ async def test_an_impostor_guest_presents_keys_its_disk_does_not_hold(
     vm = await _running_guest(pve_sim, pve_guests, 432, client_key)
     own = (await asyncio.to_thread(vm.agent("file-read").get, file=ED25519))["content"].strip()
     assert own == await _presented(pve_guests, f"{NET}32", client_key)
-    await asyncio.to_thread(pve_sim.admin, "PUT", "vms/432/guest", {"impostorSshd": True})
-    for _ in range(200):
-        running = pve_guests.fleet.running.get(432) if pve_guests.fleet else None
-        if running is not None and running.spec.impostor_sshd:
-            break
-        await asyncio.sleep(0.05)
+    await make_impostor(pve_sim, pve_guests, 432)
     presented = await _presented(pve_guests, f"{NET}32", client_key)
     assert presented != own
     assert (await asyncio.to_thread(vm.agent("file-read").get, file=ED25519))["content"].strip() == own
