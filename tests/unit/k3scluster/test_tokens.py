@@ -106,3 +106,29 @@ async def test_a_user_token_stays_in_the_users_secret_and_agents_get_their_own()
     assert agent.join_token == f"K10{FAKE_CA_HASH}::node:{own['agentToken'].decode()}"
     assert "user-secret" not in agent.scripts[-1]
     assert out.status["tokenSecretRef"] == {"name": "mine", "key": "t"}
+
+
+async def test_a_server_without_a_token_file_yet_holds_back_only_joins() -> None:
+    w, body = World(), cluster_body(1, 0)
+    await w.pass_(body)
+    w.boot()
+    original = w.ssh.run
+
+    async def install_without_token_file(target, command, **kwargs):  # type: ignore[no-untyped-def]
+        result = await original(target, command, **kwargs)
+        w.ssh.hosts[target.host].files.clear()
+        return result
+
+    w.ssh.run = install_without_token_file  # type: ignore[method-assign]
+    out = await w.pass_(body)
+    assert cond(out, "Ready")["status"] == "True", out.status["conditions"]
+    token = w.objects.secrets[(NS, "demo-token")]["data"]["token"].decode()
+    assert not token.startswith("K10")
+    w.ssh.run = original  # type: ignore[method-assign]
+    w.ssh.hosts["10.0.0.10"].files[SERVER_TOKEN] = f"K10{FAKE_CA_HASH}::server:{token}\n"
+    out = await w.pass_(body)
+    assert (
+        w.objects.secrets[(NS, "demo-token")]["data"]["token"].decode()
+        == f"K10{FAKE_CA_HASH}::server:{token}"
+    )
+    assert [e.reason for e in out.events] == ["SecureTokenStored"]

@@ -8,6 +8,7 @@ status to write, the Events to post and when to look again; the handler does the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -540,11 +541,14 @@ class Reconciler:
 
     async def _secure_token(self, private_key: str) -> None:
         """Keep the secure server token once a server runs, even before anything joins (and for a
-        cluster bootstrapped with a plain token): one read, then it is in ``<cluster>-token``."""
+        cluster bootstrapped with a plain token): one read, then it is in ``<cluster>-token``. Not
+        there yet is no reason to hold the cluster back (only joins need it: they wait for it); a
+        token file that is there but wrong stalls it."""
         if self.tokens.secure is None and any(
             v.role == "server" and v.server_up for v in self.views.values()
         ):
-            await self.join_tokens(private_key, for_agents=False)
+            with contextlib.suppress(errors.GuestNotReady):
+                await self.join_tokens(private_key, for_agents=False)
 
     async def kubeconfig(self, private_key: str) -> str:
         """Store the user's kubeconfig Secret; return one the operator uses (pointing at a server)."""
