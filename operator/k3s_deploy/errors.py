@@ -21,6 +21,8 @@ Every failure that crosses a port is raised as one of these, so handlers can dec
         ├── ProxmoxTaskFailed           a task ended with an error exit status
         ├── SshAuthFailed               the guest refused our key
         ├── HostKeyMismatch             the guest's host key changed since it was pinned
+        ├── HostKeyUnavailable          the host key cannot be read through the guest agent
+        ├── GuestFileUnreadable         the guest agent could not read a file (missing, no agent)
         ├── CommandFailed               a remote command exited non-zero
         ├── K3sInstallFailed            the K3s installer refused (bad token, bad version, ...)
         ├── GuestInputRejected          a guest sent what the operator will not use (tampered
@@ -121,6 +123,18 @@ class SshAuthFailed(PermanentError):
 
 class HostKeyMismatch(PermanentError):
     reason = "HostKeyChanged"
+
+
+class HostKeyUnavailable(PermanentError):
+    """The node's SSH host key could not be learned out of band, so no connection is trusted."""
+
+    reason = "HostKeyUnavailable"
+
+
+class GuestFileUnreadable(PermanentError):
+    """``agent/file-read`` failed for good: no such file, or no guest agent configured."""
+
+    reason = "GuestFileUnreadable"
 
 
 class CommandFailed(PermanentError):

@@ -18,18 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
-import requests
-from proxmoxer.core import AuthenticationError, ResourceException
-
 from k3s_deploy import metrics
+from k3s_deploy.adapters.proxmox_errors import AGENT_SILENT, map_exception
 from k3s_deploy.adapters.proxmox_session import open_api
 from k3s_deploy.errors import (
     CredentialsError,
+    GuestFileUnreadable,
     GuestNotReady,
-    K3sDeployError,
-    ProxmoxBusy,
-    ProxmoxNotFound,
-    ProxmoxPermissionDenied,
     ProxmoxRejected,
     ProxmoxUnavailable,
 )
@@ -44,85 +39,7 @@ from k3s_deploy.ports.proxmox import (
 
 T = TypeVar("T")
 
-# Sync 500s that mean "the request is wrong", not "the server is unwell" (pve-api-facts.md §3, §6).
-_REJECTIONS = re.compile(
-    r"can't |cannot |protection mode|no options specified|validation error|not supported|invalid|"
-    r"not a template|you can't|only possible|not allowed",
-    re.IGNORECASE,
-)
-_AGENT_SILENT = re.compile(r"guest agent|not running|agent error", re.IGNORECASE)
-
-
-_MAX_ANSWER = 300
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def _bounded(text: str) -> str:
-    """What a server said, fit for a condition message: one line, at most ``_MAX_ANSWER`` characters.
-    The Proxmox url comes from a tenant's Secret, so the answer may come from anything it points at."""
-    text = _CONTROL.sub(" ", text).strip()
-    return text if len(text) <= _MAX_ANSWER else text[: _MAX_ANSWER - 1] + "…"
-
-
-def _error_text(exc: ResourceException) -> str:
-    text = str(exc.content or exc.status_message or "").strip()
-    if exc.errors:
-        details = exc.errors if isinstance(exc.errors, Mapping) else {"": exc.errors}
-        text += (
-            " ("
-            + "; ".join(f"{k}: {str(v).strip()}" if k else str(v).strip() for k, v in details.items())
-            + ")"
-        )
-    return _bounded(text)
-
-
-def map_resource_error(exc: ResourceException, what: str) -> K3sDeployError:
-    """Turn an HTTP error answer of PVE into the operator's error tree."""
-    code = int(exc.status_code)
-    text = _error_text(exc)
-    message = f"{what}: {code} {text}"
-    lowered = text.lower()
-    if code == 401:
-        return CredentialsError(
-            f"{what}: Proxmox refused the credentials (401 {text}); check tokenId/tokenSecret or "
-            "username/password in the credentials Secret"
-        )
-    if code == 403:
-        return ProxmoxPermissionDenied(f"{what}: {text}; grant the token the missing privilege")
-    if "already exists" in lowered:
-        return ProxmoxBusy(message, reason="VmidTaken")
-    if "locked" in lowered or "checksum mismatch" in lowered or "can't lock file" in lowered:
-        return ProxmoxBusy(message)
-    if "does not exist" in lowered or code == 404:
-        return ProxmoxNotFound(message)
-    if code == 400 or code == 501:
-        return ProxmoxRejected(message)
-    if code == 500 and _REJECTIONS.search(text):
-        return ProxmoxRejected(message)
-    return ProxmoxUnavailable(message)
-
-
-def map_exception(exc: BaseException, what: str) -> K3sDeployError:
-    """Map anything a proxmoxer call can raise."""
-    if isinstance(exc, K3sDeployError):
-        return exc
-    if isinstance(exc, ResourceException):
-        return map_resource_error(exc, what)
-    if isinstance(exc, AuthenticationError):
-        return CredentialsError(
-            f"{what}: {_bounded(str(exc))}; check username/password in the credentials Secret"
-        )
-    if isinstance(exc, requests.exceptions.SSLError):
-        return CredentialsError(
-            f"{what}: TLS verification of the Proxmox server failed ({type(exc).__name__}); "
-            "put the server's CA certificate into the Secret key caCert",
-            reason="TLSVerificationFailed",
-        )
-    if isinstance(exc, requests.exceptions.RequestException):
-        return ProxmoxUnavailable(f"{what}: {type(exc).__name__}: {_bounded(str(exc))}")
-    if isinstance(exc, (ValueError, KeyError, TypeError)):
-        return ProxmoxUnavailable(f"{what}: unexpected answer ({type(exc).__name__}: {_bounded(str(exc))})")
-    return ProxmoxUnavailable(f"{what}: {type(exc).__name__}: {_bounded(str(exc))}")
+__all__ = ["ProxmoxerClient", "ProxmoxerConnector", "encode_value", "map_exception", "split_tags"]
 
 
 def split_tags(raw: object) -> frozenset[str]:
@@ -352,7 +269,7 @@ class ProxmoxerClient:
                 lambda api: api.nodes(node).qemu(vmid).agent("network-get-interfaces").get(),
             )
         except (ProxmoxUnavailable, ProxmoxRejected) as exc:
-            if _AGENT_SILENT.search(exc.message):
+            if AGENT_SILENT.search(exc.message):
                 raise GuestNotReady(exc.message, reason="AgentNotResponding") from exc
             raise
         result = raw.get("result", []) if isinstance(raw, Mapping) else raw
@@ -366,6 +283,39 @@ class ProxmoxerClient:
             )
             for i in result or []
         ]
+
+    async def read_guest_file(self, node: str, vmid: int, path: str, *, max_bytes: int) -> bytes:
+        what = f"read {path} in VM {vmid} through its guest agent"
+        params: dict[str, Any] = {"file": path, "count": max_bytes + 1}
+        try:
+            try:
+                raw: Any = await self._call(
+                    what, lambda api: api.nodes(node).qemu(vmid).agent("file-read").get(**params)
+                )
+            except ProxmoxRejected as exc:
+                if "count" not in exc.message:
+                    raise
+                # PVE 8 knows only `file` (and caps the read at 16 MiB itself)
+                params = {"file": path}
+                raw = await self._call(
+                    what, lambda api: api.nodes(node).qemu(vmid).agent("file-read").get(**params)
+                )
+        except (ProxmoxUnavailable, ProxmoxRejected) as exc:
+            if (
+                "agent error" in exc.message.lower()
+                or "no qemu guest agent configured" in exc.message.lower()
+            ):
+                raise GuestFileUnreadable(exc.message) from exc
+            if AGENT_SILENT.search(exc.message):
+                raise GuestNotReady(exc.message, reason="AgentNotResponding") from exc
+            raise
+        content = raw.get("content") if isinstance(raw, Mapping) else None
+        if not isinstance(content, str):
+            raise ProxmoxUnavailable(f"{what}: the answer has no content")
+        data = content.encode("latin-1", errors="replace")  # PVE sends each byte as one code point
+        if len(data) > max_bytes or raw.get("truncated"):
+            raise GuestFileUnreadable(f"{what}: the file is larger than {max_bytes} bytes")
+        return data
 
 
 class ProxmoxerConnector:

@@ -1,9 +1,11 @@
 """asyncssh implementation of :class:`~k3s_deploy.ports.ssh.SshRunner` with host-key pinning.
 
 Each call opens its own connection (guests are few and commands are long; no pool to go stale).
-The guest's host key is checked in ``validate_host_public_key``: on first contact (no pin) it is
-accepted and reported, later only the pinned key is accepted unless the target explicitly relaxes
-that. No ``~/.ssh`` file, agent or config of the operator's host is ever consulted.
+The guest's host key is checked in ``validate_host_public_key``, during the key exchange and so
+before authentication or any command: with a pin only that key is accepted (unless the target
+explicitly relaxes it), and only the pinned key's algorithms are offered; on first contact (no pin)
+the key is accepted and reported. No ``~/.ssh`` file, agent or config of the operator's host is
+ever consulted.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ class _PinningClient(asyncssh.SSHClient):
     def __init__(self, target: SshTarget) -> None:
         self._target = target
         self.presented: str | None = None
+        self.presented_line = ""
         self.mismatch = False
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
         self.presented = fingerprint(key)
+        self.presented_line = " ".join(key.export_public_key("openssh").decode().split()[:2])
         pinned = self._target.pinned_host_key
         if pinned is None or pinned == self.presented:
             return True
@@ -59,6 +63,11 @@ class _PinningClient(asyncssh.SSHClient):
             return True
         self.mismatch = True
         return False
+
+
+def _host_key_algs(target: SshTarget) -> dict[str, Any]:
+    """Offer only the pinned key's algorithms, so the server presents the key that was read."""
+    return {"server_host_key_algs": list(target.host_key_algorithms)} if target.host_key_algorithms else {}
 
 
 def _sudo_wrap(command: str) -> str:
@@ -110,6 +119,7 @@ class AsyncSshRunner:
             stdout=_text(out.stdout),
             stderr=_text(out.stderr),
             host_key=out.host_key,
+            host_public_key=out.host_public_key,
         )
         if check and not result.ok:
             tail = result.stderr.strip()[-_STDERR_TAIL:] or result.stdout.strip()[-_STDERR_TAIL:]
@@ -199,7 +209,7 @@ class AsyncSshRunner:
             raise errors.SshUnavailable(on_timeout, reason="SshTimeout") from exc
         except (asyncssh.Error, OSError) as exc:
             raise errors.SshUnavailable(f"connection to {target.describe()} dropped: {exc}") from exc
-        return _Output(status, stdout, stderr, client.presented or "")
+        return _Output(status, stdout, stderr, client.presented or "", client.presented_line)
 
     async def host_key(self, target: SshTarget) -> str:
         conn, client = await self._connect(target)
@@ -236,6 +246,7 @@ class AsyncSshRunner:
                         client_factory=lambda c=client: c,
                         client_keys=[key],
                         known_hosts=([], [], []),
+                        **_host_key_algs(target),
                         agent_path=None,
                         config=None,
                         password_auth=False,
@@ -295,6 +306,7 @@ class _Output:
     stdout: bytes
     stderr: bytes
     host_key: str
+    host_public_key: str = ""
 
 
 class _TooMuchOutput(Exception):

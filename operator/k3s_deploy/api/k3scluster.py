@@ -41,7 +41,7 @@ from k3s_deploy.api.proxmoxvm import CloneSource, CloudInitUser, VMSettings
 KIND = "K3sCluster"
 PLURAL = "k3sclusters"
 
-HostKeyPolicy = Literal["TrustOnFirstUse", "AcceptChanged"]
+HostKeyPolicy = Literal["GuestAgent", "TrustOnFirstUse", "AcceptChanged"]
 FetchFrom = Literal["Operator", "Node"]
 # Every value the operator writes to status.phase (a test checks the code sets no other).
 ClusterPhase = Literal[
@@ -194,7 +194,11 @@ class K3sSettings(ApiModel):
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None,
-        description="Cluster join token. Default: generated into the Secret <cluster>-token (key token).",
+        description=(
+            "K3s server token (the password; or K3s's secure K10... form). Default: generated into the "
+            "Secret <cluster>-token (key token). The operator keeps the secure form read from the first "
+            "server and a separate agent token (key agentToken) in <cluster>-token."
+        ),
     )
     server_args: list[Arg] = _args_field("Extra arguments for K3s servers, " + _ARGS_DESCRIPTION)
     agent_args: list[Arg] = _args_field("Extra arguments for K3s agents, " + _ARGS_DESCRIPTION)
@@ -235,12 +239,15 @@ class SshSettings(ApiModel):
     )
     port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
     host_key_policy: HostKeyPolicy = Field(
-        default="TrustOnFirstUse",
+        default="GuestAgent",
         description=(
-            "TrustOnFirstUse: the first key a node presents is pinned in status.nodes[].hostKeyFingerprint "
-            "and a different key later is refused (Stalled=True, reason HostKeyChanged). AcceptChanged: a "
-            "changed key is accepted and re-pinned, with a HostKeyChanged warning Event (only for rebuilt "
-            "nodes you trust)."
+            "GuestAgent (default): before the first SSH connection the node's host public key is read "
+            "through the QEMU guest agent over the verified Proxmox API (needs qemu-guest-agent in the VM "
+            "and VM.GuestAgent.FileRead, or VM.Monitor on PVE 8) and only that key is accepted; it is "
+            "pinned in the Secret <cluster>-host-keys and a different key later is refused (Stalled=True, "
+            "reason HostKeyChanged). TrustOnFirstUse: the first key a node presents is pinned instead (condition "
+            "HostKeyTrustedOnFirstUse). AcceptChanged: like TrustOnFirstUse, and a changed key is accepted "
+            "and re-pinned with a warning Event (only for rebuilt nodes you trust)."
         ),
     )
     known_hosts: dict[str, Sha256Fingerprint] = Field(
@@ -501,7 +508,9 @@ class ClusterNode(StatusModel):
     )
     ready: bool = Field(default=False, description="The node is Ready in the cluster's own API.")
     host_key_fingerprint: str | None = Field(
-        default=None, max_length=128, description="Pinned SSH host key (SHA256:...)."
+        default=None,
+        max_length=128,
+        description="The node's SSH host key (SHA256:...), as pinned in the Secret <cluster>-host-keys.",
     )
     adopted: bool | None = Field(default=None, description="The VM was discovered, not cloned.")
     state: str | None = Field(

@@ -64,6 +64,7 @@ def deps_for(runtime: Runtime) -> Deps:
         ssh=AsyncSshRunner(max_output_bytes=runtime.settings.ssh_max_output_bytes),
         target=KubernetesTargetCluster(),
         list_vms=list_vms,
+        proxmox=lambda credentials: runtime.sessions.get(credentials).client,
         channels=HttpChannelServer(runtime.settings.fetch_allow_list),
         channel_check_seconds=runtime.settings.channel_check_seconds,
         artefacts=HttpArtefactFetcher(

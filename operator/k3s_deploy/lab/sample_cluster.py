@@ -105,6 +105,8 @@ def cluster_manifest(
             "user": user,
             "port": int(pve["guestSshPort"]),
             "privateKeySecretRef": {"name": "k3s-ssh-key", "key": "ssh-privatekey"},
+            # host keys read through the simulator's guest agent, never trusted on first use
+            "hostKeyPolicy": "GuestAgent",
         },
         "servers": {"replicas": servers, "template": node_template(public_key, user=user)},
     }

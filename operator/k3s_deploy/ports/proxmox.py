@@ -139,6 +139,15 @@ class ProxmoxClient(Protocol):
         """Raises GuestNotReady while the agent is not answering."""
         ...
 
+    async def read_guest_file(self, node: str, vmid: int, path: str, *, max_bytes: int) -> bytes:
+        """A file inside the guest, read by its QEMU guest agent (``agent/file-read``).
+
+        Raises GuestNotReady while the VM or its agent is not running, GuestFileUnreadable when the
+        file is missing or no agent is configured, and a file longer than
+        ``max_bytes`` raises GuestFileUnreadable too (its content is never returned cut short).
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class ProxmoxCredentials:

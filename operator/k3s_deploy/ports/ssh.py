@@ -34,13 +34,16 @@ class SshTarget:
     port: int
     user: str
     private_key: str = field(repr=False)
-    # Fingerprint pinned in status from an earlier contact; None means first contact (trust on first use).
+    # The fingerprint the server must present (read through the guest agent, pinned in the host-keys
+    # Secret, or given in spec.ssh.knownHosts); None means first contact (trust on first use).
     pinned_host_key: str | None = None
     # When True a changed host key is accepted (and re-pinned by the caller); off by default.
     accept_changed_host_key: bool = False
     # Time limit for the TCP connect and the SSH handshake and login (spec.ssh.connectTimeoutSeconds);
     # None: the runner's default.
     connect_timeout_s: float | None = None
+    # Host key algorithms to offer (the pinned key's type), so the server presents that key; empty: any.
+    host_key_algorithms: tuple[str, ...] = ()
 
     @property
     def needs_sudo(self) -> bool:
@@ -58,6 +61,8 @@ class CommandResult:
     stdout: str
     stderr: str
     host_key: str
+    # The presented key as an OpenSSH public key line (``ssh-ed25519 AAAA...``), what a pin stores.
+    host_public_key: str = ""
 
     @property
     def ok(self) -> bool:

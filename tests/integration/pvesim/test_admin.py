@@ -129,7 +129,7 @@ def test_guests_long_poll_returns_on_change(pve_sim: PveSim) -> None:
     assert g100 | {"instanceId": None, "addresses": None} == {
         "vmid": 100, "node": "pve1", "name": "legacy-k3s-server-1", "status": "running", "agent": True,
         "agentReady": True, "addresses": None, "ciuser": "ubuntu", "sshkeys": [], "instanceId": None,
-        "hostname": "legacy-k3s-server-1",
+        "hostname": "legacy-k3s-server-1", "impostorSshd": False,
     }  # fmt: skip
     result: dict[str, object] = {}
 

@@ -332,9 +332,9 @@ INVALID: tuple[Invalid, ...] = (
         "cluster-unknown-host-key-policy",
         CLUSTER,
         _set("spec.ssh.hostKeyPolicy", "Insecure"),
-        'spec.ssh.hostKeyPolicy: Unsupported value: "Insecure": supported values: "TrustOnFirstUse", '
-        '"AcceptChanged"',
-        "Input should be 'TrustOnFirstUse' or 'AcceptChanged'",
+        'spec.ssh.hostKeyPolicy: Unsupported value: "Insecure": supported values: "GuestAgent", '
+        '"TrustOnFirstUse", "AcceptChanged"',
+        "Input should be 'GuestAgent', 'TrustOnFirstUse' or 'AcceptChanged'",
     ),
     Invalid(
         "cluster-missing-ssh-key",

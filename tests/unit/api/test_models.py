@@ -94,7 +94,7 @@ def test_adopted_vms_are_retained_unless_told_otherwise() -> None:
 def test_cluster_defaults() -> None:
     spec = K3sCluster.model_validate(sample("k3scluster-single-server.yaml")).spec
     assert spec.ssh.port == 22
-    assert spec.ssh.host_key_policy == "TrustOnFirstUse"
+    assert spec.ssh.host_key_policy == "GuestAgent"
     assert spec.k3s.channel_server == "https://update.k3s.io/v1-release/channels"
     assert spec.k3s.auto_upgrade is False and spec.k3s.allow_downgrade is False
     assert spec.upgrade.agent_concurrency == 1 and spec.upgrade.drain.enabled is True

@@ -11,7 +11,7 @@ from k3s_deploy.ports.ssh import CommandResult, SshTarget
 from k3s_deploy.ports.target import DrainOptions, TargetNode
 from k3s_deploy.services.k3scluster.reconcile import Deps, Outcome, reconcile
 
-from .fakes import FakeHost, FakeObjects, FakeSsh, FakeTarget
+from .fakes import PVE_SECRET, FakeAgents, FakeHost, FakeObjects, FakeSsh, FakeTarget
 
 NS = "team"
 A, B, C = "v1.31.4+k3s1", "v1.32.0+k3s1", "v1.33.1+k3s1"
@@ -80,7 +80,7 @@ class Ssh(FakeSsh):
             host = self._check(target)
             self.ops.append(("uninstall", self.name_of(target.host)))
             host.version = None
-            return CommandResult(0, "", "", host.host_key)
+            return host.result(0, "", "")
         result = await super().run(target, command, input=input, timeout_s=timeout_s)
         if command == "sh -s" and input:
             name = self.name_of(target.host)
@@ -139,7 +139,15 @@ class World:
         self.ssh = Ssh(self.ops)
         self.target = Target(self.ssh, self.ops)
         self.channels = channels or Channels()
-        self.deps = Deps(objects=self.objects, ssh=self.ssh, target=self.target, channels=self.channels)
+        self.agents = FakeAgents(self.objects, self.ssh)
+        self.deps = Deps(
+            objects=self.objects,
+            ssh=self.ssh,
+            target=self.target,
+            channels=self.channels,
+            proxmox=lambda _credentials: self.agents,  # type: ignore[arg-type,return-value]
+        )
+        self.objects.secrets[(NS, "pve")] = copy.deepcopy(PVE_SECRET)
         self.objects.secrets[(NS, "ssh")] = {
             "data": {"ssh-privatekey": KEY.encode()},
             "labels": {},

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import hashlib
 import re
 import shlex
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,9 +92,31 @@ class FakeObjects:
             }
 
 
+def key_line(label: str) -> str:
+    """A well-formed ed25519 public key line made from ``label`` (same label, same key)."""
+    blob = (
+        struct.pack(">I", 11)
+        + b"ssh-ed25519"
+        + struct.pack(">I", 32)
+        + hashlib.sha256(label.encode()).digest()
+    )
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()}"
+
+
+def fingerprint_of(label: str) -> str:
+    """The SHA256 fingerprint of :func:`key_line` (what status and pins show for that host)."""
+    blob = base64.b64decode(key_line(label).split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+SERVER_TOKEN = "/var/lib/rancher/k3s/server/token"
+AGENT_TOKEN = "/var/lib/rancher/k3s/server/agent-token"
+FAKE_CA_HASH = "ab" * 32
+
+
 @dataclass
 class FakeHost:
-    host_key: str
+    host_key: str  # a label: the host's key is key_line(host_key)
     authorized_key: str
     version: str | None = None
     kubeconfig: str | None = None
@@ -99,6 +124,16 @@ class FakeHost:
     reachable: bool = True
     fail_install: str | None = None
     half_install: bool = False
+    agent_running: bool = True
+    files: dict[str, str] = field(default_factory=dict)  # what K3s wrote (server/token, agent-token)
+    join_token: str | None = None  # K3S_TOKEN of the last install
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.host_key)
+
+    def result(self, exit_status: int, stdout: str = "", stderr: str = "") -> CommandResult:
+        return CommandResult(exit_status, stdout, stderr, self.fingerprint, key_line(self.host_key))
 
 
 # What K3s writes on a server: real PEM, since the operator parses every certificate and key.
@@ -111,6 +146,7 @@ class FakeSsh:
     def __init__(self) -> None:
         self.hosts: dict[str, FakeHost] = {}
         self.log: list[tuple[str, str]] = []  # (host, what)
+        self.refused: list[str] = []  # hosts whose key did not match the pin (nothing ran there)
         self.install_seconds = 0.0  # > 0: installs take time, so concurrent ones overlap
 
     def _check(self, target: SshTarget) -> FakeHost:
@@ -118,9 +154,10 @@ class FakeSsh:
         if host is None or not host.reachable:
             raise errors.SshUnavailable(f"cannot reach {target.describe()}")
         pinned = target.pinned_host_key
-        if pinned and pinned != host.host_key and not target.accept_changed_host_key:
+        if pinned and pinned != host.fingerprint and not target.accept_changed_host_key:
+            self.refused.append(target.host)
             raise errors.HostKeyMismatch(
-                f"host key of {target.host} changed: pinned {target.pinned_host_key}, presented {host.host_key}"
+                f"host key of {target.host} changed: pinned {target.pinned_host_key}, presented {host.fingerprint}"
             )
         if target.private_key != host.authorized_key:
             raise errors.SshAuthFailed(f"{target.describe()} refused the SSH key")
@@ -146,27 +183,36 @@ class FakeSsh:
             if host.fail_install:
                 if host.half_install:  # the binary lands, the service does not start
                     host.version = "v1.31.4+k3s1"
-                return CommandResult(1, "", host.fail_install, host.host_key)
-            env = dict(re.findall(r"^export (\w+)=(.*)$", input, re.M))
-            host.version = shlex.split(env.get("INSTALL_K3S_VERSION", "v1.31.4+k3s1"))[0]
+                return host.result(1, "", host.fail_install)
+            env = {k: shlex.split(v)[0] for k, v in re.findall(r"^export (\w+)=(.*)$", input, re.M)}
+            host.version = env.get("INSTALL_K3S_VERSION", "v1.31.4+k3s1")
+            host.join_token = env.get("K3S_TOKEN")
             if " server " in input.strip().splitlines()[-1]:
                 host.kubeconfig = K3S_YAML
-            return CommandResult(0, "[INFO] done", "", host.host_key)
+                password = (host.join_token or "").rsplit(":", 1)[-1]
+                host.files[SERVER_TOKEN] = f"K10{FAKE_CA_HASH}::server:{password}\n"
+                agent = env.get("K3S_AGENT_TOKEN")
+                host.files[AGENT_TOKEN] = (
+                    f"K10{FAKE_CA_HASH}::node:{agent}\n" if agent else host.files[SERVER_TOKEN]
+                )
+            return host.result(0, "[INFO] done", "")
         self.log.append((target.host, "probe"))
         out = "k3s-deploy:server-kubeconfig\n" if host.kubeconfig else ""
         out += f"k3s version {host.version} (abcdef)\n" if host.version else ""
-        return CommandResult(0, out, "", host.host_key)
+        return host.result(0, out, "")
 
     async def fetch(
         self, target: SshTarget, path: str, *, sudo: bool | None = None, timeout_s: float = 30.0
     ) -> bytes:
         host = self._check(target)
-        if host.kubeconfig is None:
+        if path in host.files:
+            return host.files[path].encode()
+        if host.kubeconfig is None or not path.endswith("k3s.yaml"):
             raise errors.CommandFailed("no such file", exit_status=1)
         return host.kubeconfig.encode()
 
     async def host_key(self, target: SshTarget) -> str:
-        return self._check(target).host_key
+        return self._check(target).fingerprint
 
     def installs(self) -> list[str]:
         return [h for h, what in self.log if what == "install"]
@@ -190,3 +236,42 @@ class FakeTarget:
             assert name
             out.append(TargetNode(name.group(1), name.group(1) not in self.not_ready, host.version))
         return out
+
+
+class FakeAgents:
+    """The guest agents behind ``agent/file-read``: a host's SSH key files, by the VM's vmid."""
+
+    def __init__(self, objects: FakeObjects, ssh: FakeSsh) -> None:
+        self.objects = objects
+        self.ssh = ssh
+        self.reads: list[tuple[int, str]] = []
+        self.denied = False
+
+    async def read_guest_file(self, node: str, vmid: int, path: str, *, max_bytes: int) -> bytes:
+        self.reads.append((vmid, path))
+        if self.denied:
+            raise errors.ProxmoxPermissionDenied(
+                f"Permission check failed (/vms/{vmid}, VM.GuestAgent.FileRead|VM.GuestAgent.Unrestricted)"
+            )
+        for child in self.objects.children.values():
+            st = child.get("status") or {}
+            if st.get("vmid") != vmid:
+                continue
+            host = self.ssh.hosts.get((st.get("addresses") or [""])[0])
+            if host is None or not host.agent_running:
+                raise errors.GuestNotReady("QEMU guest agent is not running")
+            if path.endswith("ssh_host_ed25519_key.pub"):
+                return (key_line(host.host_key) + " root@guest\n").encode()
+            raise errors.GuestFileUnreadable(
+                f"Agent error: failed to open file '{path}' (mode: 'r'): No such file or directory"
+            )
+        raise errors.ProxmoxNotFound(
+            f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"
+        )
+
+
+PVE_SECRET = {
+    "data": {"url": b"https://pve.example:8006", "tokenId": b"root@pam!op", "tokenSecret": b"s3cret"},
+    "labels": {},
+    "owner": None,
+}

@@ -91,7 +91,7 @@ def airgap_body(servers: int, agents: int, **air: Any) -> dict[str, Any]:
 def world(tmp_path: Path) -> tuple[World, UploadingSsh, FetcherFake]:
     w = World()
     ssh = UploadingSsh()
-    w.ssh = w.target.ssh = ssh
+    w.ssh = w.target.ssh = w.agents.ssh = ssh
     fetcher = FetcherFake(tmp_path, dict(FILES))
     w.deps.ssh, w.deps.artefacts = ssh, fetcher
     return w, ssh, fetcher
@@ -262,7 +262,7 @@ class Day2UploadingSsh(day2_world.Ssh):
 async def test_an_upgrade_copies_the_new_binary_after_the_drain(tmp_path: Path) -> None:
     w = day2_world.World()
     ssh = Day2UploadingSsh(w.ops)
-    w.ssh = w.target.ssh = w.deps.ssh = ssh
+    w.ssh = w.target.ssh = w.deps.ssh = w.agents.ssh = ssh
     binary_b = BINARY.replace(V, day2_world.B)
     fetcher = FetcherFake(tmp_path, {INSTALLER: b"installer", BINARY: b"k3s A", binary_b: b"k3s B"})
     w.deps.artefacts = fetcher

@@ -12,7 +12,7 @@ from k3s_deploy import errors
 from k3s_deploy.services.k3scluster.reconcile import Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
 
-from .fakes import FakeHost, FakeObjects, FakeSsh, FakeTarget
+from .fakes import PVE_SECRET, FakeAgents, FakeHost, FakeObjects, FakeSsh, FakeTarget, fingerprint_of
 
 NS = "team"
 V = "v1.31.4+k3s1"
@@ -52,7 +52,14 @@ class World:
         self.objects = FakeObjects()
         self.ssh = FakeSsh()
         self.target = FakeTarget(self.ssh)
-        self.deps = Deps(objects=self.objects, ssh=self.ssh, target=self.target)
+        self.agents = FakeAgents(self.objects, self.ssh)
+        self.deps = Deps(
+            objects=self.objects,
+            ssh=self.ssh,
+            target=self.target,
+            proxmox=lambda _credentials: self.agents,  # type: ignore[arg-type,return-value]
+        )
+        self.objects.secrets[(NS, "pve")] = copy.deepcopy(PVE_SECRET)
         self.objects.secrets[(NS, "ssh")] = {
             "data": {"ssh-privatekey": KEY.encode()},
             "labels": {},
@@ -111,8 +118,15 @@ async def test_fresh_3_plus_2_cluster_becomes_ready() -> None:
         assert "--tls-san 10.0.0.10 --tls-san 10.0.0.11 --tls-san 10.0.0.12" in w.ssh.hosts[ip].scripts[0]
     agent = w.ssh.hosts["10.0.0.13"].scripts[0]
     assert "export K3S_URL=https://10.0.0.10:6443" in agent
-    token = w.objects.secrets[(NS, "demo-token")]["data"]["token"].decode()
-    assert f"export K3S_TOKEN={token}" in agent
+    secret = w.objects.secrets[(NS, "demo-token")]["data"]
+    token, agent_token = secret["token"].decode(), secret["agentToken"].decode()
+    password = token.rsplit(":", 1)[1]
+    # the first server starts with the password, the others join with the secure token (CA pinned),
+    # agents with the agent token only
+    assert token.startswith("K10" + "ab" * 32 + "::server:")
+    assert f"export K3S_TOKEN={password}\n" in init_script and f"K3S_AGENT_TOKEN={agent_token}" in init_script
+    assert f"export K3S_TOKEN={token}\n" in join
+    assert f"export K3S_TOKEN=K10{'ab' * 32}::node:{agent_token}\n" in agent and password not in agent
 
     st = second.status
     assert cond(second, "Ready")["status"] == "True"
@@ -120,7 +134,11 @@ async def test_fresh_3_plus_2_cluster_becomes_ready() -> None:
     assert (st["readyServers"], st["readyAgents"], st["initServer"]) == (3, 2, "demo-server-0")
     assert st["k3sVersion"] == V and st["phase"] == "Ready" and st["serverURL"] == "https://10.0.0.10:6443"
     node = next(n for n in st["nodes"] if n["name"] == "demo-agent-1")
-    assert node["hostKeyFingerprint"] == "SHA256:key-of-10.0.0.14" and node["ready"] and node["vmid"]
+    assert (
+        node["hostKeyFingerprint"] == fingerprint_of("SHA256:key-of-10.0.0.14")
+        and node["ready"]
+        and node["vmid"]
+    )
     kubeconfig = yaml.safe_load(w.objects.secrets[(NS, "demo-kubeconfig")]["data"]["value"])
     assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://10.0.0.10:6443"
     assert kubeconfig["current-context"] == "demo"
@@ -171,7 +189,7 @@ async def test_changed_host_key_stalls_once_without_event_storm() -> None:
     assert cond(relaxed, "Ready")["status"] == "True"
     assert any(e.reason == "HostKeyChanged" and e.type == "Warning" for e in relaxed.events)
     agent = next(n for n in relaxed.status["nodes"] if n["name"] == "demo-agent-0")
-    assert agent["hostKeyFingerprint"] == "SHA256:evil"
+    assert agent["hostKeyFingerprint"] == fingerprint_of("SHA256:evil")
 
 
 @pytest.mark.parametrize(
@@ -270,8 +288,8 @@ async def test_teardown_deletes_children_then_our_secrets_only() -> None:
     assert (NS, "demo-kubeconfig") in w.objects.secrets  # not before the VMs are gone
     w.objects.children.clear()
     removed = await teardown(w.objects, body)
-    assert removed == ["Secret demo-kubeconfig", "Secret demo-token"]
-    assert set(w.objects.secrets) == {(NS, "ssh"), (NS, "unrelated")}
+    assert removed == ["Secret demo-kubeconfig", "Secret demo-token", "Secret demo-host-keys"]
+    assert set(w.objects.secrets) == {(NS, "ssh"), (NS, "pve"), (NS, "unrelated")}
 
 
 async def test_failed_server_install_is_retried_before_agents_join() -> None:

@@ -17,7 +17,7 @@ NOT_SIMULATED = {
     ("POST", "/nodes/{node}/qemu"), ("GET", "/nodes/{node}/qemu/{vmid}/migrate"),
     ("POST", "/nodes/{node}/qemu/{vmid}/migrate"), ("PUT", "/nodes/{node}/qemu/{vmid}/unlink"),
     ("POST", "/nodes/{node}/status"), ("POST", "/nodes/{node}/qemu/{vmid}/agent/exec"),
-    ("GET", "/nodes/{node}/qemu/{vmid}/agent/exec-status"), ("GET", "/nodes/{node}/qemu/{vmid}/agent/file-read"),
+    ("GET", "/nodes/{node}/qemu/{vmid}/agent/exec-status"),
     ("POST", "/nodes/{node}/qemu/{vmid}/agent/file-write"),
 }  # fmt: skip
 

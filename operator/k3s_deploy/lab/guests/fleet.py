@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from k3s_deploy.lab.guests.sandbox import GuestRoot
-from k3s_deploy.lab.guests.sshd import GuestSpec, HostKeyStore, RunningGuest
+from k3s_deploy.lab.guests.sshd import GuestSpec, HostKeyStore, RunningGuest, install_host_keys
 
 PowerHook = Callable[[GuestSpec, GuestRoot, bool], Awaitable[None]]
 
@@ -45,6 +45,7 @@ def parse_guest(item: dict[str, Any]) -> GuestSpec:
         ssh_keys=tuple(k for k in (str(x).strip() for x in keys) if k),
         hostname=str(item.get("hostname") or item.get("name") or f"vm{item['vmid']}"),
         addresses=_loopback(list(item.get("addresses") or [])),
+        impostor_sshd=bool(item.get("impostorSshd")),
     )
 
 
@@ -92,6 +93,7 @@ class GuestFleet:
                     want is None
                     or want.instance_id != guest.spec.instance_id
                     or want.addresses != guest.spec.addresses
+                    or want.impostor_sshd != guest.spec.impostor_sshd
                 ):
                     await self._power_off(vmid)
             gone = {spec.instance_id for spec in self.known.values()} - {
@@ -110,10 +112,13 @@ class GuestFleet:
     async def _power_on(self, spec: GuestSpec) -> None:
         root = self.root_for(spec.instance_id)
         root.seed(spec.identity)
+        own = self.host_keys.get(spec.instance_id)
+        install_host_keys(root, own)  # what the guest's disk holds (and its agent reads)
+        presented = HostKeyStore.impostor() if spec.impostor_sshd else own
         guest = RunningGuest(
             spec=spec,
             root=root,
-            host_key=self.host_keys.get(spec.instance_id),
+            host_keys=list(presented.values()),
             extra_ro_binds=self.extra_ro_binds,
             exec_hooks=self.exec_hooks,
         )

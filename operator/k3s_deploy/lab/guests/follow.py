@@ -3,7 +3,10 @@
 Contract (lab/pvesim): ``GET <adminUrl>/guests?since=<revision>&wait=<seconds>`` answers
 ``{"revision": int, "guests": [...]}`` as soon as the revision moves past ``since`` (or after ``wait``).
 Connection details come from the lab's ``pve.json``: ``adminUrl``, optional ``adminToken`` (sent as a
-bearer token) and ``caCert`` (the simulator's CA, used to verify an https admin URL).
+bearer token) and ``caCert`` (the simulator's CA, used to verify an https admin URL). When given an
+``agent_channel`` (``{"url": ..., "token": ...}``), the feed registers it with ``PUT <adminUrl>/agent-channel``
+before its first poll and again after every failed one (the simulator may have restarted); a feed
+that does not know the call (404, 405) is left alone.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class GuestsFeed:
         log: Callable[[str], None] = print,
     ) -> None:
         self.url = admin_url.rstrip("/") + "/guests"
+        self.channel_url = admin_url.rstrip("/") + "/agent-channel"
+        self.agent_channel: dict[str, str] | None = None
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_cert) if ca_cert else True
         self.wait = wait
@@ -56,6 +61,8 @@ class GuestsFeed:
             while True:
                 params = {"since": str(self.revision), "wait": str(int(self.wait))}
                 try:
+                    if failures or not self.synced.is_set():
+                        await self._register(session)
                     async with session.get(self.url, params=params, ssl=self.ssl) as resp:
                         resp.raise_for_status()
                         body = await resp.json()
@@ -77,3 +84,10 @@ class GuestsFeed:
                     continue
                 self.revision = revision
                 self.synced.set()
+
+    async def _register(self, session: aiohttp.ClientSession) -> None:
+        if self.agent_channel is None:
+            return
+        async with session.put(self.channel_url, json=self.agent_channel, ssl=self.ssl) as resp:
+            if resp.status not in (404, 405):
+                resp.raise_for_status()

@@ -19,6 +19,7 @@ from k3s_deploy.lab.guests.chaos import LabChaos
 from k3s_deploy.lab.guests.fleet import GuestFleet
 from k3s_deploy.lab.guests.follow import GuestsFeed
 from k3s_deploy.lab.guests.k3s.control import K3sControl
+from k3s_deploy.lab.guests.qga import GuestAgents
 
 READY_FILE = "ready.json"
 
@@ -63,6 +64,8 @@ class GuestsService:
         app = web.Application()
         k3s.add_routes(app)
         self.chaos.add_routes(app)
+        agents = GuestAgents(fleet)
+        agents.add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.http_port)
@@ -71,6 +74,7 @@ class GuestsService:
         self.http_url = f"http://127.0.0.1:{port}"
         k3s.base_url = self.http_url
         feed = GuestsFeed.from_pve_json(self.pve_json, log=self.log)
+        feed.agent_channel = {"url": self.http_url, "token": agents.secret}
         follow = asyncio.create_task(feed.run(fleet.apply))
         try:
             await asyncio.wait_for(feed.synced.wait(), timeout=60)

@@ -36,6 +36,8 @@ class GuestSpec:
     ssh_keys: tuple[str, ...]
     hostname: str
     addresses: tuple[str, ...]
+    # lab knob: the SSH server presents keys other than the guest's own (a man in the middle)
+    impostor_sshd: bool = False
 
     @property
     def identity(self) -> GuestIdentity:
@@ -43,25 +45,53 @@ class GuestSpec:
 
 
 class HostKeyStore:
-    """One ed25519 host key per VM instance, persisted so a restarted VM keeps its key."""
+    """A VM instance's SSH host keys (ed25519 and ecdsa, as a cloud image generates at first boot),
+    persisted so a restarted VM keeps them; they go with the instance."""
+
+    # (type as in /etc/ssh/ssh_host_<type>_key, asyncssh algorithm, file suffix in the store)
+    KINDS = (("ed25519", "ssh-ed25519", ".key"), ("ecdsa", "ecdsa-sha2-nistp256", ".ecdsa.key"))
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
 
-    def get(self, instance_id: str) -> asyncssh.SSHKey:
-        path = self.directory / f"{_safe(instance_id)}.key"
-        if path.exists():
-            return asyncssh.read_private_key(str(path))
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(key.export_private_key())
-        tmp.chmod(0o600)
-        tmp.replace(path)
-        return key
+    def get(self, instance_id: str) -> dict[str, asyncssh.SSHKey]:
+        """The instance's keys by type (``ed25519``, ``ecdsa``), made on first use."""
+        out: dict[str, asyncssh.SSHKey] = {}
+        for kind, algorithm, suffix in self.KINDS:
+            path = self.directory / f"{_safe(instance_id)}{suffix}"
+            if path.exists():
+                out[kind] = asyncssh.read_private_key(str(path))
+                continue
+            key = asyncssh.generate_private_key(algorithm)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(key.export_private_key())
+            tmp.chmod(0o600)
+            tmp.replace(path)
+            out[kind] = key
+        return out
+
+    @classmethod
+    def impostor(cls) -> dict[str, asyncssh.SSHKey]:
+        """Fresh keys of the same types: what a man in the middle presents (never persisted)."""
+        return {kind: asyncssh.generate_private_key(algorithm) for kind, algorithm, _ in cls.KINDS}
 
     def forget(self, instance_id: str) -> None:
-        (self.directory / f"{_safe(instance_id)}.key").unlink(missing_ok=True)
+        for _kind, _algorithm, suffix in self.KINDS:
+            (self.directory / f"{_safe(instance_id)}{suffix}").unlink(missing_ok=True)
+
+
+def install_host_keys(root: GuestRoot, keys: dict[str, asyncssh.SSHKey]) -> None:
+    """Write the keys where sshd keeps them (``/etc/ssh/ssh_host_<type>_key`` and ``.pub``)."""
+    ssh_dir = root.path("/etc/ssh")
+    ssh_dir.mkdir(parents=True, exist_ok=True)
+    for kind, key in keys.items():
+        private = ssh_dir / f"ssh_host_{kind}_key"
+        private.write_bytes(key.export_private_key())
+        private.chmod(0o600)
+        public = ssh_dir / f"ssh_host_{kind}_key.pub"
+        public.write_bytes(key.export_public_key())
+        public.chmod(0o644)
 
 
 def _safe(name: str) -> str:
@@ -74,7 +104,8 @@ class RunningGuest:
 
     spec: GuestSpec
     root: GuestRoot
-    host_key: asyncssh.SSHKey
+    # the keys the SSH server presents (the guest's own, or an impostor's)
+    host_keys: list[asyncssh.SSHKey]
     extra_ro_binds: dict[str, str] = field(default_factory=dict)
     listeners: list[asyncssh.SSHAcceptor] = field(default_factory=list)
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
@@ -97,7 +128,7 @@ class RunningGuest:
                 address,
                 port,
                 server_factory=lambda: _GuestServer(self),
-                server_host_keys=[self.host_key],
+                server_host_keys=self.host_keys,
                 process_factory=self._handle,
                 sftp_factory=lambda chan: _GuestSftp(chan, self.root.root),
                 encoding=None,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from k3s_deploy.lab.pvesim.faults import Faults
+from k3s_deploy.lab.pvesim.qga import AgentChannel
 
 if TYPE_CHECKING:
     from k3s_deploy.lab.pvesim.sim import Sim
@@ -105,6 +106,23 @@ def add_routes(app: web.Application, sim: Sim) -> None:
         sim.changed()
         return web.json_response({"vmid": vm.vmid, "lock": vm.lock})
 
+    async def agent_channel(request: web.Request) -> web.StreamResponse:
+        """The guests process says where the guests' agents answer (lab/pvesim/qga.py)."""
+        sim.agent_channel = AgentChannel.parse(await request.json())
+        return web.json_response({"url": sim.agent_channel.url})
+
+    async def vm_guest(request: web.Request) -> web.StreamResponse:
+        """Lab knobs of one guest: ``impostorSshd`` makes its SSH server present keys other than
+        the ones on its disk (a man in the middle); the guests process restarts it to apply."""
+        vm = sim.state.vms[int(request.match_info["vmid"])]
+        data = await request.json()
+        for key in data:
+            if key != "impostorSshd":
+                raise KeyError(f"unknown guest knob {key!r}")
+        vm.lab.update({"impostorSshd": bool(data["impostorSshd"])} if "impostorSshd" in data else {})
+        sim.changed(guest=True)
+        return web.json_response({"vmid": vm.vmid, **vm.lab})
+
     async def reset(request: web.Request) -> web.StreamResponse:
         sim.faults = Faults()
         sim.counts.reset()
@@ -128,6 +146,8 @@ def add_routes(app: web.Application, sim: Sim) -> None:
     r.add_post(base + "/nodes/{node}/{action:online|offline}", guard(node_power))
     r.add_route("POST", base + "/vms/{vmid}/lock", guard(vm_lock))
     r.add_route("DELETE", base + "/vms/{vmid}/lock", guard(vm_lock))
+    r.add_put(base + "/agent-channel", guard(agent_channel))
+    r.add_put(base + "/vms/{vmid}/guest", guard(vm_guest))
     r.add_post(base + "/reset", guard(reset))
     r.add_get(base + "/info", guard(info))
 

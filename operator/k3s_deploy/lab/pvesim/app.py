@@ -1,7 +1,9 @@
 """The aiohttp application: `/api2/json` with PVE's pipeline (auth, faults, validation, permissions).
 
-Order as in pve-http-server: route lookup (501), authentication (401), CSRF, API-token allowance,
-node proxy (595 when offline), parameter verification (400), permission check (403), handler.
+Order as in pve-http-server: a body on a method other than POST/PUT (501, while reading the request),
+authentication (401; only `/access/domains` and `/access/ticket` are open), CSRF, route lookup (501),
+API-token allowance, node proxy (595 when offline), parameter verification (400), permission check
+(403), handler.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def error_response(err: ApiError) -> web.Response:
 
 def _auth_failure(reason: str) -> web.Response:
     return web.Response(status=401, reason=reason, headers={"Connection": "close"})
+
+
+# The only calls pve-http-server answers without credentials (PVE::HTTPServer::auth_handler).
+OPEN_CALLS = {("GET", "/access/domains"), ("GET", "/access/ticket"), ("POST", "/access/ticket")}
 
 
 def ok_response(data: Any, extra: dict[str, Any] | None = None) -> web.Response:
@@ -89,7 +95,8 @@ async def _authenticate(sim: Sim, request: web.Request) -> auth.Identity | web.R
 
 def _identify(sim: Sim, request: web.Request) -> auth.Identity | str:
     header = request.headers.get("Authorization", "")
-    ticket = request.cookies.get("PVEAuthCookie")
+    # PVE URL-decodes the cookie (browsers and some clients send ':' and '=' percent-encoded)
+    ticket = urllib.parse.unquote(request.cookies.get("PVEAuthCookie") or "")
     if header.startswith("PVEAPIToken="):
         ident = auth.verify_token_header(sim.state, header)
         return ident if ident is not None else "Authentication failed!"
@@ -119,6 +126,15 @@ async def api(request: web.Request) -> web.StreamResponse:
 
 async def _serve(sim: Sim, request: web.Request, method: str, rel: str,
                  found: tuple[str, dict[str, str]] | None, handler: Any, key: str) -> web.StreamResponse:  # fmt: skip
+    if method not in ("POST", "PUT") and (request.content_length or 0) > 0:
+        message = f"Unexpected content for method '{method}'"
+        return web.Response(status=501, reason=message, headers={"Connection": "close"})
+    ident: auth.Identity | None = None
+    if (method, rel.rstrip("/") or "/") not in OPEN_CALLS:
+        result = await _authenticate(sim, request)
+        if isinstance(result, web.Response):
+            return result
+        ident = result
     if found is None or handler is None:
         return error_response(ApiError(501, f"Method '{method} {rel}' not implemented"))
     template, path_params = found
@@ -127,16 +143,8 @@ async def _serve(sim: Sim, request: web.Request, method: str, rel: str,
     if delay > 0:
         await asyncio.sleep(delay)
     try:
-        ident: auth.Identity | None = None
-        if ep.permissions.get("user") != "world":
-            result = await _authenticate(sim, request)
-            if isinstance(result, web.Response):
-                return result
-            ident = result
-            if ident.tokenid and not ep.allowtoken:
-                raise ApiError(
-                    403, "Permission check failed (API token not allowed here, need proper ticket.)"
-                )
+        if ident is not None and ident.tokenid and not ep.allowtoken:
+            raise ApiError(403, "Permission check failed (API token not allowed here, need proper ticket.)")
         if "node" in path_params:
             sim.node_check(urllib.parse.unquote(path_params["node"]))
         rule = sim.faults.error_for(key)

@@ -52,6 +52,8 @@ class VM:
     booted: dict[str, str] | None = None  # cloud-init data the running guest booted with
     ci_drive: dict[str, str] | None = None  # cloud-init data on the drive (rebuilt at start / PUT)
     pid: int = 0
+    # lab-only guest knobs set through the admin endpoint (e.g. impostorSshd: a man in the middle)
+    lab: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lock(self) -> str | None:

@@ -12,6 +12,7 @@ from k3s_deploy.lab.pvesim import cloudinit, dhcp, persistence
 from k3s_deploy.lab.pvesim.apierror import ApiError, not_found_config
 from k3s_deploy.lab.pvesim.faults import Counts, Faults
 from k3s_deploy.lab.pvesim.model import VM, State
+from k3s_deploy.lab.pvesim.qga import AgentChannel
 from k3s_deploy.lab.pvesim.tasks import TaskRunner
 
 SAVE_DELAY = 1.0
@@ -31,6 +32,8 @@ class Sim:
         self._event: asyncio.Event | None = None
         self._save_handle: asyncio.TimerHandle | None = None
         self._boot_handles: dict[int, asyncio.TimerHandle] = {}
+        # where the guests' agents answer file reads (registered by the guests process), if anywhere
+        self.agent_channel: AgentChannel | None = None
 
     # -- timing ---------------------------------------------------------------------------------
     def seconds(self, key: str) -> float:
@@ -205,6 +208,7 @@ class Sim:
             "sshkeys": cloudinit.decode_sshkeys(booted.get("sshkeys")),
             "instanceId": vm.instance_id,
             "hostname": booted.get("name", vm.name),
+            "impostorSshd": bool(vm.lab.get("impostorSshd")),
         }
 
 

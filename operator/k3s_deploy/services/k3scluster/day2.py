@@ -198,7 +198,7 @@ class Day2:
 
     # --- between the SSH probes and the bootstrap ---------------------------------------------------
 
-    async def before_bootstrap(self, private_key: str, token: str, settings: install.K3sSettings) -> bool:
+    async def before_bootstrap(self, private_key: str, settings: install.K3sSettings) -> bool:
         """Version check, drift, scale-down and the rollout. True: end the pass (work in flight)."""
         r = self.r
         resolution = await self._version_check()
@@ -241,7 +241,6 @@ class Day2:
             target,
             kubeconfig=kubeconfig,
             private_key=private_key,
-            token=token,
             settings=settings,
         )
 

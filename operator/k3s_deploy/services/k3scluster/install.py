@@ -3,22 +3,24 @@
 Pure functions only. The plan follows the K3s HA guide: with more than one server the first server
 starts with ``--cluster-init`` (embedded etcd); every other server joins it with ``--server``; agents
 join once a server answers. Servers join one at a time (etcd member changes are serial); agents join
-in parallel. The token travels in the script's environment, which is sent over the SSH channel's
-stdin, so it never appears on a command line, in a log or in status.
+in parallel. The tokens (tokens.py: the first server starts with the password, joining servers get
+the secure server token, agents the agent token) travel in the script's environment, which is sent
+over the SSH channel's stdin, so they never appear on a command line, in a log or in status.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from k3s_deploy import errors
-from k3s_deploy.secrets_mask import register_secret
 from k3s_deploy.services.k3scluster.kubeconfig import server_url
+from k3s_deploy.services.k3scluster.tokens import JoinTokens, new_password
+
+new_token = new_password  # a fresh server password (kept for callers outside the operator: bench)
 
 Role = Literal["server", "agent"]
 StepKind = Literal["init", "single", "join-server", "agent"]
@@ -135,13 +137,6 @@ def parse_version(output: str) -> str | None:
     return match.group(0) if match else None
 
 
-def new_token() -> str:
-    """A fresh join token, registered for masking before it is used or stored."""
-    token = secrets.token_hex(32)
-    register_secret(token)
-    return token
-
-
 def plan(nodes: Sequence[NodeFacts], settings: K3sSettings, *, init_server: str | None) -> InstallPlan:
     """Plan the installs that bring every node to the wanted version.
 
@@ -243,7 +238,7 @@ def render_script(
     step: InstallStep,
     settings: K3sSettings,
     *,
-    token: str,
+    token: str | JoinTokens,
     node_ip: str | None,
     sans: Sequence[str],
     installer_path: str | None = None,
@@ -253,7 +248,8 @@ def render_script(
     ``installer_path``: where the operator copied the installer (``fetchFrom: Operator``; the binary
     and images are in place already); the script runs it and removes it, downloading nothing.
     """
-    env: list[tuple[str, str]] = [("K3S_TOKEN", token)]
+    tokens = token if isinstance(token, JoinTokens) else JoinTokens(server=token, agent=None)
+    env: list[tuple[str, str]] = tokens.env(step.kind)
     if settings.version:
         env.append(("INSTALL_K3S_VERSION", settings.version))
     else:

@@ -1,4 +1,4 @@
-"""Talking to the members over SSH: probe what is installed, pin host keys, run the K3s installs.
+"""Talking to the members over SSH: probe what is installed (host key verified), run the K3s installs.
 
 Each function works on one node and turns SSH outcomes into the error tree with the node's name in
 the message, so a condition says exactly which node needs attention.
@@ -6,7 +6,6 @@ the message, so a condition says exactly which node needs attention.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from k3s_deploy import errors, metrics
@@ -22,28 +21,7 @@ class Probe:
     host_key: str
     installed_version: str | None
     server_up: bool = False
-
-
-def pinned_key(
-    *,
-    name: str,
-    ip: str,
-    vmid: int | None,
-    known_hosts: Mapping[str, str],
-    recorded_key: str | None,
-    recorded_vmid: int | None,
-) -> str | None:
-    """The fingerprint a node must present: given in the spec, else pinned in status for the same VM.
-
-    A node whose VM changed (new vmid: re-created) starts a new trust-on-first-use; a rebuilt VM with
-    the same vmid keeps its pin and is refused unless the policy says AcceptChanged.
-    """
-    given = known_hosts.get(ip) or known_hosts.get(name)
-    if given:
-        return given
-    if recorded_key and (recorded_vmid is None or vmid is None or recorded_vmid == vmid):
-        return recorded_key
-    return None
+    host_public_key: str = ""
 
 
 def with_node(name: str, exc: errors.K3sDeployError) -> errors.K3sDeployError:
@@ -74,6 +52,7 @@ async def _probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: flo
         guest_values.fingerprint(result.host_key, node=name),
         guest_values.version(found, node=name, source="`k3s --version`"),
         install.SERVER_UP_MARKER in result.stdout,
+        result.host_public_key,
     )
 
 

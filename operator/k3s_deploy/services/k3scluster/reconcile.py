@@ -8,7 +8,7 @@ status to write, the Events to post and when to look again; the handler does the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,12 +18,12 @@ from k3s_deploy.api.k3scluster import K3sCluster
 from k3s_deploy.ports.artefacts import ArtefactFetcher
 from k3s_deploy.ports.channels import ChannelServer
 from k3s_deploy.ports.children import ClusterObjects
-from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
+from k3s_deploy.ports.proxmox import ProxmoxClient, ProxmoxCredentials, VmSummary
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
 from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services.conditions import Conditions
-from k3s_deploy.services.k3scluster import airgap, day2, guest_values, install, nodes
+from k3s_deploy.services.k3scluster import airgap, day2, guest_values, hostkeys, install, nodes, tokens
 from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
 from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
 from k3s_deploy.services.k3scluster.secrets import (
@@ -31,7 +31,6 @@ from k3s_deploy.services.k3scluster.secrets import (
     TOKEN_KEY,
     kubeconfig_secret_name,
     managed_labels,
-    one_line,
     read_key,
     token_secret_name,
 )
@@ -66,6 +65,8 @@ class Deps:
     target: TargetCluster
     # Lists the VMs a credential sees (for discovery by tags); the runtime shares its cached inventory.
     list_vms: Callable[[ProxmoxCredentials], Awaitable[list[VmSummary]]] | None = None
+    # The Proxmox client of a credential (host keys read through the guest agent).
+    proxmox: Callable[[ProxmoxCredentials], ProxmoxClient] | None = None
     # The K3s release channel server (version check, channel upgrades); None: no version check.
     channels: ChannelServer | None = None
     channel_check_seconds: float = 600.0
@@ -145,6 +146,10 @@ class Reconciler:
         self.recorded = {n.get("name"): n for n in self.old_status.get("nodes") or [] if n.get("name")}
         self.day2 = day2.Day2(self)
         self.flushed = False
+        agent = self._proxmox_client if deps.proxmox is not None else None
+        self.hostkeys = hostkeys.HostKeys(deps.objects, self.ref, self.spec.ssh, agent=agent)
+        self.tokens = tokens.JoinTokens(server="")
+        self.agent_token_checked = False
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -194,12 +199,7 @@ class Reconciler:
 
     # --- steps ---------------------------------------------------------------------------------------
 
-    async def _discovered(self) -> list[VmSummary] | None:
-        d = self.spec.discovery
-        if d is None or d.tags is None:
-            return None
-        if self.deps.list_vms is None:
-            raise errors.InvalidSpec("discovery by tags needs a Proxmox connection", reason="NoProxmox")
+    async def _credentials(self) -> ProxmoxCredentials:
         from k3s_deploy.services.proxmoxvm.credentials import parse_credentials
 
         secret = self.spec.credentials_ref.name
@@ -209,13 +209,24 @@ class Reconciler:
                 f"Secret {secret!r} (spec.credentialsRef) not found in namespace {self.ref.namespace!r}",
                 reason="SecretNotFound",
             )
-        creds = parse_credentials(
+        return parse_credentials(
             secret,
             data,
             fingerprint=self.spec.fingerprint,
             insecure_skip_tls_verify=self.spec.insecure_skip_tls_verify,
         )
-        return await self.deps.list_vms(creds)
+
+    async def _proxmox_client(self) -> ProxmoxClient:
+        assert self.deps.proxmox is not None
+        return self.deps.proxmox(await self._credentials())
+
+    async def _discovered(self) -> list[VmSummary] | None:
+        d = self.spec.discovery
+        if d is None or d.tags is None:
+            return None
+        if self.deps.list_vms is None:
+            raise errors.InvalidSpec("discovery by tags needs a Proxmox connection", reason="NoProxmox")
+        return await self.deps.list_vms(await self._credentials())
 
     async def ensure_children(self) -> Desired:
         want = desired(
@@ -329,16 +340,17 @@ class Reconciler:
             return
         self.conditions.set(VMS_READY, True, "VMsReady", f"{total} VMs running with addresses")
 
-    async def secrets(self) -> tuple[str, str]:
-        """(SSH private key, K3s token); the token Secret is created once if the user gave none."""
+    async def secrets(self) -> tuple[str, tokens.JoinTokens]:
+        """(SSH private key, join tokens); what is missing of ``<cluster>-token`` is created once."""
         ns = self.ref.namespace
         key_ref = self.spec.ssh.private_key_secret_ref
         private_key = await read_key(
             self.deps.objects, ns, key_ref.name, key_ref.key, what="spec.ssh.privateKeySecretRef"
         )
         token_ref = self.spec.k3s.token_secret_ref
+        user_token = None
         if token_ref is not None:
-            token = await read_key(
+            user_token = await read_key(
                 self.deps.objects,
                 ns,
                 token_ref.name,
@@ -346,56 +358,54 @@ class Reconciler:
                 what="spec.k3s.tokenSecretRef",
                 single_line=True,
             )
-            self.status["tokenSecretRef"] = {"name": token_ref.name, "key": token_ref.key}
-            return private_key, token
-        name = token_secret_name(self.ref.name)
-        data = await self.deps.objects.read_secret(ns, name)
-        token_bytes = (data or {}).get(TOKEN_KEY)
-        if not token_bytes:
-            token_bytes = install.new_token().encode()
-            await self.deps.objects.write_secret(
-                ns,
-                name,
-                {TOKEN_KEY: token_bytes},
-                labels=managed_labels(self.ref.name),
-                owner=self.ref.owner_reference(),
-            )
-            self.event("Normal", "TokenCreated", f"Generated the cluster join token into Secret {name}")
-        self.status["tokenSecretRef"] = {"name": name, "key": TOKEN_KEY}
-        token = one_line(
-            token_bytes.decode(errors="replace"), name=name, key=TOKEN_KEY, what="the generated join token"
+        self.tokens, created = await tokens.load(
+            self.deps.objects, self.ref, user_token, user_secret=token_ref.name if token_ref else None
         )
-        return private_key, token
+        if created:
+            self.event("Normal", "TokenCreated", created)
+        self.status["tokenSecretRef"] = (
+            {"name": token_ref.name, "key": token_ref.key}
+            if token_ref
+            else {"name": token_secret_name(self.ref.name), "key": TOKEN_KEY}
+        )
+        return private_key, self.tokens
 
-    def target(self, view: _NodeView, private_key: str) -> SshTarget:
+    async def join_tokens(self, private_key: str, *, for_agents: bool) -> tokens.JoinTokens:
+        """The tokens a join needs (tokens.for_join): no join goes out with a short token."""
+        return await tokens.for_join(self, private_key, for_agents=for_agents)
+
+    def target(self, view: _NodeView, private_key: str, pin: hostkeys.Pin | None = None) -> SshTarget:
         ssh = self.spec.ssh
         assert view.ip is not None
-        recorded = self.recorded.get(view.name) or {}
-        pin = nodes.pinned_key(
-            name=view.name,
-            ip=view.ip,
-            vmid=view.vmid,
-            known_hosts=ssh.known_hosts,
-            recorded_key=recorded.get("hostKeyFingerprint"),
-            recorded_vmid=recorded.get("vmid"),
-        )
+        recorded = {} if view.name in self.day2.replaced else self.recorded.get(view.name) or {}
+        pin = pin or self.hostkeys.pin(view.name, view.ip, view.vmid, recorded)
+        accept_changed = ssh.host_key_policy == "AcceptChanged"
         return SshTarget(
             host=view.ip,
             port=ssh.port,
             user=ssh.user,
             private_key=private_key,
-            pinned_host_key=pin,
-            accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
+            pinned_host_key=pin.fingerprint if pin else None,
+            accept_changed_host_key=accept_changed,
+            host_key_algorithms=pin.algorithms if pin and not accept_changed else (),
             connect_timeout_s=float(ssh.connect_timeout_seconds),
         )
 
     async def probe_all(self, private_key: str) -> None:
+        """Log in to every node (its host key verified, or learned as the policy says) and read
+        what runs there; pins learned on the way are saved before anything else runs."""
         timeout = float(self.spec.ssh.connect_timeout_seconds) * 3
+        await self.hostkeys.load()
 
         async def one(view: _NodeView) -> None:
-            target = self.target(view, private_key)
+            assert view.ip is not None
+            recorded = {} if view.name in self.day2.replaced else self.recorded.get(view.name) or {}
             try:
-                result = await nodes.probe(self.deps.ssh, view.name, target, timeout_s=timeout)
+                pin = await self.hostkeys.prepare(view.name, view.ip, view.vmid, view.pve_node, recorded)
+                target = self.target(view, private_key, pin)
+                result = await hostkeys.first_contact(
+                    nodes.probe(self.deps.ssh, view.name, target, timeout_s=timeout), view.name, pin
+                )
             except errors.K3sDeployError as exc:
                 cause = _refused_for_stale_cloud_init(view, exc)
                 view.message = (cause or exc).message
@@ -403,33 +413,20 @@ class Reconciler:
                 if cause is not None:
                     raise cause from exc
                 raise
-            if target.pinned_host_key and result.host_key != target.pinned_host_key:
-                self.event(
-                    "Warning",
-                    "HostKeyChanged",
-                    f"node {view.name}: host key changed from {target.pinned_host_key} to {result.host_key}; "
-                    "accepted because spec.ssh.hostKeyPolicy is AcceptChanged",
-                )
-            elif not target.pinned_host_key:
-                self.event(
-                    "Normal", "HostKeyPinned", f"node {view.name}: pinned SSH host key {result.host_key}"
-                )
+            how = self.hostkeys.confirm(view.name, view.vmid, pin, result.host_public_key)
+            hostkeys.report(self, view.name, how, pin, result.host_key)
             view.host_key = result.host_key
             view.k3s_version = result.installed_version
             view.server_up = result.server_up
             view.message = None
             view.state = "Installed" if result.installed_version else "Reachable"
 
-        outcomes = await asyncio.gather(*(one(v) for v in self.views.values()), return_exceptions=True)
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, errors.K3sDeployError):
-                raise failure
-        permanent = [f for f in failures if isinstance(f, errors.K3sDeployError) and not f.transient]
-        if permanent:
-            raise permanent[0]
-        if failures:
-            raise failures[0]
+        try:
+            outcomes = await asyncio.gather(*(one(v) for v in self.views.values()), return_exceptions=True)
+        finally:
+            await self.hostkeys.save()
+            hostkeys.tofu_condition(self)
+        _raise_first(outcomes)
 
     def settings(self) -> install.K3sSettings:
         k3s = self.spec.k3s
@@ -468,13 +465,14 @@ class Reconciler:
             return None
         return view.k3s_version
 
-    async def bootstrap(self, private_key: str, token: str, settings: install.K3sSettings) -> None:
+    async def bootstrap(self, private_key: str, settings: install.K3sSettings) -> None:
         facts = [install.NodeFacts(v.name, v.role, v.ip, self._installed(v)) for v in self.views.values()]
         plan = install.plan(facts, settings, init_server=self.old_status.get("initServer"))
         if self.status.get("initServer") != plan.init_server:
             self.status["initServer"] = plan.init_server
             await self._flush()
         if not plan.steps:
+            await self._secure_token(private_key)
             return
         self.status["phase"] = "Bootstrapping"
         self.conditions.reconciling(
@@ -486,8 +484,6 @@ class Reconciler:
         async def one(step: install.InstallStep) -> None:
             view = self.views[step.node]
             target = self.target(view, private_key)
-            if view.host_key:
-                target = dataclasses.replace(target, pinned_host_key=view.host_key)
             what = {
                 "init": "initialising the cluster",
                 "single": "single server",
@@ -499,6 +495,12 @@ class Reconciler:
             try:
                 staged = await airgap.stage(
                     self.deps.ssh, self.deps.artefacts, step.node, target, settings.source, timeout_s=timeout
+                )
+                joining = step.kind in ("join-server", "agent")
+                token = (
+                    await self.join_tokens(private_key, for_agents=step.kind == "agent")
+                    if joining
+                    else self.tokens
                 )
                 script = install.render_script(
                     step, settings, token=token, node_ip=view.ip, sans=sans, installer_path=staged
@@ -535,6 +537,18 @@ class Reconciler:
         results = await asyncio.gather(servers_one_by_one(), agents_together(), return_exceptions=True)
         await self._flush()
         _raise_first(results)
+        await self._secure_token(private_key)
+
+    async def _secure_token(self, private_key: str) -> None:
+        """Keep the secure server token once a server runs, even before anything joins (and for a
+        cluster bootstrapped with a plain token): one read, then it is in ``<cluster>-token``. Not
+        there yet is no reason to hold the cluster back (only joins need it: they wait for it); a
+        token file that is there but wrong stalls it."""
+        if self.tokens.secure is None and any(
+            v.role == "server" and v.server_up for v in self.views.values()
+        ):
+            with contextlib.suppress(errors.GuestNotReady):
+                await self.join_tokens(private_key, for_agents=False)
 
     async def kubeconfig(self, private_key: str) -> str:
         """Store the user's kubeconfig Secret; return one the operator uses (pointing at a server)."""
@@ -544,8 +558,6 @@ class Reconciler:
         init = self.status.get("initServer")
         anchor = next((v for v in servers if v.name == init), servers[0])
         target = self.target(anchor, private_key)
-        if anchor.host_key:
-            target = dataclasses.replace(target, pinned_host_key=anchor.host_key)
         raw = await nodes.fetch_kubeconfig(self.deps.ssh, anchor.name, target)
         assert anchor.ip is not None
         try:
@@ -646,7 +658,7 @@ class Reconciler:
             if halt is not None:
                 return self._outcome(halt.requeue, None)
             self.check_vms()
-            private_key, token = await self.secrets()
+            private_key, _tokens = await self.secrets()
             settings = self.settings()
             self.status["phase"] = (
                 "Bootstrapping"
@@ -654,9 +666,9 @@ class Reconciler:
                 else self.old_status.get("phase", "Bootstrapping")
             )
             await self.probe_all(private_key)
-            if await self.day2.before_bootstrap(private_key, token, settings):
+            if await self.day2.before_bootstrap(private_key, settings):
                 raise _Wait
-            await self.bootstrap(private_key, token, settings)
+            await self.bootstrap(private_key, settings)
             operator_kubeconfig = await self.kubeconfig(private_key)
             await self.health(operator_kubeconfig, settings)
             self.day2.after_health()

@@ -77,11 +77,7 @@ async def wait_ready(
 
 
 def ssh_target(r: Reconciler, name: str, private_key: str) -> SshTarget:
-    view = r.views[name]
-    target = r.target(view, private_key)
-    if view.host_key:
-        target = dataclasses.replace(target, pinned_host_key=view.host_key)
-    return target
+    return r.target(r.views[name], private_key)
 
 
 async def upgrade_node(
@@ -91,7 +87,6 @@ async def upgrade_node(
     *,
     kubeconfig: str,
     private_key: str,
-    token: str,
     settings: install.K3sSettings,
 ) -> None:
     """Cordon + drain, re-run the installer at ``target_version``, wait Ready there, uncordon.
@@ -113,6 +108,8 @@ async def upgrade_node(
         staged = await airgap.stage(
             r.deps.ssh, r.deps.artefacts, name, target, wanted.source, timeout_s=timeout
         )
+        joining = step.kind in ("join-server", "agent")
+        token = await r.join_tokens(private_key, for_agents=step.kind == "agent") if joining else r.tokens
         script = install.render_script(
             step, wanted, token=token, node_ip=view.ip, sans=sans, installer_path=staged
         )
@@ -161,11 +158,8 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
     recorded = r.recorded.get(name) or {}
     addresses = (child.get("status") or {}).get("addresses") or []
     ip = recorded.get("ip") or (addresses[0] if addresses else None)
-    pin = (
-        recorded.get("hostKeyFingerprint")
-        or r.spec.ssh.known_hosts.get(ip or "")
-        or r.spec.ssh.known_hosts.get(name)
-    )
+    vmid = (child.get("status") or {}).get("vmid") or recorded.get("vmid")
+    pin = r.hostkeys.pin(name, ip or "", vmid, recorded) if ip else None
     if not ip or not pin:
         r.event(
             "Warning",
@@ -180,9 +174,10 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
         port=ssh.port,
         user=ssh.user,
         private_key=private_key,
-        pinned_host_key=pin,
+        pinned_host_key=pin.fingerprint,
         accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
         connect_timeout_s=float(ssh.connect_timeout_seconds),
+        host_key_algorithms=pin.algorithms,
     )
     script = UNINSTALL[surplus.role]
     start = time.perf_counter()
@@ -214,7 +209,6 @@ async def advance(
     *,
     kubeconfig: str,
     private_key: str,
-    token: str,
     settings: install.K3sSettings,
 ) -> bool:
     """One step of the rollout to ``target`` (a batch, or a decision to wait). True: end the pass."""
@@ -265,7 +259,6 @@ async def advance(
                 target,
                 kubeconfig=kubeconfig,
                 private_key=private_key,
-                token=token,
                 settings=settings,
             )
             for name in step.nodes

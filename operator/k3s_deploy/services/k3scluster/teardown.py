@@ -8,6 +8,7 @@ from typing import Any
 
 from k3s_deploy import errors
 from k3s_deploy.ports.children import ClusterObjects
+from k3s_deploy.services.k3scluster.hostkeys import secret_name as hostkeys_secret_name
 from k3s_deploy.services.k3scluster.secrets import (
     MANAGED_BY,
     MANAGER,
@@ -36,10 +37,11 @@ async def teardown(objects: ClusterObjects, body: Mapping[str, Any]) -> list[str
             f"waiting for {len(children)} ProxmoxVM(s) to finish deleting: "
             + ", ".join(c["metadata"]["name"] for c in children[:5])
         )
-    user_token = ((body.get("spec") or {}).get("k3s") or {}).get("tokenSecretRef")
+    user_token = ((body.get("spec") or {}).get("k3s") or {}).get("tokenSecretRef") or {}
     names = [kubeconfig_secret_name(ref.name)]
-    if not user_token:
+    if user_token.get("name") != token_secret_name(ref.name):  # ours also when the user gave the token
         names.append(token_secret_name(ref.name))
+    names.append(hostkeys_secret_name(ref.name))
     for name in names:
         if await objects.delete_managed_secret(ref.namespace, name, labels={MANAGED_BY: MANAGER}):
             actions.append(f"Secret {name}")

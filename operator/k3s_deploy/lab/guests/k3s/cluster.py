@@ -55,6 +55,8 @@ class LabCluster:
         self.data_dir = data_dir
         self.init_ip = init_ip
         self.password = password
+        # set when a server runs with --agent-token: agents may join with node:<this> instead
+        self.agent_password: str | None = None
         self.etcd = etcd
         self.sans = list(dict.fromkeys([init_ip, *sans, *LOOPBACK_SANS]))
         self.log = log
@@ -96,6 +98,7 @@ class LabCluster:
         return {
             "initIp": self.init_ip,
             "password": self.password,
+            "agentPassword": self.agent_password,
             "etcd": self.etcd,
             "sans": self.sans,
             "nodes": {instance: dataclasses.asdict(node) for instance, node in self.nodes.items()},
@@ -114,6 +117,7 @@ class LabCluster:
             sans=list(data["sans"]),
             log=log,
         )
+        cluster.agent_password = data.get("agentPassword")
         for instance, node in (data.get("nodes") or {}).items():
             cluster.nodes[instance] = NodeRecord(**{**node, "running": False})
         return cluster

@@ -394,6 +394,8 @@ class K3sControl:
                     cluster_ca_pem=cluster.ca_pem,
                     password=cluster.password,
                     server_url=server.rstrip("/"),
+                    role=req.command,
+                    agent_password=cluster.agent_password,
                 )
             except tokens.TokenError as exc:
                 if req.command == "agent":
@@ -410,8 +412,17 @@ class K3sControl:
                 )
         elif existing is not None and existing.role == "server" and existing.cluster_id in self.clusters:
             cluster = self.clusters[existing.cluster_id]
+            if token:  # a restart with a token: it must be this cluster's (K3s decrypts its bootstrap data)
+                try:
+                    tokens.check(
+                        token, cluster_ca_pem=cluster.ca_pem, password=cluster.password, server_url=""
+                    )
+                except tokens.TokenError as exc:
+                    raise InstallFailed(f"starting kubernetes: preparing server: {exc}") from exc
         else:
             cluster = await self._create_cluster(guest, req, token)
+        if req.command == "server" and req.first("agent-token"):
+            cluster.agent_password = tokens.parse(str(req.first("agent-token"))).password
         if (
             existing is not None
             and existing.cluster_id != cluster.id
@@ -441,6 +452,12 @@ class K3sControl:
             full = tokens.full_token(cluster.ca_pem, cluster.password)
             write_file(guest.root, "/var/lib/rancher/k3s/server/node-token", full + "\n", 0o600)
             write_file(guest.root, "/var/lib/rancher/k3s/server/token", full + "\n", 0o600)
+            agent = (
+                tokens.full_token(cluster.ca_pem, cluster.agent_password, user="node")
+                if cluster.agent_password
+                else full
+            )
+            write_file(guest.root, "/var/lib/rancher/k3s/server/agent-token", agent + "\n", 0o600)
             write_file(
                 guest.root, "/var/lib/rancher/k3s/server/tls/server-ca.crt", cluster.ca_pem.decode(), 0o644
             )
@@ -495,9 +512,12 @@ class K3sControl:
         )
         try:
             await cluster.start()
+            if token:  # a secure token on the first server must name the CA it just made
+                tokens.check_ca(token, cluster_ca_pem=cluster.ca_pem)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await cluster.close()
+            shutil.rmtree(cluster.data_dir, ignore_errors=True)
             raise InstallFailed(f"starting kubernetes: {exc}") from exc
         self.clusters[cluster_id] = cluster
         return cluster

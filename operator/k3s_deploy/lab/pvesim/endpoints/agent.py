@@ -1,11 +1,19 @@
-"""QEMU guest agent answers: only for a running, booted guest with the agent enabled."""
+"""QEMU guest agent answers: only for a running, booted guest with the agent enabled.
+
+``file-read`` is carried out by the guest itself (pvesim/qga.py): qemu-server opens the file through
+the agent, reads it in 1 MiB chunks up to ``count`` (default and maximum 16 MiB), and answers
+``content`` (the bytes, or with ``decode=0`` the agent's base64 of each chunk, concatenated), the
+undocumented ``bytes-read``, and ``truncated: 1`` when the last read did not reach the end.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 from typing import Any
 
+from k3s_deploy.lab.pvesim import qga
 from k3s_deploy.lab.pvesim.apierror import ApiError, param_error
 from k3s_deploy.lab.pvesim.model import VM
 from k3s_deploy.lab.pvesim.routing import Call, route
@@ -103,3 +111,35 @@ def _simple(command: str, method: str) -> None:
 for _cmd, _method in (("ping", "POST"), ("network-get-interfaces", "GET"), ("get-host-name", "GET"),
                       ("get-osinfo", "GET"), ("info", "GET")):  # fmt: skip
     _simple(_cmd, _method)
+
+
+MAX_READ_SIZE = 16 * 1024 * 1024
+_CHUNK = 1024 * 1024
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/agent/file-read")
+async def agent_file_read(call: Call) -> Any:
+    vm = await _ready_vm(call)
+    count = int(call.params.get("count", MAX_READ_SIZE))
+    decode = call.params.get("decode", True)
+    offset = int(call.params.get("offset", 0))
+    path = str(call.params["file"])
+    try:
+        data, eof = await qga.read_file(
+            call.sim.agent_channel, vmid=vm.vmid, instance_id=vm.instance_id, path=path,
+            offset=offset, count=count,
+        )  # fmt: skip
+    except qga.AgentGone:
+        await asyncio.sleep(call.sim.seconds("agentTimeout"))
+        raise ApiError(500, "QEMU guest agent is not running") from None
+    except qga.AgentFailed as exc:
+        raise ApiError(500, f"Agent error: {exc}") from None
+    if decode:
+        content = data.decode("latin-1")  # Perl's JSON writes each byte as one code point
+    else:
+        chunks = [data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK)] or [b""]
+        content = "".join(base64.b64encode(chunk).decode() for chunk in chunks)
+    result: dict[str, Any] = {"content": content, "bytes-read": len(data)}
+    if not eof:
+        result["truncated"] = 1
+    return result

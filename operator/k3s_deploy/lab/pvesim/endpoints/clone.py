@@ -41,8 +41,9 @@ def _clone_begin(sim: Sim, task: Task) -> list[str]:
     if a.get("description"):
         config["description"] = a["description"]
     now = time.time()
+    # lab knobs travel with the disk image: a clone of an impostor template is an impostor too
     vm = VM(vmid=a["newid"], node=a["target"], config=config, created_at=now, status_changed_at=now,
-            instance_id=str(uuid.uuid4()))  # fmt: skip
+            instance_id=str(uuid.uuid4()), lab=dict(src.lab))  # fmt: skip
     sim.state.vms[vm.vmid] = vm
     sim.changed(guest=True)
     return [f"create {'full' if a['full'] else 'linked'} clone of drive {k} ({disk_volume(v)})"
