@@ -66,6 +66,7 @@ def test_builder_installs_only_the_hashed_lock(dockerfile: Dockerfile) -> None:
     assert "-r requirements/operator.lock" in runs and "-r requirements/build.lock" in runs
     assert "--no-build-isolation" in runs
 
+
 def test_final_stage_runs_non_root_and_read_only_friendly(dockerfile: Dockerfile) -> None:
     final = dockerfile.stages[-1]
     users = final.all("USER")
