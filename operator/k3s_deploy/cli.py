@@ -153,22 +153,30 @@ def lab_build() -> None:
 )
 @click.option("--kubeconfig", type=click.Path(path_type=Path), default=None, help="Use this cluster instead.")
 @click.option("--detach", is_flag=True, help="Return once everything is up; `lab down` stops it.")
-def lab_up(directory: Path, components: str, kubeconfig: Path | None, detach: bool) -> None:
+@click.option(
+    "--block",
+    default=None,
+    help="Loopback block for the guests' addresses, e.g. 127.42.0.0/22 (default: a free one is leased).",
+)
+def lab_up(
+    directory: Path, components: str, kubeconfig: Path | None, detach: bool, block: str | None
+) -> None:
     """Start the lab in DIR; stay in the foreground until interrupted unless --detach."""
     from k3s_deploy.lab.stack import parse_components, up
 
-    sys.exit(up(directory, parse_components(components), kubeconfig=kubeconfig, detach=detach))
+    sys.exit(up(directory, parse_components(components), kubeconfig=kubeconfig, detach=detach, block=block))
 
 
 @lab.command("serve", hidden=True)
 @click.option("--dir", "directory", type=click.Path(path_type=Path), required=True)
 @click.option("--components", required=True)
 @click.option("--kubeconfig", type=click.Path(path_type=Path), default=None)
-def lab_serve(directory: Path, components: str, kubeconfig: Path | None) -> None:
+@click.option("--block", default=None)
+def lab_serve(directory: Path, components: str, kubeconfig: Path | None, block: str | None) -> None:
     """Run the lab supervisor in the foreground (what `lab up` runs, detached or not)."""
     from k3s_deploy.lab.stack import parse_components, serve
 
-    sys.exit(serve(directory, parse_components(components), kubeconfig=kubeconfig))
+    sys.exit(serve(directory, parse_components(components), kubeconfig=kubeconfig, block=block))
 
 
 @lab.command("down")

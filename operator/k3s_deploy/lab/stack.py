@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from k3s_deploy.lab import leases
+
 ORDER = ("controlplane", "pve", "guests", "operator", "cluster")
 
 # name -> "module:callable"; the callable takes a LabContext and returns an async context manager.
@@ -49,6 +51,7 @@ class LabContext:
     components: tuple[str, ...]
     kubeconfig: Path | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    block: str | None = None  # the loopback block this lab's guests get their addresses from
 
     def log(self, message: str) -> None:
         print(f"[lab] {message}", flush=True)
@@ -112,15 +115,31 @@ async def _serve(ctx: LabContext) -> None:
         (ctx.dir / READY_FILE).unlink(missing_ok=True)
 
 
-def serve(directory: Path, components: tuple[str, ...], *, kubeconfig: Path | None = None) -> int:
+def serve(
+    directory: Path, components: tuple[str, ...], *, kubeconfig: Path | None = None, block: str | None = None
+) -> int:
     """Run the supervisor in this process until SIGTERM/SIGINT."""
     directory = directory.resolve()
+    if _alive(_read_pid(directory / PID_FILE)) and _read_pid(directory / PID_FILE) != os.getpid():
+        print(
+            f"a lab already runs in {directory}; `k3s-deploy lab down --dir {directory}` first",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        lease = leases.claim(directory, components, block)
+    except leases.BlockTaken as exc:
+        print(f"[lab] not starting: {exc}", file=sys.stderr, flush=True)
+        return 1
     directory.mkdir(parents=True, exist_ok=True)
     for stale in (READY_FILE, FAILED_FILE):
         (directory / stale).unlink(missing_ok=True)
     (directory / PID_FILE).write_text(str(os.getpid()))
     ctx = LabContext(
-        dir=directory, components=components, kubeconfig=kubeconfig.resolve() if kubeconfig else None
+        dir=directory,
+        components=components,
+        kubeconfig=kubeconfig.resolve() if kubeconfig else None,
+        block=str(lease.network) if lease else None,
     )
     try:
         asyncio.run(_serve(ctx))
@@ -131,6 +150,8 @@ def serve(directory: Path, components: tuple[str, ...], *, kubeconfig: Path | No
         return 1
     finally:
         (directory / PID_FILE).unlink(missing_ok=True)
+        if lease is not None:
+            lease.release()
     return 0
 
 
@@ -141,18 +162,27 @@ def up(
     kubeconfig: Path | None = None,
     detach: bool = False,
     timeout: float = 3600.0,
+    block: str | None = None,
 ) -> int:
     """Start the lab; with ``detach`` return once it is ready (its log is DIR/lab.log)."""
     if not detach:
-        return serve(directory, components, kubeconfig=kubeconfig)
+        return serve(directory, components, kubeconfig=kubeconfig, block=block)
     directory = directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
     if _alive(_read_pid(directory / PID_FILE)):
         print(
             f"a lab already runs in {directory}; `k3s-deploy lab down --dir {directory}` first",
             file=sys.stderr,
         )
         return 1
+    try:  # refuse here, before anything starts, with the reason on the terminal
+        lease = leases.claim(directory, components, block)
+    except leases.BlockTaken as exc:
+        print(f"lab up: not starting: {exc}", file=sys.stderr)
+        return 1
+    if lease is not None:
+        block = str(lease.network)
+        lease.release()  # the supervisor leases it again for its lifetime
+    directory.mkdir(parents=True, exist_ok=True)
     for stale in (READY_FILE, FAILED_FILE):
         (directory / stale).unlink(missing_ok=True)
     args = [
@@ -168,6 +198,8 @@ def up(
     ]
     if kubeconfig is not None:
         args += ["--kubeconfig", str(kubeconfig.resolve())]
+    if block is not None:
+        args += ["--block", block]
     log = (directory / "lab.log").open("ab")
     proc = subprocess.Popen(
         args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True

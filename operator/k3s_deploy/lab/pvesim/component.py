@@ -69,18 +69,35 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             proc.wait()
 
 
+def lab_inventory(directory: Path, block: str | None) -> Path:
+    """DIR/pve/inventory.yaml: the sample inventory with the lab's leased block as DHCP range."""
+    import yaml
+
+    from k3s_deploy.lab.pvesim.inventory import SAMPLE
+
+    path = directory / "inventory.yaml"
+    if not path.exists():
+        data = yaml.safe_load(SAMPLE.read_text())
+        if block is not None:
+            data["dhcp"] = {**data.get("dhcp", {}), "range": block}
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 @contextlib.asynccontextmanager
 async def lab_component(ctx: LabContext) -> AsyncIterator[None]:
     directory = ctx.dir / "pve"
     scale = os.environ.get(SCALE_ENV)
-    proc = spawn(directory, scale=float(scale) if scale else None)
+    inventory = lab_inventory(directory, ctx.block)
+    proc = spawn(directory, inventory=inventory, scale=float(scale) if scale else None)
     ctx.record_pid(proc.pid)
     try:
         facts = await asyncio.to_thread(wait_ready, proc, directory)
         ctx.facts["pve"] = facts
         shutil.copyfile(directory / "pve.json", ctx.dir / "pve.json")
         (ctx.dir / "pve.json").chmod(0o600)
-        ctx.log(f"pve simulator at {facts['url']} (CA {facts['caCert']})")
+        ctx.log(f"pve simulator at {facts['url']} (CA {facts['caCert']}); guest addresses from {ctx.block}")
         yield
     finally:
         await asyncio.to_thread(terminate, proc)
