@@ -133,7 +133,7 @@ def lab() -> None:
 @lab.command("build")
 def lab_build() -> None:
     """Build (once, cached by version) the control-plane binaries the lab and the tests use."""
-    from k3s_deploy.lab.controlplane.build import BuildError, ensure_binaries
+    from k3s_deploy_lab.controlplane.build import BuildError, ensure_binaries
 
     try:
         binaries = ensure_binaries()
@@ -162,7 +162,7 @@ def lab_up(
     directory: Path, components: str, kubeconfig: Path | None, detach: bool, block: str | None
 ) -> None:
     """Start the lab in DIR; stay in the foreground until interrupted unless --detach."""
-    from k3s_deploy.lab.stack import parse_components, up
+    from k3s_deploy_lab.stack import parse_components, up
 
     sys.exit(up(directory, parse_components(components), kubeconfig=kubeconfig, detach=detach, block=block))
 
@@ -174,7 +174,7 @@ def lab_up(
 @click.option("--block", default=None)
 def lab_serve(directory: Path, components: str, kubeconfig: Path | None, block: str | None) -> None:
     """Run the lab supervisor in the foreground (what `lab up` runs, detached or not)."""
-    from k3s_deploy.lab.stack import parse_components, serve
+    from k3s_deploy_lab.stack import parse_components, serve
 
     sys.exit(serve(directory, parse_components(components), kubeconfig=kubeconfig, block=block))
 
@@ -183,6 +183,6 @@ def lab_serve(directory: Path, components: str, kubeconfig: Path | None, block: 
 @click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".lab"), show_default=True)
 def lab_down(directory: Path) -> None:
     """Stop everything `lab up` started in DIR and leave no process behind."""
-    from k3s_deploy.lab.stack import down
+    from k3s_deploy_lab.stack import down
 
     sys.exit(down(directory))

@@ -28,9 +28,9 @@ import pytest
 import yaml
 
 from integration.test_install_fresh import fresh_plane, kubectl
-from k3s_deploy.lab import sample_cluster
-from k3s_deploy.lab.controlplane import ControlPlane
-from k3s_deploy.lab.controlplane.processes import free_port
+from k3s_deploy_lab import sample_cluster
+from k3s_deploy_lab.controlplane import ControlPlane
+from k3s_deploy_lab.controlplane.processes import free_port
 from unit.shipping.kustomize import MANIFESTS, SERVICE_ACCOUNT, overlays_present
 from unit.shipping.test_lock import LOCKS, normal, pins
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from fixtures.kube import EXTERNAL_ENV, _kubectl_binary
-from k3s_deploy.lab.controlplane import ControlPlane
+from k3s_deploy_lab.controlplane import ControlPlane
 from unit.shipping.kustomize import MANIFESTS, SERVICE_ACCOUNT, overlays_present
 
 pytestmark = pytest.mark.integration

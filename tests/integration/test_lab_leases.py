@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k3s_deploy.lab import leases
+from k3s_deploy_lab import leases
 
 pytestmark = pytest.mark.integration
 

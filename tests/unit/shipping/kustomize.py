@@ -22,7 +22,7 @@ def overlays_present() -> list[str]:
 
 def find_kubectl() -> str | None:
     """The kubectl `k3s-deploy lab build` made (what CI uses), else any kubectl on PATH."""
-    from k3s_deploy.lab.controlplane.build import targets
+    from k3s_deploy_lab.controlplane.build import targets
 
     built = next((t.path for t in targets() if t.name == "kubectl"), None)
     if built is not None and built.is_file():
