@@ -74,6 +74,8 @@ def test_image_holds_exactly_the_lock_and_its_sbom_says_so(image: dict[str, Any]
     assert (
         in_image(image, "python", "-c", "import os; print(os.getuid(), os.getgid())").split() == ["65532"] * 2
     )
+    no_lab = "import importlib.util as u; print(u.find_spec('k3s_deploy_lab'), u.find_spec('k3s_deploy.lab'))"
+    assert in_image(image, "python", "-c", no_lab).split() == ["None", "None"], "lab code in the image"
 
 
 def install(plane: ControlPlane, overlay: str, image_ref: str, workdir: Path) -> list[dict[str, Any]]:
