@@ -7,14 +7,12 @@ So the operator creates it at start-up; an existing one is left as it is.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from k3s_deploy.adapters.kube import _load_api_client
-from k3s_deploy.errors import CredentialsError, KubeUnavailable
+from k3s_deploy.adapters.kube import KubernetesGateway
 
 GROUP, VERSION = "kopf.dev", "v1"
 
@@ -31,16 +29,13 @@ def _create(api: Any, name: str, namespace: str | None) -> bool:
     except ApiException as exc:
         if exc.status == 409:
             return False
-        where = "cluster-wide" if namespace is None else f"in {namespace}"
-        if exc.status == 403:
-            raise CredentialsError(
-                f"cannot create {kind} {name} {where} ({exc.reason}); grant create on it or create it",
-                reason="Forbidden",
-            ) from exc
-        raise KubeUnavailable(f"create {kind} {name} {where}: {exc.status} {exc.reason}") from exc
+        raise
     return True
 
 
 async def create_peering(name: str, namespace: str | None, *, api_client: Any = None) -> bool:
-    """Create the peering object (cluster-wide when ``namespace`` is None); False if it existed."""
-    return await asyncio.to_thread(lambda: _create(api_client or _load_api_client(), name, namespace))
+    """Create the peering object (cluster-wide when ``namespace`` is None); False if it existed.
+    Errors map as every Kubernetes call does: 403 CredentialsError, others KubeUnavailable."""
+    gateway = KubernetesGateway(concurrency=1, api_client=api_client)
+    what = f"create the kopf peering object {name} " + (f"in {namespace}" if namespace else "cluster-wide")
+    return await gateway._call(what, lambda api: _create(api, name, namespace))
