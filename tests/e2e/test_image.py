@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from integration.test_install_fresh import fresh_plane, kubectl
+from integration.test_install_fresh import create_foreign_namespaces, fresh_plane, kubectl
 from k3s_deploy_lab import sample_cluster
 from k3s_deploy_lab.controlplane import ControlPlane
 from k3s_deploy_lab.controlplane.processes import free_port
@@ -89,6 +89,7 @@ def install(plane: ControlPlane, overlay: str, image_ref: str, workdir: Path) ->
         "images": [{"name": BASE_IMAGE, "newName": name, "newTag": tag}],
     }
     (workdir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    create_foreign_namespaces(plane, workdir)
     applied = kubectl(plane, "apply", "-k", str(workdir))
     assert applied.returncode == 0, applied.stderr
     waited = kubectl(plane, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
@@ -196,7 +197,7 @@ def test_the_image_as_deployed_takes_a_cluster_to_ready_and_deletes_it(
     # Where its K3sClusters live: the namespace(s) its args name, or any (cluster-wide).
     scope = [a.split("=", 1)[1] for a in pod.args if a.startswith("--namespace=")]
     target = scope[0] if scope else "tenant-a"
-    kubectl(plane, "create", "namespace", target)
+    kubectl(plane, "create", "namespace", target)  # exists already unless cluster-wide
     admin = plane.admin_kubeconfig
     private, public = sample_cluster.new_ssh_key()
     sample_cluster.apply(admin, *sample_cluster.lab_secrets(lab_guests, target, private))
@@ -217,11 +218,12 @@ def test_the_image_as_deployed_takes_a_cluster_to_ready_and_deletes_it(
     secret = json.loads(kubectl(plane, "get", "secret", "img-kubeconfig", "-n", target, "-o", "json").stdout)
     assert b"server: https://" in base64.b64decode(secret["data"]["value"])
 
-    # HA as deployed: the operator made its peering object and keeps its entry alive there.
-    where = ["clusterkopfpeering"] if not scope else ["kopfpeering", "-n", target]
-    peering = kubectl(plane, "get", *where, pod.env["K3SD_PEERING_NAME"], "-o", "json")
-    assert peering.returncode == 0, f"no peering object: {peering.stderr}"
-    assert json.loads(peering.stdout).get("status"), "no replica announced itself in the peering object"
+    # HA as deployed: the operator made its peering object(s) and keeps its entry alive there.
+    for where in [["-n", ns] for ns in scope] or [[]]:
+        kind = "kopfpeering" if where else "clusterkopfpeering"
+        peering = kubectl(plane, "get", kind, *where, pod.env["K3SD_PEERING_NAME"], "-o", "json")
+        assert peering.returncode == 0, f"no peering object {where}: {peering.stderr}"
+        assert json.loads(peering.stdout).get("status"), f"no replica announced itself in {kind} {where}"
     metrics_port = pod.host_port("metrics")
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as rsp:
         assert b"k3sdeploy_" in rsp.read()
