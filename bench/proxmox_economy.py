@@ -25,11 +25,11 @@ from proxmoxer import ProxmoxAPI
 
 from k3s_deploy.adapters.proxmox import ProxmoxerConnector
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
-from k3s_deploy.lab.pvesim.component import spawn, terminate, wait_ready
-from k3s_deploy.lab.pvesim.inventory import SAMPLE
 from k3s_deploy.services.proxmoxvm.inventory import Sessions
 from k3s_deploy.services.proxmoxvm.reconcile import reconcile
 from k3s_deploy.services.proxmoxvm.work import Memory
+from k3s_deploy_lab.pvesim.component import spawn, terminate, wait_ready
+from k3s_deploy_lab.pvesim.inventory import SAMPLE
 
 
 class MemoryKube:

@@ -31,13 +31,13 @@ import yaml
 from proxmoxer import ProxmoxAPI
 
 from k3s_deploy.api.crdgen import render_all
-from k3s_deploy.lab import sample_cluster
-from k3s_deploy.lab.controlplane import processes
-from k3s_deploy.lab.controlplane.plane import ControlPlane
-from k3s_deploy.lab.guests import component as guests_component
-from k3s_deploy.lab.operator_component import kubectl_path
-from k3s_deploy.lab.pvesim import component as pve_component
-from k3s_deploy.lab.pvesim.inventory import SAMPLE
+from k3s_deploy_lab import sample_cluster
+from k3s_deploy_lab.controlplane import processes
+from k3s_deploy_lab.controlplane.plane import ControlPlane
+from k3s_deploy_lab.guests import component as guests_component
+from k3s_deploy_lab.operator_component import kubectl_path
+from k3s_deploy_lab.pvesim import component as pve_component
+from k3s_deploy_lab.pvesim.inventory import SAMPLE
 
 NAMESPACE = "bench"
 

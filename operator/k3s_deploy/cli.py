@@ -1,4 +1,4 @@
-"""Command line: `k3s-deploy run | crds ... | lab ...`."""
+"""Command line: `k3s-deploy run | crds ... | lab ...` (`lab` comes from the k3s-deploy-lab distribution)."""
 
 from __future__ import annotations
 
@@ -125,56 +125,31 @@ def crds_print() -> None:
     click.echo(render_all(), nl=False)
 
 
-@main.group()
-def lab() -> None:
-    """The local lab: control plane, Proxmox VE simulator, guests, operator, a sample cluster."""
-
-
-@lab.command("build")
-def lab_build() -> None:
-    """Build (once, cached by version) the control-plane binaries the lab and the tests use."""
-    from k3s_deploy.lab.controlplane.build import BuildError, ensure_binaries
-
-    try:
-        binaries = ensure_binaries()
-    except BuildError as exc:
-        raise click.ClickException(str(exc)) from exc
-    for name, path in binaries.items():
-        click.echo(f"{name}: {path}")
-
-
-@lab.command("up")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".lab"), show_default=True)
-@click.option(
-    "--components",
-    default="all",
-    show_default=True,
-    help="Comma-separated subset of: controlplane, pve, guests, operator, cluster (or 'all').",
+# Commands of other distributions (entry point group ``k3s_deploy.commands``): the lab
+# (`k3s-deploy-lab`) adds `lab` there. The operator itself carries none of it.
+COMMANDS_GROUP = "k3s_deploy.commands"
+LAB_MISSING = (
+    "`k3s-deploy lab` comes with the k3s-deploy-lab distribution, which is not installed: "
+    "in a checkout, `./dev setup` installs it (editable); elsewhere `pip install ./lab` from the repository."
 )
-@click.option("--kubeconfig", type=click.Path(path_type=Path), default=None, help="Use this cluster instead.")
-@click.option("--detach", is_flag=True, help="Return once everything is up; `lab down` stops it.")
-def lab_up(directory: Path, components: str, kubeconfig: Path | None, detach: bool) -> None:
-    """Start the lab in DIR; stay in the foreground until interrupted unless --detach."""
-    from k3s_deploy.lab.stack import parse_components, up
-
-    sys.exit(up(directory, parse_components(components), kubeconfig=kubeconfig, detach=detach))
 
 
-@lab.command("serve", hidden=True)
-@click.option("--dir", "directory", type=click.Path(path_type=Path), required=True)
-@click.option("--components", required=True)
-@click.option("--kubeconfig", type=click.Path(path_type=Path), default=None)
-def lab_serve(directory: Path, components: str, kubeconfig: Path | None) -> None:
-    """Run the lab supervisor in the foreground (what `lab up` runs, detached or not)."""
-    from k3s_deploy.lab.stack import parse_components, serve
+def _add_plugin_commands() -> None:
+    from importlib.metadata import entry_points
 
-    sys.exit(serve(directory, parse_components(components), kubeconfig=kubeconfig))
+    for entry in entry_points(group=COMMANDS_GROUP):
+        try:
+            command = entry.load()
+        except ImportError as exc:  # a half-installed extra must not take `k3s-deploy run` down
+            print(f"k3s-deploy: command {entry.name!r} unavailable: {exc}", file=sys.stderr)
+            continue
+        main.add_command(command, entry.name)
+    if "lab" not in main.commands:
+
+        @main.command("lab", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        def lab_missing() -> None:
+            """The local lab (needs the k3s-deploy-lab distribution)."""
+            raise click.UsageError(LAB_MISSING)
 
 
-@lab.command("down")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".lab"), show_default=True)
-def lab_down(directory: Path) -> None:
-    """Stop everything `lab up` started in DIR and leave no process behind."""
-    from k3s_deploy.lab.stack import down
-
-    sys.exit(down(directory))
+_add_plugin_commands()

@@ -215,6 +215,13 @@ def run_operator(settings: OperatorSettings) -> int:
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         apply_kopf_settings(settings, operator_settings, priority=priority)
+        if not operator_settings.standalone:
+            from k3s_deploy.adapters.peering import create_peering
+            from k3s_deploy.handlers.peering import ensure_peering
+
+            await ensure_peering(
+                create_peering, name=operator_settings.peering_name, namespaces=operator_settings.namespaces
+            )
         trimmer.append(asyncio.create_task(release_memory_periodically(operator_settings.resync_seconds)))
 
     @kopf.on.cleanup(registry=registry)

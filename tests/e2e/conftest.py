@@ -15,9 +15,9 @@ import asyncssh
 import pytest
 import yaml
 
-from k3s_deploy.lab import sample_cluster
-from k3s_deploy.lab.controlplane import processes
-from k3s_deploy.lab.guests import component as guests_component
+from k3s_deploy_lab import sample_cluster
+from k3s_deploy_lab.controlplane import processes
+from k3s_deploy_lab.guests import component as guests_component
 
 
 @dataclass

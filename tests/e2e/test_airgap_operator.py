@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from k3s_deploy.adapters.artefacts import USER_AGENT
-from k3s_deploy.lab import sample_cluster
-from k3s_deploy.lab.pvesim.tls import ensure_certs
+from k3s_deploy_lab import sample_cluster
+from k3s_deploy_lab.pvesim.tls import ensure_certs
 
 from .conftest import Lab
 

@@ -23,9 +23,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.pve import pve_json
-from k3s_deploy.lab.controlplane.processes import free_port
-from k3s_deploy.lab.operator_component import kubectl_path
-from k3s_deploy.lab.sample_cluster import cluster_manifest, lab_secrets, new_ssh_key
+from k3s_deploy_lab.controlplane.processes import free_port
+from k3s_deploy_lab.operator_component import kubectl_path
+from k3s_deploy_lab.sample_cluster import cluster_manifest, lab_secrets, new_ssh_key
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ import time
 import asyncssh
 import pytest
 
-from k3s_deploy.lab.sample_cluster import new_ssh_key
+from k3s_deploy_lab.sample_cluster import new_ssh_key
 
 from .conftest import Lab
 

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from k3s_deploy import errors
 from k3s_deploy.adapters.artefacts import USER_AGENT, HttpArtefactFetcher
-from k3s_deploy.lab.pvesim.tls import ensure_certs
 from k3s_deploy.netpolicy import AllowList
+from k3s_deploy_lab.pvesim.tls import ensure_certs
 
 pytestmark = pytest.mark.integration
 

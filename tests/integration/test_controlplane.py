@@ -16,11 +16,11 @@ import yaml
 from cryptography import x509
 
 from fixtures.kube import Kubectl, MintKubeconfig
-from k3s_deploy.lab.controlplane import ControlPlane
-from k3s_deploy.lab.controlplane.build import cached_binaries, kubernetes_version
-from k3s_deploy.lab.controlplane.certs import CertificateAuthority, write_kubeconfig
-from k3s_deploy.lab.controlplane.external import ExternalCluster
-from k3s_deploy.lab.controlplane.processes import free_port
+from k3s_deploy_lab.controlplane import ControlPlane
+from k3s_deploy_lab.controlplane.build import cached_binaries, kubernetes_version
+from k3s_deploy_lab.controlplane.certs import CertificateAuthority, write_kubeconfig
+from k3s_deploy_lab.controlplane.external import ExternalCluster
+from k3s_deploy_lab.controlplane.processes import free_port
 
 pytestmark = pytest.mark.integration
 

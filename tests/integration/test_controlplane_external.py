@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fixtures.kube import Kubectl
-from k3s_deploy.lab.controlplane import ControlPlane
-from k3s_deploy.lab.controlplane.build import cached_binaries, kubernetes_version
-from k3s_deploy.lab.controlplane.external import ExternalCluster
+from k3s_deploy_lab.controlplane import ControlPlane
+from k3s_deploy_lab.controlplane.build import cached_binaries, kubernetes_version
+from k3s_deploy_lab.controlplane.external import ExternalCluster
 
 pytestmark = pytest.mark.integration
 

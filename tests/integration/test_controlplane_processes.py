@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from k3s_deploy.lab.controlplane import processes
+from k3s_deploy_lab.controlplane import processes
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from k3s_deploy.lab.controlplane import processes
+        from k3s_deploy_lab.controlplane import processes
         proc = processes.spawn(["sleep", "300"], log_path=Path({str(tmp_path / "c.log")!r}))
         print(proc.pid, flush=True)
         time.sleep(300)

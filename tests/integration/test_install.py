@@ -11,6 +11,7 @@ The install uses a thin wrapper kustomization that only changes the namespace (w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Iterator
@@ -112,6 +113,8 @@ QUESTIONS: list[tuple[str, str, str, str, str | None]] = [
     ),
     ("patch", f"clusterkopfpeerings.kopf.dev/{PEERING}", "kopf.dev", "clusterkopfpeerings", PEERING),
     ("patch", f"kopfpeerings.kopf.dev/{PEERING}", "kopf.dev", "kopfpeerings", PEERING),
+    ("create", "clusterkopfpeerings.kopf.dev", "kopf.dev", "clusterkopfpeerings", None),
+    ("create", "kopfpeerings.kopf.dev", "kopf.dev", "kopfpeerings", None),
     (
         "create",
         "clusterrolebindings.rbac.authorization.k8s.io",
@@ -199,10 +202,15 @@ def test_operator_identity_can_do_its_job_and_nothing_more(kubectl: Any, install
 
     # kopf's own needs: watch CRDs, keep its peering entry alive.
     assert op("get", "customresourcedefinitions", "-o", "name").returncode == 0
+    # The peering object is not in the manifests: the operator creates it at start-up, as here.
+    from k3s_deploy.adapters.peering import create_peering
+
+    api_client = kubernetes.config.new_client_from_config(config_file=str(install.operator_kubeconfig))
+    where = None if install.overlay == "cluster-wide" else ns
+    asyncio.run(create_peering(PEERING, where, api_client=api_client))
+    assert asyncio.run(create_peering(PEERING, where, api_client=api_client)) is False  # exists now
     # kopf PATCHes its peering entry without reading it first (kubectl patch would GET): do the same.
-    api = kubernetes.client.CustomObjectsApi(
-        kubernetes.config.new_client_from_config(config_file=str(install.operator_kubeconfig))
-    )
+    api = kubernetes.client.CustomObjectsApi(api_client)
     entry = {"status": {"probe-peer": {"priority": 0, "lifetime": 60, "lastseen": "2026-01-01T00:00:00"}}}
     if install.overlay == "cluster-wide":
         api.patch_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", PEERING, entry)

@@ -10,8 +10,8 @@ import pytest
 from fixtures.guests import FakeGuestsEndpoint, lab_net, wait_for_guest
 from k3s_deploy import errors
 from k3s_deploy.adapters.ssh import AsyncSshRunner
-from k3s_deploy.lab.guests.service import GuestsService
 from k3s_deploy.ports.ssh import SshTarget
+from k3s_deploy_lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
 NET = lab_net()

@@ -22,8 +22,8 @@ from aiohttp import web
 from k3s_deploy import errors
 from k3s_deploy.adapters.artefacts import HttpArtefactFetcher
 from k3s_deploy.adapters.channels import HttpChannelServer
-from k3s_deploy.lab.pvesim.tls import ensure_certs
 from k3s_deploy.netpolicy import AllowList
+from k3s_deploy_lab.pvesim.tls import ensure_certs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -23,8 +23,8 @@ from urllib3.util import connection
 
 from k3s_deploy.adapters.proxmox import ProxmoxerClient
 from k3s_deploy.errors import K3sDeployError
-from k3s_deploy.lab.pvesim.tls import ensure_certs
 from k3s_deploy.ports.proxmox import ProxmoxCredentials
+from k3s_deploy_lab.pvesim.tls import ensure_certs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

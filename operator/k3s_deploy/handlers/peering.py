@@ -9,10 +9,13 @@ a blocking peer is due to expire, so every change of the verdict arrives as an e
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
+
+from k3s_deploy.errors import K3sDeployError, TransientError
 
 log = logging.getLogger(__name__)
 PEERING_GROUP = "kopf.dev"
@@ -87,6 +90,42 @@ class PeeringGate:
     @property
     def paused(self) -> bool:
         return any(self._blocked.values())
+
+
+def peering_locations(namespaces: Sequence[str]) -> list[str | None]:
+    """Where kopf looks for the peering object: cluster-wide (None) or once per watched namespace.
+    Namespace patterns (globs, exclusions) name no single namespace and are skipped."""
+    if not namespaces:
+        return [None]
+    return [ns for ns in namespaces if not set(ns) & set("*?[]!,")]
+
+
+async def ensure_peering(
+    create: Callable[[str, str | None], Awaitable[bool]],
+    *,
+    name: str,
+    namespaces: Sequence[str],
+    attempts: int = 5,
+    delay: float = 2.0,
+) -> None:
+    """Create each missing peering object, so one `kubectl apply -k` installs a working HA pair."""
+    for where in peering_locations(namespaces):
+        for attempt in range(attempts):
+            try:
+                created = await create(name, where)
+                break
+            except TransientError:
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(delay)
+                    continue
+                raise
+            except K3sDeployError as exc:
+                # Without the object kopf sees no peers: every replica would act. Say so loudly.
+                log.error("peering object %s %s: %s", name, where or "(cluster-wide)", exc)
+                created = False
+                break
+        if created:
+            log.info("created the peering object %s %s", name, f"in {where}" if where else "cluster-wide")
 
 
 def register(registry: Any, *, clusterwide: bool) -> None:

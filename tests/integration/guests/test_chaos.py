@@ -13,7 +13,7 @@ import asyncssh
 import pytest
 
 from fixtures.guests import LabGuest, lab_net
-from k3s_deploy.lab.guests.service import GuestsService
+from k3s_deploy_lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
 NET = lab_net()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from k3s_deploy.lab.stack import LabContext, running
+from k3s_deploy_lab.stack import LabContext, running
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from k3s_deploy.lab.guests.k3s import tokens
-from k3s_deploy.lab.guests.k3s.flags import UsageError, build_request
+from k3s_deploy_lab.guests.k3s import tokens
+from k3s_deploy_lab.guests.k3s.flags import UsageError, build_request
 
 
 def test_command_defaults_like_get_k3s_io() -> None:

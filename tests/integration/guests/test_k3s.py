@@ -22,8 +22,8 @@ from fixtures.guests import (
     ready,
     wait_for_guest,
 )
-from k3s_deploy.lab.controlplane.processes import free_port
-from k3s_deploy.lab.guests.service import GuestsService
+from k3s_deploy_lab.controlplane.processes import free_port
+from k3s_deploy_lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
 NET = lab_net()

@@ -10,7 +10,7 @@ import asyncssh
 import pytest
 
 from fixtures.guests import FakeGuestsEndpoint, lab_net, ssh_options, wait_for_guest
-from k3s_deploy.lab.guests.service import GuestsService
+from k3s_deploy_lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
 NET = lab_net()

@@ -20,7 +20,7 @@ from fixtures.guests import (
     wait_for_guest,
 )
 from fixtures.pve import PveSim
-from k3s_deploy.lab.guests.service import GuestsService
+from k3s_deploy_lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
 NET = lab_net()

@@ -12,7 +12,7 @@ from proxmoxer import AuthenticationError, ResourceException
 
 from fixtures.pve import PveSim
 from integration.pvesim.helpers import raw
-from k3s_deploy.lab.pvesim.inventory import SAMPLE
+from k3s_deploy_lab.pvesim.inventory import SAMPLE
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from k3s_deploy.lab.pvesim.component import spawn, terminate, wait_ready
-from k3s_deploy.lab.stack import LabContext, running
+from k3s_deploy_lab.pvesim.component import spawn, terminate, wait_ready
+from k3s_deploy_lab.stack import LabContext, running
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import pytest
 
 from fixtures.pve import PveSim
 from integration.pvesim.helpers import raw
-from k3s_deploy.lab.pvesim.endpoints import load_all
-from k3s_deploy.lab.pvesim.routing import ROUTES
-from k3s_deploy.lab.pvesim.schema import endpoint
+from k3s_deploy_lab.pvesim.endpoints import load_all
+from k3s_deploy_lab.pvesim.routing import ROUTES
+from k3s_deploy_lab.pvesim.schema import endpoint
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from k3s_deploy.handlers.peering import PeeringGate, blocked_by_peers, peering_plural
+import pytest
+
+from k3s_deploy.errors import CredentialsError, KubeUnavailable
+from k3s_deploy.handlers.peering import (
+    PeeringGate,
+    blocked_by_peers,
+    ensure_peering,
+    peering_locations,
+    peering_plural,
+)
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -50,3 +59,34 @@ def test_gate_follows_its_own_peering_objects_only() -> None:
 def test_plural_matches_the_scope() -> None:
     assert peering_plural(clusterwide=True) == "clusterkopfpeerings"
     assert peering_plural(clusterwide=False) == "kopfpeerings"
+
+
+def test_peering_objects_live_where_kopf_looks_for_them() -> None:
+    assert peering_locations([]) == [None]
+    assert peering_locations(["a", "b"]) == ["a", "b"]
+    # Patterns name no single namespace: nothing to create there.
+    assert peering_locations(["team-*", "!kube-system", "c"]) == ["c"]
+
+
+async def test_ensure_peering_creates_each_missing_object_and_survives_refusals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[tuple[str, str | None]] = []
+    flaky = {"b": 2}
+
+    async def create(name: str, where: str | None) -> bool:
+        calls.append((name, where))
+        if where == "b" and flaky["b"]:
+            flaky["b"] -= 1
+            raise KubeUnavailable("apiserver restarting")
+        if where == "c":
+            raise CredentialsError("cannot create KopfPeering", reason="Forbidden")
+        return where != "a"  # "a" existed already
+
+    await ensure_peering(create, name="k3s-deploy", namespaces=["a", "b", "c"], delay=0)
+    assert calls == [("k3s-deploy", "a")] + [("k3s-deploy", "b")] * 3 + [("k3s-deploy", "c")]
+    assert "cannot create KopfPeering" in caplog.text  # a refusal is logged as an error, not swallowed
+
+    with pytest.raises(KubeUnavailable):
+        flaky["b"] = 9
+        await ensure_peering(create, name="k3s-deploy", namespaces=["b"], attempts=2, delay=0)

@@ -179,9 +179,9 @@ async def test_ssh_operations_are_timed_by_what_they_do() -> None:
 
 async def test_the_ssh_adapter_times_connecting_and_counts_a_refused_connection() -> None:
     from k3s_deploy.adapters.ssh import AsyncSshRunner
-    from k3s_deploy.lab.controlplane.processes import free_port
-    from k3s_deploy.lab.sample_cluster import new_ssh_key
     from k3s_deploy.ports.ssh import SshTarget
+    from k3s_deploy_lab.controlplane.processes import free_port
+    from k3s_deploy_lab.sample_cluster import new_ssh_key
 
     key, _ = new_ssh_key()
     target = SshTarget(host="127.0.0.1", port=free_port(), user="root", private_key=key)  # nothing listens

@@ -12,7 +12,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from k3s_deploy.lab.controlplane.certs import (
+from k3s_deploy_lab.controlplane.certs import (
     CertificateAuthority,
     KeyPair,
     service_account_key_pair,

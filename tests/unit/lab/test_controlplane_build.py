@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from k3s_deploy.lab.controlplane import build, processes
+from k3s_deploy_lab.controlplane import build, processes
 
 UPSTREAM_GOMOD = """module k8s.io/kubernetes
 
@@ -138,7 +138,7 @@ def test_concurrent_callers_build_each_binary_once(tmp_path: Path) -> None:
         "FAKE_GO_ROOT": str(tmp_path),
         "K3SD_CACHE_DIR": str(tmp_path / "cache"),
     }
-    code = "from k3s_deploy.lab.controlplane.build import ensure_binaries; print(sorted(ensure_binaries()))"
+    code = "from k3s_deploy_lab.controlplane.build import ensure_binaries; print(sorted(ensure_binaries()))"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

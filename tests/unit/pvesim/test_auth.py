@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from k3s_deploy.lab.pvesim import auth
-from k3s_deploy.lab.pvesim.inventory import BUILTIN_ROLES
-from k3s_deploy.lab.pvesim.model import Acl, State, Token, User
+from k3s_deploy_lab.pvesim import auth
+from k3s_deploy_lab.pvesim.inventory import BUILTIN_ROLES
+from k3s_deploy_lab.pvesim.model import Acl, State, Token, User
 
 
 def make_state() -> State:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from k3s_deploy.lab.pvesim.faults import Counts, Faults
+from k3s_deploy_lab.pvesim.faults import Counts, Faults
 
 
 def test_seeded_error_rate_repeats() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from k3s_deploy.lab.pvesim import persistence
-from k3s_deploy.lab.pvesim.inventory import SAMPLE, load_inventory
+from k3s_deploy_lab.pvesim import persistence
+from k3s_deploy_lab.pvesim.inventory import SAMPLE, load_inventory
 
 
 def test_state_round_trip(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import inspect
 import re
 
-from k3s_deploy.lab.pvesim import endpoints
-from k3s_deploy.lab.pvesim.endpoints import load_all
-from k3s_deploy.lab.pvesim.routing import ROUTES
-from k3s_deploy.lab.pvesim.schema import endpoint, load_schema
+from k3s_deploy_lab.pvesim import endpoints
+from k3s_deploy_lab.pvesim.endpoints import load_all
+from k3s_deploy_lab.pvesim.routing import ROUTES
+from k3s_deploy_lab.pvesim.schema import endpoint, load_schema
 
 READS = re.compile(r"""(?:params|p)(?:\.get\(|\[)\s*"([a-z0-9_\-]+)"|flag\("([a-z0-9_\-]+)"\)""")
 

@@ -7,10 +7,10 @@ import urllib.parse
 import pytest
 import yaml
 
-from k3s_deploy.lab.pvesim import cloudinit, dhcp
-from k3s_deploy.lab.pvesim.apierror import ApiError
-from k3s_deploy.lab.pvesim.model import VM, State
-from k3s_deploy.lab.pvesim.tasks import make_upid, parse_upid
+from k3s_deploy_lab.pvesim import cloudinit, dhcp
+from k3s_deploy_lab.pvesim.apierror import ApiError
+from k3s_deploy_lab.pvesim.model import VM, State
+from k3s_deploy_lab.pvesim.tasks import make_upid, parse_upid
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyNbVnV5l3rcB8pZ7yo6Q8sVxj7Lz1Vd6i5e1Qy3m0k me@host"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from k3s_deploy.lab.pvesim.apierror import ApiError
-from k3s_deploy.lab.pvesim.formats import check_format, parse_ipconfig, parse_property_string
-from k3s_deploy.lab.pvesim.schema import endpoint
-from k3s_deploy.lab.pvesim.validation import validate
+from k3s_deploy_lab.pvesim.apierror import ApiError
+from k3s_deploy_lab.pvesim.formats import check_format, parse_ipconfig, parse_property_string
+from k3s_deploy_lab.pvesim.schema import endpoint
+from k3s_deploy_lab.pvesim.validation import validate
 
 CONFIG = endpoint("/nodes/{node}/qemu/{vmid}/config", "POST")
 CLONE = endpoint("/nodes/{node}/qemu/{vmid}/clone", "POST")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from k3s_deploy.lab.pvesim.vmconfig import (
+from k3s_deploy_lab.pvesim.vmconfig import (
     ensure_mac,
     format_size,
     hotpluggable,

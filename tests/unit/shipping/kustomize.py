@@ -15,9 +15,14 @@ MANIFESTS = ROOT / "manifests"
 OVERLAYS = ["cluster-wide", "single-namespace"]
 
 
+def overlays_present() -> list[str]:
+    """Every overlay shipped in manifests/overlays (tests that must cover each one iterate these)."""
+    return sorted(p.parent.name for p in (MANIFESTS / "overlays").glob("*/kustomization.yaml"))
+
+
 def find_kubectl() -> str | None:
     """The kubectl `k3s-deploy lab build` made (what CI uses), else any kubectl on PATH."""
-    from k3s_deploy.lab.controlplane.build import targets
+    from k3s_deploy_lab.controlplane.build import targets
 
     built = next((t.path for t in targets() if t.name == "kubectl"), None)
     if built is not None and built.is_file():
@@ -57,16 +62,15 @@ def wrapper_kustomization(workdir: Path, overlay: str, namespace: str) -> Path:
 
 
 def install(kubectl: Any, overlay: str, namespace: str, workdir: Path) -> list[dict[str, Any]]:
-    """The documented install into ``namespace``: CRDs first, then the overlay. Returns what was applied."""
+    """The documented install into ``namespace``: one apply of the overlay. Returns what was applied."""
     return apply_kustomization(kubectl, wrapper_kustomization(workdir, overlay, namespace))
 
 
 def apply_kustomization(kubectl: Any, directory: Path) -> list[dict[str, Any]]:
-    """CRDs first (kubectl cannot create the peering object with its CRD), then ``directory``."""
-    kubectl("apply", "-k", str(MANIFESTS / "base" / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=k3s-deploy")
+    """One `kubectl apply -k` of ``directory`` (CRDs included), as a new user installs."""
     docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(directory)).stdout) if d]
     kubectl("apply", "-k", str(directory))
+    kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=k3s-deploy")
     return docs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -40,12 +41,30 @@ def test_images_are_pinned_slim_python_matching_requires_python(dockerfile: Dock
     for stage in dockerfile.stages:
         image = dockerfile.resolve(stage.image)
         assert "$" not in image, f"unresolved ARG in FROM {stage.image}"
-        repo, _, tag = image.partition(":")
-        assert tag, f"{image} has no tag"
-        assert "latest" not in tag
-        assert repo == "python" and "slim" in tag, image
+        name, _, digest = image.partition("@")
+        # Pinned by digest: the tag alone moves with every upstream rebuild.
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{image} is not pinned by digest"
+        repo, _, tag = name.rpartition(":")
+        assert tag and "latest" not in tag, image
+        # Fully qualified: podman refuses short names without a configured search registry.
+        assert repo == "docker.io/library/python" and "slim" in tag, image
         version = tuple(int(x) for x in tag.split("-")[0].split(".")[:2])
         assert version >= minimum, (image, requires)
+
+
+def test_builder_installs_only_the_hashed_lock(dockerfile: Dockerfile) -> None:
+    """Every dependency comes from requirements/*.lock with its sha256 checked; our own wheel is built
+    with the locked hatchling and installed from the local file without an index."""
+    runs = " ".join(i.args for i in dockerfile.stages[0].all("RUN"))
+    installs = [part.strip() for part in re.split(r"&&", runs) if " install " in part]
+    assert installs
+    for command in installs:
+        if "-r requirements/" in command:
+            assert "--require-hashes" in command and "--only-binary :all:" in command, command
+        else:
+            assert "--no-index" in command and "/wheels/" in command, command
+    assert "-r requirements/operator.lock" in runs and "-r requirements/build.lock" in runs
+    assert "--no-build-isolation" in runs
 
 
 def test_final_stage_runs_non_root_and_read_only_friendly(dockerfile: Dockerfile) -> None:

@@ -17,7 +17,7 @@ from k3s_deploy.ports.proxmox import PowerAction
 
 ROOT = Path(__file__).resolve().parents[3]
 ADAPTER = ROOT / "operator" / "k3s_deploy" / "adapters" / "proxmox.py"
-SCHEMA = ROOT / "operator" / "k3s_deploy" / "lab" / "pvesim" / "schema.json"
+SCHEMA = ROOT / "lab" / "k3s_deploy_lab" / "pvesim" / "schema.json"
 DOC = ROOT / "docs" / "operations.md"
 # Not part of the API schema subset: needed to attach a NIC to a bridge zone (PVE 8+).
 OUTSIDE_SCHEMA = {"SDN.Use"}

@@ -37,9 +37,10 @@ def check_tenants(docs: Docs, operator_ns: str, tenants: list[str]) -> None:
     """Bound, peered and watched in exactly ``tenants``; no rights anywhere else."""
     params = run_command.make_context("run", args_of(docs)).params
     assert list(params["namespaces"]) == tenants and not params["all_namespaces"]
-    for kind in ("RoleBinding", "KopfPeering"):
-        where = sorted({d["metadata"]["namespace"] for d in docs if d["kind"] == kind})
-        assert where == sorted(tenants), (kind, where)
+    where = sorted({d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding"})
+    assert where == sorted(tenants), where
+    # No custom object in the install (one apply must work); the operator creates its KopfPeerings.
+    assert not [d for d in docs if d["kind"] in {"KopfPeering", "ClusterKopfPeering"}]
     for binding in (d for d in docs if d["kind"] == "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SA, "namespace": operator_ns}]
     grants = grants_for(docs, operator_ns, SA)
@@ -47,11 +48,12 @@ def check_tenants(docs: Docs, operator_ns: str, tenants: list[str]) -> None:
         assert can(grants, "get", "secrets", namespace=ns) and can(grants, "create", "secrets", namespace=ns)
         assert can(grants, "watch", "k3sclusters", group="k3sdeploy.io", namespace=ns)
         assert can(grants, "patch", "kopfpeerings", group="kopf.dev", namespace=ns, name="k3s-deploy")
+        assert can(grants, "create", "kopfpeerings", group="kopf.dev", namespace=ns)
     for ns in (operator_ns, "kube-system", "someone-else"):
         assert not can(grants, "get", "secrets", namespace=ns), ns
         assert not can(grants, "list", "k3sclusters", group="k3sdeploy.io", namespace=ns), ns
+        assert not can(grants, "create", "kopfpeerings", group="kopf.dev", namespace=ns), ns
     assert not can(grants, "list", "k3sclusters", group="k3sdeploy.io")
-    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     assert deployment["metadata"]["namespace"] == operator_ns
 

@@ -1,0 +1,530 @@
+"""The K3s stand-in's brain: installs, joins, upgrades and uninstalls as K3s would, over loopback HTTP.
+
+Guests reach it through the installer script and the scripts it leaves (``k3s-uninstall.sh``,
+``k3s-killall.sh``), which ``POST /k3s/v1/install|uninstall|killall``; a secret file written into each
+guest at boot says which guest calls. It owns the clusters (k3s/cluster.py), keeps their Nodes' status
+in step with the VMs' power, and persists everything so a restart of the guests process keeps them.
+The installer and release endpoints themselves are in k3s/releases.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from k3s_deploy_lab.guests.chaos import LabChaos
+from k3s_deploy_lab.guests.fleet import GuestFleet
+from k3s_deploy_lab.guests.k3s import scripts, tokens
+from k3s_deploy_lab.guests.k3s.artefacts import (
+    BIN,
+    config_texts,
+    log_file,
+    node_record,
+    read_token_file,
+    remove_artefacts,
+    write_artefacts,
+    write_file,
+)
+from k3s_deploy_lab.guests.k3s.cluster import LabCluster
+from k3s_deploy_lab.guests.k3s.flags import (
+    DEFAULT_CHANNELS,
+    VERSION_RE,
+    InstallRequest,
+    UsageError,
+    build_request,
+)
+from k3s_deploy_lab.guests.k3s.proxy import API_PORT
+from k3s_deploy_lab.guests.k3s.releases import add_release_routes
+from k3s_deploy_lab.guests.sandbox import GuestRoot
+from k3s_deploy_lab.guests.sshd import GuestSpec, RunningGuest
+
+HEARTBEAT_SECONDS = 10.0
+
+
+class InstallFailed(Exception):
+    """The k3s service would not start; ``message`` is what K3s logs (level=fatal)."""
+
+
+@dataclass
+class Install:
+    """K3s as installed on one guest instance."""
+
+    role: str
+    version: str
+    cluster_id: str
+    node_name: str
+    enabled: bool = True
+
+
+class K3sControl:
+    """Owns the lab's K3s clusters and answers the guests' installer calls."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        fleet: GuestFleet,
+        *,
+        log: Callable[[str], None],
+        chaos: LabChaos | None = None,
+    ) -> None:
+        self.chaos = chaos or LabChaos()
+        self.state_dir = state_dir
+        self.fleet = fleet
+        self.log = log
+        self.base_url = ""
+        self.kubectl: str | None = None
+        self.clusters: dict[str, LabCluster] = {}
+        self.channels: dict[str, str] = dict(DEFAULT_CHANNELS)
+        self.installs: dict[str, Install] = {}  # by instance id
+        self._guest_tokens: dict[str, int] = {}  # secret -> vmid
+        self._lock = asyncio.Lock()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def install_url(self) -> str:
+        return f"{self.base_url}/k3s/install.sh"
+
+    # ----- lifecycle ------------------------------------------------------------------------------
+
+    def guest_binds(self) -> dict[str, str]:
+        """Read-only host files every guest sees (the real kubectl behind ``k3s kubectl``)."""
+        from k3s_deploy_lab.controlplane.build import cached_binaries
+
+        found = cached_binaries()
+        if found and "kubectl" in found:
+            self.kubectl = str(found["kubectl"])
+            return {self.kubectl: scripts.KUBECTL_IN_GUEST}
+        return {}
+
+    async def start(self) -> None:
+        """Bring back the clusters of an earlier run (their etcd data and CAs are on disk), then beat."""
+        await self._restore()
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    @property
+    def _state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def _save(self) -> None:
+        """Persist clusters and installs (0600: it holds the cluster tokens) so a restart keeps them."""
+        data = {
+            "clusters": {cid: c.to_json() for cid, c in self.clusters.items()},
+            "installs": {inst: dataclasses.asdict(i) for inst, i in self.installs.items()},
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _write_private(self._state_file, json.dumps(data, indent=1))
+
+    async def _restore(self) -> None:
+        if not self._state_file.exists():
+            return
+        data = json.loads(self._state_file.read_text())
+        self.installs = {inst: Install(**i) for inst, i in (data.get("installs") or {}).items()}
+        for cluster_id, saved in (data.get("clusters") or {}).items():
+            cluster = LabCluster.from_json(
+                cluster_id, self.state_dir / "clusters" / cluster_id, saved, log=self.log
+            )
+            try:
+                await cluster.start()
+            except Exception as exc:
+                self.log(f"k3s cluster {cluster_id} could not be restarted: {exc}")
+                with contextlib.suppress(Exception):
+                    await cluster.close()
+                continue
+            self.clusters[cluster_id] = cluster
+            running = {g.spec.instance_id: g for g in self.fleet.running.values()}
+            for instance, node in cluster.nodes.items():
+                install = self.installs.get(instance)
+                node.running = instance in running and install is not None and install.enabled
+                with contextlib.suppress(Exception):
+                    if node.running and node.role == "server" and node.ip != cluster.init_ip:
+                        await cluster.open_proxy(node.ip)
+                    await cluster.post_status(node)
+            self.log(f"k3s cluster {cluster_id} restarted at {cluster.url} with {len(cluster.nodes)} node(s)")
+        self.installs = {i: inst for i, inst in self.installs.items() if inst.cluster_id in self.clusters}
+        self._save()
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        for cluster in list(self.clusters.values()):
+            await cluster.close()
+        self.clusters.clear()
+
+    def add_routes(self, app: web.Application) -> None:
+        add_release_routes(app, lambda: self.base_url, self.channels)
+        app.router.add_post("/k3s/v1/install", self._install)
+        app.router.add_post("/k3s/v1/uninstall", self._uninstall)
+        app.router.add_post("/k3s/v1/killall", self._killall)
+        app.router.add_post("/k3s/v1/service", self._service)
+
+    # ----- power and heartbeats -------------------------------------------------------------------
+
+    async def on_power(self, spec: GuestSpec, root: GuestRoot, on: bool) -> None:
+        if on:
+            secret = secrets.token_hex(16)
+            path = root.path(scripts.GUEST_TOKEN_PATH)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secret + "\n")
+            path.chmod(0o600)
+            self._guest_tokens = {k: v for k, v in self._guest_tokens.items() if v != spec.vmid}
+            self._guest_tokens[secret] = spec.vmid
+            write_file(root, "/usr/local/sbin/systemctl", scripts.systemctl_sh(self.base_url), 0o755)
+        else:
+            self._guest_tokens = {k: v for k, v in self._guest_tokens.items() if v != spec.vmid}
+        install = self.installs.get(spec.instance_id)
+        cluster = self.clusters.get(install.cluster_id) if install else None
+        if install is None or cluster is None:
+            return
+        node = cluster.nodes.get(spec.instance_id)
+        if node is None:
+            return
+        if on:  # the k3s unit is enabled: it starts again at boot (also after k3s-killall.sh)
+            install.enabled = True
+        node.running = on
+        with contextlib.suppress(Exception):
+            if install.role == "server" and node.ip != cluster.init_ip:
+                await (cluster.open_proxy(node.ip) if on else cluster.close_proxy(node.ip))
+            await cluster.post_status(node)
+
+    async def on_purge(self, instance_id: str) -> None:
+        """The VM is gone for good: a cluster whose servers are all gone goes too."""
+        install = self.installs.pop(instance_id, None)
+        if install is None:
+            return
+        cluster = self.clusters.get(install.cluster_id)
+        if cluster is None:
+            return
+        node = cluster.nodes.get(instance_id)
+        if node is not None:
+            node.running = False
+            if node.ip in cluster.proxies:
+                await cluster.close_proxy(node.ip)
+        servers = [
+            i for i, inst in self.installs.items() if inst.cluster_id == cluster.id and inst.role == "server"
+        ]
+        if not servers:
+            await self._dissolve(cluster)
+        self._save()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            for cluster in list(self.clusters.values()):
+                for node in list(cluster.nodes.values()):
+                    if node.running:
+                        with contextlib.suppress(Exception):
+                            await cluster.post_status(node)
+
+    async def _dissolve(self, cluster: LabCluster) -> None:
+        self.clusters.pop(cluster.id, None)
+        self.log(f"k3s cluster {cluster.id} at {cluster.url} has no servers left; stopping it")
+        await cluster.close()
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+        self._save()
+
+    # ----- HTTP -----------------------------------------------------------------------------------
+
+    def _caller(self, form: Any) -> RunningGuest:
+        vmid = self._guest_tokens.get(str(form.get("guest", "")).strip())
+        guest = self.fleet.running.get(vmid) if vmid is not None else None
+        if guest is None:
+            raise web.HTTPForbidden(text="[ERROR]  unknown lab guest\n")
+        return guest
+
+    async def _install(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        guest = self._caller(form)
+        env = {str(k)[4:]: str(v) for k, v in form.items() if str(k).startswith("env.")}
+        argv = [str(a) for a in form.getall("arg", [])]
+        out: list[str] = []
+        try:
+            req = build_request(env, argv, config_texts(guest.root), self.channels)
+            if env.get("INSTALL_K3S_SKIP_DOWNLOAD", "").lower() == "true":
+                # Air-gapped: the binary is already in place; its version is what gets installed.
+                binary = guest.root.path(f"{BIN}/k3s")
+                found = scripts.version_of(binary.read_text(errors="replace")) if binary.is_file() else None
+                if found is None:
+                    raise UsageError(f"Executable k3s binary not found at {BIN}/k3s")
+                req.version = found
+                out.append("[INFO]  Skipping k3s download and verify")
+            else:
+                out.append(f"[INFO]  Using {req.version} as release")
+                out.append(
+                    f"[INFO]  Downloading hash https://github.com/k3s-io/k3s/releases/download/{req.version}"
+                    "/sha256sum-amd64.txt"
+                )
+                if not VERSION_RE.match(req.version):
+                    raise UsageError("Download failed")
+                out.append(
+                    f"[INFO]  Downloading binary https://github.com/k3s-io/k3s/releases/download/{req.version}/k3s"
+                )
+                out.append("[INFO]  Verifying binary download")
+        except UsageError as exc:
+            out.append(f"[ERROR]  {exc}")
+            return web.Response(status=400, text="\n".join(out) + "\n")
+        service = "k3s" if req.command == "server" else "k3s-agent"
+        write_artefacts(guest, req, service, self.base_url, out)
+        out.append(f"[INFO]  systemd: Enabling {service} unit")
+        out.append(f"[INFO]  systemd: Starting {service}")
+        if self.chaos.install_seconds > 0:  # download + unit start, as long as a benchmark asks
+            await asyncio.sleep(self.chaos.install_seconds)
+        try:
+            async with self._lock:
+                await self._start_service(guest, req)
+        except InstallFailed as exc:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            out += [
+                f"Job for {service}.service failed because the control process exited with error code.",
+                f'See "systemctl status {service}.service" and "journalctl -xeu {service}.service" for details.',
+                f'{guest.spec.hostname} {service}[1]: time="{stamp}" level=fatal msg="{exc}"',
+            ]
+            log_file(guest.root, service).write_text(out[-1] + "\n")
+            return web.Response(status=500, text="\n".join(out) + "\n")
+        return web.Response(text="\n".join(out) + "\n")
+
+    async def _uninstall(self, request: web.Request) -> web.Response:
+        guest = self._caller(await request.post())
+        async with self._lock:
+            install = self.installs.pop(guest.spec.instance_id, None)
+            cluster = self.clusters.get(install.cluster_id) if install else None
+            if install is not None and cluster is not None:
+                node = cluster.nodes.pop(guest.spec.instance_id, None)
+                if node is not None:
+                    with contextlib.suppress(Exception):
+                        await cluster.delete_node(node.name)
+                    await cluster.close_proxy(node.ip)
+                servers = [
+                    i for i in self.installs.values() if i.cluster_id == cluster.id and i.role == "server"
+                ]
+                if install.role == "server" and not servers:
+                    await self._dissolve(cluster)
+            remove_artefacts(guest.root)
+            self._save()
+        return web.Response(text="")
+
+    async def _killall(self, request: web.Request) -> web.Response:
+        guest = self._caller(await request.post())
+        await self._set_service(guest, False)
+        return web.Response(text="")
+
+    async def _set_service(self, guest: RunningGuest, running: bool) -> None:
+        """Stop (k3s-killall.sh, systemctl stop) or start (systemctl start/restart) this guest's k3s."""
+        async with self._lock:
+            install = self.installs.get(guest.spec.instance_id)
+            cluster = self.clusters.get(install.cluster_id) if install else None
+            if install is not None and cluster is not None:
+                install.enabled = running
+                node = cluster.nodes.get(guest.spec.instance_id)
+                if node is not None:
+                    node.running = running
+                    with contextlib.suppress(Exception):
+                        await cluster.post_status(node)
+            self._save()
+
+    async def _service(self, request: web.Request) -> web.Response:
+        """The guest's ``systemctl`` for the k3s units; answers ``<exit code>\\n<output>``."""
+        form = await request.post()
+        guest = self._caller(form)
+        action, unit = str(form.get("action", "")), str(form.get("unit", ""))
+        install = self.installs.get(guest.spec.instance_id)
+        mine = install is not None and unit == ("k3s" if install.role == "server" else "k3s-agent")
+        active = mine and install is not None and install.enabled
+        if action in ("is-active", "is-enabled"):
+            word = (
+                ("active" if active else "inactive") if action == "is-active" else ("enabled" if mine else "")
+            )
+            return web.Response(text=f"{0 if (active if action == 'is-active' else mine) else 3}\n{word}\n")
+        if not mine:
+            return web.Response(
+                text=f"5\nFailed to {action} {unit}.service: Unit {unit}.service not found.\n"
+            )
+        if action == "status":
+            state = "active (running)" if active else "inactive (dead)"
+            return web.Response(
+                text=f"{0 if active else 3}\n* {unit}.service - Lightweight Kubernetes\n"
+                f"     Loaded: loaded (/etc/systemd/system/{unit}.service; enabled)\n"
+                f"     Active: {state}\n"
+            )
+        if action in ("start", "restart", "stop"):
+            await self._set_service(guest, action != "stop")
+            return web.Response(text="0\n")
+        if action in ("enable", "disable", "daemon-reload"):
+            return web.Response(text="0\n")
+        return web.Response(text=f"1\nUnknown command verb {action}.\n")
+
+    # ----- installing -----------------------------------------------------------------------------
+
+    async def _start_service(self, guest: RunningGuest, req: InstallRequest) -> None:
+        spec = guest.spec
+        ip = spec.addresses[0]
+        existing = self.installs.get(spec.instance_id)
+        try:
+            token = req.first("token") or read_token_file(guest.root, req.first("token-file"))
+        except FileNotFoundError as exc:
+            raise InstallFailed(str(exc)) from exc
+        server = req.first("server")
+        if req.command == "agent" and not server:
+            raise InstallFailed("Error: --server is required")
+        if server:
+            cluster = self._reachable(server)
+            if req.command == "agent" and not token:
+                raise InstallFailed("Error: --token is required")
+            if not token:
+                raise InstallFailed(
+                    "starting kubernetes: preparing server: token is required to join a cluster"
+                )
+            try:
+                tokens.check(
+                    token,
+                    cluster_ca_pem=cluster.ca_pem,
+                    password=cluster.password,
+                    server_url=server.rstrip("/"),
+                    role=req.command,
+                    agent_password=cluster.agent_password,
+                )
+            except tokens.TokenError as exc:
+                if req.command == "agent":
+                    raise InstallFailed(
+                        f"Error: failed to retrieve configuration from server: {exc}"
+                    ) from exc
+                raise InstallFailed(
+                    f"starting kubernetes: preparing server: failed to validate token: {exc}"
+                ) from exc
+            if req.command == "server" and not cluster.etcd:
+                raise InstallFailed(
+                    "starting kubernetes: preparing server: failed to join cluster: "
+                    f"{server} does not run embedded etcd (its first server was started without --cluster-init)"
+                )
+        elif existing is not None and existing.role == "server" and existing.cluster_id in self.clusters:
+            cluster = self.clusters[existing.cluster_id]
+            if token:  # a restart with a token: it must be this cluster's (K3s decrypts its bootstrap data)
+                try:
+                    tokens.check(
+                        token, cluster_ca_pem=cluster.ca_pem, password=cluster.password, server_url=""
+                    )
+                except tokens.TokenError as exc:
+                    raise InstallFailed(f"starting kubernetes: preparing server: {exc}") from exc
+        else:
+            cluster = await self._create_cluster(guest, req, token)
+        if req.command == "server" and req.first("agent-token"):
+            cluster.agent_password = tokens.parse(str(req.first("agent-token"))).password
+        if (
+            existing is not None
+            and existing.cluster_id != cluster.id
+            and existing.cluster_id in self.clusters
+        ):
+            old = self.clusters[existing.cluster_id]
+            gone = old.nodes.pop(spec.instance_id, None)
+            if gone is not None:
+                with contextlib.suppress(Exception):
+                    await old.delete_node(gone.name)
+        node = node_record(guest, req, cluster)
+        previous = cluster.nodes.get(spec.instance_id)
+        if previous is not None and previous.name != node.name:
+            await cluster.delete_node(previous.name)
+        cluster.nodes[spec.instance_id] = node
+        if req.command == "server":
+            cluster.add_sans([ip, *req.many("tls-san")])
+            if ip != cluster.init_ip:
+                try:
+                    await cluster.open_proxy(ip)
+                except OSError as exc:
+                    raise InstallFailed(
+                        f"starting kubernetes: listen tcp {ip}:{API_PORT}: {exc.strerror}"
+                    ) from exc
+            mode = int(str(req.first("write-kubeconfig-mode") or "600"), 8)
+            write_file(guest.root, "/etc/rancher/k3s/k3s.yaml", cluster.k3s_yaml(), mode)
+            full = tokens.full_token(cluster.ca_pem, cluster.password)
+            write_file(guest.root, "/var/lib/rancher/k3s/server/node-token", full + "\n", 0o600)
+            write_file(guest.root, "/var/lib/rancher/k3s/server/token", full + "\n", 0o600)
+            agent = (
+                tokens.full_token(cluster.ca_pem, cluster.agent_password, user="node")
+                if cluster.agent_password
+                else full
+            )
+            write_file(guest.root, "/var/lib/rancher/k3s/server/agent-token", agent + "\n", 0o600)
+            write_file(
+                guest.root, "/var/lib/rancher/k3s/server/tls/server-ca.crt", cluster.ca_pem.decode(), 0o644
+            )
+        password = guest.root.path("/etc/rancher/node/password")
+        if not password.exists():
+            write_file(guest.root, "/etc/rancher/node/password", secrets.token_hex(16) + "\n", 0o600)
+        write_file(guest.root, "/var/lib/rancher/k3s/agent/etc/k3s-version", req.version + "\n", 0o644)
+        try:
+            await cluster.register(node)
+        except Exception as exc:
+            cluster.nodes.pop(spec.instance_id, None)
+            raise InstallFailed(f"Failed to register node: {exc}") from exc
+        self.installs[spec.instance_id] = Install(
+            role=req.command, version=req.version, cluster_id=cluster.id, node_name=node.name
+        )
+        self._save()
+        self.log(
+            f"k3s {req.command} {node.name} ({ip}) {req.version} in cluster {cluster.id} at {cluster.url}"
+        )
+
+    def _reachable(self, server: str) -> LabCluster:
+        parts = urlsplit(server)
+        host, port = parts.hostname or "", parts.port or 443
+        refused = (
+            f'failed to get CA certs: Get "{server.rstrip("/")}/cacerts": dial tcp {host}:{port}: connect: '
+            "connection refused"
+        )
+        if port != API_PORT:
+            raise InstallFailed(refused)
+        owner = self.fleet.by_address(host)
+        for cluster in self.clusters.values():
+            if cluster.answers_at(host) and owner is not None:
+                install = self.installs.get(owner.spec.instance_id)
+                if host == cluster.init_ip or (install is not None and install.enabled):
+                    return cluster
+        raise InstallFailed(refused)
+
+    async def _create_cluster(
+        self, guest: RunningGuest, req: InstallRequest, token: str | None
+    ) -> LabCluster:
+        ip = guest.spec.addresses[0]
+        password = tokens.parse(token).password if token else tokens.new_password()
+        cluster_id = f"{guest.spec.vmid}-{secrets.token_hex(3)}"
+        cluster = LabCluster(
+            cluster_id,
+            self.state_dir / "clusters" / cluster_id,
+            init_ip=ip,
+            password=password,
+            etcd=req.bool("cluster-init"),
+            sans=req.many("tls-san"),
+            log=self.log,
+        )
+        try:
+            await cluster.start()
+            if token:  # a secure token on the first server must name the CA it just made
+                tokens.check_ca(token, cluster_ca_pem=cluster.ca_pem)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await cluster.close()
+            shutil.rmtree(cluster.data_dir, ignore_errors=True)
+            raise InstallFailed(f"starting kubernetes: {exc}") from exc
+        self.clusters[cluster_id] = cluster
+        return cluster
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.with_suffix(".tmp").replace(path)

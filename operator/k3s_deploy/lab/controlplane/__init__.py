@@ -1,5 +1,0 @@
-"""A real local Kubernetes control plane (etcd + kube-apiserver + kubectl) built from Go modules."""
-
-from k3s_deploy.lab.controlplane.plane import ControlPlane, ControlPlaneError
-
-__all__ = ["ControlPlane", "ControlPlaneError"]
