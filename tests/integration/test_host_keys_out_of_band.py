@@ -20,10 +20,10 @@ from fixtures.pve import PveSim
 from k3s_deploy import errors
 from k3s_deploy.adapters.proxmox import ProxmoxerClient
 from k3s_deploy.adapters.ssh import AsyncSshRunner
-from k3s_deploy.lab.guests.service import GuestsService
 from k3s_deploy.ports.proxmox import ProxmoxCredentials
 from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.services.k3scluster.hostkeys import ALGORITHMS, KEY_FILES, MAX_KEY_FILE, parse_public_key
+from k3s_deploy_lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
 NET = lab_net()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from k3s_deploy.lab import sample_cluster
+from k3s_deploy_lab import sample_cluster
 
 from .conftest import Lab
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from k3s_deploy.lab.guests.fleet import GuestFleet
+from k3s_deploy_lab.guests.fleet import GuestFleet
 
 # Runs inside the guest: qemu-ga's guest-file-open / guest-file-read / guest-file-close, in one go.
 # ``eof`` is set as qemu-ga sets it: only when a read came back shorter than asked.

@@ -18,7 +18,7 @@ from proxmoxer import ResourceException
 from fixtures.guests import lab_net, make_impostor, ssh_options, wait_for_guest
 from fixtures.pve import PveSim
 from integration.pvesim.helpers import raw
-from k3s_deploy.lab.guests.service import GuestsService
+from k3s_deploy_lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
 NET = lab_net()
