@@ -74,6 +74,9 @@ def lab_secrets(pve: dict[str, Any], namespace: str, private_key: str) -> list[d
 def node_template(public_key: str, *, user: str = "ubuntu") -> dict[str, Any]:
     return {
         "allowedNodes": PVE_NODES,
+        # the default, said out loud: one server per node (the template is on shared storage, so every
+        # node can take a clone of it)
+        "placement": "Spread",
         "clone": {"template": {"name": TEMPLATE}, "full": False},
         "resources": {"cores": 2, "memoryMiB": 2048},
         "cloudInit": {"user": user, "sshAuthorizedKeys": [public_key]},

@@ -64,6 +64,12 @@ def test_ha_cluster_3_servers_2_agents(lab: Lab) -> None:
     assert len(control_plane) == 3
     ips = {n["name"]: n["ip"] for n in st["nodes"]}
     assert len(set(ips.values())) == 5
+    # placement: the three servers got a Proxmox node each, the agents were spread too
+    hosts = {n["name"]: n["pveNode"] for n in st["nodes"]}
+    assert sorted(hosts[f"ha-server-{i}"] for i in range(3)) == ["pve1", "pve2", "pve3"], hosts
+    assert hosts["ha-agent-0"] != hosts["ha-agent-1"], hosts
+    spread = lab.condition("ha", "Spread")
+    assert spread is not None and spread["status"] == "True", spread
     # one K3s cluster was formed (one init), every server certificate covers every server address
     events = lab.events("ha", "Installing")
     inits = [e for e in events if "initialising the cluster" in e["message"]]

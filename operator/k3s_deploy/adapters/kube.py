@@ -98,6 +98,17 @@ class KubernetesGateway:
 
         return await self._call(f"read {plural}/{namespace}/{name}", read)
 
+    async def list_objects(
+        self, group: str, version: str, plural: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        def read(api: Any) -> list[dict[str, Any]]:
+            listing = client.CustomObjectsApi(api).list_namespaced_custom_object(
+                group, version, namespace, plural, label_selector=label_selector
+            )
+            return list(cast(dict[str, Any], listing).get("items", []))
+
+        return await self._call(f"list {plural} in {namespace}", read)
+
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

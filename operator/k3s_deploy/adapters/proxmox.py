@@ -151,6 +151,12 @@ class ProxmoxerClient:
             for n in raw or []
         ]
 
+    async def shared_storages(self) -> dict[str, bool]:
+        raw: list[dict[str, Any]] = await self._call(
+            "list storages", lambda api: api.cluster.resources.get(type="storage")
+        )
+        return {str(s["storage"]): bool(int(s.get("shared", 0) or 0)) for s in raw or [] if s.get("storage")}
+
     async def next_vmid(self, candidate: int | None = None) -> int:
         params = {"vmid": candidate} if candidate is not None else {}
         value = await self._call("allocate vmid", lambda api: api.cluster.nextid.get(**params))

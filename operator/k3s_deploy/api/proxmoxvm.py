@@ -38,6 +38,7 @@ KIND = "ProxmoxVM"
 PLURAL = "proxmoxvms"
 
 RestartPolicy = Literal["Manual", "Automatic"]
+Placement = Literal["Spread", "Pack"]
 
 
 def _tags_field(description: str) -> Any:
@@ -200,8 +201,20 @@ class VMSettings(ApiModel):
     allowed_nodes: list[PveNodeName] = Field(
         default_factory=list,
         max_length=64,
-        description="Clone onto the node of this list with the most free memory (instead of a fixed node).",
+        description=(
+            "Clone onto a node of this list (instead of a fixed node), chosen by placement; "
+            "empty: any online node."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    placement: Placement = Field(
+        default="Spread",
+        description=(
+            "How a new clone picks its node among allowedNodes, counting its siblings (the ProxmoxVMs with "
+            "the same k3sdeploy.io/cluster and k3sdeploy.io/role labels, placed or being placed). Spread: "
+            "the node with the fewest siblings, so 3 servers on 3 nodes get one node each. Pack: the node "
+            "with the most. Ties go to the most free memory, then the name. A placed VM never moves."
+        ),
     )
     resources: Resources | None = None
     tags: list[PveTag] = _tags_field(

@@ -19,6 +19,12 @@ class KubeGateway(Protocol):
         """A custom object as the apiserver has it now, or None when it does not exist."""
         ...
 
+    async def list_objects(
+        self, group: str, version: str, plural: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """The custom objects of ``namespace`` matching ``label_selector`` (as the apiserver has them)."""
+        ...
+
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

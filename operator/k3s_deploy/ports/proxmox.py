@@ -80,6 +80,10 @@ class ProxmoxClient(Protocol):
 
     async def nodes(self) -> list[NodeSummary]: ...
 
+    async def shared_storages(self) -> dict[str, bool]:
+        """Storage id -> shared (reachable from every node), for the storages the credential may see."""
+        ...
+
     async def next_vmid(self, candidate: int | None = None) -> int:
         """The first free vmid, or ``candidate`` if free; raises ProxmoxBusy if ``candidate`` is taken."""
         ...

@@ -61,6 +61,11 @@ class SecretCachingGateway:
     ) -> dict[str, Any] | None:
         return await self._inner.read_object(group, version, plural, namespace, name)  # never cached
 
+    async def list_objects(
+        self, group: str, version: str, plural: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        return await self._inner.list_objects(group, version, plural, namespace, label_selector)
+
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

@@ -6,6 +6,8 @@ lock, nextid, tags normalised, pending changes on a running VM, vmid collisions,
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -27,6 +29,7 @@ from k3s_deploy.ports.proxmox import (
     TaskStatus,
     VmSummary,
 )
+from k3s_deploy.services.proxmoxvm.placement import disk_storages
 
 GIB = 1024**3
 CI_KEYS = ("ciuser", "sshkeys", "ipconfig0", "nameserver", "searchdomain")
@@ -106,6 +109,7 @@ class FakeProxmox:
         self.fail: dict[str, K3sDeployError] = {}  # method name -> error raised once
         self.fail_task: dict[str, str] = {}  # action -> exit status for the next such task
         self.nextid_override: int | None = None
+        self.storages: dict[str, bool] = {}  # storage id -> shared; an unlisted storage counts as shared
         self._pid = itertools.count(1000)
 
     # -- helpers for tests --------------------------------------------------------------------------
@@ -168,6 +172,10 @@ class FakeProxmox:
         self._enter("nodes")
         return list(self.nodes_.values())
 
+    async def shared_storages(self) -> dict[str, bool]:
+        self._enter("shared_storages")
+        return dict(self.storages)
+
     async def next_vmid(self, candidate: int | None = None) -> int:
         self._enter("next_vmid")
         if candidate is not None:
@@ -211,6 +219,12 @@ class FakeProxmox:
         source = self._vm(node, template_vmid)
         if newid in self.vms:
             raise ProxmoxBusy(f"unable to create VM {newid}: config file already exists", reason="VmidTaken")
+        if (
+            target
+            and target != node
+            and not all(self.storages.get(s, True) for s in disk_storages(source.config))
+        ):
+            raise ProxmoxRejected(f"can't clone VM to node '{target}' (VM uses local storage)")
         config = dict(source.config)
         config["scsi0"] = config["scsi0"].replace(f"vm-{template_vmid}-", f"vm-{newid}-")
         if name:
@@ -335,6 +349,7 @@ class FakeKube:
         self.annotations: dict[str, str] = {}
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (plural, namespace, name)
         self.object_reads = 0
+        self.list_delay = False  # yield to the loop in list_objects, as a real API call does
 
     async def read_object(
         self, group: str, version: str, plural: str, namespace: str, name: str
@@ -344,6 +359,21 @@ class FakeKube:
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         return self.secrets.get((namespace, name))
+
+    async def list_objects(
+        self, group: str, version: str, plural: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        wanted = dict(term.split("=", 1) for term in label_selector.split(","))
+        found = [
+            copy.deepcopy(obj)  # a snapshot, as a real listing is
+            for (kind, ns, _), obj in sorted(self.objects.items())
+            if kind == plural
+            and ns == namespace
+            and wanted.items() <= ((obj.get("metadata") or {}).get("labels") or {}).items()
+        ]
+        if self.list_delay:
+            await asyncio.sleep(0)  # the answer was read; others run before it arrives
+        return found
 
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]

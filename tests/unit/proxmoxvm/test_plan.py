@@ -27,9 +27,11 @@ def test_template_copy_on_target_node_is_preferred() -> None:
         NodeSummary("pve1", "online", 8 * GIB, 16 * GIB),
         NodeSummary("pve2", "online", 2 * GIB, 16 * GIB),
     ]
-    tpl, target = plan.choose_placement(templates, nodes, spec(allowedNodes=["pve1", "pve2"]))
+    tpl, choice = plan.choose_placement(templates, nodes, spec(allowedNodes=["pve1", "pve2"]))
+    target = choice.node
     assert (tpl.vmid, target) == (9001, "pve2")  # most free memory, local copy
-    tpl, target = plan.choose_placement(templates[:1], nodes, spec(allowedNodes=["pve2"]))
+    tpl, choice = plan.choose_placement(templates[:1], nodes, spec(allowedNodes=["pve2"]))
+    target = choice.node
     assert (tpl.vmid, target) == (9000, "pve2")  # clone with target
     with pytest.raises(ProxmoxNotFound):
         plan.choose_placement(templates, [NodeSummary("pve1", "offline")], spec(node="pve1"))

@@ -23,7 +23,16 @@ from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.ports.target import TargetCluster
 from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services.conditions import Conditions
-from k3s_deploy.services.k3scluster import airgap, day2, guest_values, hostkeys, install, nodes, tokens
+from k3s_deploy.services.k3scluster import (
+    airgap,
+    day2,
+    guest_values,
+    hostkeys,
+    install,
+    nodes,
+    spread,
+    tokens,
+)
 from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
 from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
 from k3s_deploy.services.k3scluster.secrets import (
@@ -267,6 +276,7 @@ class Reconciler:
                         "Normal", "VMUpdated", f"Updated ProxmoxVM {member.name}: {', '.join(sorted(drift))}"
                     )
             self.views[member.name] = self._view(member.name, member.role, member.adopted, child, want)
+        spread.report(self.conditions, [existing[m.name] for m in want.members], self.event)
         return want
 
     def _ns_name(self) -> tuple[str, str]:

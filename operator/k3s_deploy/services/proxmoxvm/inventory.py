@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from k3s_deploy.ports.proxmox import ProxmoxClient, ProxmoxConnector, ProxmoxCredentials, VmSummary
+from k3s_deploy.services.proxmoxvm.placement import Reservations
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Session:
     client: ProxmoxClient
     inventory: Inventory
     reserved_vmids: set[int] = field(default_factory=set)
+    placements: Reservations = field(default_factory=Reservations)  # nodes chosen, not yet in status
 
 
 class Sessions:

@@ -15,6 +15,8 @@ from k3s_deploy.api.proxmoxvm import CloudInit, ProxmoxVMSpec, VMSelector
 from k3s_deploy.errors import InvalidSpec, ProxmoxNotFound
 from k3s_deploy.ports.proxmox import GuestInterface, NodeSummary, VmSummary
 from k3s_deploy.services.ownership import is_ownership_tag
+from k3s_deploy.services.proxmoxvm import placement
+from k3s_deploy.services.proxmoxvm.placement import Choice
 
 GIB = 1024**3
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": GIB, "T": 1024**4}
@@ -75,19 +77,26 @@ def select_template(vms: Sequence[VmSummary], selector: VMSelector) -> list[VmSu
 
 
 def choose_placement(
-    templates: Sequence[VmSummary], nodes: Sequence[NodeSummary], spec: ProxmoxVMSpec
-) -> tuple[VmSummary, str]:
+    templates: Sequence[VmSummary],
+    nodes: Sequence[NodeSummary],
+    spec: ProxmoxVMSpec,
+    *,
+    siblings: Sequence[str] = (),
+    shared: Mapping[int, bool] | None = None,
+    keep: str | None = None,
+) -> tuple[VmSummary, Choice]:
     """Pick the template copy and the target node.
 
-    Explicit ``node`` wins; else the online node of ``allowedNodes`` (or of the cluster) with the most
-    free memory. A template copy on the target node is preferred (works with local storage); otherwise
-    the clone is made from the first copy with ``target`` set, which Proxmox accepts for shared storage.
+    Explicit ``node`` wins; ``keep`` (the node an unfinished clone was recorded on) stays; else the
+    online node of ``allowedNodes`` (or of the cluster) the template can reach, chosen by
+    :func:`placement.choose_node` against the nodes of the ``siblings``. A template copy on the target
+    node is used when there is one (works with local storage); otherwise the first copy with ``target``.
     """
     online = {n.node: n for n in nodes if n.status == "online"}
     if spec.node is not None:
         if spec.node not in online:
             raise ProxmoxNotFound(f"node {spec.node!r} is not an online Proxmox node", reason="NodeNotFound")
-        target = spec.node
+        choice = Choice(spec.node)
     else:
         allowed = (
             [online[n] for n in spec.allowed_nodes if n in online]
@@ -98,11 +107,19 @@ def choose_placement(
             raise ProxmoxNotFound(
                 f"none of the allowed nodes {list(spec.allowed_nodes)} is online", reason="NodeNotFound"
             )
-        local = {t.node for t in templates}
-        # Free memory decides; on a tie prefer a node holding a template copy, then the name.
-        target = max(allowed, key=lambda n: (n.free_memory, n.node in local, n.node)).node
-    same_node = [t for t in templates if t.node == target]
-    return (same_node or list(templates))[0], target
+        fits = [n for n in allowed if placement.reachable(templates, shared or {}, n.node)]
+        if keep is not None and keep in {n.node for n in fits}:
+            choice = Choice(keep)
+        else:
+            choice = placement.choose_node(
+                fits or allowed,
+                siblings,
+                mode=spec.placement,
+                local={t.node for t in templates},
+                unreachable=[n.node for n in allowed if n not in fits] if fits else (),
+            )
+    same_node = [t for t in templates if t.node == choice.node]
+    return (same_node or list(templates))[0], choice
 
 
 def parse_size(text: str) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from k3s_deploy.errors import InvalidSpec, ProxmoxBusy
+from typing import Any
+
+from k3s_deploy.errors import InvalidSpec, K3sDeployError, ProxmoxBusy
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.ownership import check_adoptable
-from k3s_deploy.services.proxmoxvm import plan
+from k3s_deploy.services.proxmoxvm import placement, plan
 from k3s_deploy.services.proxmoxvm.work import (
     AGENT_READY,
     ORPHAN_ANNOTATION,
@@ -107,7 +109,7 @@ async def _clone(work: Work) -> VmSummary:
     if len(mine) == 1:
         return _reclaim(work, mine[0])
     templates = plan.select_template(snap.vms, source.template)
-    template, target = plan.choose_placement(templates, await session.client.nodes(), work.spec)
+    template, target = await _place(work, templates, snap.vms)
     recorded = work.status.vmid
     candidate = recorded or work.spec.vmid
     for _attempt in range(VMID_ATTEMPTS):
@@ -156,6 +158,59 @@ async def _clone(work: Work) -> VmSummary:
     raise ProxmoxBusy(
         f"lost the vmid race {VMID_ATTEMPTS} times in a row; retrying later", reason="VmidTaken"
     )
+
+
+async def _place(work: Work, templates: list[VmSummary], vms: list[VmSummary]) -> tuple[VmSummary, str]:
+    """The template copy and the node for a new clone, counting the siblings (see placement).
+
+    Everything is read first; then, with no ``await`` in between, the siblings' nodes and the
+    reservations of siblings placed in this same moment are counted and our choice is reserved.
+    """
+    client, obj = work.session.client, work.obj
+    nodes = await client.nodes()
+    key = placement.sibling_key(obj.namespace, obj.labels)
+    siblings: list[dict[str, Any]] = []
+    if key is not None and work.list_siblings is not None and work.spec.node is None:
+        siblings = await work.list_siblings()
+    shared: dict[int, bool] = {}
+    if work.spec.node is None and {n.node for n in nodes if n.status == "online"} - {
+        t.node for t in templates
+    }:
+        shared = await _template_sharing(work, templates)
+    placed = placement.sibling_nodes(siblings, {vm.vmid: vm for vm in vms}, exclude_uid=obj.uid)
+    if key is not None:
+        alive = {str((s.get("metadata") or {}).get("uid", "")) for s in siblings}
+        placed = work.session.placements.merged(key, placed, alive)
+    keep = work.status.node if work.status.vmid is not None else None
+    template, choice = plan.choose_placement(
+        templates, nodes, work.spec, siblings=list(placed.values()), shared=shared, keep=keep
+    )
+    if key is not None:
+        work.session.placements.reserve(key, obj.uid, choice.node)
+    if choice.shortfall is not None:
+        reason, message = choice.shortfall
+        work.conditions.set(placement.SPREAD, False, reason, f"placed on {choice.node}: {message}")
+        work.event("Warning", reason, f"placed on {choice.node} next to a sibling: {message}")
+    elif key is not None and work.spec.node is None:
+        work.conditions.set(
+            placement.SPREAD, True, "Placed", f"placed on {choice.node} ({work.spec.placement})"
+        )
+    return template, choice.node
+
+
+async def _template_sharing(work: Work, templates: list[VmSummary]) -> dict[int, bool]:
+    """Template vmid -> can be cloned to another node (every disk on shared storage). Unknown: True,
+    and Proxmox has the last word."""
+    client = work.session.client
+    try:
+        storages = await client.shared_storages()
+        out: dict[int, bool] = {}
+        for t in templates:
+            used = placement.disk_storages(await client.vm_config(t.node, t.vmid))
+            out[t.vmid] = all(storages.get(s, True) for s in used)
+        return out
+    except K3sDeployError:
+        return {}  # a placement preference: without the facts, clone and let Proxmox say
 
 
 def _reclaim(work: Work, vm: VmSummary) -> VmSummary:

@@ -11,12 +11,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from k3s_deploy.api.proxmoxvm import ProxmoxVM
+from k3s_deploy.api.common import GROUP, VERSION
+from k3s_deploy.api.proxmoxvm import PLURAL, ProxmoxVM
 from k3s_deploy.errors import K3sDeployError
 from k3s_deploy.ports.kube import KubeGateway
 from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services import ownership
 from k3s_deploy.services.conditions import Conditions
+from k3s_deploy.services.proxmoxvm import placement
 from k3s_deploy.services.proxmoxvm.agent import ensure_addresses
 from k3s_deploy.services.proxmoxvm.configure import configure
 from k3s_deploy.services.proxmoxvm.credentials import load_credentials
@@ -77,6 +79,19 @@ async def open_session(kube: KubeGateway, sessions: Sessions, vm: ProxmoxVM) -> 
     return sessions.get(credentials)
 
 
+def _sibling_lister(kube: KubeGateway, obj: ObjectRef) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+    """Lists the ProxmoxVMs with this object's cluster and role labels (read only when placing a clone)."""
+
+    async def list_siblings() -> list[dict[str, Any]]:
+        key = placement.sibling_key(obj.namespace, obj.labels)
+        if key is None:
+            return []
+        selector = f"{placement.LABEL_CLUSTER}={key[1]},{placement.LABEL_ROLE}={key[2]}"
+        return await kube.list_objects(GROUP, VERSION, PLURAL, obj.namespace, selector)
+
+    return list_siblings
+
+
 def steps_for(work: Work) -> list[str]:
     """The step conditions Ready summarises; a VM meant to be Stopped needs no agent."""
     if work.spec.power_state == "Running":
@@ -124,7 +139,17 @@ async def reconcile(
             await checkpoint(work.status_dict())
 
         work = Work(
-            obj, vm.spec, status, conditions, session, memory, save, events, annotations, adoption=adoption
+            obj,
+            vm.spec,
+            status,
+            conditions,
+            session,
+            memory,
+            save,
+            events,
+            annotations,
+            adoption=adoption,
+            list_siblings=_sibling_lister(kube, obj),
         )
         await check_task(work)
         found = await ensure_vm(work)

@@ -105,6 +105,8 @@ class Work:
     annotations: dict[str, str] = field(default_factory=dict)
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     adoption: AdoptionPolicy = field(default_factory=AdoptionPolicy)
+    # The sibling ProxmoxVMs (same cluster and role labels) as the apiserver has them; None: no siblings.
+    list_siblings: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
