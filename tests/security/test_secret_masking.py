@@ -12,10 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import yaml
 from k3s_deploy_lab import sample_cluster
 
 from .conftest import Lab
+from .hostile_guest import HostileInstaller
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -46,26 +45,8 @@ exit 1
 @pytest.fixture
 def hostile_installer() -> Iterator[str]:
     """An install script server on loopback (a URL the tenant chose)."""
-    body = HOSTILE_INSTALLER.encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/install.sh"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with HostileInstaller(HOSTILE_INSTALLER) as installer:
+        yield installer.url
 
 
 def _is_armour(line: str) -> bool:
