@@ -1,7 +1,8 @@
 """From a K3sCluster spec to the members it wants and the ProxmoxVM manifests that back them (pure).
 
 Network settings (the old ``configure-ips``) are folded into each child's cloud-init here: a static
-address from the pool with gateway, nameservers and search domain, or DHCP when there is no pool.
+address from the pool with gateway, nameservers and search domain, or DHCP when there is no pool, on
+the NIC ``network.interface`` names (ipconfigN).
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ def desired(
             ip_config = {"dhcp": True}
         else:
             ip_config = None  # an adopted VM keeps its addressing unless the cluster hands out a static one
-        manifests[member.name] = child_manifest(cluster, member, ip_config=ip_config, dns=dns)
+        manifests[member.name] = child_manifest(
+            cluster, member, ip_config=ip_config, dns=dns, interface=network.interface if network else 0
+        )
     return Desired(members=members, manifests=manifests, static_ips=static)
 
 
