@@ -82,22 +82,7 @@ def desired(
             common = {**common, "cloudInit": _dump(d.cloud_init)}
         if network is not None and network.address_cidr:
             common = {**common, "guestAgent": {"addressCIDR": network.address_cidr}}
-        if d.locations is not None:
-            members = discovery.by_locations(
-                cluster.name,
-                {"server": d.locations.servers, "agent": d.locations.agents},
-                common=common,
-                deletion_policy=d.deletion_policy,
-            )
-        else:
-            assert d.tags is not None
-            members = discovery.by_tags(
-                cluster.name,
-                discovered_vms or [],
-                {"server": d.tags.servers, "agent": d.tags.agents},
-                common=common,
-                deletion_policy=d.deletion_policy,
-            )
+        members = discovery.members(cluster.name, d, discovered_vms, common=common)
     else:
         assert spec.servers is not None
         agents = spec.agents
