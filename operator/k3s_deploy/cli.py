@@ -1,4 +1,5 @@
-"""Command line: `k3s-deploy run | crds ... | lab ...` (`lab` comes from the k3s-deploy-lab distribution)."""
+"""Command line: `k3s-deploy run | discover | crds ... | lab ...` (`lab` comes from the k3s-deploy-lab
+distribution)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,56 @@ def run(
         overrides["fetch_allowed_hosts"] = fetch_allowed_hosts
     settings = OperatorSettings(**overrides)  # type: ignore[arg-type]
     sys.exit(run_operator(settings))
+
+
+@main.command()
+@click.option("-f", "--filename", "manifest", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              required=True, help="File with the K3sCluster manifest whose spec.discovery is evaluated.")  # fmt: skip
+@click.option("--credentials", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="File with the credentials Secret manifest (the one spec.credentialsRef names).")  # fmt: skip
+@click.option("--url", envvar="K3SD_PROXMOX_URL", default=None, help="Proxmox URL, https://host:8006.")
+@click.option(
+    "--token-id", envvar="K3SD_PROXMOX_TOKEN_ID", default=None, help="API token id, user@realm!name."
+)
+@click.option("--token-secret", envvar="K3SD_PROXMOX_TOKEN_SECRET", default=None, help="API token secret.")
+@click.option("--ca-cert", envvar="K3SD_PROXMOX_CA_CERT", type=click.Path(path_type=Path), default=None,
+              help="PEM file of the CA that signed the Proxmox certificate.")  # fmt: skip
+@click.option("--fingerprint", envvar="K3SD_PROXMOX_FINGERPRINT", default=None,
+              help="Pin the Proxmox certificate by SHA-256 fingerprint (default: spec.fingerprint).")  # fmt: skip
+@click.option("--adoptable-tag", envvar="K3SD_ADOPTABLE_TAG", default=None,
+              help="Proxmox tag that allows adopting a VM, as the operator's (default k3sdeploy-adoptable).")  # fmt: skip
+@click.option("--adoptable-pool", envvar="K3SD_ADOPTABLE_POOL", default=None,
+              help="Proxmox pool whose VMs may be adopted, as the operator's.")  # fmt: skip
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def discover(
+    manifest: Path,
+    credentials: Path | None,
+    url: str | None,
+    token_id: str | None,
+    token_secret: str | None,
+    ca_cert: Path | None,
+    fingerprint: str | None,
+    adoptable_tag: str | None,
+    adoptable_pool: str | None,
+    output: str,
+) -> None:
+    """List the VMs spec.discovery would adopt, per role, and whether each may be adopted (read-only)."""
+    from k3s_deploy import discover as d
+    from k3s_deploy.services.ownership import AdoptionPolicy
+    from k3s_deploy.settings import OperatorSettings
+
+    overrides = {"adoptable_tag": adoptable_tag, "adoptable_pool": adoptable_pool}
+    try:
+        settings = OperatorSettings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        cluster = d.load_cluster(manifest)
+        creds = d.load_credentials(
+            cluster, credentials, d.CredentialFlags(url, token_id, token_secret, ca_cert, fingerprint)
+        )
+        policy = AdoptionPolicy.from_settings(settings.adoptable_tag, settings.adoptable_pool)
+        found = d.evaluate(cluster, creds, policy, timeout=settings.proxmox_timeout_seconds)
+    except (d.DiscoverError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(d.to_json(cluster, found) if output == "json" else d.to_table(found), nl=output == "json")
 
 
 @main.group()

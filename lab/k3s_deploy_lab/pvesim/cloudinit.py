@@ -54,23 +54,33 @@ def has_drive(vm: VM) -> bool:
 def boot_snapshot(vm: VM) -> dict[str, str]:
     """What the guest boots with: the cloud-init drive's data (rebuilt at each start).
 
-    Without a cloud-init drive nothing is applied: the image falls back to DHCP and its defaults.
+    ``_macN`` records the MAC of each netN. Without a cloud-init drive nothing is applied: the image
+    falls back to DHCP on its first NIC and its defaults.
     """
-    mac = {"_mac0": net_mac(vm.config.get("net0", "")) or ""}
+    macs = {f"_mac{idx}": net_mac(vm.config.get(f"net{idx}", "")) or "" for idx in nic_indexes(vm.config)}
+    macs.setdefault("_mac0", "")
     if not has_drive(vm):
-        return mac
+        return macs
     return {
         k: v for k, v in vm.config.items() if k in CI_KEYS or k.startswith("ipconfig") or k == "name"
-    } | mac
+    } | macs
 
 
-def ip_mode(snapshot: dict[str, str]) -> tuple[str, str | None]:
-    """('dhcp'|'static'|'none', cidr) for net0 as cloud-init configures it."""
-    if not snapshot.get("_mac0"):
+def nic_indexes(config: dict[str, str]) -> list[int]:
+    """The N of every netN device, in order."""
+    return [idx for idx in range(32) if f"net{idx}" in config]
+
+
+def ip_mode(snapshot: dict[str, str], idx: int = 0) -> tuple[str, str | None]:
+    """('dhcp'|'static'|'none', cidr) for netN as cloud-init configures it (ipconfigN pairs with netN).
+
+    Without ipconfigN only the first NIC takes DHCP (as PVE's generated network config does).
+    """
+    if not snapshot.get(f"_mac{idx}"):
         return "none", None
-    raw = snapshot.get("ipconfig0")
+    raw = snapshot.get(f"ipconfig{idx}")
     if raw is None:
-        return "dhcp", None
+        return ("dhcp", None) if idx == 0 else ("none", None)
     ip = parse_ipconfig(raw).get("ip")
     if ip in (None, "dhcp"):
         return ("dhcp", None) if ip == "dhcp" else ("none", None)

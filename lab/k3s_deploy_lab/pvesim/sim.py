@@ -125,9 +125,7 @@ class Sim:
         vm.pid = self.state.next_pid
         vm.booted = cloudinit.boot_snapshot(vm)
         vm.ci_drive = dict(vm.booted)
-        mode, _ = cloudinit.ip_mode(vm.booted)
-        if mode == "dhcp":
-            dhcp.lease(self.state, vm.booted["_mac0"])
+        self.nic_addresses(vm)  # DHCP leases are taken at boot
         self._arm_boot(vm)
         self.changed(guest=True)
 
@@ -175,22 +173,26 @@ class Sim:
     def agent_ready(self, vm: VM) -> bool:
         return self.agent_enabled(vm) and self.booted(vm)
 
-    def addresses(self, vm: VM) -> list[str]:
-        """IPv4 addresses of the running guest's first NIC (loopback range only)."""
+    def nic_addresses(self, vm: VM) -> dict[int, tuple[str, int]]:
+        """The running guest's IPv4 address and prefix per NIC index (loopback range only)."""
+        out: dict[int, tuple[str, int]] = {}
         if vm.booted is None:
-            return []
-        mode, cidr = cloudinit.ip_mode(vm.booted)
-        if mode == "dhcp":
-            return [dhcp.lease(self.state, vm.booted["_mac0"])]
-        if mode == "static" and cidr:
-            ip = ipaddress.IPv4Interface(cidr).ip
-            return [str(ip)] if ip in LOOPBACK else []
-        return []
+            return out
+        for key in sorted(k for k in vm.booted if k.startswith("_mac")):
+            idx = int(key[4:])
+            mode, cidr = cloudinit.ip_mode(vm.booted, idx)
+            if mode == "dhcp":
+                prefix = ipaddress.IPv4Network(self.state.dhcp_range).prefixlen
+                out[idx] = (dhcp.lease(self.state, vm.booted[key]), prefix)
+            elif mode == "static" and cidr:
+                iface = ipaddress.IPv4Interface(cidr)
+                if iface.ip in LOOPBACK:
+                    out[idx] = (str(iface.ip), iface.network.prefixlen)
+        return out
 
-    def prefix_of(self, vm: VM, address: str) -> int:
-        if vm.booted and cloudinit.ip_mode(vm.booted)[0] == "static":
-            return ipaddress.IPv4Interface(cloudinit.ip_mode(vm.booted)[1] or "0.0.0.0/32").network.prefixlen
-        return ipaddress.IPv4Network(self.state.dhcp_range).prefixlen
+    def addresses(self, vm: VM) -> list[str]:
+        """IPv4 addresses of the running guest, NIC by NIC."""
+        return [address for address, _ in self.nic_addresses(vm).values()]
 
     def guest(self, vm: VM) -> dict[str, Any]:
         """One entry of the admin `guests` document (the contract with the lab guests)."""

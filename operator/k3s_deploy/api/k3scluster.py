@@ -399,6 +399,12 @@ class ClusterNetwork(ApiModel):
         alias="addressCIDR",
         description="With DHCP: the node address is the first guest-agent address inside this CIDR.",
     )
+    interface: int = Field(
+        default=0,
+        ge=0,
+        le=31,
+        description="Index N of the VMs' network device (netN) these settings go to, as cloud-init ipconfigN.",
+    )
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

@@ -131,7 +131,7 @@ class Resources(ApiModel):
 
 
 class IPConfig(ApiModel):
-    """Address of the first network interface (cloud-init ipconfig0)."""
+    """Address of one network interface (cloud-init ipconfigN, N from cloudInit.interface)."""
 
     dhcp: bool | None = Field(default=None, description="Take the address from DHCP.")
     address: IPv4Cidr | None = Field(
@@ -169,6 +169,13 @@ class CloudInit(CloudInitUser):
     """Cloud-init settings of the VM. Changing them regenerates the cloud-init drive."""
 
     ip_config: IPConfig | None = Field(default=None, alias="ipConfig")
+    interface: int = Field(
+        default=0,
+        ge=0,
+        le=31,
+        description="Index N of the network device (netN) ipConfig applies to, written as cloud-init ipconfigN. "
+        "The VM must have that netN device.",
+    )
     nameservers: list[IPv4] = Field(
         default_factory=list, max_length=3, description="DNS servers (nameserver)."
     )

@@ -74,6 +74,7 @@ def test_child_manifest_labels_owner_and_network() -> None:
     ref = meta["ownerReferences"][0]
     assert ref["uid"] == CLUSTER.uid and ref["controller"] is True and ref["kind"] == "K3sCluster"
     assert body["spec"]["cloudInit"] == {
+        "interface": 0,
         "ipConfig": {"address": "10.0.0.10/24", "gateway": "10.0.0.1"},
         "nameservers": ["10.0.0.53"],
         "searchDomain": "lab",

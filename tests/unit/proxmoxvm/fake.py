@@ -120,6 +120,7 @@ class FakeProxmox:
         config.setdefault("memory", 1024)
         config.setdefault("scsi0", f"local-lvm:vm-{vmid}-disk-0,size=8G")
         config.setdefault("ide2", f"local-lvm:vm-{vmid}-cloudinit,media=cdrom")
+        config.setdefault("net0", f"virtio=BC:24:11:00:{vmid // 256 % 256:02X}:{vmid % 256:02X},bridge=vmbr0")
         vm = FakeVm(vmid=vmid, node=node, config=dict(config), template=template)
         self.vms[vmid] = vm
         return vm

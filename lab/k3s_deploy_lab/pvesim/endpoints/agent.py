@@ -15,6 +15,7 @@ from typing import Any
 
 from k3s_deploy_lab.pvesim import qga
 from k3s_deploy_lab.pvesim.apierror import ApiError, param_error
+from k3s_deploy_lab.pvesim.cloudinit import nic_indexes
 from k3s_deploy_lab.pvesim.model import VM
 from k3s_deploy_lab.pvesim.routing import Call, route
 from k3s_deploy_lab.pvesim.vmconfig import net_mac
@@ -47,7 +48,6 @@ def _ipv6_link_local(mac: str) -> str:
 
 
 def interfaces(call: Call, vm: VM) -> list[dict[str, Any]]:
-    sim = call.sim
     stats = {"rx-bytes": 1_200_000, "rx-packets": 9000, "rx-errs": 0, "rx-dropped": 0,
              "tx-bytes": 800_000, "tx-packets": 7000, "tx-errs": 0, "tx-dropped": 0}  # fmt: skip
     out: list[dict[str, Any]] = [{
@@ -56,13 +56,19 @@ def interfaces(call: Call, vm: VM) -> list[dict[str, Any]]:
                          {"ip-address": "::1", "ip-address-type": "ipv6", "prefix": 128}],
         "statistics": stats,
     }]  # fmt: skip
-    mac = net_mac(vm.config.get("net0", ""))
-    if mac:
-        addrs = [{"ip-address": a, "ip-address-type": "ipv4", "prefix": sim.prefix_of(vm, a)}
-                 for a in sim.addresses(vm)]  # fmt: skip
+    found = call.sim.nic_addresses(vm)
+    for idx in nic_indexes(vm.config):
+        mac = net_mac(vm.config[f"net{idx}"])
+        if not mac:
+            continue
+        addrs = (
+            [{"ip-address": found[idx][0], "ip-address-type": "ipv4", "prefix": found[idx][1]}]
+            if idx in found
+            else []
+        )
         addrs.append({"ip-address": _ipv6_link_local(mac), "ip-address-type": "ipv6", "prefix": 64})
         out.append(
-            {"name": "eth0", "hardware-address": mac.lower(), "ip-addresses": addrs, "statistics": stats}
+            {"name": f"eth{idx}", "hardware-address": mac.lower(), "ip-addresses": addrs, "statistics": stats}
         )
     return out
 

@@ -1,7 +1,8 @@
 """From a K3sCluster spec to the members it wants and the ProxmoxVM manifests that back them (pure).
 
 Network settings (the old ``configure-ips``) are folded into each child's cloud-init here: a static
-address from the pool with gateway, nameservers and search domain, or DHCP when there is no pool.
+address from the pool with gateway, nameservers and search domain, or DHCP when there is no pool, on
+the NIC ``network.interface`` names (ipconfigN).
 """
 
 from __future__ import annotations
@@ -81,22 +82,7 @@ def desired(
             common = {**common, "cloudInit": _dump(d.cloud_init)}
         if network is not None and network.address_cidr:
             common = {**common, "guestAgent": {"addressCIDR": network.address_cidr}}
-        if d.locations is not None:
-            members = discovery.by_locations(
-                cluster.name,
-                {"server": d.locations.servers, "agent": d.locations.agents},
-                common=common,
-                deletion_policy=d.deletion_policy,
-            )
-        else:
-            assert d.tags is not None
-            members = discovery.by_tags(
-                cluster.name,
-                discovered_vms or [],
-                {"server": d.tags.servers, "agent": d.tags.agents},
-                common=common,
-                deletion_policy=d.deletion_policy,
-            )
+        members = discovery.members(cluster.name, d, discovered_vms, common=common)
     else:
         assert spec.servers is not None
         agents = spec.agents
@@ -129,7 +115,9 @@ def desired(
             ip_config = {"dhcp": True}
         else:
             ip_config = None  # an adopted VM keeps its addressing unless the cluster hands out a static one
-        manifests[member.name] = child_manifest(cluster, member, ip_config=ip_config, dns=dns)
+        manifests[member.name] = child_manifest(
+            cluster, member, ip_config=ip_config, dns=dns, interface=network.interface if network else 0
+        )
     return Desired(members=members, manifests=manifests, static_ips=static)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from k3s_deploy import errors
+from k3s_deploy.api.k3scluster import Discovery
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.k3scluster.topology import ROLES, Member, Role
 
@@ -95,3 +96,25 @@ def by_tags(
             members.append(Member(f"{cluster}-{role}-{vmid}", role, counters[role], spec, adopted=True))
             counters[role] += 1
     return members
+
+
+def members(
+    cluster: str, spec: Discovery, vms: Sequence[VmSummary] | None, *, common: Mapping[str, Any]
+) -> list[Member]:
+    """The adopted members ``spec.discovery`` selects: the one selection the operator and
+    ``k3s-deploy discover`` share. ``vms`` (the VMs the credential sees) is needed for tags only."""
+    if spec.locations is not None:
+        return by_locations(
+            cluster,
+            {"server": spec.locations.servers, "agent": spec.locations.agents},
+            common=common,
+            deletion_policy=spec.deletion_policy,
+        )
+    assert spec.tags is not None
+    return by_tags(
+        cluster,
+        vms or [],
+        {"server": spec.tags.servers, "agent": spec.tags.agents},
+        common=common,
+        deletion_policy=spec.deletion_policy,
+    )

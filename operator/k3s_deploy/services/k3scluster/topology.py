@@ -93,17 +93,25 @@ def child_manifest(
     *,
     ip_config: Mapping[str, Any] | None = None,
     dns: Mapping[str, Any] | None = None,
+    interface: int = 0,
 ) -> dict[str, Any]:
-    """The full ProxmoxVM object for ``member``; network settings from the cluster go into cloud-init."""
+    """The full ProxmoxVM object for ``member``; network settings from the cluster go into cloud-init.
+
+    ``interface`` is the NIC index (netN/ipconfigN) the cluster's ``ip_config`` goes to; it is always
+    spelled out, as the apiserver would default it and the child would otherwise look drifted.
+    """
     spec = copy.deepcopy(dict(member.vm_spec))
     if ip_config is not None or dns:
         cloud_init = dict(spec.get("cloudInit") or {})
         if ip_config is not None:
             cloud_init["ipConfig"] = dict(ip_config)
+            cloud_init["interface"] = interface
         for key, value in (dns or {}).items():
             if value:
                 cloud_init[key] = value
         spec["cloudInit"] = cloud_init
+    if "cloudInit" in spec:
+        spec["cloudInit"] = {"interface": interface, **spec["cloudInit"]}
     return {
         "apiVersion": API_VERSION,
         "kind": "ProxmoxVM",

@@ -68,7 +68,7 @@ async def configure(work: Work, vm: VmSummary, *, force: str | None = None) -> N
         keys = sorted(
             str(p["key"]) for p in pending if ("pending" in p or "delete" in p) and p.get("key") != "digest"
         )
-        work.status.pending_changes = [k for k in keys if k not in plan.CLOUD_INIT_KEYS]
+        work.status.pending_changes = [k for k in keys if not plan.is_cloud_init_key(k)]
     elif vm.status != "running":
         work.status.pending_changes = []
     if work.status.pending_changes:

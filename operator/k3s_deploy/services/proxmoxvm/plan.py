@@ -20,7 +20,13 @@ from k3s_deploy.services.proxmoxvm.placement import Choice
 
 GIB = 1024**3
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": GIB, "T": 1024**4}
-CLOUD_INIT_KEYS = frozenset({"ciuser", "sshkeys", "ipconfig0", "nameserver", "searchdomain"})
+CLOUD_INIT_KEYS = frozenset({"ciuser", "sshkeys", "nameserver", "searchdomain"})
+_IPCONFIG_KEY = re.compile(r"^ipconfig\d+$")
+
+
+def is_cloud_init_key(key: str) -> bool:
+    """A config key that lives on the cloud-init drive (ipconfigN for any interface index N)."""
+    return key in CLOUD_INIT_KEYS or _IPCONFIG_KEY.match(key) is not None
 
 
 def describe(vms: Iterable[VmSummary]) -> str:
@@ -174,7 +180,7 @@ class ConfigPlan:
 
     @property
     def cloud_init_changed(self) -> bool:
-        return bool(CLOUD_INIT_KEYS & set(self.changes))
+        return any(is_cloud_init_key(key) for key in self.changes)
 
     def __bool__(self) -> bool:
         return bool(self.changes) or self.resize is not None
@@ -220,8 +226,15 @@ def plan_config(
         ]:
             plan.changes["sshkeys"] = "\n".join(k.strip() for k in ci.ssh_authorized_keys)
         ipconfig = ipconfig_value(ci)
-        if ipconfig is not None and _kv(str(config.get("ipconfig0", ""))) != _kv(ipconfig):
-            plan.changes["ipconfig0"] = ipconfig
+        key = f"ipconfig{ci.interface}"
+        if ipconfig is not None and _kv(str(config.get(key, ""))) != _kv(ipconfig):
+            if f"net{ci.interface}" not in config:
+                raise InvalidSpec(
+                    f"cloudInit.interface {ci.interface} needs a network device net{ci.interface}, which the "
+                    "VM lacks; add it to the template or VM, or choose the index of an existing one",
+                    reason="InterfaceNotFound",
+                )
+            plan.changes[key] = ipconfig
         if ci.nameservers and str(config.get("nameserver", "")).split() != list(ci.nameservers):
             plan.changes["nameserver"] = " ".join(ci.nameservers)
         if ci.search_domain is not None and config.get("searchdomain") != ci.search_domain:
