@@ -122,5 +122,15 @@ def desired(
 
 
 def spec_drift(want: Mapping[str, Any], have: Mapping[str, Any]) -> dict[str, Any]:
-    """The top-level spec fields of ``want`` that ``have`` lacks or holds differently (a merge patch)."""
-    return {k: v for k, v in want.items() if have.get(k) != v}
+    """The top-level spec fields of ``want`` that ``have`` lacks or holds differently (a merge patch).
+
+    A nested mapping is satisfied when every key it names holds the wanted value: the apiserver fills
+    schema defaults in (``guestAgent.timeoutSeconds`` beside the ``addressCIDR`` we set), and a merge
+    patch would never remove them, so comparing whole mappings would patch the child on every pass."""
+    return {k: v for k, v in want.items() if not _holds(v, have.get(k))}
+
+
+def _holds(want: Any, have: Any) -> bool:
+    if isinstance(want, Mapping) and isinstance(have, Mapping):
+        return all(_holds(v, have.get(k)) for k, v in want.items())
+    return bool(want == have)
