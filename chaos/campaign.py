@@ -8,8 +8,8 @@ then checks the outcome from the outside:
 - duplicate VMs: two VMs in Proxmox for one node name;
 - leaked VMs: a VM created during the run that no ProxmoxVM owns while the cluster lives, or that is
   still there after the cluster was deleted;
-- Secrets lost: ``<cluster>-kubeconfig`` / ``<cluster>-token`` missing, the token changed after it was
-  first written, the kubeconfig not answering, or the user's Secrets gone.
+- Secrets lost: ``<cluster>-kubeconfig`` / ``<cluster>-token`` missing, the token's password changed
+  after it was first written, the kubeconfig not answering, or the user's Secrets gone.
 
 Kinds: ``kill`` (SIGKILL the operator at random points, restart it), ``proxmox`` (5xx, 595, timeouts,
 lost replies, failed tasks and locks on >= 10% of calls, through the simulator's faults), ``ssh``
@@ -36,6 +36,8 @@ from typing import Any
 
 import requests
 from bench.rig import Rig, load_average, sample_inventory
+
+from k3s_deploy.services.k3scluster import tokens
 
 KINDS = ("kill", "proxmox", "ssh", "apiserver")
 TIMING = {"scale": 0.05, "resourcesStatusLag": 2.0}  # clone 1 s, guest agent 1.25 s after start
@@ -161,11 +163,17 @@ def proxmox_faults(seed: int) -> dict[str, Any]:
 
 
 def secret_values(rig: Rig, name: str) -> dict[str, str]:
+    """Each Secret's data; for ``<cluster>-token`` its identity: the server password, which must never
+    change (the token itself turns into K3s's secure form ``K10<ca hash>::server:<password>`` once,
+    when the first server has written it)."""
     out = {}
     for secret in (f"{name}-kubeconfig", f"{name}-token", "proxmox-credentials", "k3s-ssh-key"):
         obj = rig.get("secret", secret)
         if obj:
-            out[secret] = json.dumps(obj.get("data"), sort_keys=True)
+            data = obj.get("data") or {}
+            if secret == f"{name}-token" and "token" in data:
+                data = {"password": tokens.password_of(base64.b64decode(data["token"]).decode())}
+            out[secret] = json.dumps(data, sort_keys=True)
     return out
 
 
