@@ -19,7 +19,7 @@ def addresses(w: World | day2_world.World, cluster: str) -> dict[str, str]:
     """Child name -> the static address its spec gives the guest (what the VM really gets)."""
     out = {}
     for (_, name), child in w.objects.children.items():
-        if child["metadata"]["labels"]["k3sdeploy.io/cluster"] == cluster:
+        if child["metadata"]["labels"].get("k3sdeploy.io/cluster") == cluster:
             out[name] = child["spec"]["cloudInit"]["ipConfig"]["address"]
     return out
 
@@ -183,3 +183,17 @@ def test_held_by_others_counts_same_secret_and_lets_the_elder_keep_a_shared_addr
     assert ipam.held_by_others([*mine, *others], mine=mine, credentials="pve") == {"10.0.0.11"}
     elder = [vm("b-server-1", "10.0.0.10/24", created="2023-06-01T00:00:00Z")]
     assert ipam.held_by_others([*mine, *elder], mine=mine, credentials="pve") == {"10.0.0.10"}
+
+
+async def test_a_tenant_in_another_namespace_cannot_squat_pool_addresses() -> None:
+    """T2: ProxmoxVMs of another namespace naming a Secret of the same name reserve nothing here."""
+    w = World()
+    for i in range(10, 31):  # the whole pool, claimed from next door
+        squat = vm(f"squat-{i}", f"10.0.0.{i}/24", created="2020-01-01T00:00:00Z", ns="elsewhere")
+        w.objects.children[("elsewhere", f"squat-{i}")] = {
+            **squat,
+            "metadata": {**squat["metadata"], "labels": {}},
+        }
+    out = await w.pass_(cluster_body(1, 0))
+    assert out.error is None or out.error.reason != "IPPoolExhausted"
+    assert addresses(w, "demo") == {"demo-server-0": "10.0.0.10/24"}
