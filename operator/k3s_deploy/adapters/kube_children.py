@@ -71,13 +71,19 @@ class KubeClusterObjects:
         return k8s.CoreV1Api(self._client())
 
     async def list_children(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
+        return await self._list_vms(namespace, f"{LABEL_CLUSTER}={cluster}")
+
+    async def list_namespace_vms(self, namespace: str) -> list[dict[str, Any]]:
+        return await self._list_vms(namespace, "")
+
+    async def _list_vms(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         def fn() -> list[dict[str, Any]]:
             listing = self._custom().list_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 namespace,
                 "proxmoxvms",
-                label_selector=f"{LABEL_CLUSTER}={cluster}",
+                label_selector=label_selector,
                 _request_timeout=self._timeout,
             )
             return list(listing.get("items", []))

@@ -595,7 +595,9 @@ class K3sClusterStatus(StatusModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     ip_allocations: dict[str, str] = Field(
-        default_factory=dict, description="Static addresses handed out from the pool, by node name."
+        default_factory=dict,
+        description="Static addresses handed out from the pool, by node name. A cache for reading: the record "
+        "is each ProxmoxVM's spec.cloudInit.ipConfig, which the operator reads back every pass.",
     )
     upgrade: UpgradeStatus | None = None
     last_sync_time: datetime | None = Field(default=None, description="Last full reconcile.")

@@ -264,4 +264,5 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
                 raw, type_="Normal", reason="Deleted", message="Deleted " + ", ".join(removed)
             )
     metrics.forget_object(KIND, str(body.metadata.namespace), str(body.metadata.name))
+    deps.addresses.release(uid)  # its children are gone: their addresses are free for other clusters
     runtime.forget(uid)

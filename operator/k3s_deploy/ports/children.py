@@ -15,6 +15,10 @@ class ClusterObjects(Protocol):
         """ProxmoxVM objects labelled ``k3sdeploy.io/cluster=<cluster>`` in ``namespace``."""
         ...
 
+    async def list_namespace_vms(self, namespace: str) -> list[dict[str, Any]]:
+        """Every ProxmoxVM in ``namespace``, whoever owns it (the addresses they hold are taken)."""
+        ...
+
     async def create_child(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create a ProxmoxVM; when it already exists return the existing object."""
         ...

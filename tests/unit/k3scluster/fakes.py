@@ -33,6 +33,9 @@ class FakeObjects:
             if ns == namespace and c["metadata"]["labels"].get("k3sdeploy.io/cluster") == cluster
         ]
 
+    async def list_namespace_vms(self, namespace: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(c) for (ns, _), c in self.children.items() if ns == namespace]
+
     async def create_child(self, body: Mapping[str, Any]) -> dict[str, Any]:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         self.children.setdefault(key, copy.deepcopy(dict(body)))

@@ -2,20 +2,28 @@
 
 Network settings (the old ``configure-ips``) are folded into each child's cloud-init here: a static
 address from the pool with gateway, nameservers and search domain, or DHCP when there is no pool, on
-the NIC ``network.interface`` names (ipconfigN).
+the NIC ``network.interface`` names (ipconfigN). :func:`plan` reads who holds which pool address from
+the ProxmoxVMs themselves (this cluster's children and every other VM on the same credentials).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from k3s_deploy.api.k3scluster import ClusterNetwork, K3sClusterSpec, NodeTemplate
+from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.k3scluster import discovery, ipam
-from k3s_deploy.services.k3scluster.topology import ClusterRef, Member, child_manifest, cloned_members
+from k3s_deploy.services.k3scluster.topology import (
+    ClusterRef,
+    Member,
+    child_manifest,
+    cloned_members,
+    owned_by,
+)
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,14 @@ def desired(
     *,
     allocations: Mapping[str, str],
     discovered_vms: Sequence[VmSummary] | None = None,
+    held_elsewhere: Iterable[str] = (),
 ) -> Desired:
-    """Members (servers first) and the manifest of each child. ``allocations`` come from status."""
+    """Members (servers first) and the manifest of each child.
+
+    ``allocations`` are the addresses this cluster's children hold, by child name: members keep theirs,
+    and those of children no longer wanted stay taken until the child is gone (its VM still runs).
+    ``held_elsewhere`` are pool addresses other clusters' VMs hold or have just claimed.
+    """
     common = common_spec(spec)
     network = spec.network
     if spec.discovery is not None:
@@ -102,7 +116,10 @@ def desired(
         dns = {"nameservers": list(network.nameservers), "searchDomain": network.search_domain}
     if network is not None and network.ip_pool is not None:
         entries, prefix, reserved = pool_entries(network)
-        static = ipam.allocate(entries, [m.name for m in members], allocations, reserved=reserved)
+        names = [m.name for m in members]
+        leaving = [address for name, address in allocations.items() if name not in names]
+        reserved = [*reserved, *leaving, *held_elsewhere]
+        static = ipam.allocate(entries, names, allocations, reserved=reserved)
     for member in members:
         ip_config: dict[str, Any] | None
         if member.name in static:
@@ -119,6 +136,37 @@ def desired(
             cluster, member, ip_config=ip_config, dns=dns, interface=network.interface if network else 0
         )
     return Desired(members=members, manifests=manifests, static_ips=static)
+
+
+async def plan(
+    cluster: ClusterRef,
+    spec: K3sClusterSpec,
+    *,
+    objects: ClusterObjects,
+    claims: ipam.Claims,
+    children: Iterable[Mapping[str, Any]],
+    discovered_vms: Sequence[VmSummary] | None = None,
+) -> Desired:
+    """:func:`desired` with the pool addresses read from the ProxmoxVMs, not from status.
+
+    ``children`` are this cluster's ProxmoxVMs as listed now; with a pool, the namespace's other
+    ProxmoxVMs on the same credentials Secret are listed too. Only the same Secret in the same namespace
+    counts as the same Proxmox: clusters on other Secrets or in other namespaces need disjoint pools.
+    """
+    mine = [c for c in children if owned_by(c, cluster)]
+    recorded = {c["metadata"]["name"]: a for c in mine if (a := ipam.address_of(c)) is not None}
+    key = (cluster.namespace, spec.credentials_ref.name)
+    if spec.network is None or spec.network.ip_pool is None:
+        want = desired(cluster, spec, allocations=recorded, discovered_vms=discovered_vms)
+        claims.hold(key, cluster.uid, ())
+        return want
+    vms = await objects.list_namespace_vms(cluster.namespace)
+    # from here to hold() there is no await: the claims read and the claim made are one step
+    held = ipam.held_by_others(vms, mine=mine, credentials=key[1])
+    held |= claims.others(key, cluster.uid) - set(recorded.values())
+    want = desired(cluster, spec, allocations=recorded, discovered_vms=discovered_vms, held_elsewhere=held)
+    claims.hold(key, cluster.uid, want.static_ips.values())
+    return want
 
 
 def spec_drift(want: Mapping[str, Any], have: Mapping[str, Any]) -> dict[str, Any]:

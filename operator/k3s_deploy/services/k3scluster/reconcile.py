@@ -29,11 +29,12 @@ from k3s_deploy.services.k3scluster import (
     guest_values,
     hostkeys,
     install,
+    ipam,
     nodes,
     spread,
     tokens,
 )
-from k3s_deploy.services.k3scluster.desired import Desired, desired, spec_drift
+from k3s_deploy.services.k3scluster.desired import Desired, plan, spec_drift
 from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
 from k3s_deploy.services.k3scluster.secrets import (
     KUBECONFIG_KEY,
@@ -81,6 +82,8 @@ class Deps:
     channel_check_seconds: float = 600.0
     # Downloads air-gap artefacts for installSource.airGap.fetchFrom: Operator.
     artefacts: ArtefactFetcher | None = None
+    # Pool addresses chosen by passes of this process whose children may not exist yet (shared by all).
+    addresses: ipam.Claims = field(default_factory=ipam.Claims)
 
 
 @dataclass
@@ -238,13 +241,17 @@ class Reconciler:
         return await self.deps.list_vms(await self._credentials())
 
     async def ensure_children(self) -> Desired:
-        want = desired(
+        existing = {c["metadata"]["name"]: c for c in await self.deps.objects.list_children(*self._ns_name())}
+        discovered = await self._discovered()
+        want = await plan(
             self.ref,
             self.spec,
-            allocations=self.old_status.get("ipAllocations") or {},
-            discovered_vms=await self._discovered(),
+            objects=self.deps.objects,
+            claims=self.deps.addresses,
+            children=existing.values(),
+            discovered_vms=discovered,
         )
-        self.status["ipAllocations"] = dict(want.static_ips)
+        self.status["ipAllocations"] = dict(want.static_ips)  # a cache: the children's specs are the record
         self.status["desiredServers"] = sum(m.role == "server" for m in want.members)
         self.status["desiredAgents"] = sum(m.role == "agent" for m in want.members)
         if self.status["desiredServers"] == 0:
@@ -252,7 +259,6 @@ class Reconciler:
                 "discovery found no server VM: tag at least one VM with every tag in spec.discovery.tags.servers",
                 reason="NoServersFound",
             )
-        existing = {c["metadata"]["name"]: c for c in await self.deps.objects.list_children(*self._ns_name())}
         self.day2.prepare_children(want, existing)
         for member in want.members:
             manifest = want.manifests[member.name]
