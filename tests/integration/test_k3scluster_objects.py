@@ -44,7 +44,10 @@ async def test_children_create_list_patch_delete(
     assert listed[0]["metadata"]["ownerReferences"][0]["kind"] == "K3sCluster"
     await objects.patch_child_spec(namespace, "demo-server-0", {"tags": ["k3s"]})
     got = json.loads(kubectl("get", "pvm", "demo-server-0", "-n", namespace, "-o", "json").stdout)
-    assert got["spec"]["tags"] == ["k3s"] and got["spec"]["cloudInit"] == {"ipConfig": {"dhcp": True}}
+    assert got["spec"]["tags"] == ["k3s"] and got["spec"]["cloudInit"] == {
+        "ipConfig": {"dhcp": True},
+        "interface": 0,
+    }
     with pytest.raises(errors.InvalidSpec):
         bad = _pvm(namespace, "demo-server-1")
         bad["spec"]["source"] = {}
