@@ -134,9 +134,9 @@ def _next_delay(runtime: Runtime, uid: str, outcome: Outcome) -> float:
     count = failures[uid] = failures.get(uid, 0) + 1
     if outcome.error.transient:
         asked = outcome.error.delay if isinstance(outcome.error, errors.TransientError) else None
-        return asked or float(min(5.0 * 2 ** (count - 1), max(resync, 60.0)))
+        return asked or errors.backoff(count, max(resync, 60.0))
     # Stalled: a change of spec wakes us at once; otherwise look again rarely (a Secret may appear).
-    return float(min(resync * 2 ** (count - 1), max(resync, 600.0)))
+    return errors.backoff(count, max(resync, 600.0), first=resync)
 
 
 def _observe(
@@ -252,11 +252,11 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
     try:
         async with runtime.lock(uid):
             removed = await teardown(deps.objects, raw)
-    except errors.WaitingForDependency as exc:
-        raise kopf.TemporaryError(deliberate_wait(exc.message), delay=2.0) from None
+    except errors.NotYet as wait:
+        raise kopf.TemporaryError(deliberate_wait(wait.message), delay=wait.after_s or 2.0) from None
     except errors.K3sDeployError as exc:
         if exc.transient:
-            raise kopf.TemporaryError(exc.message, delay=min(5.0 * 2**retry, 60.0)) from None
+            raise kopf.TemporaryError(exc.message, delay=errors.backoff(retry + 1, 60.0)) from None
         raise kopf.PermanentError(exc.message) from None
     if removed:
         with contextlib.suppress(errors.K3sDeployError):

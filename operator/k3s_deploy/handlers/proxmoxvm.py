@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from k3s_deploy import metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.proxmoxvm import KIND, PLURAL, ProxmoxVM
-from k3s_deploy.errors import K3sDeployError
+from k3s_deploy.errors import K3sDeployError, NotYet, backoff
 from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.logs import deliberate_wait
 from k3s_deploy.runner import Runtime
@@ -37,7 +37,6 @@ from k3s_deploy.services.proxmoxvm.work import (
     RESTART_ANNOTATION,
     Event,
     Memory,
-    Requeue,
     Work,
 )
 
@@ -285,10 +284,10 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
                 obj, model.spec, status, conditions, session, memory, save, adoption=_adoption(runtime)
             )
             done = await finalize(work)
-        except Requeue as pause:
+        except NotYet as pause:
             conditions.reconciling(True, pause.reason, pause.message)
             await _finish(runtime, raw, work, status, conditions)
-            raise kopf.TemporaryError(deliberate_wait(pause.message), delay=pause.delay) from None
+            raise kopf.TemporaryError(deliberate_wait(pause.message), delay=pause.after_s or 1.0) from None
         except K3sDeployError as exc:
             conditions.from_error(exc)
             conditions.set(
@@ -301,7 +300,7 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
             await _finish(
                 runtime, raw, work, status, conditions, extra=[Event("Warning", exc.reason, exc.message)]
             )
-            raise kopf.TemporaryError(exc.message, delay=min(5.0 * 2**retry, 60.0)) from None
+            raise kopf.TemporaryError(exc.message, delay=backoff(retry + 1, 60.0)) from None
         await _post(runtime, raw, work.events)
         if done:
             runtime.forget(uid)

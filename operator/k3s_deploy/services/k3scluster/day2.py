@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +36,6 @@ POWERED_ON = "PoweredOn"
 # status.nodes[].state of a member whose VM was destroyed outside, until its new VM is reachable
 VM_REPLACED = "VMReplaced"
 STOP_DELAY = 5.0
-
-
-@dataclass(frozen=True)
-class Halt:
-    """End the pass here (nothing else to do now); look again after ``requeue`` seconds (None: resync)."""
-
-    requeue: float | None
 
 
 def _now() -> datetime:
@@ -146,11 +138,12 @@ class Day2:
             out.append(entry)
         return out
 
-    def power(self) -> Halt | None:
-        """Stopped: stop agents, then servers, and end the pass. Running after Stopped: servers first."""
+    def power(self) -> None:
+        """Stopped: stop agents, then servers, and end the pass (:class:`~k3s_deploy.errors.NotYet`).
+        Running after Stopped: servers first."""
         r, plan = self.r, self.power_plan
         if plan is None:
-            return None
+            return
         if r.spec.power_state == "Stopped":
             r.status["phase"] = "Stopped" if plan.settled else "Stopping"
             for view in r.views.values():
@@ -166,14 +159,14 @@ class Day2:
                 r.event("Normal", "Stopping", "Stopping the cluster: agents first, then servers")
             if plan.settled and r.old_status.get("phase") != "Stopped":
                 r.event("Normal", "Stopped", plan.message)
-            return Halt(None if plan.settled else STOP_DELAY)
+            raise errors.NotYet(None if plan.settled else STOP_DELAY, "Stopping", plan.message)
         if not plan.settled:
             r.status["phase"] = "Starting"
             r.conditions.set(POWERED_ON, False, "Starting", plan.message)
             r.conditions.reconciling(True, "Starting", plan.message)
             if r.old_status.get("phase") != "Starting":
                 r.event("Normal", "Starting", "Starting the cluster: servers first, then agents")
-            return Halt(STOP_DELAY)
+            raise errors.NotYet(STOP_DELAY, "Starting", plan.message)
         stopped = [n for n in r.views if self._observed(n) == "Stopped"]
         if stopped:
             names = ", ".join(stopped[:5])
@@ -183,7 +176,6 @@ class Day2:
             r.conditions.set(POWERED_ON, False, "VMStopped", f"VM(s) {names} are stopped")
         else:
             r.conditions.set(POWERED_ON, True, "Running", f"all {len(r.views)} VMs are running")
-        return None
 
     def _observed(self, name: str) -> str | None:
         status = (self.children.get(name) or {}).get("status") or {}

@@ -96,14 +96,6 @@ class Outcome:
     flushed: bool = False
 
 
-class _Wait(Exception):
-    """Stop this pass: something is still on its way (not an error); look again after ``delay``."""
-
-    def __init__(self, delay: float = WAIT_DELAY) -> None:
-        super().__init__(delay)
-        self.delay = delay
-
-
 @dataclass
 class _NodeView:
     name: str
@@ -349,7 +341,7 @@ class Reconciler:
             self.conditions.set(AGENTS_READY, "Unknown", "WaitingForVMs", "VMs are not ready yet")
             self.conditions.reconciling(True, "WaitingForVMs", message)
             self.day2.report_drift()
-            raise _Wait
+            raise errors.NotYet(WAIT_DELAY, "WaitingForVMs", message)
         if troubled:
             # running, but not as the spec says: the node may still work, so the pass goes on
             self.conditions.set(VMS_READY, False, reason, f"{total} VMs running; {why}")
@@ -656,7 +648,7 @@ class Reconciler:
             self.conditions.reconciling(
                 True, "WaitingForNodes", "waiting for nodes to be Ready: " + ", ".join(waiting)
             )
-            raise _Wait(NODE_WAIT_DELAY)
+            raise errors.NotYet(NODE_WAIT_DELAY, "WaitingForNodes")
 
     # --- the pass ------------------------------------------------------------------------------------
 
@@ -670,9 +662,7 @@ class Reconciler:
                 self.day2.paused()
                 return self._outcome(None, None)
             await self.ensure_children()
-            halt = self.day2.power()
-            if halt is not None:
-                return self._outcome(halt.requeue, None)
+            self.day2.power()
             self.check_vms()
             private_key, _tokens = await self.secrets()
             settings = self.settings()
@@ -683,7 +673,7 @@ class Reconciler:
             )
             await self.probe_all(private_key)
             if await self.day2.before_bootstrap(private_key, settings):
-                raise _Wait
+                raise errors.NotYet(WAIT_DELAY)
             await self.bootstrap(private_key, settings)
             operator_kubeconfig = await self.kubeconfig(private_key)
             await self.health(operator_kubeconfig, settings)
@@ -691,9 +681,9 @@ class Reconciler:
             self.conditions.reconciling(False)
             self.conditions.stalled(False)
             self.status["phase"] = "Ready"
-        except _Wait as wait:
+        except errors.NotYet as wait:
             self.conditions.stalled(False)
-            requeue = wait.delay
+            requeue = wait.after_s
         except errors.K3sDeployError as exc:
             error = exc
             self.conditions.from_error(exc)

@@ -23,7 +23,7 @@ def orphaned(work: Work) -> bool:
 
 
 async def finalize(work: Work) -> bool:
-    """True when the object may go; otherwise raises Requeue (task in flight) or an error."""
+    """True when the object may go; otherwise raises NotYet (task in flight) or an error."""
     policy = work.spec.effective_deletion_policy()
     if orphaned(work):
         work.event(
