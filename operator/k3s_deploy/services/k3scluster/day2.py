@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from k3s_deploy import errors
 from k3s_deploy.services.k3scluster import (
@@ -24,12 +24,11 @@ from k3s_deploy.services.k3scluster import (
     upgrade,
     versions,
 )
+from k3s_deploy.services.k3scluster.access import kubeconfig as access_kubeconfig
+from k3s_deploy.services.k3scluster.desired import Desired
 from k3s_deploy.services.k3scluster.rollout import UP_TO_DATE
+from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView
 from k3s_deploy.services.k3scluster.topology import LABEL_ROLE, ClusterRef, owned_by
-
-if TYPE_CHECKING:
-    from k3s_deploy.services.k3scluster.desired import Desired
-    from k3s_deploy.services.k3scluster.reconcile import Reconciler, _NodeView
 
 NODES_IN_SYNC = "NodesInSync"
 POWERED_ON = "PoweredOn"
@@ -49,20 +48,19 @@ def _stamp(now: datetime) -> str:
 class Day2:
     """Per-pass day-2 state of one reconciler."""
 
-    def __init__(self, r: Reconciler) -> None:
+    def __init__(self, r: ClusterPass) -> None:
         self.r = r
-        self.surplus: dict[str, tuple[scaling.Surplus, Mapping[str, Any]]] = {}
-        self.power_plan: power.PowerPlan | None = None
+        self.surplus = r.surplus
+        self.removed = r.removed
         self.children: dict[str, Mapping[str, Any]] = {}
         self.drift: list[tuple[str, str]] = []  # (reason, message)
         self.channel_problem: errors.K3sDeployError | None = None
-        self.removed: set[str] = set()
         self.k3s_missing: list[str] = []
-        self.replaced: set[str] = set()  # members on a new VM (the old one destroyed outside)
+        self.replaced = r.replaced  # members on a new VM (the old one destroyed outside)
 
     # --- VMs destroyed outside ------------------------------------------------------------------------
 
-    def vm_replaced(self, view: _NodeView, recorded: Mapping[str, Any]) -> bool:
+    def vm_replaced(self, view: NodeView, recorded: Mapping[str, Any]) -> bool:
         """True when the member's VM is not the machine recorded in status: destroyed outside the
         operator (the ProxmoxVM lost it, or already cloned a new one). Nothing learned from the old
         machine carries over (host-key pin, K3s version); the loss is reported once, by name and vmid,
@@ -123,25 +121,14 @@ class Day2:
                     ready=conds.get("Ready") == "True",
                 )
             )
-        self.power_plan = power.plan(self.r.spec.power_state, kids)
-        for name, state in self.power_plan.states.items():
+        plan = self.r.power_plan = power.plan(self.r.spec.power_state, kids)
+        for name, state in plan.states.items():
             want.manifests[name]["spec"]["powerState"] = state
-
-    def leaving(self) -> list[dict[str, Any]]:
-        """Status entries of surplus members not removed yet (their pinned host keys must survive)."""
-        out = []
-        for name in self.surplus:
-            if name in self.removed:
-                continue
-            entry = dict(self.r.recorded.get(name) or {"name": name, "role": self.surplus[name][0].role})
-            entry.update(state="Removing", ready=False)
-            out.append(entry)
-        return out
 
     def power(self) -> None:
         """Stopped: stop agents, then servers, and end the pass (:class:`~k3s_deploy.errors.NotYet`).
         Running after Stopped: servers first."""
-        r, plan = self.r, self.power_plan
+        r, plan = self.r, self.r.power_plan
         if plan is None:
             return
         if r.spec.power_state == "Stopped":
@@ -212,7 +199,7 @@ class Day2:
         if not (self.surplus or rolling or was_ready or self.replaced):
             self._drift_condition()
             return False
-        kubeconfig = await r.kubeconfig(private_key)
+        kubeconfig = await access_kubeconfig(r, private_key)
         try:
             found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
         except errors.KubeUnavailable:
@@ -346,7 +333,7 @@ class Day2:
             )
             del left[step.node.name]
             self.removed.add(step.node.name)
-            await r._flush()
+            await r.flush()
             if step.node.role == "server":
                 found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
         return False

@@ -13,23 +13,22 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from k3s_deploy import errors, metrics
-from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.ports.target import DrainOptions, TargetNode
-from k3s_deploy.services.k3scluster import airgap, guest_values, install, nodes, upgrade, versions
+from k3s_deploy.services.k3scluster import access, airgap, guest_values, install, nodes, upgrade, versions
+from k3s_deploy.services.k3scluster.access import node_target
+from k3s_deploy.services.k3scluster.access import ssh_target as build_target
 from k3s_deploy.services.k3scluster.scaling import Surplus
-
-if TYPE_CHECKING:
-    from k3s_deploy.services.k3scluster.reconcile import Reconciler
+from k3s_deploy.services.k3scluster.state import ClusterPass
 
 UP_TO_DATE = "UpToDate"
 POLL_S = 2.0
 UNINSTALL = {"server": "/usr/local/bin/k3s-uninstall.sh", "agent": "/usr/local/bin/k3s-agent-uninstall.sh"}
 
 
-def drain_options(r: Reconciler) -> DrainOptions | None:
+def drain_options(r: ClusterPass) -> DrainOptions | None:
     drain = r.spec.upgrade.drain
     if not drain.enabled:
         return None
@@ -41,7 +40,7 @@ def drain_options(r: Reconciler) -> DrainOptions | None:
     )
 
 
-async def cordon_and_drain(r: Reconciler, kubeconfig: str, name: str) -> None:
+async def cordon_and_drain(r: ClusterPass, kubeconfig: str, name: str) -> None:
     options = drain_options(r)
     if options is None:
         return
@@ -51,7 +50,7 @@ async def cordon_and_drain(r: Reconciler, kubeconfig: str, name: str) -> None:
 
 
 async def wait_ready(
-    r: Reconciler, kubeconfig: str, name: str, version: str, *, timeout_s: float
+    r: ClusterPass, kubeconfig: str, name: str, version: str, *, timeout_s: float
 ) -> TargetNode:
     """Poll the cluster's API until ``name`` is Ready at ``version`` (the API may blink meanwhile)."""
     loop = asyncio.get_running_loop()
@@ -76,12 +75,8 @@ async def wait_ready(
         await asyncio.sleep(POLL_S)
 
 
-def ssh_target(r: Reconciler, name: str, private_key: str) -> SshTarget:
-    return r.target(r.views[name], private_key)
-
-
 async def upgrade_node(
-    r: Reconciler,
+    r: ClusterPass,
     name: str,
     target_version: str,
     *,
@@ -103,13 +98,15 @@ async def upgrade_node(
         sans = install.tls_sans(wanted, [v.ip for v in r.views.values() if v.role == "server" and v.ip])
         r.event("Normal", "Upgrading", f"Upgrading node {name} from {view.k3s_version} to {target_version}")
         view.state = "Upgrading"
-        target = ssh_target(r, name, private_key)
+        target = node_target(r, view, private_key)
         timeout = float(r.spec.ssh.command_timeout_seconds)
         staged = await airgap.stage(
             r.deps.ssh, r.deps.artefacts, name, target, wanted.source, timeout_s=timeout
         )
         joining = step.kind in ("join-server", "agent")
-        token = await r.join_tokens(private_key, for_agents=step.kind == "agent") if joining else r.tokens
+        token = (
+            await access.join_tokens(r, private_key, for_agents=step.kind == "agent") if joining else r.tokens
+        )
         script = install.render_script(
             step, wanted, token=token, node_ip=view.ip, sans=sans, installer_path=staged
         )
@@ -129,7 +126,7 @@ async def upgrade_node(
 
 
 async def remove_member(
-    r: Reconciler,
+    r: ClusterPass,
     surplus: Surplus,
     child: Mapping[str, Any],
     *,
@@ -153,7 +150,7 @@ async def remove_member(
     r.event("Normal", "VMRemoved", f"Deleted ProxmoxVM {name}; its deletion policy decides the VM's fate")
 
 
-async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], private_key: str) -> None:
+async def _uninstall(r: ClusterPass, surplus: Surplus, child: Mapping[str, Any], private_key: str) -> None:
     name = surplus.name
     recorded = r.recorded.get(name) or {}
     addresses = (child.get("status") or {}).get("addresses") or []
@@ -169,16 +166,7 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
         )
         return
     ssh = r.spec.ssh
-    target = SshTarget(
-        host=ip,
-        port=ssh.port,
-        user=ssh.user,
-        private_key=private_key,
-        pinned_host_key=pin.fingerprint,
-        accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
-        connect_timeout_s=float(ssh.connect_timeout_seconds),
-        host_key_algorithms=pin.algorithms,
-    )
+    target = build_target(ssh, ip, private_key, pin)
     script = UNINSTALL[surplus.role]
     start = time.perf_counter()
     try:
@@ -203,7 +191,7 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
 
 
 async def advance(
-    r: Reconciler,
+    r: ClusterPass,
     states: list[upgrade.NodeState],
     target: str,
     *,
@@ -250,7 +238,7 @@ async def advance(
         r.event("Normal", "UpgradeStarted", f"Rolling upgrade from {progress.from_version} to {target}")
     progress = dataclasses.replace(progress, state=upgrade.PROGRESSING, current=step.nodes, failed_node=None)
     r.status["upgrade"] = progress.as_status()
-    await r._flush()
+    await r.flush()
     results = await _gather(
         [
             upgrade_node(
@@ -272,7 +260,7 @@ async def advance(
     )
     if not failed:
         r.status["upgrade"] = dataclasses.replace(progress, current=(), completed=completed).as_status()
-        await r._flush()
+        await r.flush()
         return True
     name, exc = failed[0]
     if exc.transient and exc.reason != "DrainTimeout":
@@ -290,7 +278,7 @@ async def advance(
     r.status["upgrade"] = stopped.as_status()
     message = f"the upgrade to {target} stopped at node {name}: {exc.message}"
     r.conditions.set(UP_TO_DATE, False, "UpgradeFailed", message[:2000])
-    await r._flush()
+    await r.flush()
     raise errors.PermanentError(message, reason="UpgradeFailed")
 
 
