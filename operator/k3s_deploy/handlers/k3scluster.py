@@ -23,59 +23,21 @@ from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.k3scluster import PLURAL
 from k3s_deploy.handlers.loop import reconcile_forever
 from k3s_deploy.logs import deliberate_wait
-from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
-from k3s_deploy.runner import Runtime
 from k3s_deploy.services.conditions import Conditions, acknowledge
 from k3s_deploy.services.k3scluster.reconcile import STEPS, Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
 from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
 from k3s_deploy.services.proxmoxvm.work import CLOUD_INIT_STALE
+from k3s_deploy.wiring import Runtime
 
 log = logging.getLogger(__name__)
 _IGNORED_IN_DIFF = ("lastSyncTime",)
-_DEPS_KEY = "k3scluster-deps"
 KIND = "K3sCluster"
-_FAILURES_KEY = "k3scluster-failures"
 
 
 def _runtime(memo: Any) -> Runtime:
     runtime: Runtime = memo.runtime
     return runtime
-
-
-def deps_for(runtime: Runtime) -> Deps:
-    """The adapters behind the K3sCluster ports, built once per operator process."""
-    found = runtime.memories.get(_DEPS_KEY)
-    if isinstance(found, Deps):
-        return found
-    from k3s_deploy.adapters.artefacts import HttpArtefactFetcher
-    from k3s_deploy.adapters.channels import HttpChannelServer
-    from k3s_deploy.adapters.kube_children import KubeClusterObjects
-    from k3s_deploy.adapters.ssh import AsyncSshRunner
-    from k3s_deploy.adapters.target_cluster import KubernetesTargetCluster
-
-    async def list_vms(credentials: ProxmoxCredentials) -> list[VmSummary]:
-        snapshot = await runtime.sessions.get(credentials).inventory.get()
-        vms: list[VmSummary] = snapshot.vms
-        return vms
-
-    deps = Deps(
-        objects=KubeClusterObjects(),
-        ssh=AsyncSshRunner(max_output_bytes=runtime.settings.ssh_max_output_bytes),
-        target=KubernetesTargetCluster(),
-        list_vms=list_vms,
-        proxmox=lambda credentials: runtime.sessions.get(credentials).client,
-        channels=HttpChannelServer(runtime.settings.fetch_allow_list),
-        channel_check_seconds=runtime.settings.channel_check_seconds,
-        artefacts=HttpArtefactFetcher(
-            runtime.settings.fetch_allow_list,
-            directory=runtime.settings.fetch_dir,
-            budget_bytes=runtime.settings.fetch_budget_bytes,
-            extra_ca=runtime.settings.fetch_ca_file,
-        ),
-    )
-    runtime.memories[_DEPS_KEY] = deps
-    return deps
 
 
 def _current(runtime: Runtime, body: kopf.Body) -> dict[str, Any]:
@@ -127,7 +89,7 @@ def _invalid_spec(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
 def _next_delay(runtime: Runtime, uid: str, outcome: Outcome) -> float:
     """Seconds until the next pass: as asked while waiting, backoff on errors, resync when done."""
     resync = runtime.settings.resync_seconds
-    failures: dict[str, int] = runtime.memories.setdefault(_FAILURES_KEY, {})
+    failures = runtime.failures
     if outcome.error is None:
         failures.pop(uid, None)
         return min(outcome.requeue_after, resync) if outcome.requeue_after is not None else resync
@@ -150,7 +112,7 @@ def _observe(
 
 async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
     uid = str(body.metadata.uid)
-    deps = deps_for(runtime)
+    deps = runtime.clusters
     async with runtime.lock(uid):
         raw = _current(runtime, body)
         started = time.perf_counter()
@@ -183,7 +145,6 @@ async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
         return _next_delay(runtime, uid, outcome)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, id="k3scluster-wake")
 async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Wake the cluster's loop when its spec changes (not on our own status writes)."""
     runtime = _runtime(memo)
@@ -194,7 +155,6 @@ async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime.wakeup(uid).set()
 
 
-@kopf.on.event(GROUP, VERSION, "proxmoxvms", labels={LABEL_CLUSTER: kopf.PRESENT}, id="k3scluster-child-wake")
 async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Wake the owning cluster when a child VM becomes ready, gets an address, fails, or reports a
     stale cloud-init drive."""
@@ -219,7 +179,6 @@ async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             runtime.wakeup(str(ref["uid"])).set()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, id="k3scluster-reconcile")
 async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Reconcile now, then whenever woken or the requested delay has passed, until stopped."""
     runtime = _runtime(memo)
@@ -238,11 +197,10 @@ async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
         metrics.forget_object(KIND, str(body.metadata.namespace), str(body.metadata.name))
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, id="k3scluster-finalize")
 async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Delete owned ProxmoxVMs (each applies its deletion policy), wait for them, remove our Secrets."""
     runtime = _runtime(memo)
-    deps = deps_for(runtime)
+    deps = runtime.clusters
     uid = str(body.metadata.uid)
     raw = _current(runtime, body)
     if not retry:
@@ -266,3 +224,20 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
     metrics.forget_object(KIND, str(body.metadata.namespace), str(body.metadata.name))
     deps.addresses.release(uid)  # its children are gone: their addresses are free for other clusters
     runtime.forget(uid)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Put the K3sCluster handlers into ``registry`` (called by the runner, not on import)."""
+    kopf.on.event(GROUP, VERSION, PLURAL, id="k3scluster-wake", registry=registry)(wake)
+    kopf.on.event(
+        GROUP,
+        VERSION,
+        "proxmoxvms",
+        labels={LABEL_CLUSTER: kopf.PRESENT},
+        id="k3scluster-child-wake",
+        registry=registry,
+    )(child_changed)
+    kopf.daemon(
+        GROUP, VERSION, PLURAL, cancellation_timeout=10.0, id="k3scluster-reconcile", registry=registry
+    )(reconcile_loop)
+    kopf.on.delete(GROUP, VERSION, PLURAL, id="k3scluster-finalize", registry=registry)(delete)

@@ -16,7 +16,7 @@ from typing import Any
 
 from k3s_deploy.errors import K3sDeployError
 from k3s_deploy.handlers.scheduler import backoff
-from k3s_deploy.runner import Runtime
+from k3s_deploy.wiring import Runtime
 
 log = logging.getLogger(__name__)
 

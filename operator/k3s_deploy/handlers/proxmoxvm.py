@@ -25,9 +25,9 @@ from k3s_deploy import metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.proxmoxvm import KIND, PLURAL, ProxmoxVM
 from k3s_deploy.errors import K3sDeployError, NotYet, backoff
+from k3s_deploy.handlers.peering import PEERING_GROUP, PEERING_VERSION, peering_plural
 from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.logs import deliberate_wait
-from k3s_deploy.runner import Runtime
 from k3s_deploy.services.conditions import Conditions, acknowledge
 from k3s_deploy.services.ownership import AdoptionPolicy, claimed_cluster
 from k3s_deploy.services.proxmoxvm.delete import finalize, orphaned
@@ -39,6 +39,7 @@ from k3s_deploy.services.proxmoxvm.work import (
     Memory,
     Work,
 )
+from k3s_deploy.wiring import Runtime
 
 log = logging.getLogger(__name__)
 _IGNORED_IN_DIFF = ("lastSyncTime",)
@@ -217,7 +218,6 @@ def _fingerprint(body: kopf.Body) -> tuple[Any, ...]:
     )
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
 async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keep the scheduler's view of the object: add it, wake it when its spec or our annotations
     change (not on our own status writes), stop it when it is being deleted or gone."""
@@ -242,7 +242,6 @@ async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any)
         scheduler.wake(uid)
 
 
-@kopf.on.cleanup()
 async def stop_scheduler(memo: kopf.Memo, **_: Any) -> None:
     """Cancel the passes in flight when the operator exits (they are idempotent: the next run redoes)."""
     runtime = _runtime(memo)
@@ -250,7 +249,6 @@ async def stop_scheduler(memo: kopf.Memo, **_: Any) -> None:
         await runtime.scheduler.stop()
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize")
 async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Apply the deletion policy; keep the finalizer (with backoff) until it is done or orphaned."""
     runtime = _runtime(memo)
@@ -328,4 +326,30 @@ async def _finish(
     await _post(runtime, raw, (work.events if work else []) + (extra or []))
 
 
-__all__ = ["delete", "orphaned", "scheduler_for", "stop_scheduler", "wake"]
+def register(registry: kopf.OperatorRegistry, *, peering_clusterwide: bool | None = None) -> None:
+    """Put the ProxmoxVM handlers into ``registry`` (called by the runner, not on import); with
+    ``peering_clusterwide`` set, also the watch that pauses the scheduler while a peer is in charge."""
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)(wake)
+    kopf.on.cleanup(registry=registry)(stop_scheduler)
+    kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)(delete)
+    if peering_clusterwide is not None:
+        kopf.on.event(
+            PEERING_GROUP,
+            PEERING_VERSION,
+            peering_plural(peering_clusterwide),
+            registry=registry,
+            id="peering-gate",
+        )(peering_changed)
+
+
+async def peering_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Pause or resume the scheduler as the peering object says (see :mod:`.peering`)."""
+    runtime = _runtime(memo)
+    if runtime.gate is None:
+        return
+    verdict = runtime.gate.observe(body, deleted=event.get("type") == "DELETED")
+    if verdict is not None:
+        scheduler_for(runtime).pause(verdict)
+
+
+__all__ = ["delete", "orphaned", "peering_changed", "register", "scheduler_for", "stop_scheduler", "wake"]
