@@ -30,7 +30,7 @@ from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.logs import deliberate_wait
 from k3s_deploy.services.conditions import Conditions, acknowledge
 from k3s_deploy.services.ownership import AdoptionPolicy, claimed_cluster
-from k3s_deploy.services.proxmoxvm.delete import finalize, orphaned
+from k3s_deploy.services.proxmoxvm.delete import finalize, let_go
 from k3s_deploy.services.proxmoxvm.reconcile import Outcome, object_ref, open_session, owned_ref, reconcile
 from k3s_deploy.services.proxmoxvm.work import (
     ORPHAN_ANNOTATION,
@@ -259,14 +259,9 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         obj = object_ref(model)
         status = model.status.model_copy(deep=True)
         conditions = Conditions(raw.get("status", {}).get("conditions", []), generation=obj.generation)
-        policy = model.spec.effective_deletion_policy()
-        if status.vmid is None or policy == "Retain" or orphaned_raw(raw):
-            if status.vmid is not None:
-                reason, why = (
-                    ("Orphaned", "annotation") if orphaned_raw(raw) else ("Retained", "deletionPolicy")
-                )
-                message = f"VM {status.node}/{status.vmid} left untouched ({why})"
-                await _post(runtime, raw, [Event("Normal", reason, message)])
+        gone = let_go(model.spec.effective_deletion_policy(), status.vmid, status.node, obj.annotations)
+        if gone is not None:  # no Proxmox call needed (no VM, Retain, orphaned)
+            await _post(runtime, raw, gone)
             runtime.forget(uid)
             return
         work: Work | None = None
@@ -302,11 +297,6 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         await _post(runtime, raw, work.events)
         if done:
             runtime.forget(uid)
-
-
-def orphaned_raw(raw: dict[str, Any]) -> bool:
-    value = str((raw["metadata"].get("annotations") or {}).get(ORPHAN_ANNOTATION, ""))
-    return value.lower() in ("true", "yes", "1")
 
 
 async def _finish(
@@ -352,4 +342,4 @@ async def peering_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo
         scheduler_for(runtime).pause(verdict)
 
 
-__all__ = ["delete", "orphaned", "peering_changed", "register", "scheduler_for", "stop_scheduler", "wake"]
+__all__ = ["delete", "peering_changed", "register", "scheduler_for", "stop_scheduler", "wake"]
