@@ -17,7 +17,16 @@ from typing import Any
 
 from k3s_deploy import errors, metrics
 from k3s_deploy.ports.target import DrainOptions, TargetNode
-from k3s_deploy.services.k3scluster import access, airgap, guest_values, install, nodes, upgrade, versions
+from k3s_deploy.services.k3scluster import (
+    access,
+    airgap,
+    drain,
+    guest_values,
+    install,
+    nodes,
+    upgrade,
+    versions,
+)
 from k3s_deploy.services.k3scluster.access import node_target
 from k3s_deploy.services.k3scluster.access import ssh_target as build_target
 from k3s_deploy.services.k3scluster.scaling import Surplus
@@ -45,7 +54,7 @@ async def cordon_and_drain(r: ClusterPass, kubeconfig: str, name: str) -> None:
     if options is None:
         return
     if await r.deps.target.set_unschedulable(kubeconfig, name, True):
-        evicted = await r.deps.target.drain(kubeconfig, name, options)
+        evicted = await drain.drain(r.deps.target, kubeconfig, name, options)
         r.event("Normal", "Drained", f"Cordoned and drained node {name} ({evicted} pod(s) evicted)")
 
 
