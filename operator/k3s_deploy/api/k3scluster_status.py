@@ -24,6 +24,30 @@ ClusterPhase = Literal[
     "Stalled",
     "Deleting",
 ]
+NodeRole = Literal["server", "agent"]
+# Every value the operator writes to status.nodes[].state.
+NodeState = Literal[
+    "Pending",
+    "Provisioning",
+    "VMReplaced",
+    "VMReady",
+    "Reachable",
+    "Unreachable",
+    "Installed",
+    "Installing",
+    "InstallFailed",
+    "Joining",
+    "Joined",
+    "NotReady",
+    "Ready",
+    "Draining",
+    "Upgrading",
+    "Failed",
+    "Stopping",
+    "Stopped",
+    "Removing",
+]
+UpgradeState = Literal["Progressing", "Paused", "Failed", "Complete"]
 
 
 class SecretKeyStatusRef(StatusModel):
@@ -37,7 +61,7 @@ class ClusterNode(StatusModel):
     """One node of the cluster as the operator sees it."""
 
     name: str = Field(max_length=253, description="Kubernetes node name (the VM's host name).")
-    role: str = Field(max_length=16, description="server or agent.")
+    role: NodeRole = Field(description="server or agent.")
     vm: str | None = Field(default=None, max_length=253, description="ProxmoxVM object name.")
     vmid: int | None = Field(default=None, description="Proxmox VM id.")
     pve_node: str | None = Field(default=None, max_length=63, description="Proxmox node the VM is on.")
@@ -54,11 +78,7 @@ class ClusterNode(StatusModel):
         description="The node's SSH host key (SHA256:...), as pinned in the Secret <cluster>-host-keys.",
     )
     adopted: bool | None = Field(default=None, description="The VM was discovered, not cloned.")
-    state: str | None = Field(
-        default=None,
-        max_length=64,
-        description="Where the node is: Pending, Installing, Joined, Draining, Upgrading, Removing, ...",
-    )
+    state: NodeState | None = Field(default=None, description="Where the node is in its life.")
     message: str | None = Field(default=None, max_length=4096, description="Last problem seen on this node.")
 
 
@@ -75,9 +95,7 @@ class UpgradeStatus(StatusModel):
 
     from_version: str | None = Field(default=None, max_length=64, description="Version before the rollout.")
     to_version: str | None = Field(default=None, max_length=64, description="Version being rolled out.")
-    state: str | None = Field(
-        default=None, max_length=32, description="Progressing, Paused, Failed or Complete."
-    )
+    state: UpgradeState | None = Field(default=None, description="Where the rollout is.")
     current_nodes: list[str] = Field(
         default_factory=list, max_length=100, description="Nodes being upgraded right now."
     )

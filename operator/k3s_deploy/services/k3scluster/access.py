@@ -5,7 +5,7 @@ the admin kubeconfig."""
 from __future__ import annotations
 
 from k3s_deploy import errors
-from k3s_deploy.api.k3scluster import SshSettings
+from k3s_deploy.api.k3scluster import SecretKeyStatusRef, SshSettings
 from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.services.k3scluster import hostkeys, install, nodes, tokens
 from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
@@ -68,10 +68,10 @@ async def secrets(r: ClusterPass) -> tuple[str, tokens.JoinTokens]:
     )
     if created:
         r.event("Normal", "TokenCreated", created)
-    r.status["tokenSecretRef"] = (
-        {"name": token_ref.name, "key": token_ref.key}
+    r.status.token_secret_ref = (
+        SecretKeyStatusRef(name=token_ref.name, key=token_ref.key)
         if token_ref
-        else {"name": token_secret_name(r.ref.name), "key": TOKEN_KEY}
+        else SecretKeyStatusRef(name=token_secret_name(r.ref.name), key=TOKEN_KEY)
     )
     return private_key, r.tokens
 
@@ -82,7 +82,7 @@ async def join_tokens(r: ClusterPass, private_key: str, *, for_agents: bool) -> 
     if r.tokens.secure is not None and (not for_agents or r.agent_token_checked):
         return r.tokens
     servers = [v for v in r.views.values() if v.role == "server" and v.k3s_version and v.server_up and v.ip]
-    init = r.status.get("initServer")
+    init = r.status.init_server
     anchor = next((v for v in servers if v.name == init), servers[0] if servers else None)
     if anchor is None:
         raise errors.GuestNotReady("waiting for a server that runs K3s to read its secure join token from")
@@ -141,7 +141,7 @@ async def kubeconfig(r: ClusterPass, private_key: str) -> str:
     servers = [v for v in r.views.values() if v.role == "server" and v.k3s_version and v.ip]
     if not servers:
         raise errors.GuestNotReady("no server runs K3s yet")
-    init = r.status.get("initServer")
+    init = r.status.init_server
     anchor = next((v for v in servers if v.name == init), servers[0])
     raw = await nodes.fetch_kubeconfig(r.deps.ssh, anchor.name, node_target(r, anchor, private_key))
     assert anchor.ip is not None
@@ -173,6 +173,6 @@ async def kubeconfig(r: ClusterPass, private_key: str) -> str:
                 f"node {anchor.name}: the kubeconfig K3s wrote carries fields K3s never writes, left out: "
                 + ", ".join(allowed.dropped),
             )
-    r.status["serverURL"] = public_url
-    r.status["kubeconfigSecretRef"] = {"name": name, "key": KUBECONFIG_KEY}
+    r.status.server_url = public_url
+    r.status.kubeconfig_secret_ref = SecretKeyStatusRef(name=name, key=KUBECONFIG_KEY)
     return operator_view

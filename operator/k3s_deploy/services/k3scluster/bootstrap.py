@@ -61,7 +61,8 @@ async def probe_all(r: ClusterPass, private_key: str) -> None:
 def _installed(r: ClusterPass, view: NodeView) -> str | None:
     """The version to plan with: a node whose last install failed, or a server whose K3s never
     came up (no admin kubeconfig), is treated as not installed so it is installed again."""
-    if (r.recorded.get(view.name) or {}).get("state") == INSTALL_FAILED:
+    recorded = r.recorded.get(view.name)
+    if recorded is not None and recorded.state == INSTALL_FAILED:
         return None
     if view.role == "server" and not view.server_up:
         return None
@@ -70,14 +71,14 @@ def _installed(r: ClusterPass, view: NodeView) -> str | None:
 
 async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSettings) -> None:
     facts = [install.NodeFacts(v.name, v.role, v.ip, _installed(r, v)) for v in r.views.values()]
-    plan = install.plan(facts, settings, init_server=r.old_status.get("initServer"))
-    if r.status.get("initServer") != plan.init_server:
-        r.status["initServer"] = plan.init_server
+    plan = install.plan(facts, settings, init_server=r.old.init_server)
+    if r.status.init_server != plan.init_server:
+        r.status.init_server = plan.init_server
         await r.flush()
     if not plan.steps:
         await _secure_token(r, private_key)
         return
-    r.status["phase"] = "Bootstrapping"
+    r.status.phase = "Bootstrapping"
     r.conditions.reconciling(
         True, "InstallingK3s", "installing K3s on " + ", ".join(s.node for s in plan.steps)
     )
@@ -176,9 +177,9 @@ async def health(r: ClusterPass, kubeconfig: str, settings: install.K3sSettings)
         )
     r.store_nodes()
     if settings.version:
-        r.status["resolvedVersion"] = settings.version
-    elif r.status.get("k3sVersion"):
-        r.status["resolvedVersion"] = r.status["k3sVersion"]
+        r.status.resolved_version = settings.version
+    elif r.status.k3s_version:
+        r.status.resolved_version = r.status.k3s_version
     waiting = []
     for role, cond in (("server", SERVERS_READY), ("agent", AGENTS_READY)):
         views = [v for v in r.views.values() if v.role == role]

@@ -41,10 +41,10 @@ async def ensure_children(r: ClusterPass, d2: day2.Day2) -> Desired:
         children=existing.values(),
         discovered_vms=discovered,
     )
-    r.status["ipAllocations"] = dict(want.static_ips)  # a cache: the children's specs are the record
-    r.status["desiredServers"] = sum(m.role == "server" for m in want.members)
-    r.status["desiredAgents"] = sum(m.role == "agent" for m in want.members)
-    if r.status["desiredServers"] == 0:
+    r.status.ip_allocations = dict(want.static_ips)  # a cache: the children's specs are the record
+    r.status.desired_servers = sum(m.role == "server" for m in want.members)
+    r.status.desired_agents = sum(m.role == "agent" for m in want.members)
+    if r.status.desired_servers == 0:
         raise errors.InvalidSpec(
             "discovery found no server VM: tag at least one VM with every tag in spec.discovery.tags.servers",
             reason="NoServersFound",
@@ -88,17 +88,17 @@ def _view(
     want: Desired,
 ) -> NodeView:
     st = child.get("status") or {}
-    recorded = r.recorded.get(name) or {}
+    recorded = r.recorded.get(name)
     view = NodeView(name=name, role=role, adopted=adopted)
     view.vmid = st.get("vmid")
     view.pve_node = st.get("node")
     addresses = st.get("addresses") or []
     view.ip = want.static_ips.get(name) or (addresses[0] if addresses else None)
     replaced = d2.vm_replaced(view, recorded)
-    if not replaced:
+    if not replaced and recorded is not None:
         # what was learned from this machine stays until it is looked at again
-        view.host_key = recorded.get("hostKeyFingerprint")
-        view.k3s_version = recorded.get("k3sVersion")
+        view.host_key = recorded.host_key_fingerprint
+        view.k3s_version = recorded.k3s_version
     conds = {c.get("type"): c for c in st.get("conditions") or []}
     stalled = conds.get("Stalled")
     if stalled and stalled.get("status") == "True":
@@ -118,7 +118,7 @@ def _view(
             view.message = "its VM was destroyed outside the operator; waiting for the new VM"
     else:
         view.state = "VMReady"
-        view.ready = bool(recorded.get("ready")) and not replaced  # last seen, until health looks
+        view.ready = recorded is not None and recorded.ready and not replaced  # last seen, until health looks
     return view
 
 
@@ -132,7 +132,7 @@ def check_vms(r: ClusterPass, d2: day2.Day2) -> None:
     )
     reason = troubled[0].vm_problem[0] if troubled and troubled[0].vm_problem else "WaitingForVMs"
     if pending:
-        r.status["phase"] = "Provisioning"
+        r.status.phase = "Provisioning"
         names = ", ".join(v.name for v in pending[:5])
         message = f"{total - len(pending)}/{total} VMs ready; waiting for {names}" + (
             f"; {why}" if why else ""

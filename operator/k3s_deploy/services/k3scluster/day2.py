@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from k3s_deploy import errors
+from k3s_deploy.api.k3scluster_status import ChannelResolution, ClusterNode, UpgradeStatus
 from k3s_deploy.services.k3scluster import (
     channels,
     guest_values,
@@ -27,13 +28,13 @@ from k3s_deploy.services.k3scluster import (
 from k3s_deploy.services.k3scluster.access import kubeconfig as access_kubeconfig
 from k3s_deploy.services.k3scluster.desired import Desired
 from k3s_deploy.services.k3scluster.rollout import UP_TO_DATE
-from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView
+from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView, as_dict, to_model
 from k3s_deploy.services.k3scluster.topology import LABEL_ROLE, ClusterRef, owned_by
 
 NODES_IN_SYNC = "NodesInSync"
 POWERED_ON = "PoweredOn"
 # status.nodes[].state of a member whose VM was destroyed outside, until its new VM is reachable
-VM_REPLACED = "VMReplaced"
+VM_REPLACED: Final = "VMReplaced"
 STOP_DELAY = 5.0
 
 
@@ -60,16 +61,18 @@ class Day2:
 
     # --- VMs destroyed outside ------------------------------------------------------------------------
 
-    def vm_replaced(self, view: NodeView, recorded: Mapping[str, Any]) -> bool:
+    def vm_replaced(self, view: NodeView, recorded: ClusterNode | None) -> bool:
         """True when the member's VM is not the machine recorded in status: destroyed outside the
         operator (the ProxmoxVM lost it, or already cloned a new one). Nothing learned from the old
         machine carries over (host-key pin, K3s version); the loss is reported once, by name and vmid,
         and stays in NodesInSync until the member runs K3s again."""
-        old_vmid = recorded.get("vmid")
-        changed = old_vmid is not None and view.vmid != old_vmid
-        if not changed and recorded.get("state") != VM_REPLACED:
+        if recorded is None:
             return False
-        if changed and not (recorded.get("hostKeyFingerprint") or recorded.get("k3sVersion")):
+        old_vmid = recorded.vmid
+        changed = old_vmid is not None and view.vmid != old_vmid
+        if not changed and recorded.state != VM_REPLACED:
+            return False
+        if changed and not (recorded.host_key_fingerprint or recorded.k3s_version):
             return True  # a VM never reached yet (a clone redone): nothing learned, nothing lost
         if changed:
             how = "looks for it again" if view.adopted else "creates a new one"
@@ -132,7 +135,7 @@ class Day2:
         if plan is None:
             return
         if r.spec.power_state == "Stopped":
-            r.status["phase"] = "Stopped" if plan.settled else "Stopping"
+            r.status.phase = "Stopped" if plan.settled else "Stopping"
             for view in r.views.values():
                 view.ready = False
                 view.state = "Stopped" if self._observed(view.name) == "Stopped" else "Stopping"
@@ -142,16 +145,16 @@ class Day2:
             r.conditions.set(POWERED_ON, False, "Stopped" if plan.settled else "Stopping", plan.message)
             r.conditions.reconciling(not plan.settled, "Stopping", plan.message)
             r.conditions.stalled(False)
-            if not plan.settled and r.old_status.get("phase") != "Stopping":
+            if not plan.settled and r.old.phase != "Stopping":
                 r.event("Normal", "Stopping", "Stopping the cluster: agents first, then servers")
-            if plan.settled and r.old_status.get("phase") != "Stopped":
+            if plan.settled and r.old.phase != "Stopped":
                 r.event("Normal", "Stopped", plan.message)
             raise errors.NotYet(None if plan.settled else STOP_DELAY, "Stopping", plan.message)
         if not plan.settled:
-            r.status["phase"] = "Starting"
+            r.status.phase = "Starting"
             r.conditions.set(POWERED_ON, False, "Starting", plan.message)
             r.conditions.reconciling(True, "Starting", plan.message)
-            if r.old_status.get("phase") != "Starting":
+            if r.old.phase != "Starting":
                 r.event("Normal", "Starting", "Starting the cluster: servers first, then agents")
             raise errors.NotYet(STOP_DELAY, "Starting", plan.message)
         stopped = [n for n in r.views if self._observed(n) == "Stopped"]
@@ -171,9 +174,10 @@ class Day2:
 
     def paused(self) -> None:
         """spec.paused: a rollout in flight shows as Paused (it halts between nodes)."""
-        progress = upgrade.Progress.from_status(self.r.old_status.get("upgrade"))
+        progress = upgrade.Progress.from_status(as_dict(self.r.old.upgrade))
         if progress.state == upgrade.PROGRESSING:
-            self.r.status["upgrade"] = dataclasses.replace(progress, state=upgrade.PAUSED).as_status()
+            paused = dataclasses.replace(progress, state=upgrade.PAUSED)
+            self.r.status.upgrade = to_model(UpgradeStatus, paused.as_status())
 
     # --- between the SSH probes and the bootstrap ---------------------------------------------------
 
@@ -191,11 +195,11 @@ class Day2:
             self._drift_condition()
             return False
         target = self._target(resolution)
-        progress = upgrade.Progress.from_status(r.old_status.get("upgrade"))
+        progress = upgrade.Progress.from_status(as_dict(r.old.upgrade))
         rolling = target is not None and bool(
             progress.current or upgrade.pending(self._states({}), target) or progress.state == upgrade.FAILED
         )
-        was_ready = any((r.recorded.get(v.name) or {}).get("ready") for v in r.views.values())
+        was_ready = any(n.ready for v in r.views.values() if (n := r.recorded.get(v.name)) is not None)
         if not (self.surplus or rolling or was_ready or self.replaced):
             self._drift_condition()
             return False
@@ -249,7 +253,7 @@ class Day2:
                 server,
                 k3s.channel_server,
                 channel,
-                previous=r.old_status.get("channelResolution"),
+                previous=as_dict(r.old.channel_resolution),
                 now=_now(),
                 ttl=timedelta(seconds=r.deps.channel_check_seconds),
             )
@@ -258,16 +262,16 @@ class Day2:
                 raise
             self.channel_problem = exc
             return None
-        r.status["channelResolution"] = res.as_status()
-        r.status["availableVersion"] = res.version
+        r.status.channel_resolution = to_model(ChannelResolution, res.as_status())
+        r.status.available_version = res.version
         return res
 
     def _k3s_drift(self) -> None:
         for view in self.r.views.values():
-            recorded = self.r.recorded.get(view.name) or {}
-            if view.name in self.replaced:
+            recorded = self.r.recorded.get(view.name)
+            if view.name in self.replaced or recorded is None:
                 continue
-            if view.k3s_version is None and recorded.get("k3sVersion") and recorded.get("ready"):
+            if view.k3s_version is None and recorded.k3s_version and recorded.ready:
                 self.k3s_missing.append(view.name)
                 self.drift.append(("K3sMissing", f"K3s is gone from {view.name}; installing it again"))
                 self.r.event(
@@ -290,8 +294,8 @@ class Day2:
         """A member that runs K3s and was Ready once, but whose Node is gone (deleted by hand): reinstall,
         which registers it again (real K3s re-registers when its service restarts)."""
         for view in self.r.views.values():
-            recorded = self.r.recorded.get(view.name) or {}
-            if view.k3s_version and view.name not in found and recorded.get("ready"):
+            recorded = self.r.recorded.get(view.name)
+            if view.k3s_version and view.name not in found and recorded is not None and recorded.ready:
                 self.drift.append(
                     ("NodeMissing", f"node {view.name} is missing from the cluster; rejoining it")
                 )
@@ -310,7 +314,7 @@ class Day2:
     async def _scale_down(self, kubeconfig: str, found: dict[str, Any], private_key: str) -> bool:
         """Remove surplus members one by one; True when one must wait (servers not Ready)."""
         r = self.r
-        r.status["phase"] = "Scaling"
+        r.status.phase = "Scaling"
         left = {name: s for name, (s, _) in self.surplus.items()}
         while left:
             staying = {
@@ -348,8 +352,8 @@ class Day2:
         ):
             repaired = "; ".join(m for _, m in self.drift)[:1000]
             r.conditions.set(NODES_IN_SYNC, True, "Repaired", f"repaired: {repaired}")
-        lowest = r.status.get("k3sVersion")
-        available = r.status.get("availableVersion")
+        lowest = r.status.k3s_version
+        available = r.status.available_version
         channel = r.spec.k3s.channel or channels.DEFAULT_CHANNEL
         if self.channel_problem is not None:
             r.conditions.set(UP_TO_DATE, "Unknown", self.channel_problem.reason, self.channel_problem.message)

@@ -17,12 +17,13 @@ import base64
 import binascii
 import hashlib
 import struct
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import SshSettings
+from k3s_deploy.api.k3scluster_status import ClusterNode
 from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.proxmox import ProxmoxClient
 from k3s_deploy.services.conditions import Conditions
@@ -126,7 +127,7 @@ class HostKeys:
         data = await self.objects.read_secret(self.ref.namespace, secret_name(self.ref.name)) or {}
         self.stored = {k: v.decode(errors="replace") for k, v in data.items()}
 
-    def pin(self, name: str, ip: str, vmid: int | None, recorded: Mapping[str, object]) -> Pin | None:
+    def pin(self, name: str, ip: str, vmid: int | None, recorded: ClusterNode | None) -> Pin | None:
         """The pin for a node without asking the guest: spec, Secret, or a fingerprint status kept
         from before pins had a Secret (same vmid only)."""
         given = self.ssh.known_hosts.get(ip) or self.ssh.known_hosts.get(name)
@@ -142,13 +143,13 @@ class HostKeys:
                 pass  # a damaged entry is learned again below, as if it were missing
             else:
                 return Pin(key.fingerprint, ALGORITHMS[key.key_type], "Secret")
-        legacy = recorded.get("hostKeyFingerprint")
-        if isinstance(legacy, str) and legacy and recorded.get("vmid") in (None, vmid):
+        legacy = recorded.host_key_fingerprint if recorded is not None else None
+        if legacy and recorded is not None and recorded.vmid in (None, vmid):
             return Pin(legacy, source="Status")
         return None
 
     async def prepare(
-        self, name: str, ip: str, vmid: int | None, pve_node: str | None, recorded: Mapping[str, object]
+        self, name: str, ip: str, vmid: int | None, pve_node: str | None, recorded: ClusterNode | None
     ) -> Pin | None:
         """The pin to connect with; for a node never pinned, read its key through the guest agent
         (unless the policy trusts the first key presented: then None)."""

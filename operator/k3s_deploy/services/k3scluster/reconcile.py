@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from k3s_deploy import errors
+from k3s_deploy.api.common import condition
 from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services.k3scluster import access, day2
 from k3s_deploy.services.k3scluster.bootstrap import bootstrap, health, probe_all
@@ -40,11 +41,7 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
     check_vms(r, d2)
     private_key, _tokens = await access.secrets(r)
     settings = access.settings(r)
-    r.status["phase"] = (
-        "Bootstrapping"
-        if not r.old_status.get("readyServers")
-        else r.old_status.get("phase", "Bootstrapping")
-    )
+    r.status.phase = "Bootstrapping" if not r.old.ready_servers else r.old.phase or "Bootstrapping"
     await probe_all(r, private_key)
     if await d2.before_bootstrap(private_key, settings):
         raise errors.NotYet(WAIT_DELAY)
@@ -54,7 +51,7 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
     d2.after_health()
     r.conditions.reconciling(False)
     r.conditions.stalled(False)
-    r.status["phase"] = "Ready"
+    r.status.phase = "Ready"
 
 
 async def run(r: ClusterPass) -> Outcome:
@@ -63,7 +60,7 @@ async def run(r: ClusterPass) -> Outcome:
     error: errors.K3sDeployError | None = None
     try:
         if r.spec.paused:
-            r.status["phase"] = "Paused"
+            r.status.phase = "Paused"
             r.conditions.reconciling(False)
             d2.paused()
             return _outcome(r, None, None)
@@ -74,7 +71,7 @@ async def run(r: ClusterPass) -> Outcome:
     except errors.K3sDeployError as exc:
         error = exc
         r.conditions.from_error(exc)
-        r.status["phase"] = "Stalled" if not exc.transient else r.status.get("phase") or "Provisioning"
+        r.status.phase = "Stalled" if not exc.transient else r.status.phase or "Provisioning"
         _mark_step_failed(r, exc)
     return _outcome(r, requeue, error)
 
@@ -96,17 +93,19 @@ def _outcome(r: ClusterPass, requeue: float | None, error: errors.K3sDeployError
     if r.views:
         r.store_nodes()
     r.summarize()
-    r.status["observedGeneration"] = r.generation
+    r.status.observed_generation = r.generation
     if error is not None:
         # once per new error, not per retry: a permanent one is in Stalled, a transient one in Reconciling
         kind = "Stalled" if not error.transient else "Reconciling"
-        previous = {c.get("type"): c for c in r.old_status.get("conditions") or []}.get(kind) or {}
-        same = previous.get("message") == redact(error.message)
+        previous = condition(r.old.conditions, kind)
+        same = previous is not None and previous.message == redact(error.message)
         if not error.transient:
-            same = same and previous.get("reason") == error.reason
+            same = same and previous is not None and previous.reason == error.reason
         if not same:
             r.event("Warning", error.reason, error.message)
-    return Outcome(status=r.status, events=r.events, requeue_after=requeue, error=error, flushed=r.flushed)
+    return Outcome(
+        status=r.status_dict(), events=r.events, requeue_after=requeue, error=error, flushed=r.flushed
+    )
 
 
 async def reconcile(body: Mapping[str, Any], deps: Deps, *, generation: int | None = None) -> Outcome:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypeVar
+
+from pydantic import BaseModel
 
 from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import K3sCluster
+from k3s_deploy.api.k3scluster_status import ClusterNode, K3sClusterStatus, NodeRole, NodeState
 from k3s_deploy.ports.artefacts import ArtefactFetcher
 from k3s_deploy.ports.channels import ChannelServer
 from k3s_deploy.ports.children import ClusterObjects
@@ -33,7 +36,7 @@ WAIT_DELAY = 3.0
 # Nodes register and turn Ready within seconds of an install; a Node list is one cheap call.
 NODE_WAIT_DELAY = 1.0
 # Node state recorded when its install failed: the next pass installs it again.
-INSTALL_FAILED = "InstallFailed"
+INSTALL_FAILED: Final = "InstallFailed"
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Outcome:
 @dataclass
 class NodeView:
     name: str
-    role: Literal["server", "agent"]
+    role: NodeRole
     adopted: bool
     vmid: int | None = None
     pve_node: str | None = None
@@ -84,27 +87,28 @@ class NodeView:
     k3s_version: str | None = None
     ready: bool = False
     server_up: bool = False
-    state: str = "Pending"
+    state: NodeState = "Pending"
     message: str | None = None
     # why the child VM holds the node back, said the way the ProxmoxVM says it (e.g. stale cloud-init)
     vm_problem: tuple[str, str] | None = None  # (reason, message)
 
-    def as_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def as_status(self) -> ClusterNode:
+        """The node's status entry (fields without a value are left out)."""
+        fields: dict[str, Any] = {
             "name": self.name,
             "role": self.role,
             "vm": self.name,
             "vmid": self.vmid,
-            "pveNode": self.pve_node,
+            "pve_node": self.pve_node,
             "ip": self.ip,
-            "k3sVersion": self.k3s_version,
+            "k3s_version": self.k3s_version,
             "ready": self.ready,
-            "hostKeyFingerprint": self.host_key,
+            "host_key_fingerprint": self.host_key,
             "adopted": self.adopted,
             "state": self.state,
             "message": self.message,
         }
-        return {k: v for k, v in out.items() if v is not None}
+        return ClusterNode(**{k: v for k, v in fields.items() if v is not None})
 
 
 class ClusterPass:
@@ -116,13 +120,17 @@ class ClusterPass:
         self.ref = ClusterRef(meta["name"], meta["namespace"], meta["uid"])
         self.spec = self.model.spec
         self.deps = deps
-        self.old_status: dict[str, Any] = dict(body.get("status") or {})
-        self.status: dict[str, Any] = {k: v for k, v in self.old_status.items() if k != "conditions"}
-        self.conditions = Conditions(self.old_status.get("conditions"), generation=generation)
+        # the status as stored, and the one this pass builds (both models: no key can be misspelt)
+        self.old: K3sClusterStatus = self.model.status
+        self.status: K3sClusterStatus = self.old.model_copy(deep=True)
+        self.conditions = Conditions(
+            [c.model_dump(by_alias=True, mode="json", exclude_unset=True) for c in self.old.conditions],  # type: ignore[misc]  # Condition dicts carry the same keys as the TypedDict
+            generation=generation,
+        )
         self.generation = generation
         self.events: list[Event] = []
         self.views: dict[str, NodeView] = {}
-        self.recorded = {n.get("name"): n for n in self.old_status.get("nodes") or [] if n.get("name")}
+        self.recorded: dict[str, ClusterNode] = {n.name: n for n in self.old.nodes}
         self.flushed = False
         # members the spec no longer wants (with their child), and those removed in this pass
         self.surplus: dict[str, tuple[scaling.Surplus, Mapping[str, Any]]] = {}
@@ -156,51 +164,58 @@ class ClusterPass:
         assert self.deps.proxmox is not None
         return self.deps.proxmox(await self.credentials())
 
-    def recorded_for(self, name: str) -> Mapping[str, Any]:
+    def recorded_for(self, name: str) -> ClusterNode | None:
         """What status recorded of a member's machine; nothing for a member on a new VM."""
-        return {} if name in self.replaced else self.recorded.get(name) or {}
+        return None if name in self.replaced else self.recorded.get(name)
+
+    def status_dict(self) -> dict[str, Any]:
+        """The status to write: the fields the stored status had or this pass set (a field set to None
+        is removed by the merge patch), and the conditions."""
+        out = self.status.model_dump(by_alias=True, mode="json", exclude_unset=True)
+        out["conditions"] = self.conditions.as_list()
+        return out
 
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
 
-    def leaving(self) -> list[dict[str, Any]]:
+    def leaving(self) -> list[ClusterNode]:
         """Status entries of surplus members not removed yet (their pinned host keys must survive)."""
         out = []
         for name in self.surplus:
             if name in self.removed:
                 continue
-            entry = dict(self.recorded.get(name) or {"name": name, "role": self.surplus[name][0].role})
-            entry.update(state="Removing", ready=False)
-            out.append(entry)
+            entry = self.recorded.get(name) or ClusterNode(name=name, role=self.surplus[name][0].role)
+            out.append(entry.model_copy(update={"state": "Removing", "ready": False}))
         return out
 
     def store_nodes(self) -> None:
-        self.status["nodes"] = [v.as_status() for v in self.views.values()] + self.leaving()
+        self.status.nodes = [v.as_status() for v in self.views.values()] + self.leaving()
         servers = [v for v in self.views.values() if v.role == "server"]
         agents = [v for v in self.views.values() if v.role == "agent"]
-        self.status["readyServers"] = sum(v.ready for v in servers)
-        self.status["readyAgents"] = sum(v.ready for v in agents)
+        self.status.ready_servers = sum(v.ready for v in servers)
+        self.status.ready_agents = sum(v.ready for v in agents)
         versions = sorted({v.k3s_version for v in self.views.values() if v.k3s_version}, key=version_key)
         if versions:
-            self.status["k3sVersion"] = versions[0]
+            self.status.k3s_version = versions[0]
 
     async def flush(self) -> None:
         """Write progress that must survive an operator crash before the next risky step."""
         self.store_nodes()
         self.summarize()
         self.flushed = True
-        await self.deps.objects.patch_cluster_status(self.ref.namespace, self.ref.name, self.status)
+        await self.deps.objects.patch_cluster_status(self.ref.namespace, self.ref.name, self.status_dict())
 
     def summarize(self) -> None:
         """Step conditions and Ready as the nodes about to be written show them: a role whose nodes are
         not all listed and Ready is not Ready, whatever an earlier pass concluded."""
-        listed = [n for n in self.status.get("nodes") or [] if n.get("state") != "Removing"]
+        listed = [n for n in self.status.nodes if n.state != "Removing"]
         for role, cond in (("server", SERVERS_READY), ("agent", AGENTS_READY)):
             if not self.conditions.is_true(cond):
                 continue
-            mine = [n for n in listed if n.get("role") == role]
-            want = self.status.get(f"desired{role.capitalize()}s", len(mine))
-            late = [str(n.get("name")) for n in mine if not n.get("ready")]
+            mine = [n for n in listed if n.role == role]
+            desired = self.status.desired_servers if role == "server" else self.status.desired_agents
+            want = len(mine) if desired is None else desired
+            late = [n.name for n in mine if not n.ready]
             ready = len(mine) - len(late)
             if late or ready < want:
                 waiting = ", ".join(late) or f"{want - ready} more {role}(s) to join"
@@ -213,13 +228,29 @@ class ClusterPass:
             self.conditions.summarize_ready((), ready_reason="Stopped", ready_message=plan.message)
         else:
             self.conditions.summarize_ready(STEPS, ready_message=self.ready_message())
-        self.status["conditions"] = self.conditions.as_list()
 
     def ready_message(self) -> str:
         return (
-            f"{self.status.get('readyServers', 0)} servers and {self.status.get('readyAgents', 0)} agents Ready"
-            + (f" at {self.status['k3sVersion']}" if self.status.get("k3sVersion") else "")
+            f"{self.status.ready_servers or 0} servers and {self.status.ready_agents or 0} agents Ready"
+            + (f" at {self.status.k3s_version}" if self.status.k3s_version else "")
         )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def to_model(cls: type[M], raw: Mapping[str, Any]) -> M:
+    """A status model from a planner's dict; a key the model does not know is a bug, not data."""
+    known = {field.alias or name for name, field in cls.model_fields.items()}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field {', '.join(unknown)}")
+    return cls.model_validate(raw)
+
+
+def as_dict(model: BaseModel | None) -> dict[str, Any] | None:
+    """A status model as its wire dict (for the pure planners that take one)."""
+    return None if model is None else model.model_dump(by_alias=True, mode="json", exclude_unset=True)
 
 
 def fold_errors(results: Sequence[object]) -> list[errors.K3sDeployError]:
