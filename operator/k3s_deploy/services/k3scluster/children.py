@@ -3,10 +3,11 @@ into a node view, and say whether every VM is ready for SSH."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from k3s_deploy import errors
+from k3s_deploy.api.common import Condition, condition
+from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.k3scluster import day2, spread
 from k3s_deploy.services.k3scluster.desired import Desired, plan, spec_drift
@@ -17,6 +18,7 @@ from k3s_deploy.services.k3scluster.state import (
     WAIT_DELAY,
     ClusterPass,
     NodeView,
+    as_vm,
 )
 from k3s_deploy.services.proxmoxvm.work import AGENT_READY, CLOUD_INIT_STALE
 
@@ -49,7 +51,8 @@ async def ensure_children(r: ClusterPass, d2: day2.Day2) -> Desired:
             "discovery found no server VM: tag at least one VM with every tag in spec.discovery.tags.servers",
             reason="NoServersFound",
         )
-    d2.prepare_children(want, existing)
+    vms = {name: as_vm(child) for name, child in existing.items()}
+    d2.prepare_children(want, vms)
     for member in want.members:
         manifest = want.manifests[member.name]
         child = existing.get(member.name)
@@ -58,6 +61,7 @@ async def ensure_children(r: ClusterPass, d2: day2.Day2) -> Desired:
             verb = "Adopting" if member.adopted else "Creating"
             r.event("Normal", "VMCreated", f"{verb} ProxmoxVM {member.name} ({member.role})")
             existing[member.name] = child
+            vms[member.name] = as_vm(child)
         else:
             refs = child.get("metadata", {}).get("ownerReferences") or []
             if not any(ref.get("uid") == r.ref.uid for ref in refs):
@@ -69,7 +73,7 @@ async def ensure_children(r: ClusterPass, d2: day2.Day2) -> Desired:
             if drift:
                 await r.deps.objects.patch_child_spec(r.ref.namespace, member.name, drift)
                 r.event("Normal", "VMUpdated", f"Updated ProxmoxVM {member.name}: {', '.join(sorted(drift))}")
-        r.views[member.name] = _view(r, d2, member.name, member.role, member.adopted, child, want)
+        r.views[member.name] = _view(r, d2, member.name, member.role, member.adopted, vms[member.name], want)
     spread.report(r.conditions, [existing[m.name] for m in want.members], r.event)
     return want
 
@@ -84,33 +88,32 @@ def _view(
     name: str,
     role: Literal["server", "agent"],
     adopted: bool,
-    child: Mapping[str, Any],
+    vm: ProxmoxVM,
     want: Desired,
 ) -> NodeView:
-    st = child.get("status") or {}
+    st = vm.status
     recorded = r.recorded.get(name)
     view = NodeView(name=name, role=role, adopted=adopted)
-    view.vmid = st.get("vmid")
-    view.pve_node = st.get("node")
-    addresses = st.get("addresses") or []
+    view.vmid = st.vmid
+    view.pve_node = st.node
+    addresses = st.addresses
     view.ip = want.static_ips.get(name) or (addresses[0] if addresses else None)
     replaced = d2.vm_replaced(view, recorded)
     if not replaced and recorded is not None:
         # what was learned from this machine stays until it is looked at again
         view.host_key = recorded.host_key_fingerprint
         view.k3s_version = recorded.k3s_version
-    conds = {c.get("type"): c for c in st.get("conditions") or []}
-    stalled = conds.get("Stalled")
-    if stalled and stalled.get("status") == "True":
+    stalled = condition(st.conditions, "Stalled")
+    if stalled is not None and stalled.status == "True":
         raise errors.PermanentError(
-            f"ProxmoxVM {name}: {stalled.get('message', '')}", reason=stalled.get("reason") or "VMStalled"
+            f"ProxmoxVM {name}: {stalled.message}", reason=stalled.reason or "VMStalled"
         )
-    ready = conds.get("Ready")
-    view.vm_ready = bool(ready and ready.get("status") == "True" and view.ip)
-    view.vm_problem = _vm_problem(conds)
+    ready = condition(st.conditions, "Ready")
+    view.vm_ready = bool(ready is not None and ready.status == "True" and view.ip)
+    view.vm_problem = _vm_problem(st.conditions)
     if not view.vm_ready:
         view.state = "Provisioning"
-        view.message = (ready or {}).get("message") or ("no address yet" if not view.ip else None)
+        view.message = (ready.message if ready else None) or ("no address yet" if not view.ip else None)
         if view.vm_problem:
             view.message = f"{view.vm_problem[0]}: {view.vm_problem[1]}"
         if replaced:
@@ -150,15 +153,13 @@ def check_vms(r: ClusterPass, d2: day2.Day2) -> None:
     r.conditions.set(VMS_READY, True, "VMsReady", f"{total} VMs running with addresses")
 
 
-def _vm_problem(conds: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
+def _vm_problem(conds: list[Condition]) -> tuple[str, str] | None:
     """(reason, message) of a child VM condition that explains why its node cannot progress: a stale
     cloud-init drive (a restart needed, or reboots that did not help), or a repair reboot under way."""
-    stale = conds.get(CLOUD_INIT_STALE) or {}
-    if stale.get("status") == "True":
-        return CLOUD_INIT_STALE, f"{stale.get('reason') or 'Stale'}: {stale.get('message') or ''}".rstrip(
-            ": "
-        )
-    agent = conds.get(AGENT_READY) or {}
-    if agent.get("status") == "False" and agent.get("reason") == CLOUD_INIT_STALE:
-        return CLOUD_INIT_STALE, str(agent.get("message") or "rebooting to rebuild its cloud-init drive")
+    stale = condition(conds, CLOUD_INIT_STALE)
+    if stale is not None and stale.status == "True":
+        return CLOUD_INIT_STALE, f"{stale.reason or 'Stale'}: {stale.message or ''}".rstrip(": ")
+    agent = condition(conds, AGENT_READY)
+    if agent is not None and agent.status == "False" and agent.reason == CLOUD_INIT_STALE:
+        return CLOUD_INIT_STALE, agent.message or "rebooting to rebuild its cloud-init drive"
     return None

@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from k3s_deploy import errors
+from k3s_deploy.api.common import condition
 from k3s_deploy.api.k3scluster_status import ChannelResolution, ClusterNode, UpgradeStatus
+from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.services.k3scluster import (
     channels,
     guest_values,
@@ -53,7 +55,7 @@ class Day2:
         self.r = r
         self.surplus = r.surplus
         self.removed = r.removed
-        self.children: dict[str, Mapping[str, Any]] = {}
+        self.children: dict[str, ProxmoxVM] = {}
         self.drift: list[tuple[str, str]] = []  # (reason, message)
         self.channel_problem: errors.K3sDeployError | None = None
         self.k3s_missing: list[str] = []
@@ -99,29 +101,28 @@ class Day2:
 
     # --- children: surplus and power states ----------------------------------------------------------
 
-    def prepare_children(self, want: Desired, existing: Mapping[str, Mapping[str, Any]]) -> None:
+    def prepare_children(self, want: Desired, existing: Mapping[str, ProxmoxVM]) -> None:
         """Note children the spec no longer wants; give each wanted child the power state of the plan."""
         ref: ClusterRef = self.r.ref
         for name, child in existing.items():
-            if name in want.manifests or not owned_by(child, ref):
+            if name in want.manifests or not owned_by({"metadata": child.metadata}, ref):
                 continue
-            if (child.get("metadata") or {}).get("deletionTimestamp"):
+            if child.metadata.get("deletionTimestamp"):
                 continue
-            role = (child.get("metadata") or {}).get("labels", {}).get(LABEL_ROLE)
+            role = (child.metadata.get("labels") or {}).get(LABEL_ROLE)
             self.surplus[name] = (scaling.Surplus(name, "server" if role == "server" else "agent"), child)
         self.children = {m.name: existing[m.name] for m in want.members if m.name in existing}
         kids = []
         for member in want.members:
-            child = existing.get(member.name) or {}
-            status = child.get("status") or {}
-            conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+            found = existing.get(member.name)
+            ready = condition(found.status.conditions, "Ready") if found else None
             kids.append(
                 power.ChildPower(
                     member.name,
                     member.role,
-                    wanted=(child.get("spec") or {}).get("powerState") if child else None,
-                    observed=status.get("powerState"),
-                    ready=conds.get("Ready") == "True",
+                    wanted=found.spec.power_state if found else None,
+                    observed=found.status.power_state if found else None,
+                    ready=ready is not None and ready.status == "True",
                 )
             )
         plan = self.r.power_plan = power.plan(self.r.spec.power_state, kids)
@@ -168,9 +169,8 @@ class Day2:
             r.conditions.set(POWERED_ON, True, "Running", f"all {len(r.views)} VMs are running")
 
     def _observed(self, name: str) -> str | None:
-        status = (self.children.get(name) or {}).get("status") or {}
-        value = status.get("powerState")
-        return str(value) if value else None
+        child = self.children.get(name)
+        return child.status.power_state if child is not None and child.status.power_state else None
 
     def paused(self) -> None:
         """spec.paused: a rollout in flight shows as Paused (it halts between nodes)."""

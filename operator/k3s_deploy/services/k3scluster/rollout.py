@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from k3s_deploy import errors, metrics
 from k3s_deploy.api.common import condition
 from k3s_deploy.api.k3scluster_status import UpgradeStatus
+from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.ports.target import DrainOptions, TargetNode
 from k3s_deploy.services.k3scluster import (
     access,
@@ -139,7 +139,7 @@ async def upgrade_node(
 async def remove_member(
     r: ClusterPass,
     surplus: Surplus,
-    child: Mapping[str, Any],
+    child: ProxmoxVM,
     *,
     kubeconfig: str | None,
     in_cluster: bool,
@@ -161,12 +161,12 @@ async def remove_member(
     r.event("Normal", "VMRemoved", f"Deleted ProxmoxVM {name}; its deletion policy decides the VM's fate")
 
 
-async def _uninstall(r: ClusterPass, surplus: Surplus, child: Mapping[str, Any], private_key: str) -> None:
+async def _uninstall(r: ClusterPass, surplus: Surplus, child: ProxmoxVM, private_key: str) -> None:
     name = surplus.name
     recorded = r.recorded.get(name)
-    addresses = (child.get("status") or {}).get("addresses") or []
+    addresses = child.status.addresses
     ip = (recorded.ip if recorded else None) or (addresses[0] if addresses else None)
-    vmid = (child.get("status") or {}).get("vmid") or (recorded.vmid if recorded else None)
+    vmid = child.status.vmid or (recorded.vmid if recorded else None)
     pin = r.hostkeys.pin(name, ip or "", vmid, recorded) if ip else None
     if not ip or not pin:
         r.event(

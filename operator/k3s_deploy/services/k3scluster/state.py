@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import K3sCluster
 from k3s_deploy.api.k3scluster_status import ClusterNode, K3sClusterStatus, NodeRole, NodeState
+from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.ports.artefacts import ArtefactFetcher
 from k3s_deploy.ports.channels import ChannelServer
 from k3s_deploy.ports.children import ClusterObjects
@@ -133,7 +134,7 @@ class ClusterPass:
         self.recorded: dict[str, ClusterNode] = {n.name: n for n in self.old.nodes}
         self.flushed = False
         # members the spec no longer wants (with their child), and those removed in this pass
-        self.surplus: dict[str, tuple[scaling.Surplus, Mapping[str, Any]]] = {}
+        self.surplus: dict[str, tuple[scaling.Surplus, ProxmoxVM]] = {}
         self.removed: set[str] = set()
         self.power_plan: power.PowerPlan | None = None
         self.replaced: set[str] = set()  # members on a new VM (the old one destroyed outside)
@@ -251,6 +252,20 @@ def to_model(cls: type[M], raw: Mapping[str, Any]) -> M:
 def as_dict(model: BaseModel | None) -> dict[str, Any] | None:
     """A status model as its wire dict (for the pure planners that take one)."""
     return None if model is None else model.model_dump(by_alias=True, mode="json", exclude_unset=True)
+
+
+def as_vm(child: Mapping[str, Any]) -> ProxmoxVM:
+    """A child as the ProxmoxVM model (what the cluster reads of it is typed, like its own status)."""
+    try:
+        return ProxmoxVM.model_validate(child)
+    except ValidationError as exc:
+        name = (child.get("metadata") or {}).get("name")
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise errors.PermanentError(
+            f"ProxmoxVM {name} does not validate ({where}: {first.get('msg')}); fix or delete it",
+            reason="VMInvalid",
+        ) from None
 
 
 def fold_errors(results: Sequence[object]) -> list[errors.K3sDeployError]:
