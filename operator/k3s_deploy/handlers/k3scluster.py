@@ -21,9 +21,10 @@ from pydantic import ValidationError
 from k3s_deploy import errors, metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.k3scluster import PLURAL
+from k3s_deploy.handlers import engine
 from k3s_deploy.handlers.loop import reconcile_forever
 from k3s_deploy.logs import deliberate_wait
-from k3s_deploy.services.conditions import Conditions, acknowledge
+from k3s_deploy.services.conditions import acknowledge
 from k3s_deploy.services.k3scluster.reconcile import STEPS, Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
 from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
@@ -31,7 +32,6 @@ from k3s_deploy.services.proxmoxvm.work import CLOUD_INIT_STALE
 from k3s_deploy.wiring import Runtime
 
 log = logging.getLogger(__name__)
-_IGNORED_IN_DIFF = ("lastSyncTime",)
 KIND = "K3sCluster"
 
 
@@ -41,49 +41,16 @@ def _runtime(memo: Any) -> Runtime:
 
 
 def _current(runtime: Runtime, body: kopf.Body) -> dict[str, Any]:
-    """The body with our latest status on top (the watch may not have delivered it yet)."""
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in dict(body).items()}
-    raw["metadata"] = dict(body.get("metadata", {}))
-    uid = str(body.metadata.uid)
-    if uid in runtime.last_status:
-        raw["status"] = runtime.last_status[uid]
-    return raw
-
-
-def _strip(status: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in status.items() if k not in _IGNORED_IN_DIFF}
+    return engine.current(runtime, body)
 
 
 async def _write(
     runtime: Runtime, deps: Deps, raw: dict[str, Any], status: dict[str, Any], *, force: bool = False
 ) -> None:
-    """Write the status unless it is what is stored; ``force`` when the pass wrote status midway
-    (the stored one is then that midway status, not the last outcome)."""
-    meta = raw["metadata"]
-    uid = str(meta["uid"])
-    previous = runtime.last_status.get(uid) or raw.get("status")
-    if not force and previous is not None and _strip(previous) == _strip(status):
-        return
-    await deps.objects.patch_cluster_status(meta["namespace"], meta["name"], status)
-    runtime.last_status[uid] = status
+    async def patch(namespace: str, name: str, status: dict[str, Any]) -> None:
+        await deps.objects.patch_cluster_status(namespace, name, status)
 
-
-def _invalid_spec(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
-    meta = raw["metadata"]
-    conditions = Conditions(
-        (raw.get("status") or {}).get("conditions", []), generation=meta.get("generation")
-    )
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    conditions.stalled(True, "InvalidSpec", f"{where}: {first.get('msg')}")
-    conditions.reconciling(False)
-    conditions.summarize_ready(list(STEPS))
-    return {
-        **(raw.get("status") or {}),
-        "phase": "Stalled",
-        "observedGeneration": meta.get("generation"),
-        "conditions": conditions.as_list(),
-    }
+    await engine.write(runtime, raw, status, patch, force=force)
 
 
 def _next_delay(runtime: Runtime, uid: str, outcome: Outcome) -> float:
@@ -124,7 +91,7 @@ async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
         try:
             outcome = await reconcile(raw, deps, generation=raw["metadata"].get("generation"))
         except ValidationError as exc:
-            status = _invalid_spec(raw, exc)
+            status = engine.invalid_spec(raw, exc, STEPS, phase="Stalled")
             await _write(runtime, deps, raw, status)
             _observe(raw, status, started, errors.InvalidSpec("the spec does not validate"))
             return runtime.settings.resync_seconds
@@ -135,13 +102,7 @@ async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
             raise
         await _write(runtime, deps, raw, outcome.status, force=outcome.flushed)
         _observe(raw, outcome.status, started, outcome.error)
-        for event in outcome.events:
-            try:
-                await runtime.kube.post_event(
-                    raw, type_=event.type, reason=event.reason, message=event.message
-                )
-            except errors.K3sDeployError as exc:
-                log.warning("could not post event %s: %s", event.reason, exc)
+        await engine.post(runtime, raw, outcome.events)
         return _next_delay(runtime, uid, outcome)
 
 

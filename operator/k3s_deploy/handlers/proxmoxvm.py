@@ -12,7 +12,6 @@ written through the KubeGateway as a whole, so kopf's progress annotations never
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from k3s_deploy import metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.proxmoxvm import KIND, PLURAL, ProxmoxVM
 from k3s_deploy.errors import K3sDeployError, NotYet, backoff
+from k3s_deploy.handlers import engine
 from k3s_deploy.handlers.peering import PEERING_GROUP, PEERING_VERSION, peering_plural
 from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.logs import deliberate_wait
@@ -42,8 +42,6 @@ from k3s_deploy.services.proxmoxvm.work import (
 from k3s_deploy.wiring import Runtime
 
 log = logging.getLogger(__name__)
-_IGNORED_IN_DIFF = ("lastSyncTime",)
-SYNC_TIME_REFRESH = 300.0  # seconds
 PASSES_IN_FLIGHT = 32  # at once, over all objects (Proxmox and Kubernetes calls are bounded further down)
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
@@ -82,66 +80,18 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _current(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The body with our latest writes on top (the watch may not have delivered them yet)."""
-    raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in dict(body).items()}
-    raw["metadata"] = dict(body.get("metadata") or {})
-    uid = str(raw["metadata"].get("uid"))
-    if uid in runtime.last_status:
-        raw["status"] = runtime.last_status[uid]
-    if uid in runtime.last_annotations:
-        raw["metadata"]["annotations"] = {
-            **(raw["metadata"].get("annotations") or {}),
-            **runtime.last_annotations[uid],
-        }
-    return raw
-
-
-def _strip(status: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in status.items() if k not in _IGNORED_IN_DIFF}
-
-
-def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
-    """Equal apart from lastSyncTime, which is refreshed only every few minutes (no write per resync)."""
-    if a is None or _strip(a) != _strip(b):
-        return False
-    try:
-        then = dt.datetime.fromisoformat(str(a.get("lastSyncTime")).replace("Z", "+00:00"))
-        now = dt.datetime.fromisoformat(str(b.get("lastSyncTime")).replace("Z", "+00:00"))
-    except ValueError:
-        return True
-    return (now - then).total_seconds() < SYNC_TIME_REFRESH
+    return engine.current(runtime, body)
 
 
 async def _write(runtime: Runtime, raw: dict[str, Any], status: dict[str, Any]) -> None:
-    meta = raw["metadata"]
-    uid = str(meta["uid"])
-    if _same(runtime.last_status.get(uid) or raw.get("status"), status):
-        return
-    await runtime.kube.patch_status(GROUP, VERSION, PLURAL, meta["namespace"], meta["name"], status)
-    runtime.last_status[uid] = status
+    async def patch(namespace: str, name: str, status: dict[str, Any]) -> None:
+        await runtime.kube.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
+
+    await engine.write(runtime, raw, status, patch)
 
 
 async def _post(runtime: Runtime, raw: dict[str, Any], events: list[Event]) -> None:
-    for event in events:
-        try:
-            await runtime.kube.post_event(raw, type_=event.type, reason=event.reason, message=event.message)
-        except K3sDeployError as exc:
-            log.warning("could not post event %s: %s", event.reason, exc)
-
-
-def _invalid_spec(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
-    meta = raw["metadata"]
-    conditions = Conditions(raw.get("status", {}).get("conditions", []), generation=meta.get("generation"))
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    conditions.stalled(True, "InvalidSpec", f"{where}: {first.get('msg')}")
-    conditions.reconciling(False)
-    conditions.summarize_ready(["VMProvisioned"])
-    return {
-        **raw.get("status", {}),
-        "observedGeneration": meta.get("generation"),
-        "conditions": conditions.as_list(),
-    }
+    await engine.post(runtime, raw, events)
 
 
 def _validated(runtime: Runtime, uid: str, raw: dict[str, Any]) -> ProxmoxVM:
@@ -175,7 +125,7 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
         try:
             model = _validated(runtime, uid, raw)
         except ValidationError as exc:
-            await _write(runtime, raw, _invalid_spec(raw, exc))
+            await _write(runtime, raw, engine.invalid_spec(raw, exc, ["VMProvisioned"]))
             return resync
         ack = acknowledge(raw.get("status"), model.metadata.get("generation"))
         if ack is not None:  # a generation not seen yet: say so now, not when the pass ends
