@@ -10,7 +10,6 @@ Every failure that crosses a port is raised as one of these, so handlers can dec
     │   ├── KubeUnavailable             management or target apiserver not answering
     │   ├── SshUnavailable              connect/auth timeout, connection dropped mid-command
     │   ├── GuestNotReady               guest agent silent, no address yet, node not Ready yet
-    │   ├── WaitingForDependency        another object must progress first
     │   └── ArtefactUnavailable         an air-gap download by the operator failed (network, 5xx)
     └── PermanentError                  stall with a reason until the spec or the world changes
         ├── InvalidSpec                 valid for the schema, wrong for the world
@@ -31,6 +30,9 @@ Every failure that crosses a port is raised as one of these, so handlers can dec
         └── AddressRefused              a URL leads to loopback, private, link-local or metadata addresses
 
 ``reason`` is the CamelCase condition reason the error surfaces as; the message says what to fix.
+
+Beside the tree, :class:`NotYet` is the one "not yet" signal (work in flight, not an error) and
+:func:`backoff` the one backoff policy every retry loop applies.
 """
 
 from __future__ import annotations
@@ -81,10 +83,6 @@ class SshUnavailable(TransientError):
 
 class GuestNotReady(TransientError):
     reason = "GuestNotReady"
-
-
-class WaitingForDependency(TransientError):
-    reason = "Waiting"
 
 
 class PermanentError(K3sDeployError):
@@ -175,3 +173,22 @@ class AddressRefused(PermanentError):
     rule, such as ``LoopbackAddressRefused``."""
 
     reason = "AddressRefused"
+
+
+class NotYet(Exception):
+    """End the pass here: something is on its way (a task, a boot, a child finishing its deletion).
+
+    Not a :class:`K3sDeployError`: nothing failed, so no backoff and no Warning. ``after_s`` is when to
+    look again (None: at the next periodic resync); ``reason``/``message`` feed ``Reconciling``.
+    """
+
+    def __init__(self, after_s: float | None, reason: str = "Waiting", message: str = "") -> None:
+        super().__init__(message or reason)
+        self.after_s = after_s
+        self.reason = reason
+        self.message = message
+
+
+def backoff(failures: int, cap: float, *, first: float = 5.0) -> float:
+    """Seconds to wait after ``failures`` failures in a row: ``first``, twice that, ... at most ``cap``."""
+    return float(min(first * 2 ** (max(failures, 1) - 1), cap))

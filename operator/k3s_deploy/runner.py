@@ -4,7 +4,7 @@ kopf's own knobs are set in a startup handler from :class:`OperatorSettings`: sc
 timeouts (watch streams can stall silently without them), where progress is kept (annotations under
 ``k3sdeploy.io/``, so ``status`` stays ours), which log records become Events, and error backoffs.
 Shared runtime state (the Kubernetes gateway, Proxmox sessions, per-object memory) travels in kopf's
-``memo`` as a :class:`Runtime`.
+``memo`` as the :class:`~k3s_deploy.wiring.Runtime` that :mod:`k3s_deploy.wiring` builds.
 """
 
 from __future__ import annotations
@@ -18,83 +18,15 @@ import logging
 import os
 import random
 import socket
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from k3s_deploy.settings import OperatorSettings
-
-if TYPE_CHECKING:
-    from k3s_deploy.handlers.peering import PeeringGate
-    from k3s_deploy.handlers.scheduler import Scheduler
+from k3s_deploy.wiring import build_runtime
 
 log = logging.getLogger(__name__)
 
 ANNOTATION_PREFIX = "k3sdeploy.io"
 FINALIZER = "k3sdeploy.io/finalizer"
-
-
-@dataclass
-class Runtime:
-    """Operator-wide state shared by every handler invocation (one per process)."""
-
-    settings: OperatorSettings
-    kube: Any  # KubeGateway
-    sessions: Any  # services.proxmoxvm.inventory.Sessions
-    memories: dict[str, Any] = field(default_factory=dict)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
-    seen: dict[str, Any] = field(default_factory=dict)
-    last_status: dict[str, dict[str, Any]] = field(default_factory=dict)
-    last_annotations: dict[str, dict[str, str]] = field(default_factory=dict)
-    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)  # slim, for the ProxmoxVM scheduler
-    models: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # validated ProxmoxVM, by its input
-    scheduler: Scheduler | None = None  # the ProxmoxVM scheduler, started on the first event
-    gate: PeeringGate | None = None  # HA: holds the scheduler while another replica is in charge
-
-    def lock(self, uid: str) -> asyncio.Lock:
-        found = self.locks.get(uid)  # not setdefault: that would build a Lock on every call
-        if found is None:
-            found = self.locks[uid] = asyncio.Lock()
-        return found
-
-    def wakeup(self, uid: str) -> asyncio.Event:
-        found = self.wakeups.get(uid)
-        if found is None:
-            found = self.wakeups[uid] = asyncio.Event()
-        return found
-
-    def forget(self, uid: str) -> None:
-        for table in (
-            self.memories,
-            self.locks,
-            self.wakeups,
-            self.seen,
-            self.last_status,
-            self.last_annotations,
-            self.bodies,
-            self.models,
-        ):
-            table.pop(uid, None)
-
-
-def build_runtime(settings: OperatorSettings) -> Runtime:
-    """Wire the real adapters behind the ports."""
-    from k3s_deploy.adapters.kube import KubernetesGateway
-    from k3s_deploy.adapters.proxmox import ProxmoxerConnector
-    from k3s_deploy.services.proxmoxvm.inventory import Sessions
-    from k3s_deploy.services.secret_cache import SecretCachingGateway
-
-    connector = ProxmoxerConnector(
-        timeout=settings.proxmox_timeout_seconds, concurrency=settings.proxmox_concurrency
-    )
-    # A cached VM list (and credentials Secret) younger than most of a resync interval serves every
-    # object of a credential: O(1) reads per interval, not one per object.
-    max_age = settings.resync_seconds * 0.9
-    return Runtime(
-        settings=settings,
-        kube=SecretCachingGateway(KubernetesGateway(concurrency=settings.kube_concurrency), max_age=max_age),
-        sessions=Sessions(connector, max_age=max_age),
-    )
 
 
 def peering_priority(settings: OperatorSettings) -> int:
@@ -204,9 +136,11 @@ def run_operator(settings: OperatorSettings) -> int:
 
         start_metrics_server(settings.metrics_port, settings.metrics_address)
 
-    import k3s_deploy.handlers  # noqa: F401  - registers the handlers of both kinds
+    from k3s_deploy.handlers import k3scluster, proxmoxvm
 
     registry = kopf.get_default_registry()
+    k3scluster.register(registry)
+    proxmoxvm.register(registry, peering_clusterwide=None if settings.standalone else not settings.namespaces)
     operator_settings = settings
     priority, identity = peering_priority(settings), peering_identity()
 
@@ -231,10 +165,9 @@ def run_operator(settings: OperatorSettings) -> int:
 
     runtime = build_runtime(settings)
     if not settings.standalone:
-        from k3s_deploy.handlers.peering import PeeringGate, register
+        from k3s_deploy.handlers.peering import PeeringGate
 
         runtime.gate = PeeringGate(identity=identity, priority=priority, name=settings.peering_name)
-        register(registry, clusterwide=not settings.namespaces)
     scope = ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
     log.info(
         "k3s-deploy operator starting: %s, %s", scope, "standalone" if settings.standalone else "peering"

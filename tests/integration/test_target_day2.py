@@ -20,6 +20,7 @@ from fixtures.kube import Kubectl
 from k3s_deploy import errors
 from k3s_deploy.adapters.target_cluster import KubernetesTargetCluster
 from k3s_deploy.ports.target import DrainOptions
+from k3s_deploy.services.k3scluster.drain import drain
 
 pytestmark = pytest.mark.integration
 
@@ -90,9 +91,9 @@ async def test_cordon_drain_delete_on_a_real_apiserver(
         kubelet = asyncio.create_task(play_kubelet(kubectl, namespace, stop))
         try:
             with pytest.raises(errors.PermanentError) as refused:
-                await target.drain(text, name, DrainOptions(timeout_s=10))
+                await drain(target, text, name, DrainOptions(timeout_s=10))
             assert refused.value.reason == "DrainFailed" and "stray" in refused.value.message
-            evicted = await target.drain(text, name, DrainOptions(timeout_s=20, force=True))
+            evicted = await drain(target, text, name, DrainOptions(timeout_s=20, force=True))
             assert evicted == 2
             left = json.loads(kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
             assert [p["metadata"]["name"] for p in left] == ["agent"]
@@ -126,7 +127,7 @@ async def test_cordon_drain_delete_on_a_real_apiserver(
                 json.dumps(running),
             )
             with pytest.raises(errors.TransientError) as timed_out:
-                await target.drain(text, name, DrainOptions(timeout_s=3))
+                await drain(target, text, name, DrainOptions(timeout_s=3))
             assert timed_out.value.reason == "DrainTimeout" and "web" in timed_out.value.message
             assert json.loads(kubectl("get", "pod", "web", "-n", namespace, "-o", "json").stdout)["metadata"][
                 "name"

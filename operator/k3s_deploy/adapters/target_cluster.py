@@ -24,8 +24,8 @@ from k3s_deploy import errors
 from k3s_deploy.ports.target import (
     KUBECONFIG_CLUSTER_FIELDS,
     KUBECONFIG_USER_FIELDS,
-    DrainOptions,
     TargetNode,
+    TargetPod,
 )
 
 _ROLE_PREFIX = "node-role.kubernetes.io/"
@@ -128,59 +128,26 @@ class KubernetesTargetCluster:
         found = await self._call(kubeconfig, lambda api: api.delete_node(node, _request_timeout=t))
         return found is not None
 
-    async def drain(self, kubeconfig: str, node: str, options: DrainOptions) -> int:
-        """kubectl drain's rules: mirror pods stay; DaemonSet pods stay (or refuse); unmanaged pods and
-        emptyDir data only with force / deleteEmptyDirData; evictions refused with 429 (a
-        PodDisruptionBudget) are retried until the timeout, then the pods must disappear."""
+    async def pods_on(self, kubeconfig: str, node: str) -> list[TargetPod]:
         t = self._timeout
         selector = f"spec.nodeName={node}"
         listing = await self._call(
             kubeconfig,
             lambda api: api.list_pod_for_all_namespaces(field_selector=selector, _request_timeout=t),
         )
-        victims = _evictable(node, listing.items if listing else [], options)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + options.timeout_s
-        waiting = list(victims)
-        while waiting:
-            refused = []
-            for ns, name in waiting:
-                body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=ns))
-                try:
-                    await self._call(
-                        kubeconfig,
-                        lambda api, n=name, s=ns, b=body: api.create_namespaced_pod_eviction(
-                            n, s, b, _request_timeout=t
-                        ),
-                    )
-                except _TooManyRequests:
-                    refused.append((ns, name))
-            waiting = refused
-            if waiting and loop.time() >= deadline:
-                raise errors.TransientError(
-                    f"draining node {node}: eviction of {', '.join(f'{s}/{n}' for s, n in waiting[:5])} still "
-                    f"refused after {options.timeout_s:.0f}s (a PodDisruptionBudget?)",
-                    reason="DrainTimeout",
-                )
-            if waiting:
-                await asyncio.sleep(min(5.0, max(0.0, deadline - loop.time())))
-        while True:
-            left = []
-            for ns, name in victims:
-                pod = await self._call(
-                    kubeconfig, lambda api, n=name, s=ns: api.read_namespaced_pod(n, s, _request_timeout=t)
-                )
-                if pod is not None and pod.spec and pod.spec.node_name == node:
-                    left.append(f"{ns}/{name}")
-            if not left:
-                return len(victims)
-            if loop.time() >= deadline:
-                raise errors.TransientError(
-                    f"draining node {node}: pods {', '.join(left[:5])} still terminating after "
-                    f"{options.timeout_s:.0f}s",
-                    reason="DrainTimeout",
-                )
-            await asyncio.sleep(min(2.0, max(0.0, deadline - loop.time())))
+        return [_pod(p) for p in (listing.items if listing else []) if p.metadata is not None]
+
+    async def evict(self, kubeconfig: str, namespace: str, name: str) -> bool:
+        t = self._timeout
+        body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace))
+        try:
+            await self._call(
+                kubeconfig,
+                lambda api: api.create_namespaced_pod_eviction(name, namespace, body, _request_timeout=t),
+            )
+        except _TooManyRequests:
+            return False
+        return True
 
 
 def _rejected(why: str) -> errors.CredentialsError:
@@ -218,35 +185,19 @@ class _TooManyRequests(Exception):
     """An eviction refused for now (HTTP 429: a PodDisruptionBudget does not allow it yet)."""
 
 
-def _evictable(node: str, pods: list[Any], options: DrainOptions) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    problems: list[str] = []
-    for pod in pods:
-        meta = pod.metadata
-        if meta is None or meta.deletion_timestamp is not None:
-            continue
-        if "kubernetes.io/config.mirror" in (meta.annotations or {}):
-            continue
-        where = f"{meta.namespace}/{meta.name}"
-        owner = next((r for r in meta.owner_references or [] if r.controller), None)
-        if owner is not None and owner.kind == "DaemonSet":
-            if options.ignore_daemon_sets:
-                continue
-            problems.append(f"{where} is managed by a DaemonSet (set drain.ignoreDaemonSets)")
-            continue
-        if owner is None and not options.force:
-            problems.append(f"{where} is not managed by a controller (set drain.force to delete it)")
-            continue
-        volumes = (pod.spec.volumes if pod.spec else None) or []
-        if any(v.empty_dir is not None for v in volumes) and not options.delete_empty_dir_data:
-            problems.append(f"{where} has emptyDir data (set drain.deleteEmptyDirData)")
-            continue
-        out.append((meta.namespace, meta.name))
-    if problems:
-        raise errors.PermanentError(
-            f"cannot drain node {node}: " + "; ".join(problems[:5]), reason="DrainFailed"
-        )
-    return out
+def _pod(item: Any) -> TargetPod:
+    meta = item.metadata
+    owner = next((r for r in meta.owner_references or [] if r.controller), None)
+    volumes = (item.spec.volumes if item.spec else None) or []
+    return TargetPod(
+        namespace=meta.namespace,
+        name=meta.name,
+        node=item.spec.node_name if item.spec else None,
+        controller_kind=owner.kind if owner is not None else None,
+        mirror="kubernetes.io/config.mirror" in (meta.annotations or {}),
+        empty_dir=any(v.empty_dir is not None for v in volumes),
+        terminating=meta.deletion_timestamp is not None,
+    )
 
 
 def _node(item: Any) -> TargetNode:

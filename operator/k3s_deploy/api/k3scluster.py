@@ -6,35 +6,35 @@ IP configuration, power actions on the whole cluster, provisioning over SSH and 
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
 from k3s_deploy.api.common import (
     ApiModel,
-    Condition,
     DeletionPolicy,
     DnsName,
-    GuestText,
     HostOrIP,
-    HttpUrl,
     IPv4,
     IPv4Cidr,
-    K3sChannel,
-    K3sVersion,
     LinuxUser,
-    Pattern,
     PowerState,
     ProxmoxAccess,
     PveTag,
     Rule,
     SecretKeyRef,
     Sha256Fingerprint,
-    StatusModel,
     VmLocation,
     camel,
-    conditions_field,
+)
+from k3s_deploy.api.k3s_install import AirGapInstall, FetchFrom, InstallSource, K3sSettings, ScriptInstall
+from k3s_deploy.api.k3scluster_status import (
+    ChannelResolution,
+    ClusterNode,
+    ClusterPhase,
+    K3sClusterStatus,
+    SecretKeyStatusRef,
+    UpgradeStatus,
 )
 from k3s_deploy.api.proxmoxvm import CloneSource, CloudInitUser, VMSettings
 
@@ -42,190 +42,6 @@ KIND = "K3sCluster"
 PLURAL = "k3sclusters"
 
 HostKeyPolicy = Literal["GuestAgent", "TrustOnFirstUse", "AcceptChanged"]
-FetchFrom = Literal["Operator", "Node"]
-# Every value the operator writes to status.phase (a test checks the code sets no other).
-ClusterPhase = Literal[
-    "Provisioning",
-    "Bootstrapping",
-    "Ready",
-    "Upgrading",
-    "Scaling",
-    "Starting",
-    "Stopping",
-    "Stopped",
-    "Paused",
-    "Stalled",
-    "Deleting",
-]
-
-_ARGS_DESCRIPTION = (
-    "passed to the K3s installer as they are (e.g. --disable=traefik). Do not put secrets here: "
-    "the spec is readable by everyone who can read the object."
-)
-
-
-Arg = GuestText
-Sha256Hex = Annotated[
-    str, Pattern(r"[0-9a-fA-F]{64}", 64, "is not a SHA-256 checksum: 64 hex digits, as sha256sum prints")
-]
-
-
-def _args_field(description: str) -> Any:
-    return Field(default_factory=list, max_length=64, description=description)
-
-
-class ScriptInstall(ApiModel):
-    """Run the K3s install script on each node (needs internet or a mirror reachable from the nodes)."""
-
-    url: HttpUrl = Field(
-        default="https://get.k3s.io", description="Where the nodes download the install script."
-    )
-
-
-class AirGapInstall(ApiModel):
-    """Install from artefacts the user provides, for sites without internet access."""
-
-    installer_url: HttpUrl = Field(
-        alias="installerURL", description="URL of the K3s install script (install.sh) to use."
-    )
-    binary_url: HttpUrl = Field(
-        alias="binaryURL", description="URL of the k3s binary matching the wanted version and architecture."
-    )
-    images_url: HttpUrl | None = Field(
-        default=None,
-        alias="imagesURL",
-        description="Optional URL of the air-gap images tarball (k3s-airgap-images-<arch>.tar.zst).",
-    )
-    fetch_from: FetchFrom = Field(
-        default="Operator",
-        description=(
-            "Operator: the operator downloads the files (https only, from hosts its admin allowed, each "
-            "checked against its sha256) and copies them to each node over SSH, so nodes need no network "
-            "access beyond SSH. Node: each node downloads them itself."
-        ),
-    )
-    installer_sha256: Sha256Hex | None = Field(
-        default=None,
-        alias="installerSHA256",
-        description="SHA-256 of the installer (hex, as sha256sum prints); required with fetchFrom: Operator.",
-    )
-    binary_sha256: Sha256Hex | None = Field(
-        default=None,
-        alias="binarySHA256",
-        description="SHA-256 of the k3s binary (sha256sum-k3s-<arch>.txt of the release); required with "
-        "fetchFrom: Operator.",
-    )
-    images_sha256: Sha256Hex | None = Field(
-        default=None,
-        alias="imagesSHA256",
-        description="SHA-256 of the images tarball; required with fetchFrom: Operator and imagesURL.",
-    )
-
-    rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            "(has(self.fetchFrom) && self.fetchFrom == 'Node') || (has(self.installerSHA256) && "
-            "has(self.binarySHA256) && (!has(self.imagesURL) || has(self.imagesSHA256)))",
-            "fetchFrom: Operator needs installerSHA256, binarySHA256 and, with imagesURL, imagesSHA256: "
-            "the operator downloads only artefacts whose checksum the spec names",
-            lambda m: (
-                m.fetch_from == "Node"
-                or (
-                    m.installer_sha256 is not None
-                    and m.binary_sha256 is not None
-                    and (m.images_url is None or m.images_sha256 is not None)
-                )
-            ),
-        ),
-        Rule(
-            "(has(self.fetchFrom) && self.fetchFrom == 'Node') || (self.installerURL.startsWith('https://') "
-            "&& self.binaryURL.startsWith('https://') && (!has(self.imagesURL) || "
-            "self.imagesURL.startsWith('https://')))",
-            "fetchFrom: Operator downloads only over https: installerURL, binaryURL and imagesURL must "
-            "start with https://",
-            lambda m: (
-                m.fetch_from == "Node"
-                or all(
-                    u is None or u.startswith("https://")
-                    for u in (m.installer_url, m.binary_url, m.images_url)
-                )
-            ),
-        ),
-    )
-
-
-class InstallSource(ApiModel):
-    """How K3s gets onto the nodes. Default: the script from https://get.k3s.io."""
-
-    script: ScriptInstall | None = Field(default=None, description="Run the install script from a URL.")
-    air_gap: AirGapInstall | None = Field(
-        default=None, description="Use installer and binary the user provides."
-    )
-
-    rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            "has(self.script) != has(self.airGap)",
-            "installSource needs exactly one of script or airGap",
-            lambda m: (m.script is None) != (m.air_gap is None),
-        ),
-    )
-
-
-class K3sSettings(ApiModel):
-    """What K3s to install and how."""
-
-    version: K3sVersion | None = Field(
-        default=None,
-        description="Pinned K3s release, e.g. v1.31.4+k3s1. Changing it starts a rolling upgrade.",
-    )
-    channel: K3sChannel | None = Field(
-        default=None,
-        description="Release channel to follow instead of a pinned version: stable, latest, testing or v1.31.",
-    )
-    channel_server: HttpUrl = Field(
-        default="https://update.k3s.io/v1-release/channels",
-        description="Channel server that resolves channels to versions (also used for the version check).",
-    )
-    auto_upgrade: bool = Field(
-        default=False,
-        description="With a channel: roll the cluster forward when the channel moves. Otherwise only report it.",
-    )
-    allow_downgrade: bool = Field(
-        default=False, description="Allow moving to an older version than installed (refused by default)."
-    )
-    token_secret_ref: SecretKeyRef | None = Field(
-        default=None,
-        description=(
-            "K3s server token (the password; or K3s's secure K10... form). Default: generated into the "
-            "Secret <cluster>-token (key token). The operator keeps the secure form read from the first "
-            "server and a separate agent token (key agentToken) in <cluster>-token."
-        ),
-    )
-    server_args: list[Arg] = _args_field("Extra arguments for K3s servers, " + _ARGS_DESCRIPTION)
-    agent_args: list[Arg] = _args_field("Extra arguments for K3s agents, " + _ARGS_DESCRIPTION)
-    tls_sans: list[HostOrIP] = Field(
-        default_factory=list,
-        max_length=32,
-        alias="tlsSANs",
-        description="Extra names for the API certificate; server addresses and spec.endpoint are added already.",
-    )
-    install_source: InstallSource | None = Field(
-        default=None, description="Install script from the internet (default) or air-gapped artefacts."
-    )
-
-    rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            "has(self.version) != has(self.channel)",
-            "set exactly one of k3s.version (a pinned release such as v1.31.4+k3s1) "
-            "or k3s.channel (such as stable)",
-            lambda m: (m.version is None) != (m.channel is None),
-        ),
-        Rule(
-            "!self.autoUpgrade || has(self.channel)",
-            "autoUpgrade follows a channel: set k3s.channel, or change k3s.version to upgrade",
-            lambda m: not m.auto_upgrade or m.channel is not None,
-            field_path=".autoUpgrade",
-        ),
-    )
 
 
 class SshSettings(ApiModel):
@@ -488,122 +304,6 @@ class K3sClusterSpec(ProxmoxAccess):
     )
 
 
-# --- status ---------------------------------------------------------------------------------------------
-
-
-class SecretKeyStatusRef(StatusModel):
-    """A Secret key the operator wrote or uses."""
-
-    name: str = Field(max_length=253, description="Secret name.")
-    key: str = Field(max_length=253, description="Key in the Secret.")
-
-
-class ClusterNode(StatusModel):
-    """One node of the cluster as the operator sees it."""
-
-    name: str = Field(max_length=253, description="Kubernetes node name (the VM's host name).")
-    role: str = Field(max_length=16, description="server or agent.")
-    vm: str | None = Field(default=None, max_length=253, description="ProxmoxVM object name.")
-    vmid: int | None = Field(default=None, description="Proxmox VM id.")
-    pve_node: str | None = Field(default=None, max_length=63, description="Proxmox node the VM is on.")
-    ip: str | None = Field(
-        default=None, max_length=45, description="Address the operator uses for SSH and K3s."
-    )
-    k3s_version: str | None = Field(
-        default=None, max_length=64, description="K3s version running on the node."
-    )
-    ready: bool = Field(default=False, description="The node is Ready in the cluster's own API.")
-    host_key_fingerprint: str | None = Field(
-        default=None,
-        max_length=128,
-        description="The node's SSH host key (SHA256:...), as pinned in the Secret <cluster>-host-keys.",
-    )
-    adopted: bool | None = Field(default=None, description="The VM was discovered, not cloned.")
-    state: str | None = Field(
-        default=None,
-        max_length=64,
-        description="Where the node is: Pending, Installing, Joined, Draining, Upgrading, Removing, ...",
-    )
-    message: str | None = Field(default=None, max_length=4096, description="Last problem seen on this node.")
-
-
-class ChannelResolution(StatusModel):
-    """The last answer of the channel server."""
-
-    channel: str = Field(max_length=64, description="The channel asked for.")
-    version: str = Field(max_length=64, description="The version it resolved to.")
-    resolved_time: datetime | None = Field(default=None, description="When it was resolved.")
-
-
-class UpgradeStatus(StatusModel):
-    """Progress of a rolling upgrade."""
-
-    from_version: str | None = Field(default=None, max_length=64, description="Version before the rollout.")
-    to_version: str | None = Field(default=None, max_length=64, description="Version being rolled out.")
-    state: str | None = Field(
-        default=None, max_length=32, description="Progressing, Paused, Failed or Complete."
-    )
-    current_nodes: list[str] = Field(
-        default_factory=list, max_length=100, description="Nodes being upgraded right now."
-    )
-    completed_nodes: list[str] = Field(
-        default_factory=list, max_length=1000, description="Nodes already at the new version."
-    )
-    failed_node: str | None = Field(
-        default=None, max_length=253, description="Node that stopped the rollout."
-    )
-    started_time: datetime | None = Field(default=None, description="When the rollout started.")
-    finished_time: datetime | None = Field(default=None, description="When it completed or stopped.")
-
-
-class K3sClusterStatus(StatusModel):
-    """Observed state of the cluster, written by the operator."""
-
-    observed_generation: int | None = Field(default=None, description="metadata.generation last acted on.")
-    phase: ClusterPhase | None = Field(
-        default=None,
-        description="For display only (use the conditions in automation): where the cluster is in its life.",
-    )
-    server_url: str | None = Field(
-        default=None, max_length=2048, alias="serverURL", description="URL of the cluster's Kubernetes API."
-    )
-    kubeconfig_secret_ref: SecretKeyStatusRef | None = Field(
-        default=None, description="Admin kubeconfig: Secret <cluster>-kubeconfig, key value."
-    )
-    token_secret_ref: SecretKeyStatusRef | None = Field(default=None, description="Join token in use.")
-    init_server: str | None = Field(
-        default=None, max_length=253, description="The server that initialised the cluster (first one)."
-    )
-    k3s_version: str | None = Field(
-        default=None, max_length=64, description="Lowest K3s version across nodes."
-    )
-    resolved_version: str | None = Field(
-        default=None, max_length=64, description="The version the spec asks for (pinned or from the channel)."
-    )
-    available_version: str | None = Field(
-        default=None, max_length=64, description="Newest version of the channel (the version check)."
-    )
-    channel_resolution: ChannelResolution | None = None
-    desired_servers: int | None = Field(default=None, description="Servers wanted.")
-    desired_agents: int | None = Field(default=None, description="Agents wanted.")
-    ready_servers: int | None = Field(default=None, description="Servers Ready at the wanted version.")
-    ready_agents: int | None = Field(default=None, description="Agents Ready at the wanted version.")
-    nodes: list[ClusterNode] = Field(
-        default_factory=list,
-        max_length=1000,
-        description="Every node of the cluster.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
-    )
-    ip_allocations: dict[str, str] = Field(
-        default_factory=dict,
-        description="Static addresses handed out from the pool, by node name. A cache for reading: the record "
-        "is each ProxmoxVM's spec.cloudInit.ipConfig, which the operator reads back every pass.",
-    )
-    upgrade: UpgradeStatus | None = None
-    last_sync_time: datetime | None = Field(default=None, description="Last full reconcile.")
-    conditions: list[Condition] = conditions_field()
-
-
 class K3sCluster(ApiModel):
     """A K3s cluster on Proxmox VE virtual machines, managed by k3s-deploy."""
 
@@ -614,3 +314,23 @@ class K3sCluster(ApiModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: K3sClusterSpec
     status: K3sClusterStatus = Field(default_factory=K3sClusterStatus)
+
+
+__all__ = [
+    "KIND",
+    "PLURAL",
+    "AirGapInstall",
+    "ChannelResolution",
+    "ClusterNode",
+    "ClusterPhase",
+    "FetchFrom",
+    "InstallSource",
+    "K3sCluster",
+    "K3sClusterSpec",
+    "K3sClusterStatus",
+    "K3sSettings",
+    "ScriptInstall",
+    "SecretKeyStatusRef",
+    "SshSettings",
+    "UpgradeStatus",
+]

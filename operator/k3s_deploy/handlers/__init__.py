@@ -1,8 +1,5 @@
 """kopf handlers: parse the body into a model, call a service, write status. Nothing else.
 
-Importing this package registers the handlers of both kinds in kopf's default registry.
+Importing a handler module registers nothing: the runner calls each module's ``register`` with its
+registry.
 """
-
-from k3s_deploy.handlers import k3scluster, proxmoxvm
-
-__all__ = ["k3scluster", "proxmoxvm"]

@@ -21,21 +21,18 @@ from pydantic import ValidationError
 from k3s_deploy import errors, metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.k3scluster import PLURAL
+from k3s_deploy.handlers import engine
 from k3s_deploy.handlers.loop import reconcile_forever
 from k3s_deploy.logs import deliberate_wait
-from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
-from k3s_deploy.runner import Runtime
-from k3s_deploy.services.conditions import Conditions, acknowledge
+from k3s_deploy.services.conditions import acknowledge
 from k3s_deploy.services.k3scluster.reconcile import STEPS, Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
 from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
 from k3s_deploy.services.proxmoxvm.work import CLOUD_INIT_STALE
+from k3s_deploy.wiring import Runtime
 
 log = logging.getLogger(__name__)
-_IGNORED_IN_DIFF = ("lastSyncTime",)
-_DEPS_KEY = "k3scluster-deps"
 KIND = "K3sCluster"
-_FAILURES_KEY = "k3scluster-failures"
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -43,100 +40,32 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-def deps_for(runtime: Runtime) -> Deps:
-    """The adapters behind the K3sCluster ports, built once per operator process."""
-    found = runtime.memories.get(_DEPS_KEY)
-    if isinstance(found, Deps):
-        return found
-    from k3s_deploy.adapters.artefacts import HttpArtefactFetcher
-    from k3s_deploy.adapters.channels import HttpChannelServer
-    from k3s_deploy.adapters.kube_children import KubeClusterObjects
-    from k3s_deploy.adapters.ssh import AsyncSshRunner
-    from k3s_deploy.adapters.target_cluster import KubernetesTargetCluster
-
-    async def list_vms(credentials: ProxmoxCredentials) -> list[VmSummary]:
-        snapshot = await runtime.sessions.get(credentials).inventory.get()
-        vms: list[VmSummary] = snapshot.vms
-        return vms
-
-    deps = Deps(
-        objects=KubeClusterObjects(),
-        ssh=AsyncSshRunner(max_output_bytes=runtime.settings.ssh_max_output_bytes),
-        target=KubernetesTargetCluster(),
-        list_vms=list_vms,
-        proxmox=lambda credentials: runtime.sessions.get(credentials).client,
-        channels=HttpChannelServer(runtime.settings.fetch_allow_list),
-        channel_check_seconds=runtime.settings.channel_check_seconds,
-        artefacts=HttpArtefactFetcher(
-            runtime.settings.fetch_allow_list,
-            directory=runtime.settings.fetch_dir,
-            budget_bytes=runtime.settings.fetch_budget_bytes,
-            extra_ca=runtime.settings.fetch_ca_file,
-        ),
-    )
-    runtime.memories[_DEPS_KEY] = deps
-    return deps
-
-
 def _current(runtime: Runtime, body: kopf.Body) -> dict[str, Any]:
-    """The body with our latest status on top (the watch may not have delivered it yet)."""
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in dict(body).items()}
-    raw["metadata"] = dict(body.get("metadata", {}))
-    uid = str(body.metadata.uid)
-    if uid in runtime.last_status:
-        raw["status"] = runtime.last_status[uid]
-    return raw
-
-
-def _strip(status: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in status.items() if k not in _IGNORED_IN_DIFF}
+    return engine.current(runtime, body)
 
 
 async def _write(
     runtime: Runtime, deps: Deps, raw: dict[str, Any], status: dict[str, Any], *, force: bool = False
 ) -> None:
-    """Write the status unless it is what is stored; ``force`` when the pass wrote status midway
-    (the stored one is then that midway status, not the last outcome)."""
-    meta = raw["metadata"]
-    uid = str(meta["uid"])
-    previous = runtime.last_status.get(uid) or raw.get("status")
-    if not force and previous is not None and _strip(previous) == _strip(status):
-        return
-    await deps.objects.patch_cluster_status(meta["namespace"], meta["name"], status)
-    runtime.last_status[uid] = status
+    async def patch(namespace: str, name: str, status: dict[str, Any]) -> None:
+        await deps.objects.patch_cluster_status(namespace, name, status)
 
-
-def _invalid_spec(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
-    meta = raw["metadata"]
-    conditions = Conditions(
-        (raw.get("status") or {}).get("conditions", []), generation=meta.get("generation")
-    )
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    conditions.stalled(True, "InvalidSpec", f"{where}: {first.get('msg')}")
-    conditions.reconciling(False)
-    conditions.summarize_ready(list(STEPS))
-    return {
-        **(raw.get("status") or {}),
-        "phase": "Stalled",
-        "observedGeneration": meta.get("generation"),
-        "conditions": conditions.as_list(),
-    }
+    await engine.write(runtime, raw, status, patch, force=force)
 
 
 def _next_delay(runtime: Runtime, uid: str, outcome: Outcome) -> float:
     """Seconds until the next pass: as asked while waiting, backoff on errors, resync when done."""
     resync = runtime.settings.resync_seconds
-    failures: dict[str, int] = runtime.memories.setdefault(_FAILURES_KEY, {})
+    failures = runtime.failures
     if outcome.error is None:
         failures.pop(uid, None)
         return min(outcome.requeue_after, resync) if outcome.requeue_after is not None else resync
     count = failures[uid] = failures.get(uid, 0) + 1
     if outcome.error.transient:
         asked = outcome.error.delay if isinstance(outcome.error, errors.TransientError) else None
-        return asked or float(min(5.0 * 2 ** (count - 1), max(resync, 60.0)))
+        return asked or errors.backoff(count, max(resync, 60.0))
     # Stalled: a change of spec wakes us at once; otherwise look again rarely (a Secret may appear).
-    return float(min(resync * 2 ** (count - 1), max(resync, 600.0)))
+    return errors.backoff(count, max(resync, 600.0), first=resync)
 
 
 def _observe(
@@ -150,7 +79,7 @@ def _observe(
 
 async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
     uid = str(body.metadata.uid)
-    deps = deps_for(runtime)
+    deps = runtime.clusters
     async with runtime.lock(uid):
         raw = _current(runtime, body)
         started = time.perf_counter()
@@ -162,7 +91,7 @@ async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
         try:
             outcome = await reconcile(raw, deps, generation=raw["metadata"].get("generation"))
         except ValidationError as exc:
-            status = _invalid_spec(raw, exc)
+            status = engine.invalid_spec(raw, exc, STEPS, phase="Stalled")
             await _write(runtime, deps, raw, status)
             _observe(raw, status, started, errors.InvalidSpec("the spec does not validate"))
             return runtime.settings.resync_seconds
@@ -173,17 +102,10 @@ async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
             raise
         await _write(runtime, deps, raw, outcome.status, force=outcome.flushed)
         _observe(raw, outcome.status, started, outcome.error)
-        for event in outcome.events:
-            try:
-                await runtime.kube.post_event(
-                    raw, type_=event.type, reason=event.reason, message=event.message
-                )
-            except errors.K3sDeployError as exc:
-                log.warning("could not post event %s: %s", event.reason, exc)
+        await engine.post(runtime, raw, outcome.events)
         return _next_delay(runtime, uid, outcome)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, id="k3scluster-wake")
 async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Wake the cluster's loop when its spec changes (not on our own status writes)."""
     runtime = _runtime(memo)
@@ -194,7 +116,6 @@ async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime.wakeup(uid).set()
 
 
-@kopf.on.event(GROUP, VERSION, "proxmoxvms", labels={LABEL_CLUSTER: kopf.PRESENT}, id="k3scluster-child-wake")
 async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Wake the owning cluster when a child VM becomes ready, gets an address, fails, or reports a
     stale cloud-init drive."""
@@ -219,7 +140,6 @@ async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             runtime.wakeup(str(ref["uid"])).set()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, id="k3scluster-reconcile")
 async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Reconcile now, then whenever woken or the requested delay has passed, until stopped."""
     runtime = _runtime(memo)
@@ -238,11 +158,10 @@ async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
         metrics.forget_object(KIND, str(body.metadata.namespace), str(body.metadata.name))
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, id="k3scluster-finalize")
 async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Delete owned ProxmoxVMs (each applies its deletion policy), wait for them, remove our Secrets."""
     runtime = _runtime(memo)
-    deps = deps_for(runtime)
+    deps = runtime.clusters
     uid = str(body.metadata.uid)
     raw = _current(runtime, body)
     if not retry:
@@ -252,11 +171,11 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
     try:
         async with runtime.lock(uid):
             removed = await teardown(deps.objects, raw)
-    except errors.WaitingForDependency as exc:
-        raise kopf.TemporaryError(deliberate_wait(exc.message), delay=2.0) from None
+    except errors.NotYet as wait:
+        raise kopf.TemporaryError(deliberate_wait(wait.message), delay=wait.after_s or 2.0) from None
     except errors.K3sDeployError as exc:
         if exc.transient:
-            raise kopf.TemporaryError(exc.message, delay=min(5.0 * 2**retry, 60.0)) from None
+            raise kopf.TemporaryError(exc.message, delay=errors.backoff(retry + 1, 60.0)) from None
         raise kopf.PermanentError(exc.message) from None
     if removed:
         with contextlib.suppress(errors.K3sDeployError):
@@ -266,3 +185,20 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
     metrics.forget_object(KIND, str(body.metadata.namespace), str(body.metadata.name))
     deps.addresses.release(uid)  # its children are gone: their addresses are free for other clusters
     runtime.forget(uid)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Put the K3sCluster handlers into ``registry`` (called by the runner, not on import)."""
+    kopf.on.event(GROUP, VERSION, PLURAL, id="k3scluster-wake", registry=registry)(wake)
+    kopf.on.event(
+        GROUP,
+        VERSION,
+        "proxmoxvms",
+        labels={LABEL_CLUSTER: kopf.PRESENT},
+        id="k3scluster-child-wake",
+        registry=registry,
+    )(child_changed)
+    kopf.daemon(
+        GROUP, VERSION, PLURAL, cancellation_timeout=10.0, id="k3scluster-reconcile", registry=registry
+    )(reconcile_loop)
+    kopf.on.delete(GROUP, VERSION, PLURAL, id="k3scluster-finalize", registry=registry)(delete)

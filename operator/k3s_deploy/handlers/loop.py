@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from k3s_deploy.errors import K3sDeployError
-from k3s_deploy.runner import Runtime
+from k3s_deploy.handlers.scheduler import backoff
+from k3s_deploy.wiring import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ async def reconcile_forever(
             failures = 0
         except K3sDeployError as exc:  # the management cluster itself failed us (status write, ...)
             failures += 1
-            delay = min(5.0 * 2**failures, runtime.settings.resync_seconds)
+            delay = backoff(failures, runtime.settings.resync_seconds)
             log.warning("reconcile of %s failed, retrying in %.0fs: %s", name, delay, exc)
         except Exception:  # a bug must not end the loop: log it, back off, try again
             failures += 1
-            delay = min(5.0 * 2**failures, runtime.settings.resync_seconds)
+            delay = backoff(failures, runtime.settings.resync_seconds)
             log.exception("reconcile of %s crashed, retrying in %.0fs", name, delay)
         if not stopped():
             await _sleep_unless_woken(runtime.wakeup(uid), delay, stop_signal)

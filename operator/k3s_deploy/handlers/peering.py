@@ -4,7 +4,8 @@ kopf pauses its own handlers and daemons when a live peer has a higher (or the s
 scheduler is not a kopf daemon, so it reads the same peering object and applies the same rule: the
 peering status maps each replica's identity to its priority, last-seen time and lifetime. A replica
 whose ``lastseen + lifetime`` has passed is dead and ignored. kopf itself re-touches the object when
-a blocking peer is due to expire, so every change of the verdict arrives as an event here.
+a blocking peer is due to expire, so every change of the verdict arrives as an event (the watch is
+registered with the ProxmoxVM handlers).
 """
 
 from __future__ import annotations
@@ -126,22 +127,3 @@ async def ensure_peering(
                 break
         if created:
             log.info("created the peering object %s %s", name, f"in {where}" if where else "cluster-wide")
-
-
-def register(registry: Any, *, clusterwide: bool) -> None:
-    """Watch our peering object(s) beside kopf and pause/resume the ProxmoxVM scheduler with them."""
-    import kopf
-
-    from k3s_deploy.handlers.proxmoxvm import scheduler_for
-    from k3s_deploy.runner import Runtime
-
-    @kopf.on.event(
-        PEERING_GROUP, PEERING_VERSION, peering_plural(clusterwide), registry=registry, id="peering-gate"
-    )
-    async def peering_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        runtime: Runtime = memo.runtime
-        if runtime.gate is None:
-            return
-        verdict = runtime.gate.observe(body, deleted=event.get("type") == "DELETED")
-        if verdict is not None:
-            scheduler_for(runtime).pause(verdict)

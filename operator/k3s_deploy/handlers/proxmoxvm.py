@@ -12,7 +12,6 @@ written through the KubeGateway as a whole, so kopf's progress annotations never
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
@@ -24,26 +23,25 @@ from pydantic import ValidationError
 from k3s_deploy import metrics
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.proxmoxvm import KIND, PLURAL, ProxmoxVM
-from k3s_deploy.errors import K3sDeployError
+from k3s_deploy.errors import K3sDeployError, NotYet, backoff
+from k3s_deploy.handlers import engine
+from k3s_deploy.handlers.peering import PEERING_GROUP, PEERING_VERSION, peering_plural
 from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.logs import deliberate_wait
-from k3s_deploy.runner import Runtime
 from k3s_deploy.services.conditions import Conditions, acknowledge
 from k3s_deploy.services.ownership import AdoptionPolicy, claimed_cluster
-from k3s_deploy.services.proxmoxvm.delete import finalize, orphaned
+from k3s_deploy.services.proxmoxvm.delete import finalize, let_go
 from k3s_deploy.services.proxmoxvm.reconcile import Outcome, object_ref, open_session, owned_ref, reconcile
 from k3s_deploy.services.proxmoxvm.work import (
     ORPHAN_ANNOTATION,
     RESTART_ANNOTATION,
     Event,
     Memory,
-    Requeue,
     Work,
 )
+from k3s_deploy.wiring import Runtime
 
 log = logging.getLogger(__name__)
-_IGNORED_IN_DIFF = ("lastSyncTime",)
-SYNC_TIME_REFRESH = 300.0  # seconds
 PASSES_IN_FLIGHT = 32  # at once, over all objects (Proxmox and Kubernetes calls are bounded further down)
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
@@ -82,66 +80,18 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _current(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The body with our latest writes on top (the watch may not have delivered them yet)."""
-    raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in dict(body).items()}
-    raw["metadata"] = dict(body.get("metadata") or {})
-    uid = str(raw["metadata"].get("uid"))
-    if uid in runtime.last_status:
-        raw["status"] = runtime.last_status[uid]
-    if uid in runtime.last_annotations:
-        raw["metadata"]["annotations"] = {
-            **(raw["metadata"].get("annotations") or {}),
-            **runtime.last_annotations[uid],
-        }
-    return raw
-
-
-def _strip(status: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in status.items() if k not in _IGNORED_IN_DIFF}
-
-
-def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
-    """Equal apart from lastSyncTime, which is refreshed only every few minutes (no write per resync)."""
-    if a is None or _strip(a) != _strip(b):
-        return False
-    try:
-        then = dt.datetime.fromisoformat(str(a.get("lastSyncTime")).replace("Z", "+00:00"))
-        now = dt.datetime.fromisoformat(str(b.get("lastSyncTime")).replace("Z", "+00:00"))
-    except ValueError:
-        return True
-    return (now - then).total_seconds() < SYNC_TIME_REFRESH
+    return engine.current(runtime, body)
 
 
 async def _write(runtime: Runtime, raw: dict[str, Any], status: dict[str, Any]) -> None:
-    meta = raw["metadata"]
-    uid = str(meta["uid"])
-    if _same(runtime.last_status.get(uid) or raw.get("status"), status):
-        return
-    await runtime.kube.patch_status(GROUP, VERSION, PLURAL, meta["namespace"], meta["name"], status)
-    runtime.last_status[uid] = status
+    async def patch(namespace: str, name: str, status: dict[str, Any]) -> None:
+        await runtime.kube.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
+
+    await engine.write(runtime, raw, status, patch)
 
 
 async def _post(runtime: Runtime, raw: dict[str, Any], events: list[Event]) -> None:
-    for event in events:
-        try:
-            await runtime.kube.post_event(raw, type_=event.type, reason=event.reason, message=event.message)
-        except K3sDeployError as exc:
-            log.warning("could not post event %s: %s", event.reason, exc)
-
-
-def _invalid_spec(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
-    meta = raw["metadata"]
-    conditions = Conditions(raw.get("status", {}).get("conditions", []), generation=meta.get("generation"))
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    conditions.stalled(True, "InvalidSpec", f"{where}: {first.get('msg')}")
-    conditions.reconciling(False)
-    conditions.summarize_ready(["VMProvisioned"])
-    return {
-        **raw.get("status", {}),
-        "observedGeneration": meta.get("generation"),
-        "conditions": conditions.as_list(),
-    }
+    await engine.post(runtime, raw, events)
 
 
 def _validated(runtime: Runtime, uid: str, raw: dict[str, Any]) -> ProxmoxVM:
@@ -175,7 +125,7 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
         try:
             model = _validated(runtime, uid, raw)
         except ValidationError as exc:
-            await _write(runtime, raw, _invalid_spec(raw, exc))
+            await _write(runtime, raw, engine.invalid_spec(raw, exc, ["VMProvisioned"]))
             return resync
         ack = acknowledge(raw.get("status"), model.metadata.get("generation"))
         if ack is not None:  # a generation not seen yet: say so now, not when the pass ends
@@ -218,7 +168,6 @@ def _fingerprint(body: kopf.Body) -> tuple[Any, ...]:
     )
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
 async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keep the scheduler's view of the object: add it, wake it when its spec or our annotations
     change (not on our own status writes), stop it when it is being deleted or gone."""
@@ -243,7 +192,6 @@ async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any)
         scheduler.wake(uid)
 
 
-@kopf.on.cleanup()
 async def stop_scheduler(memo: kopf.Memo, **_: Any) -> None:
     """Cancel the passes in flight when the operator exits (they are idempotent: the next run redoes)."""
     runtime = _runtime(memo)
@@ -251,7 +199,6 @@ async def stop_scheduler(memo: kopf.Memo, **_: Any) -> None:
         await runtime.scheduler.stop()
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize")
 async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Apply the deletion policy; keep the finalizer (with backoff) until it is done or orphaned."""
     runtime = _runtime(memo)
@@ -262,14 +209,9 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         obj = object_ref(model)
         status = model.status.model_copy(deep=True)
         conditions = Conditions(raw.get("status", {}).get("conditions", []), generation=obj.generation)
-        policy = model.spec.effective_deletion_policy()
-        if status.vmid is None or policy == "Retain" or orphaned_raw(raw):
-            if status.vmid is not None:
-                reason, why = (
-                    ("Orphaned", "annotation") if orphaned_raw(raw) else ("Retained", "deletionPolicy")
-                )
-                message = f"VM {status.node}/{status.vmid} left untouched ({why})"
-                await _post(runtime, raw, [Event("Normal", reason, message)])
+        gone = let_go(model.spec.effective_deletion_policy(), status.vmid, status.node, obj.annotations)
+        if gone is not None:  # no Proxmox call needed (no VM, Retain, orphaned)
+            await _post(runtime, raw, gone)
             runtime.forget(uid)
             return
         work: Work | None = None
@@ -285,10 +227,10 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
                 obj, model.spec, status, conditions, session, memory, save, adoption=_adoption(runtime)
             )
             done = await finalize(work)
-        except Requeue as pause:
+        except NotYet as pause:
             conditions.reconciling(True, pause.reason, pause.message)
             await _finish(runtime, raw, work, status, conditions)
-            raise kopf.TemporaryError(deliberate_wait(pause.message), delay=pause.delay) from None
+            raise kopf.TemporaryError(deliberate_wait(pause.message), delay=pause.after_s or 1.0) from None
         except K3sDeployError as exc:
             conditions.from_error(exc)
             conditions.set(
@@ -301,15 +243,10 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
             await _finish(
                 runtime, raw, work, status, conditions, extra=[Event("Warning", exc.reason, exc.message)]
             )
-            raise kopf.TemporaryError(exc.message, delay=min(5.0 * 2**retry, 60.0)) from None
+            raise kopf.TemporaryError(exc.message, delay=backoff(retry + 1, 60.0)) from None
         await _post(runtime, raw, work.events)
         if done:
             runtime.forget(uid)
-
-
-def orphaned_raw(raw: dict[str, Any]) -> bool:
-    value = str((raw["metadata"].get("annotations") or {}).get(ORPHAN_ANNOTATION, ""))
-    return value.lower() in ("true", "yes", "1")
 
 
 async def _finish(
@@ -329,4 +266,30 @@ async def _finish(
     await _post(runtime, raw, (work.events if work else []) + (extra or []))
 
 
-__all__ = ["delete", "orphaned", "scheduler_for", "stop_scheduler", "wake"]
+def register(registry: kopf.OperatorRegistry, *, peering_clusterwide: bool | None = None) -> None:
+    """Put the ProxmoxVM handlers into ``registry`` (called by the runner, not on import); with
+    ``peering_clusterwide`` set, also the watch that pauses the scheduler while a peer is in charge."""
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)(wake)
+    kopf.on.cleanup(registry=registry)(stop_scheduler)
+    kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize", registry=registry)(delete)
+    if peering_clusterwide is not None:
+        kopf.on.event(
+            PEERING_GROUP,
+            PEERING_VERSION,
+            peering_plural(peering_clusterwide),
+            registry=registry,
+            id="peering-gate",
+        )(peering_changed)
+
+
+async def peering_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Pause or resume the scheduler as the peering object says (see :mod:`.peering`)."""
+    runtime = _runtime(memo)
+    if runtime.gate is None:
+        return
+    verdict = runtime.gate.observe(body, deleted=event.get("type") == "DELETED")
+    if verdict is not None:
+        scheduler_for(runtime).pause(verdict)
+
+
+__all__ = ["delete", "peering_changed", "register", "scheduler_for", "stop_scheduler", "wake"]

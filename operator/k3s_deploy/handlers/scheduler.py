@@ -23,14 +23,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from k3s_deploy import errors
 from k3s_deploy.errors import K3sDeployError
 
 log = logging.getLogger(__name__)
 
 
+# The management cluster itself failed a pass (a status write): start at 10 s.
+FIRST_RETRY_S = 10.0
+
+
 def backoff(failures: int, cap: float) -> float:
     """Seconds before retrying after ``failures`` failed passes in a row: 10, 20, 40, ... up to ``cap``."""
-    return float(min(5.0 * 2**failures, cap))
+    return errors.backoff(failures, cap, first=FIRST_RETRY_S)
 
 
 @dataclass

@@ -30,6 +30,19 @@ class TargetNode:
 
 
 @dataclass(frozen=True)
+class TargetPod:
+    """One Pod of the workload cluster, with what the drain rules look at."""
+
+    namespace: str
+    name: str
+    node: str | None = None
+    controller_kind: str | None = None  # the kind of its controlling owner; None: unmanaged
+    mirror: bool = False  # a static pod's mirror (the kubelet owns it)
+    empty_dir: bool = False  # has an emptyDir volume
+    terminating: bool = False
+
+
+@dataclass(frozen=True)
 class DrainOptions:
     """As ``kubectl drain``: evict through the Eviction API (PodDisruptionBudgets are honoured)."""
 
@@ -44,9 +57,8 @@ class TargetCluster(Protocol):
     or TLS fails while it starts; ``CredentialsError`` when the kubeconfig is refused (401/403), or
     holds anything beyond ``KUBECONFIG_*_FIELDS`` (reason ``KubeconfigRejected``; it is not loaded).
 
-    Day-2 writes add: reason ``DrainFailed`` (permanent) when a pod may not be evicted under the
-    options, ``DrainTimeout`` (transient) when evictions are still refused (a PodDisruptionBudget) or
-    pods still terminate after the timeout."""
+    The drain itself (kubectl drain's rules, the timeout) is :mod:`k3s_deploy.services.k3scluster.drain`;
+    the port lists and evicts pods."""
 
     async def nodes(self, kubeconfig: str) -> list[TargetNode]:
         """Every Node with its Ready condition and kubelet version."""
@@ -56,8 +68,13 @@ class TargetCluster(Protocol):
         """Cordon (True) or uncordon (False); returns False when the Node does not exist."""
         ...
 
-    async def drain(self, kubeconfig: str, node: str, options: DrainOptions) -> int:
-        """Evict the node's pods and wait for them to be gone; returns how many were evicted."""
+    async def pods_on(self, kubeconfig: str, node: str) -> list[TargetPod]:
+        """Every Pod bound to ``node``, terminating ones included."""
+        ...
+
+    async def evict(self, kubeconfig: str, namespace: str, name: str) -> bool:
+        """Ask the Eviction API to evict a pod; False when it refuses for now (HTTP 429: a
+        PodDisruptionBudget does not allow it yet). A pod already gone counts as evicted."""
         ...
 
     async def delete_node(self, kubeconfig: str, node: str) -> bool:

@@ -15,8 +15,11 @@ from k3s_deploy.api.k3scluster import ClusterPhase, K3sClusterStatus, SshSetting
 from k3s_deploy.services.k3scluster import hostkeys
 
 OPERATOR = Path(__file__).resolve().parents[3] / "operator" / "k3s_deploy"
-# status["phase"] = <expr> and "phase": <expr> in the controllers (the lab is not the operator)
-_SET = re.compile(r"""(?:\[["']phase["']\]\s*=|["']phase["']\s*:)\s*(?P<expr>[^\n]+(?:\n\s+[^\n]+\))?)""")
+# status.phase = <expr> (the typed status), status["phase"] = <expr> and "phase": <expr> in the
+# controllers (the lab is not the operator)
+_SET = re.compile(
+    r"""(?:\.phase\s*=(?!=)|\[["']phase["']\]\s*=|["']phase["']\s*:)\s*(?P<expr>[^\n]+(?:\n\s+[^\n]+\))?)"""
+)
 
 
 def _phases_set_in_code() -> set[str]:

@@ -9,9 +9,9 @@ import kopf
 
 from k3s_deploy.handlers.proxmoxvm import _validated, reconcile_once, slim, wake
 from k3s_deploy.handlers.scheduler import Scheduler
-from k3s_deploy.runner import Runtime
 from k3s_deploy.services.proxmoxvm.work import RESTART_ANNOTATION
 from k3s_deploy.settings import OperatorSettings
+from k3s_deploy.wiring import Runtime
 
 UID = "0000-1111"
 
@@ -36,7 +36,7 @@ def body(**meta: Any) -> dict[str, Any]:
 
 
 def runtime_with_scheduler() -> tuple[Runtime, Scheduler, list[str]]:
-    runtime = Runtime(settings=OperatorSettings(), kube=None, sessions=None)
+    runtime = Runtime(settings=OperatorSettings(), kube=None, sessions=None, clusters=None)  # type: ignore[arg-type]
     calls: list[str] = []
 
     async def run_pass(key: str) -> float:

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from k3s_deploy.ports.ssh import CommandResult, SshTarget
-from k3s_deploy.ports.target import DrainOptions, TargetNode
+from k3s_deploy.ports.target import TargetNode, TargetPod
 from k3s_deploy.services.k3scluster.reconcile import Deps, Outcome, reconcile
 
 from .fakes import PVE_SECRET, FakeAgents, FakeHost, FakeObjects, FakeSsh, FakeTarget
@@ -121,9 +121,12 @@ class Target(FakeTarget):
         (self.cordoned.add if unschedulable else self.cordoned.discard)(node)
         return True
 
-    async def drain(self, kubeconfig: str, node: str, options: DrainOptions) -> int:
-        self.ops.append(("drain", node))
-        return 0
+    async def pods_on(self, kubeconfig: str, node: str) -> list[TargetPod]:
+        self.ops.append(("drain", node))  # a drain lists the node's pods (none here) once
+        return []
+
+    async def evict(self, kubeconfig: str, namespace: str, name: str) -> bool:
+        raise AssertionError("no pod to evict in this world")
 
     async def delete_node(self, kubeconfig: str, node: str) -> bool:
         self.ops.append(("delete-node", node))

@@ -11,12 +11,14 @@ import shlex
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fixtures.pki import Pki, k3s_yaml
 from k3s_deploy import errors
-from k3s_deploy.ports.ssh import CommandResult, SshTarget
-from k3s_deploy.ports.target import TargetNode
+from k3s_deploy.ports.children import ClusterObjects
+from k3s_deploy.ports.ssh import CommandResult, SshRunner, SshTarget
+from k3s_deploy.ports.target import TargetCluster, TargetNode, TargetPod
 
 
 class FakeObjects:
@@ -130,6 +132,7 @@ class FakeHost:
     agent_running: bool = True
     files: dict[str, str] = field(default_factory=dict)  # what K3s wrote (server/token, agent-token)
     join_token: str | None = None  # K3S_TOKEN of the last install
+    uploads: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # remote path -> (content, mode)
 
     @property
     def fingerprint(self) -> str:
@@ -204,6 +207,20 @@ class FakeSsh:
         out += f"k3s version {host.version} (abcdef)\n" if host.version else ""
         return host.result(0, out, "")
 
+    async def upload(
+        self,
+        target: SshTarget,
+        local_path: Path,
+        remote_path: str,
+        *,
+        mode: int = 0o644,
+        sudo: bool | None = None,
+        timeout_s: float = 300.0,
+    ) -> None:
+        host = self._check(target)
+        self.log.append((target.host, f"upload {remote_path}"))
+        host.uploads[remote_path] = (await asyncio.to_thread(local_path.read_bytes), mode)
+
     async def fetch(
         self, target: SshTarget, path: str, *, sudo: bool | None = None, timeout_s: float = 30.0
     ) -> bytes:
@@ -239,6 +256,19 @@ class FakeTarget:
             assert name
             out.append(TargetNode(name.group(1), name.group(1) not in self.not_ready, host.version))
         return out
+
+    # day-2 writes: a cluster without workloads (the day-2 world records and plays them)
+    async def set_unschedulable(self, kubeconfig: str, node: str, unschedulable: bool) -> bool:
+        return any(n.name == node for n in await self.nodes(kubeconfig))
+
+    async def pods_on(self, kubeconfig: str, node: str) -> list[TargetPod]:
+        return []
+
+    async def evict(self, kubeconfig: str, namespace: str, name: str) -> bool:
+        return True
+
+    async def delete_node(self, kubeconfig: str, node: str) -> bool:
+        return any(n.name == node for n in await self.nodes(kubeconfig))
 
 
 class FakeAgents:
@@ -278,3 +308,10 @@ PVE_SECRET = {
     "labels": {},
     "owner": None,
 }
+
+
+def stands_for_the_ports(
+    objects: FakeObjects, ssh: FakeSsh, target: FakeTarget
+) -> tuple[ClusterObjects, SshRunner, TargetCluster]:
+    """Never called: mypy checks here that each fake satisfies the port it stands for."""
+    return objects, ssh, target

@@ -53,28 +53,11 @@ def sha(data: bytes) -> str:
 
 
 class UploadingSsh(FakeSsh):
-    """FakeSsh plus uploads: each host's files by remote path (content, mode)."""
+    """FakeSsh, whose uploads land in each host's files: ``files`` shows them by host and remote path."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.files: dict[str, dict[str, tuple[bytes, int]]] = {}
-
-    async def upload(
-        self,
-        target: SshTarget,
-        local_path: Path,
-        remote_path: str,
-        *,
-        mode: int = 0o644,
-        sudo: bool | None = None,
-        timeout_s: float = 300.0,
-    ) -> None:
-        self._check(target)
-        self.log.append((target.host, f"upload {remote_path}"))
-        self.files.setdefault(target.host, {})[remote_path] = (
-            await asyncio.to_thread(local_path.read_bytes),
-            mode,
-        )
+    @property
+    def files(self) -> dict[str, dict[str, tuple[bytes, int]]]:
+        return {ip: dict(host.uploads) for ip, host in self.hosts.items() if host.uploads}
 
 
 def airgap_body(servers: int, agents: int, **air: Any) -> dict[str, Any]:

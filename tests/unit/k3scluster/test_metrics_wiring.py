@@ -14,8 +14,8 @@ import pytest
 from k3s_deploy import errors
 from k3s_deploy.handlers import k3scluster as handler
 from k3s_deploy.metrics import REGISTRY
-from k3s_deploy.runner import Runtime
 from k3s_deploy.settings import OperatorSettings
+from k3s_deploy.wiring import Runtime
 
 from .day2_world import B, World, body
 
@@ -50,8 +50,12 @@ class Harness:
         self.raw = body(servers, agents)
         self.raw["metadata"]["name"] = name
         self.raw["metadata"]["uid"] = f"{name}-0000-0000-0000-000000000000"
-        self.runtime = Runtime(settings=OperatorSettings(), kube=Kube(), sessions=None)
-        self.runtime.memories[handler._DEPS_KEY] = self.world.deps
+        self.runtime = Runtime(
+            settings=OperatorSettings(),
+            kube=Kube(),  # type: ignore[arg-type]  # posts Events only
+            sessions=None,  # type: ignore[arg-type]  # no ProxmoxVM here
+            clusters=self.world.deps,
+        )
 
     @property
     def body(self) -> kopf.Body:

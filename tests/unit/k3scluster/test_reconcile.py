@@ -282,7 +282,7 @@ async def test_teardown_deletes_children_then_our_secrets_only() -> None:
     w.boot()
     await w.pass_(body)
     w.objects.secrets[(NS, "unrelated")] = {"data": {}, "labels": {}, "owner": None}
-    with pytest.raises(errors.WaitingForDependency):
+    with pytest.raises(errors.NotYet):
         await teardown(w.objects, body)
     assert sorted(w.objects.deleted_children) == ["demo-agent-0", "demo-server-0"]
     assert (NS, "demo-kubeconfig") in w.objects.secrets  # not before the VMs are gone

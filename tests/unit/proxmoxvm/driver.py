@@ -6,11 +6,12 @@ import copy
 from typing import Any
 
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
+from k3s_deploy.errors import NotYet
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.proxmoxvm.delete import finalize
 from k3s_deploy.services.proxmoxvm.inventory import Sessions
 from k3s_deploy.services.proxmoxvm.reconcile import Outcome, object_ref, open_session, reconcile
-from k3s_deploy.services.proxmoxvm.work import Memory, Requeue, Work
+from k3s_deploy.services.proxmoxvm.work import Memory, Work
 
 from .fake import FakeConnector, FakeKube, FakeProxmox
 
@@ -85,7 +86,7 @@ class Driver:
             work = Work(object_ref(model), model.spec, status, conds, session, self.memory, self._noop)
             try:
                 done = await finalize(work)
-            except Requeue:
+            except NotYet:
                 done = False
             self.obj["status"] = work.status_dict()
             if done:

@@ -15,16 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k3s_deploy.errors import (
+    GuestFileUnreadable,
     GuestNotReady,
     K3sDeployError,
     ProxmoxBusy,
     ProxmoxNotFound,
     ProxmoxRejected,
 )
+from k3s_deploy.ports.kube import KubeGateway
 from k3s_deploy.ports.proxmox import (
     GuestInterface,
     NodeSummary,
     PowerAction,
+    ProxmoxClient,
+    ProxmoxConnector,
     ProxmoxCredentials,
     TaskStatus,
     VmSummary,
@@ -48,6 +52,7 @@ class FakeVm:
     uptime: int = 0
     agent_interfaces: list[GuestInterface] | None = None
     ci_drive: dict[str, Any] = field(default_factory=dict)  # what the cloud-init drive was built from
+    guest_files: dict[str, bytes] = field(default_factory=dict)  # what agent/file-read finds
     booted: dict[str, Any] = field(default_factory=dict)  # the cloud-init data the guest booted with
 
     def ci_values(self) -> dict[str, Any]:
@@ -329,13 +334,23 @@ class FakeProxmox:
             raise GuestNotReady("QEMU guest agent is not running", reason="AgentNotResponding")
         return list(vm.agent_interfaces)
 
+    async def read_guest_file(self, node: str, vmid: int, path: str, *, max_bytes: int) -> bytes:
+        self._enter("read_guest_file")
+        vm = self._vm(node, vmid)
+        if vm.status != "running" or vm.agent_interfaces is None:
+            raise GuestNotReady("QEMU guest agent is not running", reason="AgentNotResponding")
+        data = vm.guest_files.get(path)
+        if data is None or len(data) > max_bytes:
+            raise GuestFileUnreadable(f"VM {vmid}: cannot read {path} through the guest agent")
+        return data
+
 
 class FakeConnector:
     def __init__(self, proxmox: FakeProxmox) -> None:
         self.proxmox = proxmox
         self.seen: list[ProxmoxCredentials] = []
 
-    def connect(self, credentials: ProxmoxCredentials) -> FakeProxmox:
+    def connect(self, credentials: ProxmoxCredentials) -> ProxmoxClient:
         self.seen.append(credentials)
         return self.proxmox
 
@@ -388,3 +403,10 @@ class FakeKube:
 
     async def post_event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
+
+
+def stands_for_the_ports(
+    proxmox: FakeProxmox, connector: FakeConnector, kube: FakeKube
+) -> tuple[ProxmoxClient, ProxmoxConnector, KubeGateway]:
+    """Never called: mypy checks here that each fake satisfies the port it stands for."""
+    return proxmox, connector, kube

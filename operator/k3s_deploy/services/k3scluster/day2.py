@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final
 
 from k3s_deploy import errors
+from k3s_deploy.api.common import condition
+from k3s_deploy.api.k3scluster_status import ChannelResolution, ClusterNode, UpgradeStatus
+from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.services.k3scluster import (
     channels,
     guest_values,
@@ -25,25 +27,17 @@ from k3s_deploy.services.k3scluster import (
     upgrade,
     versions,
 )
+from k3s_deploy.services.k3scluster.access import kubeconfig as access_kubeconfig
+from k3s_deploy.services.k3scluster.desired import Desired
 from k3s_deploy.services.k3scluster.rollout import UP_TO_DATE
+from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView, as_dict, to_model
 from k3s_deploy.services.k3scluster.topology import LABEL_ROLE, ClusterRef, owned_by
-
-if TYPE_CHECKING:
-    from k3s_deploy.services.k3scluster.desired import Desired
-    from k3s_deploy.services.k3scluster.reconcile import Reconciler, _NodeView
 
 NODES_IN_SYNC = "NodesInSync"
 POWERED_ON = "PoweredOn"
 # status.nodes[].state of a member whose VM was destroyed outside, until its new VM is reachable
-VM_REPLACED = "VMReplaced"
+VM_REPLACED: Final = "VMReplaced"
 STOP_DELAY = 5.0
-
-
-@dataclass(frozen=True)
-class Halt:
-    """End the pass here (nothing else to do now); look again after ``requeue`` seconds (None: resync)."""
-
-    requeue: float | None
 
 
 def _now() -> datetime:
@@ -57,29 +51,30 @@ def _stamp(now: datetime) -> str:
 class Day2:
     """Per-pass day-2 state of one reconciler."""
 
-    def __init__(self, r: Reconciler) -> None:
+    def __init__(self, r: ClusterPass) -> None:
         self.r = r
-        self.surplus: dict[str, tuple[scaling.Surplus, Mapping[str, Any]]] = {}
-        self.power_plan: power.PowerPlan | None = None
-        self.children: dict[str, Mapping[str, Any]] = {}
+        self.surplus = r.surplus
+        self.removed = r.removed
+        self.children: dict[str, ProxmoxVM] = {}
         self.drift: list[tuple[str, str]] = []  # (reason, message)
         self.channel_problem: errors.K3sDeployError | None = None
-        self.removed: set[str] = set()
         self.k3s_missing: list[str] = []
-        self.replaced: set[str] = set()  # members on a new VM (the old one destroyed outside)
+        self.replaced = r.replaced  # members on a new VM (the old one destroyed outside)
 
     # --- VMs destroyed outside ------------------------------------------------------------------------
 
-    def vm_replaced(self, view: _NodeView, recorded: Mapping[str, Any]) -> bool:
+    def vm_replaced(self, view: NodeView, recorded: ClusterNode | None) -> bool:
         """True when the member's VM is not the machine recorded in status: destroyed outside the
         operator (the ProxmoxVM lost it, or already cloned a new one). Nothing learned from the old
         machine carries over (host-key pin, K3s version); the loss is reported once, by name and vmid,
         and stays in NodesInSync until the member runs K3s again."""
-        old_vmid = recorded.get("vmid")
-        changed = old_vmid is not None and view.vmid != old_vmid
-        if not changed and recorded.get("state") != VM_REPLACED:
+        if recorded is None:
             return False
-        if changed and not (recorded.get("hostKeyFingerprint") or recorded.get("k3sVersion")):
+        old_vmid = recorded.vmid
+        changed = old_vmid is not None and view.vmid != old_vmid
+        if not changed and recorded.state != VM_REPLACED:
+            return False
+        if changed and not (recorded.host_key_fingerprint or recorded.k3s_version):
             return True  # a VM never reached yet (a clone redone): nothing learned, nothing lost
         if changed:
             how = "looks for it again" if view.adopted else "creates a new one"
@@ -106,53 +101,42 @@ class Day2:
 
     # --- children: surplus and power states ----------------------------------------------------------
 
-    def prepare_children(self, want: Desired, existing: Mapping[str, Mapping[str, Any]]) -> None:
+    def prepare_children(self, want: Desired, existing: Mapping[str, ProxmoxVM]) -> None:
         """Note children the spec no longer wants; give each wanted child the power state of the plan."""
         ref: ClusterRef = self.r.ref
         for name, child in existing.items():
-            if name in want.manifests or not owned_by(child, ref):
+            if name in want.manifests or not owned_by({"metadata": child.metadata}, ref):
                 continue
-            if (child.get("metadata") or {}).get("deletionTimestamp"):
+            if child.metadata.get("deletionTimestamp"):
                 continue
-            role = (child.get("metadata") or {}).get("labels", {}).get(LABEL_ROLE)
+            role = (child.metadata.get("labels") or {}).get(LABEL_ROLE)
             self.surplus[name] = (scaling.Surplus(name, "server" if role == "server" else "agent"), child)
         self.children = {m.name: existing[m.name] for m in want.members if m.name in existing}
         kids = []
         for member in want.members:
-            child = existing.get(member.name) or {}
-            status = child.get("status") or {}
-            conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+            found = existing.get(member.name)
+            ready = condition(found.status.conditions, "Ready") if found else None
             kids.append(
                 power.ChildPower(
                     member.name,
                     member.role,
-                    wanted=(child.get("spec") or {}).get("powerState") if child else None,
-                    observed=status.get("powerState"),
-                    ready=conds.get("Ready") == "True",
+                    wanted=found.spec.power_state if found else None,
+                    observed=found.status.power_state if found else None,
+                    ready=ready is not None and ready.status == "True",
                 )
             )
-        self.power_plan = power.plan(self.r.spec.power_state, kids)
-        for name, state in self.power_plan.states.items():
+        plan = self.r.power_plan = power.plan(self.r.spec.power_state, kids)
+        for name, state in plan.states.items():
             want.manifests[name]["spec"]["powerState"] = state
 
-    def leaving(self) -> list[dict[str, Any]]:
-        """Status entries of surplus members not removed yet (their pinned host keys must survive)."""
-        out = []
-        for name in self.surplus:
-            if name in self.removed:
-                continue
-            entry = dict(self.r.recorded.get(name) or {"name": name, "role": self.surplus[name][0].role})
-            entry.update(state="Removing", ready=False)
-            out.append(entry)
-        return out
-
-    def power(self) -> Halt | None:
-        """Stopped: stop agents, then servers, and end the pass. Running after Stopped: servers first."""
-        r, plan = self.r, self.power_plan
+    def power(self) -> None:
+        """Stopped: stop agents, then servers, and end the pass (:class:`~k3s_deploy.errors.NotYet`).
+        Running after Stopped: servers first."""
+        r, plan = self.r, self.r.power_plan
         if plan is None:
-            return None
+            return
         if r.spec.power_state == "Stopped":
-            r.status["phase"] = "Stopped" if plan.settled else "Stopping"
+            r.status.phase = "Stopped" if plan.settled else "Stopping"
             for view in r.views.values():
                 view.ready = False
                 view.state = "Stopped" if self._observed(view.name) == "Stopped" else "Stopping"
@@ -162,18 +146,18 @@ class Day2:
             r.conditions.set(POWERED_ON, False, "Stopped" if plan.settled else "Stopping", plan.message)
             r.conditions.reconciling(not plan.settled, "Stopping", plan.message)
             r.conditions.stalled(False)
-            if not plan.settled and r.old_status.get("phase") != "Stopping":
+            if not plan.settled and r.old.phase != "Stopping":
                 r.event("Normal", "Stopping", "Stopping the cluster: agents first, then servers")
-            if plan.settled and r.old_status.get("phase") != "Stopped":
+            if plan.settled and r.old.phase != "Stopped":
                 r.event("Normal", "Stopped", plan.message)
-            return Halt(None if plan.settled else STOP_DELAY)
+            raise errors.NotYet(None if plan.settled else STOP_DELAY, "Stopping", plan.message)
         if not plan.settled:
-            r.status["phase"] = "Starting"
+            r.status.phase = "Starting"
             r.conditions.set(POWERED_ON, False, "Starting", plan.message)
             r.conditions.reconciling(True, "Starting", plan.message)
-            if r.old_status.get("phase") != "Starting":
+            if r.old.phase != "Starting":
                 r.event("Normal", "Starting", "Starting the cluster: servers first, then agents")
-            return Halt(STOP_DELAY)
+            raise errors.NotYet(STOP_DELAY, "Starting", plan.message)
         stopped = [n for n in r.views if self._observed(n) == "Stopped"]
         if stopped:
             names = ", ".join(stopped[:5])
@@ -183,18 +167,17 @@ class Day2:
             r.conditions.set(POWERED_ON, False, "VMStopped", f"VM(s) {names} are stopped")
         else:
             r.conditions.set(POWERED_ON, True, "Running", f"all {len(r.views)} VMs are running")
-        return None
 
     def _observed(self, name: str) -> str | None:
-        status = (self.children.get(name) or {}).get("status") or {}
-        value = status.get("powerState")
-        return str(value) if value else None
+        child = self.children.get(name)
+        return child.status.power_state if child is not None and child.status.power_state else None
 
     def paused(self) -> None:
         """spec.paused: a rollout in flight shows as Paused (it halts between nodes)."""
-        progress = upgrade.Progress.from_status(self.r.old_status.get("upgrade"))
+        progress = upgrade.Progress.from_status(as_dict(self.r.old.upgrade))
         if progress.state == upgrade.PROGRESSING:
-            self.r.status["upgrade"] = dataclasses.replace(progress, state=upgrade.PAUSED).as_status()
+            paused = dataclasses.replace(progress, state=upgrade.PAUSED)
+            self.r.status.upgrade = to_model(UpgradeStatus, paused.as_status())
 
     # --- between the SSH probes and the bootstrap ---------------------------------------------------
 
@@ -212,15 +195,15 @@ class Day2:
             self._drift_condition()
             return False
         target = self._target(resolution)
-        progress = upgrade.Progress.from_status(r.old_status.get("upgrade"))
+        progress = upgrade.Progress.from_status(as_dict(r.old.upgrade))
         rolling = target is not None and bool(
             progress.current or upgrade.pending(self._states({}), target) or progress.state == upgrade.FAILED
         )
-        was_ready = any((r.recorded.get(v.name) or {}).get("ready") for v in r.views.values())
+        was_ready = any(n.ready for v in r.views.values() if (n := r.recorded.get(v.name)) is not None)
         if not (self.surplus or rolling or was_ready or self.replaced):
             self._drift_condition()
             return False
-        kubeconfig = await r.kubeconfig(private_key)
+        kubeconfig = await access_kubeconfig(r, private_key)
         try:
             found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
         except errors.KubeUnavailable:
@@ -270,7 +253,7 @@ class Day2:
                 server,
                 k3s.channel_server,
                 channel,
-                previous=r.old_status.get("channelResolution"),
+                previous=as_dict(r.old.channel_resolution),
                 now=_now(),
                 ttl=timedelta(seconds=r.deps.channel_check_seconds),
             )
@@ -279,16 +262,16 @@ class Day2:
                 raise
             self.channel_problem = exc
             return None
-        r.status["channelResolution"] = res.as_status()
-        r.status["availableVersion"] = res.version
+        r.status.channel_resolution = to_model(ChannelResolution, res.as_status())
+        r.status.available_version = res.version
         return res
 
     def _k3s_drift(self) -> None:
         for view in self.r.views.values():
-            recorded = self.r.recorded.get(view.name) or {}
-            if view.name in self.replaced:
+            recorded = self.r.recorded.get(view.name)
+            if view.name in self.replaced or recorded is None:
                 continue
-            if view.k3s_version is None and recorded.get("k3sVersion") and recorded.get("ready"):
+            if view.k3s_version is None and recorded.k3s_version and recorded.ready:
                 self.k3s_missing.append(view.name)
                 self.drift.append(("K3sMissing", f"K3s is gone from {view.name}; installing it again"))
                 self.r.event(
@@ -311,8 +294,8 @@ class Day2:
         """A member that runs K3s and was Ready once, but whose Node is gone (deleted by hand): reinstall,
         which registers it again (real K3s re-registers when its service restarts)."""
         for view in self.r.views.values():
-            recorded = self.r.recorded.get(view.name) or {}
-            if view.k3s_version and view.name not in found and recorded.get("ready"):
+            recorded = self.r.recorded.get(view.name)
+            if view.k3s_version and view.name not in found and recorded is not None and recorded.ready:
                 self.drift.append(
                     ("NodeMissing", f"node {view.name} is missing from the cluster; rejoining it")
                 )
@@ -331,7 +314,7 @@ class Day2:
     async def _scale_down(self, kubeconfig: str, found: dict[str, Any], private_key: str) -> bool:
         """Remove surplus members one by one; True when one must wait (servers not Ready)."""
         r = self.r
-        r.status["phase"] = "Scaling"
+        r.status.phase = "Scaling"
         left = {name: s for name, (s, _) in self.surplus.items()}
         while left:
             staying = {
@@ -354,7 +337,7 @@ class Day2:
             )
             del left[step.node.name]
             self.removed.add(step.node.name)
-            await r._flush()
+            await r.flush()
             if step.node.role == "server":
                 found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
         return False
@@ -369,8 +352,8 @@ class Day2:
         ):
             repaired = "; ".join(m for _, m in self.drift)[:1000]
             r.conditions.set(NODES_IN_SYNC, True, "Repaired", f"repaired: {repaired}")
-        lowest = r.status.get("k3sVersion")
-        available = r.status.get("availableVersion")
+        lowest = r.status.k3s_version
+        available = r.status.available_version
         channel = r.spec.k3s.channel or channels.DEFAULT_CHANNEL
         if self.channel_problem is not None:
             r.conditions.set(UP_TO_DATE, "Unknown", self.channel_problem.reason, self.channel_problem.message)

@@ -17,19 +17,18 @@ import base64
 import binascii
 import hashlib
 import struct
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import SshSettings
+from k3s_deploy.api.k3scluster_status import ClusterNode
 from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.proxmox import ProxmoxClient
+from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.k3scluster.secrets import managed_labels
 from k3s_deploy.services.k3scluster.topology import ClusterRef
-
-if TYPE_CHECKING:
-    from k3s_deploy.services.k3scluster.reconcile import Reconciler
 
 TOFU_CONDITION = "HostKeyTrustedOnFirstUse"
 # Where sshd keeps its public keys, in the order tried (the first that reads is the one pinned).
@@ -128,7 +127,7 @@ class HostKeys:
         data = await self.objects.read_secret(self.ref.namespace, secret_name(self.ref.name)) or {}
         self.stored = {k: v.decode(errors="replace") for k, v in data.items()}
 
-    def pin(self, name: str, ip: str, vmid: int | None, recorded: Mapping[str, object]) -> Pin | None:
+    def pin(self, name: str, ip: str, vmid: int | None, recorded: ClusterNode | None) -> Pin | None:
         """The pin for a node without asking the guest: spec, Secret, or a fingerprint status kept
         from before pins had a Secret (same vmid only)."""
         given = self.ssh.known_hosts.get(ip) or self.ssh.known_hosts.get(name)
@@ -144,13 +143,13 @@ class HostKeys:
                 pass  # a damaged entry is learned again below, as if it were missing
             else:
                 return Pin(key.fingerprint, ALGORITHMS[key.key_type], "Secret")
-        legacy = recorded.get("hostKeyFingerprint")
-        if isinstance(legacy, str) and legacy and recorded.get("vmid") in (None, vmid):
+        legacy = recorded.host_key_fingerprint if recorded is not None else None
+        if legacy and recorded is not None and recorded.vmid in (None, vmid):
             return Pin(legacy, source="Status")
         return None
 
     async def prepare(
-        self, name: str, ip: str, vmid: int | None, pve_node: str | None, recorded: Mapping[str, object]
+        self, name: str, ip: str, vmid: int | None, pve_node: str | None, recorded: ClusterNode | None
     ) -> Pin | None:
         """The pin to connect with; for a node never pinned, read its key through the guest agent
         (unless the policy trusts the first key presented: then None)."""
@@ -239,17 +238,23 @@ async def first_contact(call: Coroutine[Any, Any, T], name: str, pin: Pin | None
         ) from exc
 
 
-def report(r: Reconciler, name: str, how: str | None, pin: Pin | None, presented: str) -> None:
+def report(
+    event: Callable[[Literal["Normal", "Warning"], str, str], None],
+    name: str,
+    how: str | None,
+    pin: Pin | None,
+    presented: str,
+) -> None:
     """The Event for how a node's key came to be trusted (nothing when it was already pinned)."""
     if how == "Changed":
-        r.event(
+        event(
             "Warning",
             "HostKeyChanged",
             f"node {name}: host key changed from {pin.fingerprint if pin else None} to {presented}; "
             "accepted because spec.ssh.hostKeyPolicy is AcceptChanged",
         )
     elif how == "FirstUse":
-        r.event(
+        event(
             "Warning",
             TOFU_CONDITION,
             f"node {name}: pinned SSH host key {presented} as first presented, without checking it "
@@ -257,20 +262,20 @@ def report(r: Reconciler, name: str, how: str | None, pin: Pin | None, presented
         )
     elif how is not None:
         via = {"GuestAgent": "read through the Proxmox guest agent"}.get(how, f"from {how}")
-        r.event("Normal", "HostKeyPinned", f"node {name}: pinned SSH host key {presented} ({via})")
+        event("Normal", "HostKeyPinned", f"node {name}: pinned SSH host key {presented} ({via})")
 
 
-def tofu_condition(r: Reconciler) -> None:
+def tofu_condition(conditions: Conditions, keys: HostKeys) -> None:
     """``HostKeyTrustedOnFirstUse`` is True exactly while the policy trusts first keys (a warning,
     outside Ready/Reconciling/Stalled)."""
-    if not r.hostkeys.trust_on_first_use:
-        r.conditions.remove(TOFU_CONDITION)
+    if not keys.trust_on_first_use:
+        conditions.remove(TOFU_CONDITION)
         return
-    r.conditions.set(
+    conditions.set(
         TOFU_CONDITION,
         True,
-        r.spec.ssh.host_key_policy,
-        f"spec.ssh.hostKeyPolicy is {r.spec.ssh.host_key_policy}: a node's first SSH host key is "
+        keys.ssh.host_key_policy,
+        f"spec.ssh.hostKeyPolicy is {keys.ssh.host_key_policy}: a node's first SSH host key is "
         "trusted as presented, not checked against the key read through the Proxmox guest agent. "
         "Use GuestAgent (the default) to close this gap",
     )

@@ -11,25 +11,35 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from k3s_deploy import errors, metrics
-from k3s_deploy.ports.ssh import SshTarget
+from k3s_deploy.api.common import condition
+from k3s_deploy.api.k3scluster_status import UpgradeStatus
+from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.ports.target import DrainOptions, TargetNode
-from k3s_deploy.services.k3scluster import airgap, guest_values, install, nodes, upgrade, versions
+from k3s_deploy.services.k3scluster import (
+    access,
+    airgap,
+    drain,
+    guest_values,
+    install,
+    nodes,
+    upgrade,
+    versions,
+)
+from k3s_deploy.services.k3scluster.access import node_target
+from k3s_deploy.services.k3scluster.access import ssh_target as build_target
 from k3s_deploy.services.k3scluster.scaling import Surplus
-
-if TYPE_CHECKING:
-    from k3s_deploy.services.k3scluster.reconcile import Reconciler
+from k3s_deploy.services.k3scluster.state import ClusterPass, as_dict, to_model
 
 UP_TO_DATE = "UpToDate"
 POLL_S = 2.0
 UNINSTALL = {"server": "/usr/local/bin/k3s-uninstall.sh", "agent": "/usr/local/bin/k3s-agent-uninstall.sh"}
 
 
-def drain_options(r: Reconciler) -> DrainOptions | None:
+def drain_options(r: ClusterPass) -> DrainOptions | None:
     drain = r.spec.upgrade.drain
     if not drain.enabled:
         return None
@@ -41,17 +51,17 @@ def drain_options(r: Reconciler) -> DrainOptions | None:
     )
 
 
-async def cordon_and_drain(r: Reconciler, kubeconfig: str, name: str) -> None:
+async def cordon_and_drain(r: ClusterPass, kubeconfig: str, name: str) -> None:
     options = drain_options(r)
     if options is None:
         return
     if await r.deps.target.set_unschedulable(kubeconfig, name, True):
-        evicted = await r.deps.target.drain(kubeconfig, name, options)
+        evicted = await drain.drain(r.deps.target, kubeconfig, name, options)
         r.event("Normal", "Drained", f"Cordoned and drained node {name} ({evicted} pod(s) evicted)")
 
 
 async def wait_ready(
-    r: Reconciler, kubeconfig: str, name: str, version: str, *, timeout_s: float
+    r: ClusterPass, kubeconfig: str, name: str, version: str, *, timeout_s: float
 ) -> TargetNode:
     """Poll the cluster's API until ``name`` is Ready at ``version`` (the API may blink meanwhile)."""
     loop = asyncio.get_running_loop()
@@ -76,12 +86,8 @@ async def wait_ready(
         await asyncio.sleep(POLL_S)
 
 
-def ssh_target(r: Reconciler, name: str, private_key: str) -> SshTarget:
-    return r.target(r.views[name], private_key)
-
-
 async def upgrade_node(
-    r: Reconciler,
+    r: ClusterPass,
     name: str,
     target_version: str,
     *,
@@ -98,18 +104,20 @@ async def upgrade_node(
     if view.k3s_version != target_version:
         await cordon_and_drain(r, kubeconfig, name)
         facts = [install.NodeFacts(v.name, v.role, v.ip, v.k3s_version) for v in r.views.values()]
-        plan = install.plan(facts, wanted, init_server=r.status.get("initServer"))
+        plan = install.plan(facts, wanted, init_server=r.status.init_server)
         step = next(s for s in plan.steps if s.node == name)
         sans = install.tls_sans(wanted, [v.ip for v in r.views.values() if v.role == "server" and v.ip])
         r.event("Normal", "Upgrading", f"Upgrading node {name} from {view.k3s_version} to {target_version}")
         view.state = "Upgrading"
-        target = ssh_target(r, name, private_key)
+        target = node_target(r, view, private_key)
         timeout = float(r.spec.ssh.command_timeout_seconds)
         staged = await airgap.stage(
             r.deps.ssh, r.deps.artefacts, name, target, wanted.source, timeout_s=timeout
         )
         joining = step.kind in ("join-server", "agent")
-        token = await r.join_tokens(private_key, for_agents=step.kind == "agent") if joining else r.tokens
+        token = (
+            await access.join_tokens(r, private_key, for_agents=step.kind == "agent") if joining else r.tokens
+        )
         script = install.render_script(
             step, wanted, token=token, node_ip=view.ip, sans=sans, installer_path=staged
         )
@@ -129,9 +137,9 @@ async def upgrade_node(
 
 
 async def remove_member(
-    r: Reconciler,
+    r: ClusterPass,
     surplus: Surplus,
-    child: Mapping[str, Any],
+    child: ProxmoxVM,
     *,
     kubeconfig: str | None,
     in_cluster: bool,
@@ -146,19 +154,19 @@ async def remove_member(
         if await r.deps.target.delete_node(kubeconfig, name):
             r.event("Normal", "NodeDeleted", f"Deleted node {name} from the cluster")
     await _uninstall(r, surplus, child, private_key)
-    if r.status.get("initServer") == name:
+    if r.status.init_server == name:
         servers = [v.name for v in r.views.values() if v.role == "server" and v.k3s_version]
-        r.status["initServer"] = servers[0] if servers else None
+        r.status.init_server = servers[0] if servers else None
     await r.deps.objects.delete_child(r.ref.namespace, name)
     r.event("Normal", "VMRemoved", f"Deleted ProxmoxVM {name}; its deletion policy decides the VM's fate")
 
 
-async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], private_key: str) -> None:
+async def _uninstall(r: ClusterPass, surplus: Surplus, child: ProxmoxVM, private_key: str) -> None:
     name = surplus.name
-    recorded = r.recorded.get(name) or {}
-    addresses = (child.get("status") or {}).get("addresses") or []
-    ip = recorded.get("ip") or (addresses[0] if addresses else None)
-    vmid = (child.get("status") or {}).get("vmid") or recorded.get("vmid")
+    recorded = r.recorded.get(name)
+    addresses = child.status.addresses
+    ip = (recorded.ip if recorded else None) or (addresses[0] if addresses else None)
+    vmid = child.status.vmid or (recorded.vmid if recorded else None)
     pin = r.hostkeys.pin(name, ip or "", vmid, recorded) if ip else None
     if not ip or not pin:
         r.event(
@@ -169,16 +177,7 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
         )
         return
     ssh = r.spec.ssh
-    target = SshTarget(
-        host=ip,
-        port=ssh.port,
-        user=ssh.user,
-        private_key=private_key,
-        pinned_host_key=pin.fingerprint,
-        accept_changed_host_key=ssh.host_key_policy == "AcceptChanged",
-        connect_timeout_s=float(ssh.connect_timeout_seconds),
-        host_key_algorithms=pin.algorithms,
-    )
+    target = build_target(ssh, ip, private_key, pin)
     script = UNINSTALL[surplus.role]
     start = time.perf_counter()
     try:
@@ -203,7 +202,7 @@ async def _uninstall(r: Reconciler, surplus: Surplus, child: Mapping[str, Any], 
 
 
 async def advance(
-    r: Reconciler,
+    r: ClusterPass,
     states: list[upgrade.NodeState],
     target: str,
     *,
@@ -217,22 +216,22 @@ async def advance(
     if todo:
         versions.check_downgrade(target, [n.version for n in todo], allowed=k3s.allow_downgrade)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    progress = upgrade.begin(
-        upgrade.Progress.from_status(r.old_status.get("upgrade")), states, target, now=now
+    progress = upgrade.begin(upgrade.Progress.from_status(as_dict(r.old.upgrade)), states, target, now=now)
+    previous = condition(r.old.conditions, UP_TO_DATE)
+    retry = (
+        previous is not None
+        and previous.reason == "UpgradeFailed"
+        and previous.observed_generation != r.generation
     )
-    previous: Mapping[str, Any] = next(
-        (c for c in r.old_status.get("conditions") or [] if c.get("type") == UP_TO_DATE), {}
-    )
-    retry = previous.get("reason") == "UpgradeFailed" and previous.get("observedGeneration") != r.generation
     policy = upgrade.Policy(r.spec.upgrade.agent_concurrency, paused=r.spec.paused, retry_failed=retry)
     step = upgrade.next_step(states, target, progress, policy)
     if progress.state:
-        r.status["upgrade"] = progress.as_status()
+        r.status.upgrade = to_model(UpgradeStatus, progress.as_status())
     if step.kind == "none":
         return False
     if step.kind == "done":
         done = dataclasses.replace(progress, state=upgrade.COMPLETE, current=(), finished_time=now)
-        r.status["upgrade"] = done.as_status()
+        r.status.upgrade = to_model(UpgradeStatus, done.as_status())
         r.event("Normal", "UpgradeComplete", f"Every node runs {target}")
         return False
     if step.kind == "failed":
@@ -241,7 +240,7 @@ async def advance(
         raise errors.PermanentError(message, reason="UpgradeFailed")
     done_count = len([s for s in states if s.version == target])
     summary = f"upgrading to {target}: {done_count}/{len(states)} nodes done"
-    r.status["phase"] = "Upgrading"
+    r.status.phase = "Upgrading"
     r.conditions.set(UP_TO_DATE, False, "Upgrading", summary + (f"; {step.message}" if step.message else ""))
     r.conditions.reconciling(True, "Upgrading", step.message or summary)
     if step.kind in ("paused", "wait"):
@@ -249,8 +248,8 @@ async def advance(
     if not progress.current and progress.state == upgrade.PROGRESSING and not progress.completed:
         r.event("Normal", "UpgradeStarted", f"Rolling upgrade from {progress.from_version} to {target}")
     progress = dataclasses.replace(progress, state=upgrade.PROGRESSING, current=step.nodes, failed_node=None)
-    r.status["upgrade"] = progress.as_status()
-    await r._flush()
+    r.status.upgrade = to_model(UpgradeStatus, progress.as_status())
+    await r.flush()
     results = await _gather(
         [
             upgrade_node(
@@ -271,12 +270,16 @@ async def advance(
         )
     )
     if not failed:
-        r.status["upgrade"] = dataclasses.replace(progress, current=(), completed=completed).as_status()
-        await r._flush()
+        r.status.upgrade = to_model(
+            UpgradeStatus, dataclasses.replace(progress, current=(), completed=completed).as_status()
+        )
+        await r.flush()
         return True
     name, exc = failed[0]
     if exc.transient and exc.reason != "DrainTimeout":
-        r.status["upgrade"] = dataclasses.replace(progress, completed=completed).as_status()
+        r.status.upgrade = to_model(
+            UpgradeStatus, dataclasses.replace(progress, completed=completed).as_status()
+        )
         raise exc
     r.views[name].state, r.views[name].message = "Failed", exc.message
     stopped = dataclasses.replace(
@@ -287,10 +290,10 @@ async def advance(
         failed_node=name,
         finished_time=now,
     )
-    r.status["upgrade"] = stopped.as_status()
+    r.status.upgrade = to_model(UpgradeStatus, stopped.as_status())
     message = f"the upgrade to {target} stopped at node {name}: {exc.message}"
     r.conditions.set(UP_TO_DATE, False, "UpgradeFailed", message[:2000])
-    await r._flush()
+    await r.flush()
     raise errors.PermanentError(message, reason="UpgradeFailed")
 
 

@@ -21,7 +21,7 @@ from k3s_deploy.services.k3scluster.topology import ClusterRef, owned_by
 async def teardown(objects: ClusterObjects, body: Mapping[str, Any]) -> list[str]:
     """Delete owned children; once none is left, delete our Secrets. Returns what was asked to go.
 
-    Raises ``WaitingForDependency`` while children still exist (their finalizers release the VMs).
+    Raises :class:`~k3s_deploy.errors.NotYet` while children still exist (their finalizers release the VMs).
     """
     meta = body.get("metadata") or {}
     ref = ClusterRef(meta["name"], meta["namespace"], meta["uid"])
@@ -33,9 +33,11 @@ async def teardown(objects: ClusterObjects, body: Mapping[str, Any]) -> list[str
             await objects.delete_child(ref.namespace, name)
             actions.append(f"ProxmoxVM {name}")
     if children:
-        raise errors.WaitingForDependency(
+        raise errors.NotYet(
+            2.0,
+            "Waiting",
             f"waiting for {len(children)} ProxmoxVM(s) to finish deleting: "
-            + ", ".join(c["metadata"]["name"] for c in children[:5])
+            + ", ".join(c["metadata"]["name"] for c in children[:5]),
         )
     user_token = ((body.get("spec") or {}).get("k3s") or {}).get("tokenSecretRef") or {}
     names = [kubeconfig_secret_name(ref.name)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from k3s_deploy import errors
 from k3s_deploy.ports.children import ClusterObjects
@@ -24,9 +24,6 @@ from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.secrets_mask import register_secret
 from k3s_deploy.services.k3scluster.secrets import TOKEN_KEY, managed_labels, one_line, token_secret_name
 from k3s_deploy.services.k3scluster.topology import ClusterRef
-
-if TYPE_CHECKING:
-    from k3s_deploy.services.k3scluster.reconcile import Reconciler
 
 AGENT_TOKEN_KEY = "agentToken"  # noqa: S105 - a key name inside the Secret
 SERVER_TOKEN_FILE = "/var/lib/rancher/k3s/server/token"  # noqa: S105 - a path
@@ -169,34 +166,3 @@ async def _read(ssh: SshRunner, node: str, target: SshTarget, path: str) -> byte
         return await ssh.fetch(target, path)
     except errors.CommandFailed as exc:
         raise errors.GuestNotReady(f"node {node}: K3s has not written {path} yet") from exc
-
-
-async def for_join(r: Reconciler, private_key: str, *, for_agents: bool) -> JoinTokens:
-    """The tokens a join needs: the secure server token (read once from a running server) and,
-    for agents, whether the servers run with our agent token. No join goes out with a short token."""
-    if r.tokens.secure is not None and (not for_agents or r.agent_token_checked):
-        return r.tokens
-    servers = [v for v in r.views.values() if v.role == "server" and v.k3s_version and v.server_up and v.ip]
-    init = r.status.get("initServer")
-    anchor = next((v for v in servers if v.name == init), servers[0] if servers else None)
-    if anchor is None:
-        raise errors.GuestNotReady("waiting for a server that runs K3s to read its secure join token from")
-    had_secure = r.tokens.secure is not None
-    r.tokens = await learn(
-        r.deps.ssh,
-        anchor.name,
-        r.target(anchor, private_key),
-        r.tokens,
-        agents_joining=for_agents,
-    )
-    r.agent_token_checked = r.agent_token_checked or for_agents
-    if not had_secure:
-        user = r.spec.k3s.token_secret_ref is not None
-        await save(r.deps.objects, r.ref, r.tokens, keep_token=None if user else r.tokens.server)
-        r.event(
-            "Normal",
-            "SecureTokenStored",
-            f"Read the secure join token from {anchor.name} into Secret {token_secret_name(r.ref.name)}: "
-            "joining nodes now check the cluster CA",
-        )
-    return r.tokens

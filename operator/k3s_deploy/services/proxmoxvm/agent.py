@@ -6,12 +6,12 @@ on later passes until that check succeeded once).
 
 from __future__ import annotations
 
-from k3s_deploy.errors import GuestNotReady
+from k3s_deploy.errors import GuestNotReady, NotYet
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.proxmoxvm import plan
 from k3s_deploy.services.proxmoxvm.cloudinit import ensure_fresh_cloud_init
 from k3s_deploy.services.proxmoxvm.inventory import Snapshot
-from k3s_deploy.services.proxmoxvm.work import AGENT_READY, BOOT_TOLERANCE, Requeue, Work
+from k3s_deploy.services.proxmoxvm.work import AGENT_READY, BOOT_TOLERANCE, Work
 
 AGENT_POLL = 2.0  # the agent answers soon after boot; a shorter poll shortens every bootstrap
 
@@ -56,7 +56,7 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
         uptime = vm.uptime or 0
         if uptime < timeout:
             work.conditions.set(AGENT_READY, False, "WaitingForAgent", f"{exc.message} (up {uptime}s)")
-            raise Requeue(AGENT_POLL, "WaitingForAgent", exc.message) from exc
+            raise NotYet(AGENT_POLL, "WaitingForAgent", exc.message) from exc
         work.conditions.set(
             AGENT_READY,
             False,

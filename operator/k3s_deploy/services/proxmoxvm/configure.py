@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from k3s_deploy.errors import ProxmoxNotFound
+from k3s_deploy.errors import NotYet, ProxmoxNotFound
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.proxmoxvm import plan
-from k3s_deploy.services.proxmoxvm.work import PENDING_CHANGES, VM_PROVISIONED, Requeue, Work
+from k3s_deploy.services.proxmoxvm.work import PENDING_CHANGES, VM_PROVISIONED, Work
 
 
 def needs_config_read(work: Work, vm: VmSummary) -> list[str]:
@@ -83,4 +83,4 @@ async def configure(work: Work, vm: VmSummary, *, force: str | None = None) -> N
     else:
         work.conditions.remove(PENDING_CHANGES)
     if vm.lock:
-        raise Requeue(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
+        raise NotYet(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")

@@ -9,33 +9,43 @@ VM only while it carries the admin's adoption marker, read from Proxmox at that 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from k3s_deploy.errors import InvalidSpec, ProxmoxBusy
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.ownership import check_adoptable
 from k3s_deploy.services.proxmoxvm.power import live_state
 from k3s_deploy.services.proxmoxvm.provision import is_ours
 from k3s_deploy.services.proxmoxvm.tasks import check_task
-from k3s_deploy.services.proxmoxvm.work import DELETING, ORPHAN_ANNOTATION, POWERED_ON, Work
+from k3s_deploy.services.proxmoxvm.work import DELETING, ORPHAN_ANNOTATION, POWERED_ON, Event, Work
 
 
-def orphaned(work: Work) -> bool:
-    return work.obj.annotations.get(ORPHAN_ANNOTATION, "").lower() in ("true", "yes", "1")
+def orphaned(annotations: Mapping[str, str]) -> bool:
+    return str(annotations.get(ORPHAN_ANNOTATION, "")).lower() in ("true", "yes", "1")
+
+
+def let_go(
+    policy: str, vmid: int | None, node: str | None, annotations: Mapping[str, str]
+) -> list[Event] | None:
+    """The Events of a deletion that needs no Proxmox call (no VM recorded, deletionPolicy Retain, or the
+    orphan annotation); None when Proxmox must be asked (:func:`finalize`)."""
+    if vmid is None:
+        return []
+    if orphaned(annotations) or policy == "Retain":
+        reason, why = ("Orphaned", "annotation") if orphaned(annotations) else ("Retained", "deletionPolicy")
+        return [Event("Normal", reason, f"VM {node}/{vmid} left untouched ({why})")]
+    return None
 
 
 async def finalize(work: Work) -> bool:
-    """True when the object may go; otherwise raises Requeue (task in flight) or an error."""
+    """True when the object may go; otherwise raises NotYet (task in flight) or an error."""
     policy = work.spec.effective_deletion_policy()
-    if orphaned(work):
-        work.event(
-            "Warning", "Orphaned", f"released without touching VM {work.status.vmid} ({ORPHAN_ANNOTATION})"
-        )
+    events = let_go(policy, work.status.vmid, work.status.node, work.obj.annotations)
+    if events is not None:
+        work.events.extend(events)
         return True
-    if work.status.vmid is None:
-        return True
+    assert work.status.vmid is not None  # let_go answers for an object without a VM
     await check_task(work)
-    if policy == "Retain":
-        work.event("Normal", "Retained", f"VM {work.status.vmid} left as it is (deletionPolicy Retain)")
-        return True
     snapshot = await work.session.inventory.get(fresh=True)
     vm = snapshot.by_vmid(work.status.vmid)
     if vm is None:

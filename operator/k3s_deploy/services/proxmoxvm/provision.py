@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from k3s_deploy.errors import InvalidSpec, K3sDeployError, ProxmoxBusy
+from k3s_deploy.errors import InvalidSpec, K3sDeployError, NotYet, ProxmoxBusy
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.ownership import check_adoptable
 from k3s_deploy.services.proxmoxvm import placement, plan
@@ -12,7 +12,6 @@ from k3s_deploy.services.proxmoxvm.work import (
     AGENT_READY,
     ORPHAN_ANNOTATION,
     VM_PROVISIONED,
-    Requeue,
     Work,
 )
 
@@ -48,7 +47,7 @@ async def ensure_vm(work: Work) -> VmSummary:
     vm = await _find_recorded(work)
     if vm is not None:
         if vm.lock:
-            raise Requeue(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
+            raise NotYet(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
         # status is a cache anyone with status rights could write: the recorded VM is checked every pass
         if not work.cloned:
             check_adoptable(work.adoption, vm, work.obj.owner_tag)

@@ -1,6 +1,6 @@
 """One reconcile pass of a ProxmoxVM: credentials -> task -> VM -> config -> power -> addresses.
 
-Each step is idempotent and may end the pass early with :class:`Requeue` (work in flight) or an error
+Each step is idempotent and may end the pass early with :class:`~k3s_deploy.errors.NotYet` (work in flight) or an error
 from the error tree (transient: retry with backoff; permanent: Stalled until the spec or the world
 changes). The pass never waits on Proxmox: long tasks are recorded in ``status.taskRef``.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.api.proxmoxvm import PLURAL, ProxmoxVM
-from k3s_deploy.errors import K3sDeployError
+from k3s_deploy.errors import K3sDeployError, NotYet
 from k3s_deploy.ports.kube import KubeGateway
 from k3s_deploy.secrets_mask import redact
 from k3s_deploy.services import ownership
@@ -33,7 +33,6 @@ from k3s_deploy.services.proxmoxvm.work import (
     Event,
     Memory,
     ObjectRef,
-    Requeue,
     Work,
 )
 
@@ -162,8 +161,8 @@ async def reconcile(
         conditions.reconciling(False)
         conditions.stalled(False)
         memory.failures = 0
-    except Requeue as pause:
-        requeue = pause.delay
+    except NotYet as pause:
+        requeue = pause.after_s
         conditions.stalled(False)
         conditions.reconciling(True, pause.reason, pause.message)
     except K3sDeployError as exc:

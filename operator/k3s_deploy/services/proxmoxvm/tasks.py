@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from k3s_deploy import metrics
-from k3s_deploy.errors import ProxmoxBusy, ProxmoxRejected, ProxmoxTaskFailed
-from k3s_deploy.services.proxmoxvm.work import Requeue, Work
+from k3s_deploy.errors import NotYet, ProxmoxBusy, ProxmoxRejected, ProxmoxTaskFailed
+from k3s_deploy.services.proxmoxvm.work import Work
 
 # Task failures that another try is likely to fix (the VM was busy), not the spec.
 _TRANSIENT_EXIT = ("locked", "timeout", "got timeout", "already running", "can't lock")
 
 
 async def check_task(work: Work) -> None:
-    """Requeue while the task runs; clear it when done; raise if it failed."""
+    """NotYet while the task runs; clear it when done; raise if it failed."""
     ref = work.status.task_ref
     if ref is None:
         return
@@ -26,7 +26,7 @@ async def check_task(work: Work) -> None:
         work.session.inventory.invalidate()
         return
     if task.running:
-        raise Requeue(1.0, "TaskRunning", f"waiting for the {ref.action} task {ref.upid}")
+        raise NotYet(1.0, "TaskRunning", f"waiting for the {ref.action} task {ref.upid}")
     work.status.task_ref = None
     work.session.inventory.invalidate()
     if ref.started_at is not None:

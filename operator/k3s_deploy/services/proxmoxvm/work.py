@@ -1,4 +1,4 @@
-"""What one reconcile pass carries between its steps, and how a step says "come back soon"."""
+"""What one reconcile pass carries between its steps."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from k3s_deploy.api.proxmoxvm import ProxmoxVMSpec, ProxmoxVMStatus, TaskRef
+from k3s_deploy.errors import NotYet, backoff
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.ownership import AdoptionPolicy, ownership_tag
 from k3s_deploy.services.proxmoxvm.inventory import Session
@@ -30,16 +31,6 @@ BOOT_TOLERANCE = 30.0  # seconds of clock noise between two list reads of the sa
 def same_boot(a: float | None, b: float | None) -> bool:
     """Two boot times (wall clock minus uptime) that name the same boot of a VM."""
     return a is not None and b is not None and abs(a - b) <= BOOT_TOLERANCE
-
-
-class Requeue(Exception):
-    """Stop this pass here; look again after ``delay`` seconds (task in flight, lock, agent booting)."""
-
-    def __init__(self, delay: float, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.delay = delay
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -89,7 +80,7 @@ class Memory:
     def backoff(self, cap: float) -> float:
         """5, 10, 20, 40 ... seconds, at most ``cap``."""
         self.failures += 1
-        return float(min(5.0 * 2 ** (self.failures - 1), cap))
+        return backoff(self.failures, cap)
 
 
 @dataclass
@@ -127,7 +118,7 @@ class Work:
         self.status.task_ref = TaskRef(upid=upid, action=action, node=node, started_at=self.now())
         self.session.inventory.invalidate()
         self.event("Normal", action.capitalize() + "Started", message)
-        raise Requeue(1.0, "TaskRunning", f"{message} (task {upid})")
+        raise NotYet(1.0, "TaskRunning", f"{message} (task {upid})")
 
     def status_dict(self) -> dict[str, Any]:
         out = self.status.model_dump(by_alias=True, mode="json", exclude_none=False)

@@ -1,0 +1,216 @@
+"""Probing the members over SSH, installing K3s where it is missing, and reading the nodes' health
+through the cluster's API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from k3s_deploy import errors
+from k3s_deploy.services.k3scluster import access, airgap, guest_values, hostkeys, install, nodes
+from k3s_deploy.services.k3scluster.state import (
+    AGENTS_READY,
+    INSTALL_FAILED,
+    NODE_WAIT_DELAY,
+    SERVERS_READY,
+    ClusterPass,
+    NodeView,
+    raise_first,
+)
+
+
+async def probe_all(r: ClusterPass, private_key: str) -> None:
+    """Log in to every node (its host key verified, or learned as the policy says) and read
+    what runs there; pins learned on the way are saved before anything else runs."""
+    timeout = float(r.spec.ssh.connect_timeout_seconds) * 3
+    await r.hostkeys.load()
+
+    async def one(view: NodeView) -> None:
+        assert view.ip is not None
+        try:
+            pin = await r.hostkeys.prepare(
+                view.name, view.ip, view.vmid, view.pve_node, r.recorded_for(view.name)
+            )
+            target = access.node_target(r, view, private_key, pin)
+            result = await hostkeys.first_contact(
+                nodes.probe(r.deps.ssh, view.name, target, timeout_s=timeout), view.name, pin
+            )
+        except errors.K3sDeployError as exc:
+            cause = _refused_for_stale_cloud_init(view, exc)
+            view.message = (cause or exc).message
+            view.state = "Unreachable" if exc.transient else "Failed"
+            if cause is not None:
+                raise cause from exc
+            raise
+        how = r.hostkeys.confirm(view.name, view.vmid, pin, result.host_public_key)
+        hostkeys.report(r.event, view.name, how, pin, result.host_key)
+        view.host_key = result.host_key
+        view.k3s_version = result.installed_version
+        view.server_up = result.server_up
+        view.message = None
+        view.state = "Installed" if result.installed_version else "Reachable"
+
+    try:
+        outcomes = await asyncio.gather(*(one(v) for v in r.views.values()), return_exceptions=True)
+    finally:
+        await r.hostkeys.save()
+        hostkeys.tofu_condition(r.conditions, r.hostkeys)
+    raise_first(outcomes)
+
+
+def _installed(r: ClusterPass, view: NodeView) -> str | None:
+    """The version to plan with: a node whose last install failed, or a server whose K3s never
+    came up (no admin kubeconfig), is treated as not installed so it is installed again."""
+    recorded = r.recorded.get(view.name)
+    if recorded is not None and recorded.state == INSTALL_FAILED:
+        return None
+    if view.role == "server" and not view.server_up:
+        return None
+    return view.k3s_version
+
+
+async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSettings) -> None:
+    facts = [install.NodeFacts(v.name, v.role, v.ip, _installed(r, v)) for v in r.views.values()]
+    plan = install.plan(facts, settings, init_server=r.old.init_server)
+    if r.status.init_server != plan.init_server:
+        r.status.init_server = plan.init_server
+        await r.flush()
+    if not plan.steps:
+        await _secure_token(r, private_key)
+        return
+    r.status.phase = "Bootstrapping"
+    r.conditions.reconciling(
+        True, "InstallingK3s", "installing K3s on " + ", ".join(s.node for s in plan.steps)
+    )
+    sans = install.tls_sans(settings, [v.ip for v in r.views.values() if v.role == "server" and v.ip])
+    timeout = float(r.spec.ssh.command_timeout_seconds)
+
+    async def one(step: install.InstallStep) -> None:
+        view = r.views[step.node]
+        target = access.node_target(r, view, private_key)
+        what = {
+            "init": "initialising the cluster",
+            "single": "single server",
+            "join-server": "joining as server",
+            "agent": "joining as agent",
+        }[step.kind]
+        r.event("Normal", "Installing", f"Installing K3s on {step.node} ({what})")
+        view.state = "Installing"
+        try:
+            staged = await airgap.stage(
+                r.deps.ssh, r.deps.artefacts, step.node, target, settings.source, timeout_s=timeout
+            )
+            joining = step.kind in ("join-server", "agent")
+            token = (
+                await access.join_tokens(r, private_key, for_agents=step.kind == "agent")
+                if joining
+                else r.tokens
+            )
+            script = install.render_script(
+                step, settings, token=token, node_ip=view.ip, sans=sans, installer_path=staged
+            )
+            await nodes.run_install(r.deps.ssh, step.node, target, script, timeout_s=timeout)
+            after = await nodes.probe(r.deps.ssh, step.node, target, timeout_s=timeout)
+        except errors.K3sDeployError as exc:
+            view.state, view.message = (
+                (INSTALL_FAILED if not exc.transient else "Unreachable"),
+                exc.message,
+            )
+            raise
+        view.k3s_version, view.server_up = after.installed_version, after.server_up
+        view.state, view.message = "Joined", None
+        r.event(
+            "Normal",
+            "Installed",
+            f"K3s {after.installed_version or ''} installed on {step.node}".replace("  ", " "),
+        )
+
+    async def servers_one_by_one() -> None:
+        for step in plan.server_joins:
+            await one(step)
+
+    async def agents_together() -> None:
+        raise_first(await asyncio.gather(*(one(s) for s in plan.agents), return_exceptions=True))
+
+    for step in plan.first:
+        try:
+            await one(step)
+        finally:
+            await r.flush()
+    results = await asyncio.gather(servers_one_by_one(), agents_together(), return_exceptions=True)
+    await r.flush()
+    raise_first(results)
+    await _secure_token(r, private_key)
+
+
+async def _secure_token(r: ClusterPass, private_key: str) -> None:
+    """Keep the secure server token once a server runs, even before anything joins (and for a
+    cluster bootstrapped with a plain token): one read, then it is in ``<cluster>-token``. Not
+    there yet is no reason to hold the cluster back (only joins need it: they wait for it); a
+    token file that is there but wrong stalls it."""
+    if r.tokens.secure is None and any(v.role == "server" and v.server_up for v in r.views.values()):
+        with contextlib.suppress(errors.GuestNotReady):
+            await access.join_tokens(r, private_key, for_agents=False)
+
+
+async def health(r: ClusterPass, kubeconfig: str, settings: install.K3sSettings) -> None:
+    """Nodes as the cluster's API reports them; ends the pass (NotYet) until every node is Ready."""
+    found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
+    for view in r.views.values():
+        node = found.get(view.name)
+        if node is None:
+            view.ready, view.state = False, "Joining"
+            view.message = "not registered in the cluster yet"
+            continue
+        view.k3s_version = node.kubelet_version or view.k3s_version
+        at_version = settings.version is None or node.kubelet_version == settings.version
+        view.ready = node.ready and at_version
+        view.state = "Ready" if view.ready else "NotReady"
+        view.message = (
+            None
+            if view.ready
+            else (
+                "node is not Ready"
+                if not node.ready
+                else f"runs {node.kubelet_version}, wants {settings.version}"
+            )
+        )
+    r.store_nodes()
+    if settings.version:
+        r.status.resolved_version = settings.version
+    elif r.status.k3s_version:
+        r.status.resolved_version = r.status.k3s_version
+    waiting = []
+    for role, cond in (("server", SERVERS_READY), ("agent", AGENTS_READY)):
+        views = [v for v in r.views.values() if v.role == role]
+        ready = [v for v in views if v.ready]
+        label = f"{role}s"
+        if len(ready) == len(views):
+            r.conditions.set(
+                cond, True, f"{role.capitalize()}sReady", f"{len(ready)}/{len(views)} {label} Ready"
+            )
+        else:
+            late = ", ".join(v.name for v in views if not v.ready)
+            r.conditions.set(
+                cond,
+                False,
+                "NodesNotReady",
+                f"{len(ready)}/{len(views)} {label} Ready; waiting for {late}",
+            )
+            waiting.append(late)
+    if waiting:
+        message = "waiting for nodes to be Ready: " + ", ".join(waiting)
+        r.conditions.reconciling(True, "WaitingForNodes", message)
+        raise errors.NotYet(NODE_WAIT_DELAY, "WaitingForNodes", message)
+
+
+def _refused_for_stale_cloud_init(view: NodeView, exc: errors.K3sDeployError) -> errors.SshAuthFailed | None:
+    """A refused key on a guest that booted with stale cloud-init: the drive is the cause to report."""
+    if not isinstance(exc, errors.SshAuthFailed) or view.vm_problem is None:
+        return None
+    reason, message = view.vm_problem
+    return errors.SshAuthFailed(
+        f"{exc.message}; its ProxmoxVM reports {reason} ({message}), so the guest likely booted without "
+        "the current key: restart the VM to rebuild its cloud-init drive",
+        reason=reason,
+    )
