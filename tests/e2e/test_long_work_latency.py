@@ -118,7 +118,6 @@ def test_pause_and_deletion_latency_during_a_drain(lab: Lab) -> None:
         f"{paused_s:.1f}s, a deletion after {deleted_s:.1f}s (goal: {GOAL_S:.0f}s)",
         flush=True,
     )
-    if max(paused_s, deleted_s) > GOAL_S:
-        pytest.xfail(
-            f"long work is still awaited in a pass: paused after {paused_s:.1f}s, deletion after {deleted_s:.1f}s"
-        )
+    assert deleted_s <= GOAL_S, f"a deletion during a drain took {deleted_s:.1f}s to take effect"
+    if paused_s > GOAL_S:  # issue 16, step 4: drains are still awaited inside a pass
+        pytest.xfail(f"long work is still awaited in a pass: spec.paused took effect after {paused_s:.1f}s")
