@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from k3s_deploy.ports.proxmox import ProxmoxClient, ProxmoxConnector, ProxmoxCredentials, VmSummary
 from k3s_deploy.services.proxmoxvm.placement import Reservations
+from k3s_deploy.services.proxmoxvm.vmids import VmidAllocator
 
 
 @dataclass
@@ -23,11 +24,18 @@ class Snapshot:
     wall_time: float  # epoch seconds, to turn uptime into a boot time
     _index: dict[int, VmSummary] | None = field(default=None, init=False, repr=False, compare=False)
 
-    def by_vmid(self, vmid: int) -> VmSummary | None:
-        """O(1): every object looks itself up in the same snapshot each resync (a scan is O(N^2))."""
+    def _by_id(self) -> dict[int, VmSummary]:
         if self._index is None:
             self._index = {vm.vmid: vm for vm in reversed(self.vms)}  # the first wins, as before
-        return self._index.get(vmid)
+        return self._index
+
+    def vmids(self) -> Collection[int]:
+        """Every vmid the list holds, templates included (ids a new clone must not take)."""
+        return self._by_id().keys()
+
+    def by_vmid(self, vmid: int) -> VmSummary | None:
+        """O(1): every object looks itself up in the same snapshot each resync (a scan is O(N^2))."""
+        return self._by_id().get(vmid)
 
 
 @dataclass
@@ -68,7 +76,7 @@ class Session:
 
     client: ProxmoxClient
     inventory: Inventory
-    reserved_vmids: set[int] = field(default_factory=set)
+    vmids: VmidAllocator
     placements: Reservations = field(default_factory=Reservations)  # nodes chosen, not yet in status
 
 
@@ -84,7 +92,7 @@ class Sessions:
         session = self._sessions.get(credentials.key)
         if session is None:
             client = self._connector.connect(credentials)
-            session = Session(client=client, inventory=Inventory(client, self._max_age))
+            session = Session(client, Inventory(client, self._max_age), VmidAllocator(client))
             self._sessions[credentials.key] = session
         return session
 
