@@ -268,6 +268,18 @@ class ProxmoxerClient:
             exitstatus=raw.get("exitstatus"),
         )
 
+    async def node_tasks(self, node: str, *, since: int, limit: int) -> list[TaskStatus]:
+        raw: list[dict[str, Any]] = await self._call(
+            f"list the tasks of node {node}",
+            lambda api: api.nodes(node).tasks.get(source="all", since=since, limit=limit),
+        )
+        out = []
+        for item in raw or []:
+            running = "endtime" not in item or item.get("status") == "RUNNING"  # the list's own words
+            status = None if running else str(item.get("status") or "unexpected status")
+            out.append(TaskStatus(upid=str(item["upid"]), node=node, running=running, exitstatus=status))
+        return out
+
     async def agent_interfaces(self, node: str, vmid: int) -> list[GuestInterface]:
         try:
             raw: Any = await self._call(

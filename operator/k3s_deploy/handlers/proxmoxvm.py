@@ -12,6 +12,7 @@ written through the KubeGateway as a whole, so kopf's progress annotations never
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -145,6 +146,7 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
             checkpoint=checkpoint,
             max_backoff=max(resync, 30.0),
             adoption=_adoption(runtime),
+            wake=None if runtime.scheduler is None else functools.partial(runtime.scheduler.wake, uid),
         )
         if outcome.annotations:
             meta = raw["metadata"]

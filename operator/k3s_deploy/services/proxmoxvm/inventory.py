@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from k3s_deploy.ports.proxmox import ProxmoxClient, ProxmoxConnector, ProxmoxCredentials, VmSummary
 from k3s_deploy.services.proxmoxvm.placement import Reservations
+from k3s_deploy.services.proxmoxvm.taskwatch import TaskWatch
 from k3s_deploy.services.proxmoxvm.vmids import VmidAllocator
 
 
@@ -77,22 +78,32 @@ class Session:
     client: ProxmoxClient
     inventory: Inventory
     vmids: VmidAllocator
+    tasks: TaskWatch
     placements: Reservations = field(default_factory=Reservations)  # nodes chosen, not yet in status
 
 
 class Sessions:
     """Sessions per credential, shared by every ProxmoxVM the operator handles."""
 
-    def __init__(self, connector: ProxmoxConnector, *, max_age: float) -> None:
+    def __init__(
+        self,
+        connector: ProxmoxConnector,
+        *,
+        max_age: float,
+        task_watch: Callable[[ProxmoxClient], TaskWatch] = TaskWatch,
+    ) -> None:
         self._connector = connector
         self._max_age = max_age
+        self._task_watch = task_watch
         self._sessions: dict[str, Session] = {}
 
     def get(self, credentials: ProxmoxCredentials) -> Session:
         session = self._sessions.get(credentials.key)
         if session is None:
             client = self._connector.connect(credentials)
-            session = Session(client, Inventory(client, self._max_age), VmidAllocator(client))
+            session = Session(
+                client, Inventory(client, self._max_age), VmidAllocator(client), self._task_watch(client)
+            )
             self._sessions[credentials.key] = session
         return session
 

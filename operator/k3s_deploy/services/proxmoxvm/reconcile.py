@@ -107,6 +107,7 @@ async def reconcile(
     checkpoint: Callable[[dict[str, Any]], Awaitable[None]],
     max_backoff: float = 300.0,
     adoption: ownership.AdoptionPolicy = ownership.AdoptionPolicy(),  # noqa: B008  # frozen, shared
+    wake: Callable[[], None] | None = None,
 ) -> Outcome:
     """Run every step once; turn the result into status + events + requeue delay."""
     obj = object_ref(vm)
@@ -149,6 +150,7 @@ async def reconcile(
             annotations,
             adoption=adoption,
             list_siblings=_sibling_lister(kube, obj),
+            wake=wake,
         )
         await check_task(work)
         found = await ensure_vm(work)

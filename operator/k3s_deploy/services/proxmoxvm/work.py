@@ -12,6 +12,7 @@ from k3s_deploy.errors import NotYet, backoff
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.ownership import AdoptionPolicy, ownership_tag
 from k3s_deploy.services.proxmoxvm.inventory import Session
+from k3s_deploy.services.proxmoxvm.taskwatch import TASK_POLL, WAKE_FALLBACK
 
 RESTART_ANNOTATION = "k3sdeploy.io/restart"
 RESTART_HANDLED_ANNOTATION = "k3sdeploy.io/restart-handled"
@@ -98,6 +99,7 @@ class Work:
     adoption: AdoptionPolicy = field(default_factory=AdoptionPolicy)
     # The sibling ProxmoxVMs (same cluster and role labels) as the apiserver has them; None: no siblings.
     list_siblings: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    wake: Callable[[], None] | None = None  # runs this object's next pass now (None: nobody can)
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
@@ -118,7 +120,15 @@ class Work:
         self.status.task_ref = TaskRef(upid=upid, action=action, node=node, started_at=self.now())
         self.session.inventory.invalidate()
         self.event("Normal", action.capitalize() + "Started", message)
-        raise NotYet(1.0, "TaskRunning", f"{message} (task {upid})")
+        self.wait_for_task(node, upid, f"{message} (task {upid})")
+
+    def wait_for_task(self, node: str, upid: str, message: str) -> NoReturn:
+        """End the pass while the task runs: the node's task poller wakes this object when it ends
+        (no pass runs meanwhile); without a way to wake it, look again in a second."""
+        if self.wake is None:
+            raise NotYet(TASK_POLL, "TaskRunning", message)
+        self.session.tasks.watch(node, upid, self.wake)
+        raise NotYet(WAKE_FALLBACK, "TaskRunning", message)
 
     def status_dict(self) -> dict[str, Any]:
         out = self.status.model_dump(by_alias=True, mode="json", exclude_none=False)
