@@ -12,10 +12,18 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from k3s_deploy.ports.proxmox import ProxmoxClient, ProxmoxConnector, ProxmoxCredentials, VmSummary
+from k3s_deploy.ports.proxmox import (
+    NodeSummary,
+    ProxmoxClient,
+    ProxmoxConnector,
+    ProxmoxCredentials,
+    VmSummary,
+)
 from k3s_deploy.services.proxmoxvm.placement import Reservations
 from k3s_deploy.services.proxmoxvm.taskwatch import TaskWatch
 from k3s_deploy.services.proxmoxvm.vmids import VmidAllocator
+
+NODES_MAX_AGE = 10.0  # seconds a node list serves placement
 
 
 @dataclass
@@ -50,6 +58,15 @@ class Inventory:
     _stale: bool = True
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reads: int = 0
+    _nodes: tuple[float, list[NodeSummary]] | None = None
+    _nodes_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def nodes(self) -> list[NodeSummary]:
+        """The node list for placement, shared for ``NODES_MAX_AGE`` (siblings place together)."""
+        async with self._nodes_lock:
+            if self._nodes is None or self.clock() - self._nodes[0] >= NODES_MAX_AGE:
+                self._nodes = (self.clock(), await self.client.nodes())
+            return self._nodes[1]
 
     def invalidate(self) -> None:
         """The next :meth:`get` reads Proxmox again (call after changing a VM)."""

@@ -39,7 +39,7 @@ async def is_ours(work: Work, vm: VmSummary) -> bool:
     """
     if work.obj.owner_tag in vm.tags and work.desired_name is not None and vm.name == work.desired_name:
         return True
-    config = await work.session.client.vm_config(vm.node, vm.vmid)
+    config = await work.vm_config(vm)
     return work.obj.owner_marker in str(config.get("description", ""))
 
 
@@ -167,8 +167,8 @@ async def _place(work: Work, templates: list[VmSummary], vms: list[VmSummary]) -
     Everything is read first; then, with no ``await`` in between, the siblings' nodes and the
     reservations of siblings placed in this same moment are counted and our choice is reserved.
     """
-    client, obj = work.session.client, work.obj
-    nodes = await client.nodes()
+    obj = work.obj
+    nodes = await work.session.inventory.nodes()  # shared by siblings placing together
     key = placement.sibling_key(obj.namespace, obj.labels)
     siblings: list[dict[str, Any]] = []
     if key is not None and work.list_siblings is not None and work.spec.node is None:
