@@ -63,6 +63,9 @@ class ProxmoxerClient:
         self._credentials = credentials
         self._timeout = timeout
         self._semaphore = asyncio.BoundedSemaphore(concurrency)
+        # Guest-agent reads of a booting guest wait seconds for "agent is not running": in the shared
+        # pool, fifty booting guests held every slot and each answered agent delayed the reads after it.
+        self._agent_slots = asyncio.BoundedSemaphore(concurrency)
         self._api: Any = None
         self._api_lock = threading.Lock()
         self._ca_path: str | None = None
@@ -96,11 +99,13 @@ class ProxmoxerClient:
                 self._api = self._build()
             return self._api
 
-    async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+    async def _call(
+        self, what: str, fn: Callable[[Any], T], *, slots: asyncio.BoundedSemaphore | None = None
+    ) -> T:
         def run() -> T:
             return fn(self._api_sync())
 
-        async with self._semaphore:
+        async with slots or self._semaphore:
             try:
                 return await asyncio.to_thread(run)
             except Exception as exc:
@@ -285,6 +290,7 @@ class ProxmoxerClient:
             raw: Any = await self._call(
                 f"ask the guest agent of VM {vmid}",
                 lambda api: api.nodes(node).qemu(vmid).agent("network-get-interfaces").get(),
+                slots=self._agent_slots,
             )
         except (ProxmoxUnavailable, ProxmoxRejected) as exc:
             if AGENT_SILENT.search(exc.message):
