@@ -180,7 +180,12 @@ async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any)
         scheduler.remove(uid)
         runtime.forget(uid)
         return
-    runtime.bodies[uid] = slim(body)
+    slimmed = slim(body)
+    if uid in runtime.last_status:
+        # _current() puts the status we wrote last in its place: a second copy per object (~5 KiB)
+        # would only take memory.
+        slimmed.pop("status", None)
+    runtime.bodies[uid] = slimmed
     if body.metadata.get("deletionTimestamp"):
         scheduler.remove(uid)  # the finalizer handler takes over (after a running pass ends)
         return
