@@ -18,6 +18,8 @@ from .driver import Driver, body
 from .fake import FakeConnector, FakeProxmox
 from .test_reconcile import clone_spec, pve_with_template
 
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7nD5m7m1f0yb0l0ZKk7xq3Jv6e3yq2mQ3Yc9f0Xl0a other@host"
+
 
 class Ticker:
     """Stands in for asyncio.sleep: sleepers wait until the test calls :meth:`tick`."""
@@ -126,3 +128,37 @@ async def test_while_the_list_fails_a_waiting_pass_reads_its_task_itself() -> No
 def test_upid_start_time() -> None:
     assert upid_starttime("UPID:pve1:0000ABCD:00000001:66A1B2C3:qmclone:9000:root@pam!op:") == 0x66A1B2C3
     assert upid_starttime("not-a-upid") == 0
+
+
+async def test_a_task_no_list_read_has_shown_yet_is_read_by_the_pass_itself() -> None:
+    """Woken (a spec change) right after it started a task: the list has not seen the task, so it
+    cannot say "running"; the pass asks the task, and goes on when it already ended."""
+    pve = pve_with_template()
+    ticker = Ticker()
+    (drv,), _ = objects(pve, 1, ticker)
+    await drv.once()
+    pve.finish_tasks()  # ended before any list read
+    await drv.once()
+    assert pve.calls["task_status"] == 1 and pve.calls["node_tasks"] == 0
+    assert drv.obj["status"]["taskRef"]["action"] == "resize"  # the pass went on past the clone
+
+
+async def test_a_spec_change_that_lands_while_a_task_runs_is_applied_after_it() -> None:
+    """The pass that sees the new generation ends at the running task, yet the status it writes says
+    the generation was observed: the next pass must still apply the new spec."""
+    pve = pve_with_template()
+    drv = Driver(body(clone_spec(powerState="Running")), pve)
+    for _ in range(2):  # clone, resize
+        await drv.once()
+        pve.finish_tasks()
+    await drv.once()
+    assert drv.obj["status"]["taskRef"]["action"] == "start"  # in flight
+    writes = pve.calls["update_config"]
+    # a cloud-init key: nothing the shared VM list shows would reveal it later
+    drv.bump(cloudInit={"user": "k3s", "sshAuthorizedKeys": [OTHER_KEY], "ipConfig": {"dhcp": True}})
+    await drv.once()  # ends at the running start task
+    assert drv.obj["status"]["observedGeneration"] == 2 and pve.calls["update_config"] == writes
+    pve.finish_tasks()
+    await drv.once()
+    assert pve.calls["update_config"] == writes + 1
+    assert OTHER_KEY in {**pve.vms[100].config, **pve.vms[100].pending}["sshkeys"]

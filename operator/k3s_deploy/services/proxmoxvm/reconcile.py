@@ -152,6 +152,11 @@ async def reconcile(
             list_siblings=_sibling_lister(kube, obj),
             wake=wake,
         )
+        if vm.status.observed_generation != obj.generation:
+            # The written status will say this generation was observed whether or not this pass gets
+            # to configure (a task in flight ends it first): until configure ran, the next passes
+            # must still read the config and apply the new spec.
+            memory.config_incomplete = True
         await check_task(work)
         found = await ensure_vm(work)
         label = "Adopted" if status.adopted else "Cloned"

@@ -35,6 +35,7 @@ class _Watched:
     starttime: int  # from the UPID: the node's own clock, so ``since`` needs no clock agreement
     wake: Callable[[], None]
     since: float  # monotonic
+    listed: bool = False  # a read of the node's list has shown it running since it was watched
 
 
 def upid_starttime(upid: str) -> int:
@@ -73,7 +74,8 @@ class TaskWatch:
         """Call ``wake`` once the task has ended (or the list lost sight of it)."""
         known = self._watched.get(upid)
         since = known.since if known is not None else self._clock()
-        self._watched[upid] = _Watched(node, upid_starttime(upid), wake, since)
+        listed = known is not None and known.listed
+        self._watched[upid] = _Watched(node, upid_starttime(upid), wake, since, listed)
         poller = self._pollers.get(node)
         if poller is None or poller.done():
             self._pollers[node] = asyncio.create_task(self._poll(node), name=f"tasks of {node}")
@@ -84,8 +86,8 @@ class TaskWatch:
         if finished is not None:
             return finished[0]
         known = self._watched.get(upid)
-        if known is None or not self._healthy.get(known.node, False):
-            return None
+        if known is None or not known.listed or not self._healthy.get(known.node, False):
+            return None  # not (yet) seen running in a list read: no answer from the list
         if self._clock() - known.since > self._trust:
             return None  # a long wait: confirm now and then with the task's own status
         return TaskStatus(upid=upid, node=known.node, running=True)
@@ -130,7 +132,10 @@ class TaskWatch:
         for upid in mine:
             task = listed.get(upid)
             current = self._watched.get(upid)  # watched again while the list was read: wake that one
-            if current is None or (task is not None and task.running):
+            if current is None:
+                continue
+            if task is not None and task.running:
+                current.listed = True
                 continue
             del self._watched[upid]
             if task is not None:
