@@ -185,16 +185,6 @@ async def test_vmid_race_lost_is_retried() -> None:
     assert pve.vms[101].config["name"] == "vm-a"
 
 
-async def test_an_id_the_list_shows_taken_is_skipped_without_a_refused_clone() -> None:
-    pve = pve_with_template()
-    pve.add_vm(100, name="someone-else")
-    pve.nextid_override = 100  # a stale nextid answer: the VM list already shows 100
-    drv = Driver(body(clone_spec(powerState="Stopped")), pve)
-    out = await drv.once()
-    assert out.error is None and pve.calls["clone"] == 1
-    assert drv.obj["status"]["vmid"] == 101
-
-
 async def test_crash_between_checkpoint_and_clone_reuses_the_id() -> None:
     pve = pve_with_template()
     drv = Driver(body(clone_spec(powerState="Stopped")), pve)

@@ -82,3 +82,13 @@ async def test_an_id_taken_behind_our_back_is_refused_once_then_skipped() -> Non
     assert pve.calls["clone"] == 4  # one refused (101), then 103
     assert pve.calls["next_vmid"] == 2  # the first floor, and one after the refusal
     assert all(drv.outcomes[-1].error is None for drv in drivers)
+
+
+async def test_an_id_the_list_shows_taken_is_skipped_without_a_refused_clone() -> None:
+    pve = with_template(FakeProxmox())
+    pve.add_vm(100, name="someone-else")
+    pve.nextid_override = 100  # a stale nextid answer: the VM list already shows 100
+    drv = Driver(body(clone_spec(powerState="Stopped")), pve)
+    out = await drv.once()
+    assert out.error is None and pve.calls["clone"] == 1
+    assert drv.obj["status"]["vmid"] == 101
