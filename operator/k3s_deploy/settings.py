@@ -46,7 +46,10 @@ class OperatorSettings(BaseSettings):
         default=600.0, gt=0, description="How long a K3s release channel's answer is reused (version check)."
     )
     proxmox_concurrency: int = Field(
-        default=8, ge=1, description="Parallel Proxmox API calls per credential."
+        default=8,
+        ge=1,
+        description="Parallel Proxmox API calls per credential (guest-agent reads, which wait for "
+        "booting guests, have a second pool of this size).",
     )
     proxmox_timeout_seconds: float = Field(
         default=30.0, gt=0, description="HTTP timeout of one Proxmox call."

@@ -61,6 +61,40 @@ async def test_token_reads_configures_and_encodes(pve_sim: Any) -> None:
     pve.close()
 
 
+async def test_node_tasks_show_running_and_finished_tasks_since_a_time(pve_sim: Any) -> None:
+    pve = client(pve_sim)
+    done = await pve.power("pve3", 102, "start")
+    pve_sim.wait_task(done)
+    pve_sim.set_timing(tasks={"qmclone": 3000})  # x0.01: 30 s, running while we look
+    running = await pve.clone("pve1", 9001, 702, name="nt")
+    since = min(int(u.split(":")[4], 16) for u in (done, running))
+    listed = {t.upid: t for t in await pve.node_tasks("pve1", since=since, limit=50)}
+    assert listed[running].running and listed[running].exitstatus is None
+    assert done not in listed  # another node's task
+    other = {t.upid: t for t in await pve.node_tasks("pve3", since=since, limit=50)}
+    assert not other[done].running and other[done].succeeded and other[done].exitstatus == "OK"
+    pve.close()
+
+
+async def test_a_guest_agent_read_waiting_on_a_booting_guest_does_not_hold_up_other_calls(
+    pve_sim: Any,
+) -> None:
+    import asyncio
+    import time
+
+    pve = ProxmoxerClient(creds(pve_sim), timeout=10.0, concurrency=1)
+    pve_sim.set_timing(bootDelay=100_000, agentTimeout=300)  # x0.01: booting for good, 3 s per agent read
+    pve_sim.wait_task(await pve.power("pve3", 102, "start"))
+    agent = asyncio.create_task(pve.agent_interfaces("pve3", 102))
+    await asyncio.sleep(0.3)  # the agent read is in flight, waiting for the guest
+    started = time.monotonic()
+    await pve.vm_config("pve3", 102)
+    assert time.monotonic() - started < 2.0 and not agent.done()
+    with pytest.raises(GuestNotReady):
+        await agent
+    pve.close()
+
+
 async def test_password_login_and_bad_credentials(pve_sim: Any) -> None:
     ok = client(
         pve_sim, token_id=None, token_secret=None, username=pve_sim.username, password=pve_sim.password

@@ -138,6 +138,11 @@ def _ipconfig(v: str) -> str | None:
     return None
 
 
+def _task_status_types(v: str) -> str | None:
+    bad = [t for t in split_list(v) if t.lower() not in ("ok", "warning", "error", "unknown")]
+    return f"invalid task status type '{bad[0]}'" if bad else None
+
+
 NAMED: dict[str, Callable[[str], str | None]] = {
     "pve-node": _node,
     "pve-vmid": _vmid,
@@ -151,6 +156,7 @@ NAMED: dict[str, Callable[[str], str | None]] = {
     "address-list": _address_list,
     "CIDR": _cidr,
     "pve-qm-ipconfig": _ipconfig,
+    "pve-task-status-type-list": _task_status_types,
 }
 
 _BOOL_WORDS = {"1", "0", "on", "off", "yes", "no", "true", "false"}

@@ -14,6 +14,7 @@ from k3s_deploy_lab.pvesim.faults import Counts, Faults
 from k3s_deploy_lab.pvesim.model import VM, State
 from k3s_deploy_lab.pvesim.qga import AgentChannel
 from k3s_deploy_lab.pvesim.tasks import TaskRunner
+from k3s_deploy_lab.pvesim.vmconfig import remove_key
 
 SAVE_DELAY = 1.0
 MAX_FINISHED_TASKS = 5000
@@ -216,7 +217,7 @@ class Sim:
 
 def apply_pending(vm: VM) -> None:
     for key in vm.pending_delete:
-        vm.config.pop(key, None)
+        remove_key(vm.config, key, vm.vmid)
     vm.config.update(vm.pending)
     vm.pending.clear()
     vm.pending_delete.clear()

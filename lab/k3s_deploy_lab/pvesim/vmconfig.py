@@ -105,6 +105,25 @@ def disks(config: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in config.items() if DISK_RE.match(k) and (not is_cdrom(v) or "cloudinit" in v)}
 
 
+def _owner(volume: str) -> int | None:
+    """The vmid owning a volume (`local-lvm:base-9001-disk-0/vm-700-disk-0` -> 700)."""
+    match = re.search(r"(?:vm|base)-(\d+)-", volume.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else None
+
+
+def remove_key(config: dict[str, str], key: str, vmid: int, *, force: bool = False) -> None:
+    """Delete ``key`` as PVE does: a disk of this VM is detached and kept as ``unusedN`` unless
+    ``force``; a cloud-init drive, a CD-ROM, an ``unusedN`` entry or any other key just goes."""
+    value = config.pop(key, None)
+    if value is None or force or not DISK_RE.match(key) or is_cdrom(value) or "cloudinit" in value:
+        return
+    volume = disk_volume(value)
+    if _owner(volume) != vmid or volume in (v for k, v in config.items() if k.startswith("unused")):
+        return
+    free = next(i for i in range(256) if f"unused{i}" not in config)
+    config[f"unused{free}"] = volume
+
+
 def storages_used(config: dict[str, str]) -> set[str]:
     out = set()
     for value in disks(config).values():

@@ -63,6 +63,9 @@ class ProxmoxerClient:
         self._credentials = credentials
         self._timeout = timeout
         self._semaphore = asyncio.BoundedSemaphore(concurrency)
+        # Guest-agent reads of a booting guest wait seconds for "agent is not running": in the shared
+        # pool, fifty booting guests held every slot and each answered agent delayed the reads after it.
+        self._agent_slots = asyncio.BoundedSemaphore(concurrency)
         self._api: Any = None
         self._api_lock = threading.Lock()
         self._ca_path: str | None = None
@@ -96,11 +99,13 @@ class ProxmoxerClient:
                 self._api = self._build()
             return self._api
 
-    async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+    async def _call(
+        self, what: str, fn: Callable[[Any], T], *, slots: asyncio.BoundedSemaphore | None = None
+    ) -> T:
         def run() -> T:
             return fn(self._api_sync())
 
-        async with self._semaphore:
+        async with slots or self._semaphore:
             try:
                 return await asyncio.to_thread(run)
             except Exception as exc:
@@ -268,11 +273,24 @@ class ProxmoxerClient:
             exitstatus=raw.get("exitstatus"),
         )
 
+    async def node_tasks(self, node: str, *, since: int, limit: int) -> list[TaskStatus]:
+        raw: list[dict[str, Any]] = await self._call(
+            f"list the tasks of node {node}",
+            lambda api: api.nodes(node).tasks.get(source="all", since=since, limit=limit),
+        )
+        out = []
+        for item in raw or []:
+            running = "endtime" not in item or item.get("status") == "RUNNING"  # the list's own words
+            status = None if running else str(item.get("status") or "unexpected status")
+            out.append(TaskStatus(upid=str(item["upid"]), node=node, running=running, exitstatus=status))
+        return out
+
     async def agent_interfaces(self, node: str, vmid: int) -> list[GuestInterface]:
         try:
             raw: Any = await self._call(
                 f"ask the guest agent of VM {vmid}",
                 lambda api: api.nodes(node).qemu(vmid).agent("network-get-interfaces").get(),
+                slots=self._agent_slots,
             )
         except (ProxmoxUnavailable, ProxmoxRejected) as exc:
             if AGENT_SILENT.search(exc.message):

@@ -12,6 +12,7 @@ written through the KubeGateway as a whole, so kopf's progress annotations never
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -145,6 +146,7 @@ async def reconcile_once(runtime: Runtime, uid: str) -> float:
             checkpoint=checkpoint,
             max_backoff=max(resync, 30.0),
             adoption=_adoption(runtime),
+            wake=None if runtime.scheduler is None else functools.partial(runtime.scheduler.wake, uid),
         )
         if outcome.annotations:
             meta = raw["metadata"]
@@ -178,7 +180,12 @@ async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any)
         scheduler.remove(uid)
         runtime.forget(uid)
         return
-    runtime.bodies[uid] = slim(body)
+    slimmed = slim(body)
+    if uid in runtime.last_status:
+        # _current() puts the status we wrote last in its place: a second copy per object (~5 KiB)
+        # would only take memory.
+        slimmed.pop("status", None)
+    runtime.bodies[uid] = slimmed
     if body.metadata.get("deletionTimestamp"):
         scheduler.remove(uid)  # the finalizer handler takes over (after a running pass ends)
         return

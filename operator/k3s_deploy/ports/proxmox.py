@@ -139,6 +139,11 @@ class ProxmoxClient(Protocol):
 
     async def task_status(self, node: str, upid: str) -> TaskStatus: ...
 
+    async def node_tasks(self, node: str, *, since: int, limit: int) -> list[TaskStatus]:
+        """Every task of ``node`` started at or after ``since`` (epoch s), running ones included; at
+        most ``limit`` (running ones first, then the newest finished ones)."""
+        ...
+
     async def agent_interfaces(self, node: str, vmid: int) -> list[GuestInterface]:
         """Raises GuestNotReady while the agent is not answering."""
         ...

@@ -176,6 +176,27 @@ def test_config_digest_pending_and_delete(pve_sim: PveSim) -> None:
     ]
 
 
+def test_deleting_a_disk_key_detaches_it_as_unused_unless_forced(pve_sim: PveSim) -> None:
+    """PVE keeps a deleted disk's volume as ``unusedN`` (only ``force`` or deleting ``unusedN`` frees
+    it); a cloud-init drive just goes."""
+    vm = pve_sim.api().nodes("pve3").qemu(102)  # stopped: applied at once
+    assert pve_sim.wait_task(vm.config.post(delete="scsi0"))["exitstatus"] == "OK"
+    config = vm.config.get()
+    assert "scsi0" not in config and config["unused0"] == "local-lvm:vm-102-disk-0"
+    vm.config.put(scsi1="local-lvm:vm-102-disk-1,size=8G")
+    vm.config.put(delete="scsi1")
+    assert vm.config.get()["unused1"] == "local-lvm:vm-102-disk-1"
+    vm.config.put(delete="unused0")  # deleting the unused entry is what frees a volume
+    config = vm.config.get()
+    assert "unused0" not in config and config["unused1"] == "local-lvm:vm-102-disk-1"
+    vm.config.put(scsi2="local-lvm:vm-102-disk-2,size=8G")
+    vm.config.put(delete="scsi2", force=1)
+    vm.config.put(delete="ide2")  # the cloud-init drive
+    config = vm.config.get()
+    assert "scsi2" not in config and "ide2" not in config
+    assert sorted(k for k in config if k.startswith("unused")) == ["unused1"]
+
+
 def test_async_config_post_returns_a_task(pve_sim: PveSim) -> None:
     vm = pve_sim.api().nodes("pve1").qemu(110)
     upid = vm.config.post(memory="4096", cipassword="s3cret")

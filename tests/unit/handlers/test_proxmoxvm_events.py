@@ -74,6 +74,17 @@ async def test_listing_adds_the_object_and_status_writes_do_not_wake_it() -> Non
     assert runtime.bodies[UID]["status"]["powerState"] == "Stopped"  # but the latest body is kept
 
 
+async def test_once_we_wrote_a_status_the_kept_body_holds_no_second_copy_of_it() -> None:
+    from k3s_deploy.handlers.proxmoxvm import _current
+
+    runtime, _, _ = runtime_with_scheduler()
+    written = {"vmid": 100, "powerState": "Stopped"}
+    runtime.last_status[UID] = written
+    await send(runtime, {**body(resourceVersion="11"), "status": dict(written)})  # the watch echoes it
+    assert "status" not in runtime.bodies[UID]
+    assert _current(runtime, runtime.bodies[UID])["status"] is written  # a pass still sees it
+
+
 async def test_spec_or_restart_annotation_change_wakes_the_object() -> None:
     runtime, scheduler, _ = runtime_with_scheduler()
     await send(runtime, body(), type_=None)

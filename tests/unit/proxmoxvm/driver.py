@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
@@ -49,6 +50,7 @@ class Driver:
         self.memory = Memory()
         self.checkpoints: list[dict[str, Any]] = []
         self.outcomes: list[Outcome] = []
+        self.wake: Callable[[], None] | None = None  # what the scheduler would pass (None: no wakes)
 
     async def _checkpoint(self, status: dict[str, Any]) -> None:
         self.checkpoints.append(copy.deepcopy(status))
@@ -57,7 +59,12 @@ class Driver:
     async def once(self) -> Outcome:
         model = ProxmoxVM.model_validate(self.obj)
         out = await reconcile(
-            model, kube=self.kube, sessions=self.sessions, memory=self.memory, checkpoint=self._checkpoint
+            model,
+            kube=self.kube,
+            sessions=self.sessions,
+            memory=self.memory,
+            checkpoint=self._checkpoint,
+            wake=self.wake,
         )
         self.obj["status"] = out.status
         self.obj["metadata"]["annotations"].update(out.annotations)

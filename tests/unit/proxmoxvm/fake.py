@@ -327,6 +327,13 @@ class FakeProxmox:
             raise ProxmoxRejected("no such task")
         return TaskStatus(upid=upid, node=node, running=not task.done, exitstatus=task.exitstatus)
 
+    async def node_tasks(self, node: str, *, since: int, limit: int) -> list[TaskStatus]:
+        """All tasks of the node (the fake's UPIDs all carry start time 1), running ones first."""
+        self._enter("node_tasks")
+        mine = [t for t in self.tasks.values() if t.node == node]
+        mine.sort(key=lambda t: t.done)
+        return [TaskStatus(t.upid, node, running=not t.done, exitstatus=t.exitstatus) for t in mine][:limit]
+
     async def agent_interfaces(self, node: str, vmid: int) -> list[GuestInterface]:
         self._enter("agent_interfaces")
         vm = self._vm(node, vmid)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from k3s_deploy.errors import ProxmoxPermissionDenied, ProxmoxUnavailable
+from k3s_deploy.errors import ProxmoxBusy, ProxmoxPermissionDenied, ProxmoxUnavailable
 from k3s_deploy.ports.proxmox import GuestInterface
 from k3s_deploy.services.proxmoxvm.reconcile import reconcile
+from k3s_deploy.services.proxmoxvm.vmids import VmidAllocator
 
 from .driver import Driver, body
 from .fake import FakeProxmox
@@ -171,8 +172,9 @@ async def test_disk_shrink_refused_and_bad_ssh_key() -> None:
 
 async def test_vmid_race_lost_is_retried() -> None:
     pve = pve_with_template()
-    pve.add_vm(100, name="someone-else")
-    pve.nextid_override = 100  # nextid answered 100 to two clients; the other one won
+    pve.nextid_override = 100  # nextid answered 100 to two clients; the other one won ...
+    # ... after our list was read, so only the clone tells
+    pve.fail["clone"] = ProxmoxBusy("unable to create VM 100: config file already exists", reason="VmidTaken")
     drv = Driver(body(clone_spec(powerState="Stopped")), pve)
     out = await drv.once()
     assert out.error is None
@@ -180,7 +182,7 @@ async def test_vmid_race_lost_is_retried() -> None:
     assert drv.obj["status"]["vmid"] == 101
     pve.nextid_override = None
     await drv.converge()
-    assert pve.vms[100].config["name"] == "someone-else" and pve.vms[101].config["name"] == "vm-a"
+    assert pve.vms[101].config["name"] == "vm-a"
 
 
 async def test_crash_between_checkpoint_and_clone_reuses_the_id() -> None:
@@ -362,9 +364,9 @@ async def test_allocation_skips_ids_reserved_by_us_and_ids_taken_in_proxmox() ->
 
     pve = pve_with_template()
     pve.add_vm(101, name="billing-db")
-    session = SimpleNamespace(client=pve, reserved_vmids={100, 102})
+    session = SimpleNamespace(client=pve, vmids=VmidAllocator(pve, reserved={100, 102}))
     work = SimpleNamespace(session=session)
-    assert await _allocate(work, None) == 103  # type: ignore[arg-type]  # only .session is used
+    assert await _allocate(work, None, set(pve.vms)) == 103  # type: ignore[arg-type]  # only .session is used
 
 
 async def test_a_pass_never_mutates_the_model_it_was_given() -> None:
@@ -396,9 +398,9 @@ async def test_siblings_allocating_together_get_different_ids() -> None:
     from k3s_deploy.services.proxmoxvm.provision import _allocate
 
     pve = pve_with_template()
-    session = SimpleNamespace(client=pve, reserved_vmids=set())
+    session = SimpleNamespace(client=pve, vmids=VmidAllocator(pve))
     work = SimpleNamespace(session=session)
-    ids = await asyncio.gather(*(_allocate(work, None) for _ in range(13)))  # type: ignore[arg-type]  # only .session is used
+    ids = await asyncio.gather(*(_allocate(work, None, set(pve.vms)) for _ in range(13)))  # type: ignore[arg-type]  # only .session is used
     assert sorted(ids) == list(range(100, 113))
 
 
@@ -410,8 +412,11 @@ async def test_a_chosen_vmid_is_reserved_before_the_clone_so_siblings_skip_it() 
     from k3s_deploy.services.proxmoxvm.provision import _allocate
 
     pve = pve_with_template()
-    session = SimpleNamespace(client=pve, reserved_vmids=set())
+    session = SimpleNamespace(client=pve, vmids=VmidAllocator(pve))
     work: Any = SimpleNamespace(session=session)  # _allocate uses only .session
-    chosen, *free = await asyncio.gather(_allocate(work, 100), _allocate(work, None), _allocate(work, None))
+    taken = set(pve.vms)
+    chosen, *free = await asyncio.gather(
+        _allocate(work, 100, taken), _allocate(work, None, taken), _allocate(work, None, taken)
+    )
     assert chosen == 100 and sorted(free) == [101, 102]
-    assert session.reserved_vmids == {100, 101, 102}
+    assert session.vmids.reserved == {100, 101, 102}

@@ -13,7 +13,14 @@ from k3s_deploy_lab.pvesim.routing import Call, route
 from k3s_deploy_lab.pvesim.schema import endpoint
 from k3s_deploy_lab.pvesim.sim import Sim
 from k3s_deploy_lab.pvesim.tasks import register
-from k3s_deploy_lab.pvesim.vmconfig import NET_RE, ensure_mac, hotpluggable, normalize_tags, privilege_for
+from k3s_deploy_lab.pvesim.vmconfig import (
+    NET_RE,
+    ensure_mac,
+    hotpluggable,
+    normalize_tags,
+    privilege_for,
+    remove_key,
+)
 
 CONTROL = {"node", "vmid", "digest", "delete", "revert", "skiplock", "force", "background_delay"}
 HIDDEN = "**********"
@@ -106,8 +113,11 @@ def prepare_update(call: Call, vm: VM) -> tuple[dict[str, str], list[str]]:
     return sets, deletes
 
 
-def apply_update(sim: Sim, vm: VM, sets: dict[str, str], deletes: list[str], revert: list[str]) -> None:
-    """Stopped: apply at once. Running: hot-pluggable keys now, the rest pending until the next start."""
+def apply_update(
+    sim: Sim, vm: VM, sets: dict[str, str], deletes: list[str], revert: list[str], force: bool = False
+) -> None:
+    """Stopped: apply at once. Running: hot-pluggable keys now, the rest pending until the next start.
+    A deleted disk is kept as ``unusedN`` unless ``force`` (vmconfig.remove_key)."""
     running = vm.status == "running"
     for key in revert:
         vm.pending.pop(key, None)
@@ -115,7 +125,7 @@ def apply_update(sim: Sim, vm: VM, sets: dict[str, str], deletes: list[str], rev
             vm.pending_delete.remove(key)
     for key in deletes:
         if not running or hotpluggable(key, vm.config):
-            vm.config.pop(key, None)
+            remove_key(vm.config, key, vm.vmid, force=force)
             vm.pending.pop(key, None)
         elif key not in vm.pending_delete:
             vm.pending_delete.append(key)
@@ -136,7 +146,9 @@ def _config_finish(sim: Sim, task: Task) -> list[str]:
         raise TaskFailed(f"Configuration file 'nodes/{task.node}/qemu-server/{task.id}.conf' does not exist")
     if vm.lock and not task.args.get("skiplock"):
         raise TaskFailed(f"VM is locked ({vm.lock})")
-    apply_update(sim, vm, task.args["sets"], task.args["deletes"], task.args["revert"])
+    apply_update(
+        sim, vm, task.args["sets"], task.args["deletes"], task.args["revert"], task.args.get("force", False)
+    )
     return [f"update VM {vm.vmid}: " + " ".join(f"-{k} {'<hidden>' if k in ('cipassword', 'sshkeys') else v}"
                                                  for k, v in task.args["sets"].items())]  # fmt: skip
 
@@ -149,7 +161,8 @@ async def post_config(call: Call) -> Any:
     vm = call.sim.vm(call.node, call.vmid)
     sets, deletes = prepare_update(call, vm)
     revert = split_list(str(call.params.get("revert", "")))
-    args = {"sets": sets, "deletes": deletes, "revert": revert, "skiplock": call.flag("skiplock")}
+    args = {"sets": sets, "deletes": deletes, "revert": revert, "skiplock": call.flag("skiplock"),
+            "force": call.flag("force")}  # fmt: skip
     return call.sim.tasks.start(call.node, "qmconfig", str(vm.vmid), call.ident, args)
 
 
@@ -157,5 +170,6 @@ async def post_config(call: Call) -> Any:
 async def put_config(call: Call) -> Any:
     vm = call.sim.vm(call.node, call.vmid)
     sets, deletes = prepare_update(call, vm)
-    apply_update(call.sim, vm, sets, deletes, split_list(str(call.params.get("revert", ""))))
+    revert = split_list(str(call.params.get("revert", "")))
+    apply_update(call.sim, vm, sets, deletes, revert, call.flag("force"))
     return None

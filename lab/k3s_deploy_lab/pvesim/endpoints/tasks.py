@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from k3s_deploy_lab.pvesim import auth
 from k3s_deploy_lab.pvesim.apierror import ApiError, param_error
+from k3s_deploy_lab.pvesim.formats import split_list
 from k3s_deploy_lab.pvesim.model import Task
 from k3s_deploy_lab.pvesim.routing import Call, WithTotal, route
 from k3s_deploy_lab.pvesim.tasks import parse_upid
@@ -44,33 +46,62 @@ def status_of(task: Task) -> dict[str, Any]:
     return out
 
 
+def _status_type(status: str | None) -> str:
+    """PVE's normalised status type of a listed task (a running one has no status yet: unknown)."""
+    if not status or status == "unexpected status":
+        return "unknown"
+    if status == "OK":
+        return "ok"
+    return "warning" if re.fullmatch(r"WARNINGS: \d+", status) else "error"
+
+
+def _listed(task: Task) -> dict[str, Any]:
+    """A task as the list shows it: ``status`` is RUNNING, or the exit status once it ended (with
+    ``endtime``); the list has no ``exitstatus`` key (that is the per-task status endpoint's)."""
+    entry = {k: v for k, v in status_of(task).items() if k != "exitstatus"}
+    if task.status == "running":
+        entry["status"] = "RUNNING"
+    else:
+        entry["status"] = task.exitstatus
+        entry["endtime"] = task.endtime
+    return entry
+
+
 @route("GET", "/nodes/{node}/tasks")
 async def task_list(call: Call) -> Any:
+    """As PVE's node_tasks: with ``source=active|all`` the running tasks first (newest first), then,
+    unless ``active``, the finished ones newest first; every filter (``since``/``until`` on the start
+    time) applies to both; ``total`` counts every match, ``start``/``limit`` (default 50) page."""
     p = call.params
     source = p.get("source", "archive")
-    out = []
-    for task in sorted(call.sim.state.tasks.values(), key=lambda t: t.starttime, reverse=True):
-        if task.node != call.node or not _may_see(call, task):
-            continue
-        if (source == "active" and task.status != "running") or (
-            source == "archive" and task.status == "running"
-        ):
-            continue
-        if "vmid" in p and task.id != str(p["vmid"]):
-            continue
-        if "typefilter" in p and task.type != p["typefilter"]:
-            continue
-        if "userfilter" in p and str(p["userfilter"]) not in _owner(task):
-            continue
-        if p.get("errors") and task.exitstatus in (None, "OK"):
-            continue
-        entry = status_of(task)
-        if task.endtime:
-            entry["endtime"] = task.endtime
-            entry["status"] = task.exitstatus
-        out.append(entry)
+    types = {"ok", "warning", "error", "unknown"}
+    if "statusfilter" in p and not p.get("errors"):
+        types = {t.lower() for t in split_list(str(p["statusfilter"]))}
+    elif p.get("errors"):
+        types.discard("ok")
+
+    def wanted(task: Task) -> bool:
+        return not (
+            task.node != call.node
+            or ("userfilter" in p and str(p["userfilter"]).lower() not in _owner(task).lower())
+            or not _may_see(call, task)
+            or ("typefilter" in p and task.type != p["typefilter"])
+            or ("vmid" in p and task.id != str(p["vmid"]))
+            or ("since" in p and task.starttime < int(p["since"]))
+            or ("until" in p and task.starttime > int(p["until"]))
+            or _status_type(task.exitstatus) not in types
+        )
+
+    newest = sorted(call.sim.state.tasks.values(), key=lambda t: (t.starttime, t.pid), reverse=True)
+    active = [t for t in newest if t.status == "running"] if source in ("active", "all") else []
+    archive = (
+        []
+        if source == "active"
+        else sorted((t for t in newest if t.status != "running"), key=lambda t: t.endtime or 0, reverse=True)
+    )
+    matches = [_listed(t) for t in (*active, *archive) if wanted(t)]
     start, limit = int(p.get("start", 0)), int(p.get("limit", 50))
-    return WithTotal(out[start : start + limit], len(out))
+    return WithTotal(matches[start : start + limit], len(matches))
 
 
 @route("GET", "/nodes/{node}/tasks/{upid}")

@@ -42,10 +42,11 @@ async def configure(work: Work, vm: VmSummary, *, force: str | None = None) -> N
         return
     client = work.session.client
     work.memory.config_incomplete = True
-    config = await client.vm_config(vm.node, vm.vmid)
+    config = await work.vm_config(vm)
     owner_tag = work.obj.owner_tag if work.cloned else None
     todo = plan.plan_config(work.spec, config, name=work.desired_name, owner_tag=owner_tag)
     if todo.changes:
+        work.config_changed(vm.vmid)
         await client.update_config(vm.node, vm.vmid, todo.changes)
         work.session.inventory.invalidate()
         work.event(

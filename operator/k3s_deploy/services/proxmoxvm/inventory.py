@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from k3s_deploy.ports.proxmox import ProxmoxClient, ProxmoxConnector, ProxmoxCredentials, VmSummary
+from k3s_deploy.ports.proxmox import (
+    NodeSummary,
+    ProxmoxClient,
+    ProxmoxConnector,
+    ProxmoxCredentials,
+    VmSummary,
+)
 from k3s_deploy.services.proxmoxvm.placement import Reservations
+from k3s_deploy.services.proxmoxvm.taskwatch import TaskWatch
+from k3s_deploy.services.proxmoxvm.vmids import VmidAllocator
+
+NODES_MAX_AGE = 10.0  # seconds a node list serves placement
 
 
 @dataclass
@@ -23,11 +33,18 @@ class Snapshot:
     wall_time: float  # epoch seconds, to turn uptime into a boot time
     _index: dict[int, VmSummary] | None = field(default=None, init=False, repr=False, compare=False)
 
-    def by_vmid(self, vmid: int) -> VmSummary | None:
-        """O(1): every object looks itself up in the same snapshot each resync (a scan is O(N^2))."""
+    def _by_id(self) -> dict[int, VmSummary]:
         if self._index is None:
             self._index = {vm.vmid: vm for vm in reversed(self.vms)}  # the first wins, as before
-        return self._index.get(vmid)
+        return self._index
+
+    def vmids(self) -> Collection[int]:
+        """Every vmid the list holds, templates included (ids a new clone must not take)."""
+        return self._by_id().keys()
+
+    def by_vmid(self, vmid: int) -> VmSummary | None:
+        """O(1): every object looks itself up in the same snapshot each resync (a scan is O(N^2))."""
+        return self._by_id().get(vmid)
 
 
 @dataclass
@@ -41,6 +58,15 @@ class Inventory:
     _stale: bool = True
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     reads: int = 0
+    _nodes: tuple[float, list[NodeSummary]] | None = None
+    _nodes_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def nodes(self) -> list[NodeSummary]:
+        """The node list for placement, shared for ``NODES_MAX_AGE`` (siblings place together)."""
+        async with self._nodes_lock:
+            if self._nodes is None or self.clock() - self._nodes[0] >= NODES_MAX_AGE:
+                self._nodes = (self.clock(), await self.client.nodes())
+            return self._nodes[1]
 
     def invalidate(self) -> None:
         """The next :meth:`get` reads Proxmox again (call after changing a VM)."""
@@ -68,23 +94,33 @@ class Session:
 
     client: ProxmoxClient
     inventory: Inventory
-    reserved_vmids: set[int] = field(default_factory=set)
+    vmids: VmidAllocator
+    tasks: TaskWatch
     placements: Reservations = field(default_factory=Reservations)  # nodes chosen, not yet in status
 
 
 class Sessions:
     """Sessions per credential, shared by every ProxmoxVM the operator handles."""
 
-    def __init__(self, connector: ProxmoxConnector, *, max_age: float) -> None:
+    def __init__(
+        self,
+        connector: ProxmoxConnector,
+        *,
+        max_age: float,
+        task_watch: Callable[[ProxmoxClient], TaskWatch] = TaskWatch,
+    ) -> None:
         self._connector = connector
         self._max_age = max_age
+        self._task_watch = task_watch
         self._sessions: dict[str, Session] = {}
 
     def get(self, credentials: ProxmoxCredentials) -> Session:
         session = self._sessions.get(credentials.key)
         if session is None:
             client = self._connector.connect(credentials)
-            session = Session(client=client, inventory=Inventory(client, self._max_age))
+            session = Session(
+                client, Inventory(client, self._max_age), VmidAllocator(client), self._task_watch(client)
+            )
             self._sessions[credentials.key] = session
         return session
 

@@ -13,10 +13,16 @@ from k3s_deploy.services.proxmoxvm.work import (
 
 
 async def live_state(work: Work, vm: VmSummary, *, expected: str) -> str:
-    """The list's status lags up to 10 s: confirm with status/current only when it disagrees."""
+    """The list's status lags up to 10 s: confirm with status/current only when it disagrees, once
+    per list read (passes reuse one list until it is read again: the answer holds as long)."""
     if vm.status == expected:
         return vm.status
-    return await work.session.client.vm_status(vm.node, vm.vmid)
+    confirmed = work.memory.live_state
+    if confirmed is not None and confirmed[0] is vm:
+        return confirmed[1]
+    state = await work.session.client.vm_status(vm.node, vm.vmid)
+    work.memory.live_state = (vm, state)
+    return state
 
 
 async def ensure_power(work: Work, vm: VmSummary) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from k3s_deploy.errors import InvalidSpec, K3sDeployError, NotYet, ProxmoxBusy
@@ -38,7 +39,7 @@ async def is_ours(work: Work, vm: VmSummary) -> bool:
     """
     if work.obj.owner_tag in vm.tags and work.desired_name is not None and vm.name == work.desired_name:
         return True
-    config = await work.session.client.vm_config(vm.node, vm.vmid)
+    config = await work.vm_config(vm)
     return work.obj.owner_marker in str(config.get("description", ""))
 
 
@@ -113,7 +114,7 @@ async def _clone(work: Work) -> VmSummary:
     candidate = recorded or work.spec.vmid
     for _attempt in range(VMID_ATTEMPTS):
         try:
-            vmid = await _allocate(work, candidate)
+            vmid = await _allocate(work, candidate, snap.vmids())
         except ProxmoxBusy:
             found = await _ours_at(work, recorded) if candidate == recorded else None
             if found is not None:
@@ -149,7 +150,8 @@ async def _clone(work: Work) -> VmSummary:
                 return _reclaim(work, found)
             if exc.reason != "VmidTaken" or work.spec.vmid is not None:
                 raise
-            candidate = None  # the id stays reserved: the next attempt skips it
+            session.vmids.refused(vmid)  # the next attempt skips it and asks Proxmox for a new floor
+            candidate = None
             continue
         await work.start_task(
             "clone", template.node, upid, f"cloning {template.node}/{template.vmid} to {target}/{vmid}"
@@ -165,8 +167,8 @@ async def _place(work: Work, templates: list[VmSummary], vms: list[VmSummary]) -
     Everything is read first; then, with no ``await`` in between, the siblings' nodes and the
     reservations of siblings placed in this same moment are counted and our choice is reserved.
     """
-    client, obj = work.session.client, work.obj
-    nodes = await client.nodes()
+    obj = work.obj
+    nodes = await work.session.inventory.nodes()  # shared by siblings placing together
     key = placement.sibling_key(obj.namespace, obj.labels)
     siblings: list[dict[str, Any]] = []
     if key is not None and work.list_siblings is not None and work.spec.node is None:
@@ -228,27 +230,14 @@ async def _ours_at(work: Work, vmid: int | None) -> VmSummary | None:
     return vm
 
 
-async def _allocate(work: Work, candidate: int | None) -> int:
+async def _allocate(work: Work, candidate: int | None, taken: Collection[int]) -> int:
     """A free vmid no other object of this operator is about to use; the one place ids are reserved.
 
     The id is reserved the moment it is chosen (no ``await`` in between): siblings whose first passes
     start together would otherwise all get the same "next free id" and all but one lose the clone.
-    A candidate (the recorded id or ``spec.vmid``) is this object's own and is taken as it is.
+    A candidate (the recorded id or ``spec.vmid``) is this object's own and is checked as it is; any
+    other id is picked above one shared ``nextid`` answer, past the ``taken`` ids of the VM list.
     """
-    client, reserved = work.session.client, work.session.reserved_vmids
     if candidate is not None:
-        vmid = await client.next_vmid(candidate)
-        reserved.add(vmid)
-        return vmid
-    vmid = await client.next_vmid()
-    probe = vmid
-    while vmid in reserved:
-        probe += 1  # the next id that is neither reserved by us nor taken in Proxmox
-        if probe in reserved:
-            continue
-        try:
-            vmid = await client.next_vmid(probe)
-        except ProxmoxBusy:
-            continue
-    reserved.add(vmid)
-    return vmid
+        return await work.session.vmids.check(candidate)
+    return await work.session.vmids.claim(taken)

@@ -107,6 +107,7 @@ async def reconcile(
     checkpoint: Callable[[dict[str, Any]], Awaitable[None]],
     max_backoff: float = 300.0,
     adoption: ownership.AdoptionPolicy = ownership.AdoptionPolicy(),  # noqa: B008  # frozen, shared
+    wake: Callable[[], None] | None = None,
 ) -> Outcome:
     """Run every step once; turn the result into status + events + requeue delay."""
     obj = object_ref(vm)
@@ -149,7 +150,13 @@ async def reconcile(
             annotations,
             adoption=adoption,
             list_siblings=_sibling_lister(kube, obj),
+            wake=wake,
         )
+        if vm.status.observed_generation != obj.generation:
+            # The written status will say this generation was observed whether or not this pass gets
+            # to configure (a task in flight ends it first): until configure ran, the next passes
+            # must still read the config and apply the new spec.
+            memory.config_incomplete = True
         await check_task(work)
         found = await ensure_vm(work)
         label = "Adopted" if status.adopted else "Cloned"

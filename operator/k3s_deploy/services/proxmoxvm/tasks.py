@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from k3s_deploy import metrics
-from k3s_deploy.errors import NotYet, ProxmoxBusy, ProxmoxRejected, ProxmoxTaskFailed
+from k3s_deploy.errors import ProxmoxBusy, ProxmoxRejected, ProxmoxTaskFailed
 from k3s_deploy.services.proxmoxvm.work import Work
 
 # Task failures that another try is likely to fix (the VM was busy), not the spec.
@@ -18,15 +18,20 @@ async def check_task(work: Work) -> None:
     if ref is None:
         return
     node = ref.node or ref.upid.split(":")[1]
-    try:
-        task = await work.session.client.task_status(node, ref.upid)
-    except ProxmoxRejected:
-        # "no such task": the node forgot it (restart). State is re-derived from the VM itself.
-        work.status.task_ref = None
-        work.session.inventory.invalidate()
-        return
+    watch = work.session.tasks
+    task = watch.seen(ref.upid) if work.wake is not None else None
+    if task is None:  # not watched (yet), or the node's list is not to be trusted now: ask the task
+        try:
+            task = await work.session.client.task_status(node, ref.upid)
+        except ProxmoxRejected:
+            # "no such task": the node forgot it (restart). State is re-derived from the VM itself.
+            watch.forget(ref.upid)
+            work.status.task_ref = None
+            work.session.inventory.invalidate()
+            return
     if task.running:
-        raise NotYet(1.0, "TaskRunning", f"waiting for the {ref.action} task {ref.upid}")
+        work.wait_for_task(node, ref.upid, f"waiting for the {ref.action} task {ref.upid}")
+    watch.forget(ref.upid)
     work.status.task_ref = None
     work.session.inventory.invalidate()
     if ref.started_at is not None:

@@ -9,9 +9,11 @@ from typing import Any, NoReturn
 
 from k3s_deploy.api.proxmoxvm import ProxmoxVMSpec, ProxmoxVMStatus, TaskRef
 from k3s_deploy.errors import NotYet, backoff
+from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.ownership import AdoptionPolicy, ownership_tag
 from k3s_deploy.services.proxmoxvm.inventory import Session
+from k3s_deploy.services.proxmoxvm.taskwatch import TASK_POLL, WAKE_FALLBACK
 
 RESTART_ANNOTATION = "k3sdeploy.io/restart"
 RESTART_HANDLED_ANNOTATION = "k3sdeploy.io/restart-handled"
@@ -76,6 +78,7 @@ class Memory:
     cloud_init_generation: int | None = None  # ... and the generation it was checked at
     stale_reboots: int = 0  # reboots for stale cloud-init since the drive was last found current
     verified_owners: set[str] = field(default_factory=set)  # K3sCluster uids checked in this namespace
+    live_state: tuple[VmSummary, str] | None = None  # status/current's answer for this list entry
 
     def backoff(self, cap: float) -> float:
         """5, 10, 20, 40 ... seconds, at most ``cap``."""
@@ -98,6 +101,19 @@ class Work:
     adoption: AdoptionPolicy = field(default_factory=AdoptionPolicy)
     # The sibling ProxmoxVMs (same cluster and role labels) as the apiserver has them; None: no siblings.
     list_siblings: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    wake: Callable[[], None] | None = None  # runs this object's next pass now (None: nobody can)
+    _configs: dict[int, dict[str, Any]] = field(default_factory=dict)  # read in this pass
+
+    async def vm_config(self, vm: VmSummary) -> dict[str, Any]:
+        """The VM's config, read once per pass (the ownership check and configure both need it)."""
+        config = self._configs.get(vm.vmid)
+        if config is None:
+            config = self._configs[vm.vmid] = await self.session.client.vm_config(vm.node, vm.vmid)
+        return config
+
+    def config_changed(self, vmid: int) -> None:
+        """We wrote the VM's config: a later read in this pass must ask Proxmox again."""
+        self._configs.pop(vmid, None)
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
@@ -118,7 +134,15 @@ class Work:
         self.status.task_ref = TaskRef(upid=upid, action=action, node=node, started_at=self.now())
         self.session.inventory.invalidate()
         self.event("Normal", action.capitalize() + "Started", message)
-        raise NotYet(1.0, "TaskRunning", f"{message} (task {upid})")
+        self.wait_for_task(node, upid, f"{message} (task {upid})")
+
+    def wait_for_task(self, node: str, upid: str, message: str) -> NoReturn:
+        """End the pass while the task runs: the node's task poller wakes this object when it ends
+        (no pass runs meanwhile); without a way to wake it, look again in a second."""
+        if self.wake is None:
+            raise NotYet(TASK_POLL, "TaskRunning", message)
+        self.session.tasks.watch(node, upid, self.wake)
+        raise NotYet(WAKE_FALLBACK, "TaskRunning", message)
 
     def status_dict(self) -> dict[str, Any]:
         out = self.status.model_dump(by_alias=True, mode="json", exclude_none=False)
