@@ -4,6 +4,7 @@ without embedded etcd to one with it (1 -> 3 -> 5 servers and back)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 
@@ -143,3 +144,80 @@ async def test_single_server_converts_to_embedded_etcd_and_scales_1_3_5_and_back
     saved = await first.run("k3s etcd-snapshot save")
     assert saved.exit_status == 0, saved.stderr
     assert re.search(r"Snapshot on-demand-cv-1-\d+ saved\.", saved.stdout)
+
+
+MANIFESTS = "/var/lib/rancher/k3s/server/manifests"
+ADDON = """apiVersion: v1
+kind: Namespace
+metadata:
+  name: lab-addon
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: lab-addon
+data:
+  colour: @COLOUR@
+"""
+CHART = """apiVersion: helm.cattle.io/v1
+kind: HelmChart
+metadata:
+  name: metallb
+  namespace: kube-system
+spec:
+  repo: https://metallb.github.io/metallb
+  chart: metallb
+  version: 0.14.9
+  targetNamespace: metallb-system
+"""
+
+
+async def test_auto_deploy_manifests_apply_update_and_remove(
+    start_guest: StartGuest, host_kubectl: Kubectl
+) -> None:
+    srv = await start_guest(351, f"{NET}51", name="ad-1")
+    await srv.run(f"mkdir -p {MANIFESTS} && ln -s /etc/passwd {MANIFESTS}/escape.yaml", check=True)
+    await srv.run(f"cat > {MANIFESTS}/app.yaml <<'X'\n{ADDON.replace('@COLOUR@', 'blue')}X", check=True)
+    assert (await srv.install_k3s("server", env=f"INSTALL_K3S_VERSION={V1}")).exit_status == 0
+    kubeconfig = pointed_at(await srv.read("/etc/rancher/k3s/k3s.yaml"), f"{NET}51")
+
+    async def get(args: str) -> tuple[int, str]:
+        code, out, _ = await host_kubectl(kubeconfig, args)
+        return code, out
+
+    async def colour_is(value: str) -> bool:
+        code, out = await get("get configmap settings -n lab-addon -o jsonpath={.data.colour}")
+        return code == 0 and out == value
+
+    await eventually(lambda: colour_is("blue"), within=30)
+
+    async def addon_tracked() -> bool:
+        code, out = await get("get addons.k3s.cattle.io app -n kube-system -o jsonpath={.spec.source}")
+        return code == 0 and out == f"{MANIFESTS}/app.yaml"
+
+    await eventually(addon_tracked, within=30)
+    _, out = await get("get addons.k3s.cattle.io -n kube-system -o json")
+    addons = {a["metadata"]["name"] for a in json.loads(out)["items"]}
+    assert "escape" not in addons  # a symlink out of the guest is never read
+
+    await srv.run(f"sed -i s/blue/green/ {MANIFESTS}/app.yaml", check=True)
+    await eventually(lambda: colour_is("green"), within=30)
+    await srv.run(f"cat > {MANIFESTS}/metallb.yaml <<'X'\n{CHART}X", check=True)
+
+    async def chart_stored() -> bool:
+        code, out = await get(
+            "get helmcharts.helm.cattle.io metallb -n kube-system -o jsonpath={.spec.chart}"
+        )
+        return code == 0 and out == "metallb"
+
+    await eventually(chart_stored, within=30)
+    await srv.run(f"rm {MANIFESTS}/app.yaml", check=True)
+
+    async def removed() -> bool:
+        code, _ = await get("get configmap settings -n lab-addon")
+        addon, _ = await get("get addons.k3s.cattle.io app -n kube-system")
+        return code != 0 and addon != 0
+
+    await eventually(removed, within=30)
+    assert await chart_stored()  # the other file's objects stay

@@ -40,6 +40,7 @@ from k3s_deploy_lab.guests.k3s.artefacts import (
 )
 from k3s_deploy_lab.guests.k3s.cluster import LabCluster
 from k3s_deploy_lab.guests.k3s.datastore import Datastore, mark_datastore, restart_request, stale_error
+from k3s_deploy_lab.guests.k3s.deploy import DeployController
 from k3s_deploy_lab.guests.k3s.flags import (
     DEFAULT_CHANNELS,
     VERSION_RE,
@@ -70,6 +71,7 @@ class Install:
     enabled: bool = True
     flags: dict[str, Any] = dataclasses.field(default_factory=dict)  # merged, secrets redacted
     args: list[str] = dataclasses.field(default_factory=list)  # the unit's command line, read at restart
+    addons: dict[str, Any] = dataclasses.field(default_factory=dict)  # auto-deploy file -> what it applied
 
 
 class K3sControl:
@@ -96,6 +98,7 @@ class K3sControl:
         self._lock = asyncio.Lock()
         self._heartbeat: asyncio.Task[None] | None = None
         self.datastore = Datastore(self)
+        self.deploy = DeployController(self)
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -125,6 +128,7 @@ class K3sControl:
         await self._restore()
         self._heartbeat = asyncio.create_task(self._beat())
         self.datastore.start()
+        self.deploy.start()
 
     @property
     def _state_file(self) -> Path:
@@ -170,6 +174,7 @@ class K3sControl:
 
     async def close(self) -> None:
         await self.datastore.close()
+        await self.deploy.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
