@@ -107,6 +107,26 @@ def ensure_binaries(*, log: Log = _stderr_log) -> dict[str, Path]:
     return {t.name: t.path for t in targets()}
 
 
+def etcdutl_target() -> Target:
+    """etcdutl (snapshot restore), built on demand only: the K3s stand-in's cluster-reset needs it."""
+    return Target("etcdutl", "go.etcd.io/etcd/etcdutl/v3", etcd_version(), "go.etcd.io/etcd/etcdutl/v3")
+
+
+def ensure_etcdutl(*, log: Log = _stderr_log) -> Path:
+    """The etcdutl binary of the lab's etcd version, building it the first time (seconds to a minute)."""
+    target = etcdutl_target()
+    if _usable(target.path):
+        return target.path
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError("Go is needed to build etcdutl (restoring an etcd snapshot); install Go")
+    (cache_dir() / "bin").mkdir(parents=True, exist_ok=True)
+    with _locked(cache_dir() / "bin" / ".build.lock", log):
+        if not _usable(target.path):
+            _build(go, target, log)
+    return target.path
+
+
 def _usable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
@@ -168,7 +188,9 @@ def _wrapper(go: str, target: Target, log: Log) -> Path:
     edits = [f"-require={target.module}@{target.version}"]
     edits += [f"-replace={m}={m}@{v}" for m, v in _staging_replaces(Path(info["GoMod"]), target.version)]
     _go(go, ["mod", "edit", *edits], module_dir, capture=True)
-    imports = "".join(f'\t_ "{t.package}"\n' for t in targets() if t.module == target.module)
+    imports = "".join(
+        f'\t_ "{t.package}"\n' for t in [*targets(), etcdutl_target()] if t.module == target.module
+    )
     (module_dir / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports})\n")
     # The proxy's .info file holds the release's commit time: the honest build date.
     (module_dir / "release-time").write_text(json.loads(Path(info["Info"]).read_text()).get("Time", ""))

@@ -56,7 +56,7 @@ def write_artefacts(
     """Write what the real installer leaves (binary, links, scripts, unit files); log lines to ``out``."""
     root = guest.root
     server_url = f"https://{guest.spec.addresses[0]}:{API_PORT}" if req.command == "server" else ""
-    write_file(root, f"{BIN}/k3s", scripts.k3s_bin(req.version, server_url), 0o755)
+    write_file(root, f"{BIN}/k3s", scripts.k3s_bin(req.version, server_url, lab_url), 0o755)
     out.append(f"[INFO]  Installing k3s to {BIN}/k3s")
     for link in ("kubectl", "crictl", "ctr"):
         target = root.path(f"{BIN}/{link}")

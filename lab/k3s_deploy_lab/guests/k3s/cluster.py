@@ -60,6 +60,9 @@ class LabCluster:
         self.etcd = etcd
         self.sans = list(dict.fromkeys([init_ip, *sans, *LOOPBACK_SANS]))
         self.log = log
+        # after `k3s server --cluster-reset` on reset_by: the other servers' db dirs are stale until removed
+        self.reset_stale: list[str] = []
+        self.reset_by = ""
         pki = data_dir / "pki"
         if (pki / "ca.key").exists() and (pki / "client-ca.key").exists():  # a restart: same cluster CAs
             self.ca = CertificateAuthority.load(pki, "ca")
@@ -101,6 +104,8 @@ class LabCluster:
             "agentPassword": self.agent_password,
             "etcd": self.etcd,
             "sans": self.sans,
+            "resetStale": self.reset_stale,
+            "resetBy": self.reset_by,
             "nodes": {instance: dataclasses.asdict(node) for instance, node in self.nodes.items()},
         }
 
@@ -118,6 +123,8 @@ class LabCluster:
             log=log,
         )
         cluster.agent_password = data.get("agentPassword")
+        cluster.reset_stale = list(data.get("resetStale") or [])
+        cluster.reset_by = str(data.get("resetBy") or "")
         for instance, node in (data.get("nodes") or {}).items():
             cluster.nodes[instance] = NodeRecord(**{**node, "running": False})
         return cluster

@@ -39,6 +39,8 @@ from k3s_deploy_lab.guests.k3s.artefacts import (
     write_file,
 )
 from k3s_deploy_lab.guests.k3s.cluster import LabCluster
+from k3s_deploy_lab.guests.k3s.datastore import Datastore, mark_datastore, restart_request, stale_error
+from k3s_deploy_lab.guests.k3s.deploy import DeployController
 from k3s_deploy_lab.guests.k3s.flags import (
     DEFAULT_CHANNELS,
     VERSION_RE,
@@ -67,6 +69,9 @@ class Install:
     cluster_id: str
     node_name: str
     enabled: bool = True
+    flags: dict[str, Any] = dataclasses.field(default_factory=dict)  # merged, secrets redacted
+    args: list[str] = dataclasses.field(default_factory=list)  # the unit's command line, read at restart
+    addons: dict[str, Any] = dataclasses.field(default_factory=dict)  # auto-deploy file -> what it applied
 
 
 class K3sControl:
@@ -92,6 +97,15 @@ class K3sControl:
         self._guest_tokens: dict[str, int] = {}  # secret -> vmid
         self._lock = asyncio.Lock()
         self._heartbeat: asyncio.Task[None] | None = None
+        self.datastore = Datastore(self)
+        self.deploy = DeployController(self)
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        return self._lock
+
+    def save(self) -> None:
+        self._save()
 
     @property
     def install_url(self) -> str:
@@ -113,6 +127,8 @@ class K3sControl:
         """Bring back the clusters of an earlier run (their etcd data and CAs are on disk), then beat."""
         await self._restore()
         self._heartbeat = asyncio.create_task(self._beat())
+        self.datastore.start()
+        self.deploy.start()
 
     @property
     def _state_file(self) -> Path:
@@ -157,6 +173,8 @@ class K3sControl:
         self._save()
 
     async def close(self) -> None:
+        await self.datastore.close()
+        await self.deploy.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,6 +189,7 @@ class K3sControl:
         app.router.add_post("/k3s/v1/uninstall", self._uninstall)
         app.router.add_post("/k3s/v1/killall", self._killall)
         app.router.add_post("/k3s/v1/service", self._service)
+        self.datastore.add_routes(app)
 
     # ----- power and heartbeats -------------------------------------------------------------------
 
@@ -287,13 +306,7 @@ class K3sControl:
             async with self._lock:
                 await self._start_service(guest, req)
         except InstallFailed as exc:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            out += [
-                f"Job for {service}.service failed because the control process exited with error code.",
-                f'See "systemctl status {service}.service" and "journalctl -xeu {service}.service" for details.',
-                f'{guest.spec.hostname} {service}[1]: time="{stamp}" level=fatal msg="{exc}"',
-            ]
-            log_file(guest.root, service).write_text(out[-1] + "\n")
+            out += self._failed(guest, service, str(exc))
             return web.Response(status=500, text="\n".join(out) + "\n")
         return web.Response(text="\n".join(out) + "\n")
 
@@ -323,18 +336,44 @@ class K3sControl:
         return web.Response(text="")
 
     async def _set_service(self, guest: RunningGuest, running: bool) -> None:
-        """Stop (k3s-killall.sh, systemctl stop) or start (systemctl start/restart) this guest's k3s."""
+        """Stop (k3s-killall.sh, systemctl stop) or start (systemctl start/restart) this guest's k3s.
+
+        A server's start reads its unit's command line, env file and config files again (K3s reads them
+        when it starts): ``--cluster-init`` converts a cluster without embedded etcd, and the snapshot
+        settings take effect. Raises :class:`InstallFailed` when K3s would not start.
+        """
         async with self._lock:
             install = self.installs.get(guest.spec.instance_id)
             cluster = self.clusters.get(install.cluster_id) if install else None
             if install is not None and cluster is not None:
-                install.enabled = running
                 node = cluster.nodes.get(guest.spec.instance_id)
+                if running and install.role == "server":
+                    await self._restart_server(guest, install, cluster)
+                install.enabled = running
                 if node is not None:
                     node.running = running
                     with contextlib.suppress(Exception):
-                        await cluster.post_status(node)
+                        await (cluster.register(node) if running else cluster.post_status(node))
             self._save()
+
+    async def _restart_server(self, guest: RunningGuest, install: Install, cluster: LabCluster) -> None:
+        try:
+            req = restart_request(guest.root, install.args, config_texts(guest.root), self.channels)
+        except UsageError as exc:
+            raise InstallFailed(str(exc)) from exc
+        problem = stale_error(guest, cluster)
+        if problem:
+            raise InstallFailed(problem)
+        install.flags = req.redacted_flags()
+        if req.bool("cluster-init") and not cluster.etcd:
+            self.log(f"k3s cluster {cluster.id}: converting to embedded etcd (--cluster-init at restart)")
+            cluster.etcd = True
+            node = cluster.nodes.get(guest.spec.instance_id)
+            if node is not None:
+                node.etcd = True
+                node.labels["node-role.kubernetes.io/etcd"] = "true"
+        cluster.add_sans([guest.spec.addresses[0], *req.many("tls-san")])
+        mark_datastore(guest.root, install.node_name, cluster.etcd)
 
     async def _service(self, request: web.Request) -> web.Response:
         """The guest's ``systemctl`` for the k3s units; answers ``<exit code>\\n<output>``."""
@@ -361,11 +400,26 @@ class K3sControl:
                 f"     Active: {state}\n"
             )
         if action in ("start", "restart", "stop"):
-            await self._set_service(guest, action != "stop")
+            try:
+                await self._set_service(guest, action != "stop")
+            except InstallFailed as exc:
+                return web.Response(text="1\n" + "\n".join(self._failed(guest, unit, str(exc))) + "\n")
             return web.Response(text="0\n")
         if action in ("enable", "disable", "daemon-reload"):
             return web.Response(text="0\n")
         return web.Response(text=f"1\nUnknown command verb {action}.\n")
+
+    @staticmethod
+    def _failed(guest: RunningGuest, service: str, message: str) -> list[str]:
+        """How ``systemctl start`` reports a K3s that exits at once (also left in its log file)."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        lines = [
+            f"Job for {service}.service failed because the control process exited with error code.",
+            f'See "systemctl status {service}.service" and "journalctl -xeu {service}.service" for details.',
+            f'{guest.spec.hostname} {service}[1]: time="{stamp}" level=fatal msg="{message}"',
+        ]
+        log_file(guest.root, service).write_text(lines[-1] + "\n")
+        return lines
 
     # ----- installing -----------------------------------------------------------------------------
 
@@ -412,6 +466,9 @@ class K3sControl:
                 )
         elif existing is not None and existing.role == "server" and existing.cluster_id in self.clusters:
             cluster = self.clusters[existing.cluster_id]
+            if req.bool("cluster-init") and not cluster.etcd:  # K3s converts to embedded etcd
+                self.log(f"k3s cluster {cluster.id}: converting to embedded etcd (--cluster-init)")
+                cluster.etcd = True
             if token:  # a restart with a token: it must be this cluster's (K3s decrypts its bootstrap data)
                 try:
                     tokens.check(
@@ -433,6 +490,10 @@ class K3sControl:
             if gone is not None:
                 with contextlib.suppress(Exception):
                     await old.delete_node(gone.name)
+        if req.command == "server":
+            problem = stale_error(guest, cluster)
+            if problem:
+                raise InstallFailed(problem)
         node = node_record(guest, req, cluster)
         previous = cluster.nodes.get(spec.instance_id)
         if previous is not None and previous.name != node.name:
@@ -470,8 +531,15 @@ class K3sControl:
         except Exception as exc:
             cluster.nodes.pop(spec.instance_id, None)
             raise InstallFailed(f"Failed to register node: {exc}") from exc
+        if req.command == "server":
+            mark_datastore(guest.root, node.name, cluster.etcd)
         self.installs[spec.instance_id] = Install(
-            role=req.command, version=req.version, cluster_id=cluster.id, node_name=node.name
+            role=req.command,
+            version=req.version,
+            cluster_id=cluster.id,
+            node_name=node.name,
+            flags=req.redacted_flags(),
+            args=list(req.args),
         )
         self._save()
         self.log(

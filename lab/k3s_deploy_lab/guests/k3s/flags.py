@@ -107,6 +107,10 @@ class InstallRequest:
     def bool(self, name: str) -> bool:
         return bool(self.flags.get(name))
 
+    def redacted_flags(self) -> dict[str, Any]:
+        """The merged flags with secrets shown as K3s shows them (``********``)."""
+        return {k: "********" if k in SECRET_FLAGS else v for k, v in self.flags.items()}
+
     def redacted_args(self) -> list[str]:
         """The node-args annotation value: K3s hides secrets the same way."""
         out: list[str] = [self.command]

@@ -56,7 +56,21 @@ VERSION='@VERSION@'
 COMMIT='@COMMIT@'
 GOVERSION='@GOVERSION@'
 SERVER_URL='@SERVER_URL@'
+LAB_URL='@LAB_URL@'
 prog=$(basename "$0")
+# Verbs the guests process answers (it runs this cluster's etcd): "<exit code>\n<output>".
+lab_call() {
+  action=$1; shift
+  n=$#
+  for a in "$@"; do set -- "$@" --data-urlencode "arg=$a"; done
+  shift "$n"
+  out=$(mktemp); trap 'rm -f "$out"' EXIT
+  curl -sS -o "$out" -X POST "$LAB_URL/k3s/v1/$action" --data-urlencode "guest=$(cat @GUEST_TOKEN@)" "$@" \
+    || exit 1
+  code=$(head -n 1 "$out")
+  if [ "$code" = 0 ]; then tail -n +2 "$out"; else tail -n +2 "$out" >&2; fi
+  exit "${code:-1}"
+}
 case "$prog" in
   kubectl|crictl|ctr) set -- "$prog" "$@" ;;
 esac
@@ -78,7 +92,21 @@ case "$1" in
     echo "$1: no container runtime runs in a k3s-deploy lab guest" >&2
     exit 1
     ;;
-  server|agent)
+  etcd-snapshot)
+    [ "$(id -u)" -eq 0 ] || exec sudo "$0" "$@"
+    shift
+    lab_call etcd-snapshot "$@"
+    ;;
+  server)
+    case " $* " in
+      *" --cluster-reset "*|*" --cluster-reset=true "*)
+        [ "$(id -u)" -eq 0 ] || exec sudo "$0" "$@"
+        lab_call cluster-reset "$@" ;;
+    esac
+    echo "k3s $1 runs as the k3s service of this lab guest; re-run the installer to change it" >&2
+    exit 1
+    ;;
+  agent)
     echo "k3s $1 runs as the k3s service of this lab guest; re-run the installer to change it" >&2
     exit 1
     ;;
@@ -86,7 +114,7 @@ case "$1" in
     echo "NAME:"
     echo "   k3s - Kubernetes, but small and simple (k3s-deploy lab stand-in)"
     echo "COMMANDS:"
-    echo "   server, agent, kubectl, crictl, ctr, --version"
+    echo "   server, agent, kubectl, crictl, ctr, etcd-snapshot, --version"
     ;;
   *)
     echo "Incorrect Usage. No help topic for '$1'" >&2
@@ -168,9 +196,11 @@ def go_version_of(version: str) -> str:
     return {29: "go1.22.8", 30: "go1.22.9", 31: "go1.22.9", 32: "go1.23.4"}.get(minor, "go1.23.4")
 
 
-def k3s_bin(version: str, server_url: str) -> str:
+def k3s_bin(version: str, server_url: str, lab_url: str = "") -> str:
     return _fill(
         K3S_BIN,
+        LAB_URL=lab_url,
+        GUEST_TOKEN=GUEST_TOKEN_PATH,
         VERSION=version,
         COMMIT=commit_of(version),
         GOVERSION=go_version_of(version),
