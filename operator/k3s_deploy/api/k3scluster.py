@@ -30,12 +30,14 @@ from k3s_deploy.api.common import (
 from k3s_deploy.api.k3s_install import AirGapInstall, FetchFrom, InstallSource, K3sSettings, ScriptInstall
 from k3s_deploy.api.k3scluster_status import (
     ChannelResolution,
+    PoolStatus,
     ClusterNode,
     ClusterPhase,
     K3sClusterStatus,
     SecretKeyStatusRef,
     UpgradeStatus,
 )
+from k3s_deploy.api.nodepools import RESERVED_POOL_NAMES, NodeRegistration, PoolName
 from k3s_deploy.api.proxmoxvm import CloneSource, CloudInitUser, VMSettings
 
 KIND = "K3sCluster"
@@ -100,7 +102,7 @@ class NodeTemplate(VMSettings):
     )
 
 
-class ServerPool(ApiModel):
+class ServerPool(NodeRegistration):
     """K3s servers (control plane with embedded etcd) cloned from a template."""
 
     replicas: int = Field(
@@ -109,6 +111,7 @@ class ServerPool(ApiModel):
     template: NodeTemplate = Field(description="VM template of every server.")
 
     rules: ClassVar[tuple[Rule, ...]] = (
+        *NodeRegistration.rules,
         Rule(
             "self.replicas % 2 == 1",
             "servers.replicas must be odd (1, 3, 5, ...) so etcd keeps quorum when a server is lost",
@@ -118,11 +121,28 @@ class ServerPool(ApiModel):
     )
 
 
-class AgentPool(ApiModel):
+class AgentPool(NodeRegistration):
     """K3s agents (workers) cloned from a template."""
 
     replicas: int = Field(default=0, ge=0, le=500, description="Number of agents.")
     template: NodeTemplate = Field(description="VM template of every agent.")
+
+
+class NamedAgentPool(AgentPool):
+    """A named group of agents beside the default ones, scaled on its own: its VMs are
+    <cluster>-<name>-<i>, and it can have its own template, placement, labels and taints."""
+
+    name: PoolName = Field(description="Pool name, unique in the cluster; part of each VM's name.")
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        *NodeRegistration.rules,
+        Rule(
+            " && ".join(f"self.name != '{n}'" for n in RESERVED_POOL_NAMES),
+            "agentPools[].name must not be server or agent (the default roles' VMs use those names)",
+            lambda m: m.name not in RESERVED_POOL_NAMES,
+            field_path=".name",
+        ),
+    )
 
 
 class RoleTags(ApiModel):
@@ -268,6 +288,12 @@ class K3sClusterSpec(ProxmoxAccess):
         default=None, description="Clone the servers from a template (use this or discovery)."
     )
     agents: AgentPool | None = Field(default=None, description="Clone the agents from a template.")
+    agent_pools: list[NamedAgentPool] = Field(
+        default_factory=list,
+        max_length=16,
+        description="More agents in named pools beside spec.agents, each with its own template, "
+        "replicas, labels and taints (needs spec.servers).",
+    )
     discovery: Discovery | None = Field(
         default=None,
         description="Use existing VMs, found by tags or node/vmid lists (instead of servers/agents).",
@@ -301,6 +327,18 @@ class K3sClusterSpec(ProxmoxAccess):
             lambda m: m.agents is None or m.servers is not None,
             field_path=".agents",
         ),
+        Rule(
+            "!has(self.agentPools) || size(self.agentPools) == 0 || has(self.servers)",
+            "spec.agentPools clones agents next to spec.servers; it cannot be used with discovery",
+            lambda m: not m.agent_pools or m.servers is not None,
+            field_path=".agentPools",
+        ),
+        Rule(
+            "!has(self.agentPools) || self.agentPools.all(p, self.agentPools.exists_one(q, q.name == p.name))",
+            "spec.agentPools[].name must be unique",
+            lambda m: len({p.name for p in m.agent_pools}) == len(m.agent_pools),
+            field_path=".agentPools",
+        ),
     )
 
 
@@ -329,6 +367,8 @@ __all__ = [
     "K3sClusterSpec",
     "K3sClusterStatus",
     "K3sSettings",
+    "NamedAgentPool",
+    "PoolStatus",
     "ScriptInstall",
     "SecretKeyStatusRef",
     "SshSettings",

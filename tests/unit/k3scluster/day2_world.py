@@ -79,12 +79,12 @@ class Ssh(FakeSsh):
         if "uninstall.sh" in command:
             host = self._check(target)
             self.ops.append(("uninstall", self.name_of(target.host)))
-            host.version = None
+            host.version, host.etcd = None, False
             return host.result(0, "", "")
         result = await super().run(target, command, input=input, timeout_s=timeout_s)
         if command == "sh -s" and input:
             name = self.name_of(target.host)
-            self.ops.append(("install", name))
+            self.ops.append(("convert" if "systemctl restart k3s" in input else "install", name))
             if self.crash_after_install == name:
                 raise RuntimeError("operator killed")
         return result

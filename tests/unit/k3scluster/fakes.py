@@ -133,6 +133,7 @@ class FakeHost:
     files: dict[str, str] = field(default_factory=dict)  # what K3s wrote (server/token, agent-token)
     join_token: str | None = None  # K3S_TOKEN of the last install
     uploads: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # remote path -> (content, mode)
+    etcd: bool = False  # a server running embedded etcd (--cluster-init, joined, or converted)
 
     @property
     def fingerprint(self) -> str:
@@ -180,7 +181,17 @@ class FakeSsh:
         check: bool = False,
     ) -> CommandResult:
         host = self._check(target)
+        if command == "sh -s" and input and "systemctl restart k3s" in input:
+            # the conversion: a config.yaml.d drop-in with cluster-init, then a restart (no install)
+            self.log.append((target.host, "convert"))
+            host.etcd = host.etcd or ("cluster-init: true" in input and host.kubeconfig is not None)
+            return host.result(0, "", "")
         if command == "sh -s" and input:
+            join = re.search(r"--server https://([0-9.]+):6443", input)
+            anchor = self.hosts.get(join.group(1)) if join else None
+            if anchor is not None and not anchor.etcd:
+                self.log.append((target.host, "install-refused"))
+                return host.result(1, "", "failed to join cluster: the server does not run embedded etcd")
             host.scripts.append(input)
             self.log.append((target.host, "install"))
             if self.install_seconds:
@@ -195,6 +206,7 @@ class FakeSsh:
             host.join_token = env.get("K3S_TOKEN")
             if " server " in input.strip().splitlines()[-1]:
                 host.kubeconfig = K3S_YAML
+                host.etcd = host.etcd or "--cluster-init" in input or join is not None
                 password = (host.join_token or "").rsplit(":", 1)[-1]
                 host.files[SERVER_TOKEN] = f"K10{FAKE_CA_HASH}::server:{password}\n"
                 agent = env.get("K3S_AGENT_TOKEN")
@@ -204,6 +216,7 @@ class FakeSsh:
             return host.result(0, "[INFO] done", "")
         self.log.append((target.host, "probe"))
         out = "k3s-deploy:server-kubeconfig\n" if host.kubeconfig else ""
+        out += "k3s-deploy:embedded-etcd\n" if host.etcd and host.version else ""
         out += f"k3s version {host.version} (abcdef)\n" if host.version else ""
         return host.result(0, out, "")
 

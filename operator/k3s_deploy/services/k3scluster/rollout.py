@@ -26,6 +26,7 @@ from k3s_deploy.services.k3scluster import (
     guest_values,
     install,
     nodes,
+    registration,
     upgrade,
     versions,
 )
@@ -119,7 +120,13 @@ async def upgrade_node(
             await access.join_tokens(r, private_key, for_agents=step.kind == "agent") if joining else r.tokens
         )
         script = install.render_script(
-            step, wanted, token=token, node_ip=view.ip, sans=sans, installer_path=staged
+            step,
+            wanted,
+            token=token,
+            node_ip=view.ip,
+            sans=sans,
+            installer_path=staged,
+            node_args=registration.args(view.node_labels, view.node_taints),
         )
         await nodes.run_install(r.deps.ssh, name, target, script, timeout_s=timeout, operation="upgrade_k3s")
         after = await nodes.probe(r.deps.ssh, name, target, timeout_s=timeout)
