@@ -30,10 +30,10 @@ from k3s_deploy.api.common import (
 from k3s_deploy.api.k3s_install import AirGapInstall, FetchFrom, InstallSource, K3sSettings, ScriptInstall
 from k3s_deploy.api.k3scluster_status import (
     ChannelResolution,
-    PoolStatus,
     ClusterNode,
     ClusterPhase,
     K3sClusterStatus,
+    PoolStatus,
     SecretKeyStatusRef,
     UpgradeStatus,
 )
