@@ -24,6 +24,7 @@ from k3s_deploy.api.common import (
     Rule,
     SecretKeyRef,
     Sha256Fingerprint,
+    SshPublicKey,
     VmLocation,
     camel,
 )
@@ -111,13 +112,13 @@ class ServerPool(NodeRegistration):
     template: NodeTemplate = Field(description="VM template of every server.")
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        *NodeRegistration.rules,
         Rule(
             "self.replicas % 2 == 1",
             "servers.replicas must be odd (1, 3, 5, ...) so etcd keeps quorum when a server is lost",
             lambda m: m.replicas % 2 == 1,
             field_path=".replicas",
         ),
+        *NodeRegistration.rules,
     )
 
 
@@ -128,11 +129,29 @@ class AgentPool(NodeRegistration):
     template: NodeTemplate = Field(description="VM template of every agent.")
 
 
+class PoolCloudInit(CloudInitUser):
+    """Cloud-init user and SSH keys of a pool's VMs (at most 8 keys: with up to 8 pools, the
+    apiserver's cost budget for checking every key stays within its limit)."""
+
+    ssh_authorized_keys: list[SshPublicKey] = Field(
+        default_factory=list, max_length=8, description="Public keys allowed to log in as the user."
+    )
+
+
+class PoolTemplate(NodeTemplate):
+    """A NodeTemplate for a pool's agents."""
+
+    cloud_init: PoolCloudInit | None = Field(  # type: ignore[assignment]  # a narrower CloudInitUser
+        default=None, description="Cloud-init user and SSH keys; addresses and DNS come from spec.network."
+    )
+
+
 class NamedAgentPool(AgentPool):
     """A named group of agents beside the default ones, scaled on its own: its VMs are
     <cluster>-<name>-<i>, and it can have its own template, placement, labels and taints."""
 
     name: PoolName = Field(description="Pool name, unique in the cluster; part of each VM's name.")
+    template: PoolTemplate = Field(description="VM template of the pool's agents.")  # type: ignore[assignment]
 
     rules: ClassVar[tuple[Rule, ...]] = (
         *NodeRegistration.rules,
@@ -290,7 +309,7 @@ class K3sClusterSpec(ProxmoxAccess):
     agents: AgentPool | None = Field(default=None, description="Clone the agents from a template.")
     agent_pools: list[NamedAgentPool] = Field(
         default_factory=list,
-        max_length=16,
+        max_length=8,
         description="More agents in named pools beside spec.agents, each with its own template, "
         "replicas, labels and taints (needs spec.servers).",
     )
