@@ -141,7 +141,7 @@ class PoolCloudInit(CloudInitUser):
 class PoolTemplate(NodeTemplate):
     """A NodeTemplate for a pool's agents."""
 
-    cloud_init: PoolCloudInit | None = Field(  # type: ignore[assignment]  # a narrower CloudInitUser
+    cloud_init: PoolCloudInit | None = Field(
         default=None, description="Cloud-init user and SSH keys; addresses and DNS come from spec.network."
     )
 
@@ -151,7 +151,7 @@ class NamedAgentPool(AgentPool):
     <cluster>-<name>-<i>, and it can have its own template, placement, labels and taints."""
 
     name: PoolName = Field(description="Pool name, unique in the cluster; part of each VM's name.")
-    template: PoolTemplate = Field(description="VM template of the pool's agents.")  # type: ignore[assignment]
+    template: PoolTemplate = Field(description="VM template of the pool's agents.")
 
     rules: ClassVar[tuple[Rule, ...]] = (
         *NodeRegistration.rules,
