@@ -24,7 +24,6 @@ from k3s_deploy.api.common import (
     Rule,
     SecretKeyRef,
     Sha256Fingerprint,
-    SshPublicKey,
     VmLocation,
     camel,
 )
@@ -38,8 +37,14 @@ from k3s_deploy.api.k3scluster_status import (
     SecretKeyStatusRef,
     UpgradeStatus,
 )
-from k3s_deploy.api.nodepools import RESERVED_POOL_NAMES, NodeRegistration, PoolName
-from k3s_deploy.api.proxmoxvm import CloneSource, CloudInitUser, VMSettings
+from k3s_deploy.api.nodepools import (
+    RESERVED_POOL_NAMES,
+    NodeRegistration,
+    NodeTemplate,
+    PoolName,
+    PoolTemplate,
+)
+from k3s_deploy.api.proxmoxvm import CloudInitUser
 
 KIND = "K3sCluster"
 PLURAL = "k3sclusters"
@@ -89,25 +94,15 @@ class SshSettings(ApiModel):
     )
 
 
-class NodeTemplate(VMSettings):
-    """How each node's VM is made: a ProxmoxVM spec without identity and addresses (those come from
-    the cluster: names, vmids and spec.network)."""
-
-    clone: CloneSource = Field(description="Template to clone each node's VM from.")
-    cloud_init: CloudInitUser | None = Field(
-        default=None, description="Cloud-init user and SSH keys; addresses and DNS come from spec.network."
-    )
-    deletion_policy: DeletionPolicy = Field(
-        default="Delete",
-        description="What happens to a node's VM when it is removed: Delete, Stop or Retain.",
-    )
-
-
 class ServerPool(NodeRegistration):
-    """K3s servers (control plane with embedded etcd) cloned from a template."""
+    """K3s servers (control plane: embedded etcd with more than one; a lone server uses SQLite)."""
 
     replicas: int = Field(
-        default=1, ge=1, le=9, description="Number of servers; odd so etcd keeps quorum (1, 3, 5, 7, 9)."
+        default=1,
+        ge=1,
+        le=9,
+        description="Number of servers; odd so etcd keeps quorum (1, 3, 5, 7, 9). Growing from 1 converts "
+        "the running server to embedded etcd first (a restart, no reinstall); servers leave one at a time.",
     )
     template: NodeTemplate = Field(description="VM template of every server.")
 
@@ -127,23 +122,6 @@ class AgentPool(NodeRegistration):
 
     replicas: int = Field(default=0, ge=0, le=500, description="Number of agents.")
     template: NodeTemplate = Field(description="VM template of every agent.")
-
-
-class PoolCloudInit(CloudInitUser):
-    """Cloud-init user and SSH keys of a pool's VMs (at most 8 keys: with up to 8 pools, the
-    apiserver's cost budget for checking every key stays within its limit)."""
-
-    ssh_authorized_keys: list[SshPublicKey] = Field(
-        default_factory=list, max_length=8, description="Public keys allowed to log in as the user."
-    )
-
-
-class PoolTemplate(NodeTemplate):
-    """A NodeTemplate for a pool's agents."""
-
-    cloud_init: PoolCloudInit | None = Field(
-        default=None, description="Cloud-init user and SSH keys; addresses and DNS come from spec.network."
-    )
 
 
 class NamedAgentPool(AgentPool):
@@ -387,6 +365,7 @@ __all__ = [
     "K3sClusterStatus",
     "K3sSettings",
     "NamedAgentPool",
+    "NodeTemplate",
     "PoolStatus",
     "ScriptInstall",
     "SecretKeyStatusRef",

@@ -1,4 +1,4 @@
-"""Node pools and what each node registers with: labels and taints.
+"""Node templates, pools and what each node registers with: labels and taints.
 
 Kept apart from :mod:`k3scluster` so the pool shape is one small module: the default ``agents`` and
 the servers take the same ``nodeLabels`` / ``nodeTaints``; a named pool adds ``name`` and ``replicas``.
@@ -11,8 +11,9 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
-from k3s_deploy.api.common import ApiModel, Rule
+from k3s_deploy.api.common import ApiModel, DeletionPolicy, Rule, SshPublicKey
 from k3s_deploy.api.formats import Pattern, cel_string
+from k3s_deploy.api.proxmoxvm import CloneSource, CloudInitUser, VMSettings
 
 # Kubernetes label syntax: an optional DNS-subdomain prefix and '/', then a name of at most 63
 # characters; a value of at most 63 characters (may be empty).
@@ -90,4 +91,35 @@ class NodeRegistration(ApiModel):
             lambda m: labels_valid(m.node_labels),
             field_path=".nodeLabels",
         ),
+    )
+
+
+class NodeTemplate(VMSettings):
+    """How each node's VM is made: a ProxmoxVM spec without identity and addresses (those come from
+    the cluster: names, vmids and spec.network)."""
+
+    clone: CloneSource = Field(description="Template to clone each node's VM from.")
+    cloud_init: CloudInitUser | None = Field(
+        default=None, description="Cloud-init user and SSH keys; addresses and DNS come from spec.network."
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default="Delete",
+        description="What happens to a node's VM when it is removed: Delete, Stop or Retain.",
+    )
+
+
+class PoolCloudInit(CloudInitUser):
+    """Cloud-init user and SSH keys of a pool's VMs (at most 8 keys: with up to 8 pools, the
+    apiserver's cost budget for checking every key stays within its limit)."""
+
+    ssh_authorized_keys: list[SshPublicKey] = Field(
+        default_factory=list, max_length=8, description="Public keys allowed to log in as the user."
+    )
+
+
+class PoolTemplate(NodeTemplate):
+    """A NodeTemplate for a pool's agents."""
+
+    cloud_init: PoolCloudInit | None = Field(
+        default=None, description="Cloud-init user and SSH keys; addresses and DNS come from spec.network."
     )
