@@ -15,7 +15,6 @@ from k3s_deploy.services.k3scluster import (
     hostkeys,
     install,
     nodes,
-    registration,
 )
 from k3s_deploy.services.k3scluster.state import (
     AGENTS_READY,
@@ -110,20 +109,8 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
             staged = await airgap.stage(
                 r.deps.ssh, r.deps.artefacts, step.node, target, settings.source, timeout_s=timeout
             )
-            joining = step.kind in ("join-server", "agent")
-            token = (
-                await access.join_tokens(r, private_key, for_agents=step.kind == "agent")
-                if joining
-                else r.tokens
-            )
-            script = install.render_script(
-                step,
-                settings,
-                token=token,
-                node_ip=view.ip,
-                sans=sans,
-                installer_path=staged,
-                node_args=registration.args(view.node_labels, view.node_taints),
+            script = await access.install_script(
+                r, step, settings, private_key, sans=sans, installer_path=staged
             )
             await nodes.run_install(r.deps.ssh, step.node, target, script, timeout_s=timeout)
             after = await nodes.probe(r.deps.ssh, step.node, target, timeout_s=timeout)
