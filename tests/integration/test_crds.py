@@ -165,6 +165,6 @@ def test_kubectl_get_shows_the_printer_columns(kubectl: Kubectl, crds: list[str]
         "proxmoxvm.k3sdeploy.io/web-1", "pve1", "120", "Running", "192.168.10.21", "True", "Ready",
     ]  # fmt: skip
     wide = kubectl("get", "k3sc", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
-    assert wide[-3:] == ["AVAILABLE", "INIT", "REASON"]
+    assert wide[-4:] == ["AVAILABLE", "INIT", "REASON", "POOLS"]
     by_category = kubectl("get", "k3sdeploy", "-n", namespace, "-o", "name").stdout.split()
     assert sorted(by_category) == ["k3scluster.k3sdeploy.io/prod", "proxmoxvm.k3sdeploy.io/web-1"]

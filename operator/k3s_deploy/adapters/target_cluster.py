@@ -24,6 +24,8 @@ from k3s_deploy import errors
 from k3s_deploy.ports.target import (
     KUBECONFIG_CLUSTER_FIELDS,
     KUBECONFIG_USER_FIELDS,
+    NodeMetadataPatch,
+    Taint,
     TargetNode,
     TargetPod,
 )
@@ -128,6 +130,21 @@ class KubernetesTargetCluster:
         found = await self._call(kubeconfig, lambda api: api.delete_node(node, _request_timeout=t))
         return found is not None
 
+    async def patch_node_metadata(self, kubeconfig: str, node: str, patch: NodeMetadataPatch) -> bool:
+        metadata: dict[str, Any] = {}
+        if patch.labels:
+            metadata["labels"] = dict(patch.labels)
+        if patch.annotations:
+            metadata["annotations"] = dict(patch.annotations)
+        if patch.resource_version:
+            metadata["resourceVersion"] = patch.resource_version
+        body: dict[str, Any] = {"metadata": metadata}
+        if patch.taints is not None:
+            body["spec"] = {"taints": [_taint_body(t) for t in patch.taints]}
+        t = self._timeout
+        found = await self._call(kubeconfig, lambda api: api.patch_node(node, body, _request_timeout=t))
+        return found is not None
+
     async def pods_on(self, kubeconfig: str, node: str) -> list[TargetPod]:
         t = self._timeout
         selector = f"spec.nodeName={node}"
@@ -208,11 +225,34 @@ def _node(item: Any) -> TargetNode:
     roles = frozenset(k[len(_ROLE_PREFIX) :] for k in labels if k.startswith(_ROLE_PREFIX))
     addresses = (item.status.addresses if item.status else None) or []
     internal = next((a.address for a in addresses if a.type == "InternalIP"), None)
+    taints = tuple(
+        Taint(key=t.key, effect=t.effect, value=t.value, time_added=_stamp(t.time_added))
+        for t in ((item.spec.taints if item.spec else None) or [])
+    )
     return TargetNode(
         name=item.metadata.name,
+        labels=dict(labels),
+        annotations=dict((item.metadata.annotations if item.metadata else None) or {}),
+        taints=taints,
+        resource_version=item.metadata.resource_version if item.metadata else None,
         ready=ready,
         kubelet_version=(info.kubelet_version if info else "") or "",
         roles=roles,
         internal_ip=internal,
         unschedulable=bool(item.spec.unschedulable) if item.spec else False,
     )
+
+
+def _stamp(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(value, "strftime") else str(value)
+
+
+def _taint_body(taint: Taint) -> dict[str, str]:
+    out = {"key": taint.key, "effect": taint.effect}
+    if taint.value:
+        out["value"] = taint.value
+    if taint.time_added:
+        out["timeAdded"] = taint.time_added
+    return out

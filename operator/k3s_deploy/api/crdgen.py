@@ -83,6 +83,7 @@ KINDS: tuple[Kind, ...] = (
                 "Init", ".status.initServer", priority=1, description="Server that initialised the cluster."
             ),
             _col("Reason", f"{_READY}.reason", priority=1),
+            _col("Pools", ".status.poolSummary", priority=1, description="Agent pools: name ready/replicas."),
         ),
     ),
     Kind(

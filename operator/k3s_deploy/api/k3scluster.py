@@ -33,10 +33,18 @@ from k3s_deploy.api.k3scluster_status import (
     ClusterNode,
     ClusterPhase,
     K3sClusterStatus,
+    PoolStatus,
     SecretKeyStatusRef,
     UpgradeStatus,
 )
-from k3s_deploy.api.proxmoxvm import CloneSource, CloudInitUser, VMSettings
+from k3s_deploy.api.nodepools import (
+    RESERVED_POOL_NAMES,
+    NodeRegistration,
+    NodeTemplate,
+    PoolName,
+    PoolTemplate,
+)
+from k3s_deploy.api.proxmoxvm import CloudInitUser
 
 KIND = "K3sCluster"
 PLURAL = "k3sclusters"
@@ -86,25 +94,15 @@ class SshSettings(ApiModel):
     )
 
 
-class NodeTemplate(VMSettings):
-    """How each node's VM is made: a ProxmoxVM spec without identity and addresses (those come from
-    the cluster: names, vmids and spec.network)."""
-
-    clone: CloneSource = Field(description="Template to clone each node's VM from.")
-    cloud_init: CloudInitUser | None = Field(
-        default=None, description="Cloud-init user and SSH keys; addresses and DNS come from spec.network."
-    )
-    deletion_policy: DeletionPolicy = Field(
-        default="Delete",
-        description="What happens to a node's VM when it is removed: Delete, Stop or Retain.",
-    )
-
-
-class ServerPool(ApiModel):
-    """K3s servers (control plane with embedded etcd) cloned from a template."""
+class ServerPool(NodeRegistration):
+    """K3s servers (control plane: embedded etcd with more than one; a lone server uses SQLite)."""
 
     replicas: int = Field(
-        default=1, ge=1, le=9, description="Number of servers; odd so etcd keeps quorum (1, 3, 5, 7, 9)."
+        default=1,
+        ge=1,
+        le=9,
+        description="Number of servers; odd so etcd keeps quorum (1, 3, 5, 7, 9). Growing from 1 converts "
+        "the running server to embedded etcd first (a restart, no reinstall); servers leave one at a time.",
     )
     template: NodeTemplate = Field(description="VM template of every server.")
 
@@ -115,14 +113,33 @@ class ServerPool(ApiModel):
             lambda m: m.replicas % 2 == 1,
             field_path=".replicas",
         ),
+        *NodeRegistration.rules,
     )
 
 
-class AgentPool(ApiModel):
+class AgentPool(NodeRegistration):
     """K3s agents (workers) cloned from a template."""
 
     replicas: int = Field(default=0, ge=0, le=500, description="Number of agents.")
     template: NodeTemplate = Field(description="VM template of every agent.")
+
+
+class NamedAgentPool(AgentPool):
+    """A named group of agents beside the default ones, scaled on its own: its VMs are
+    <cluster>-<name>-<i>, and it can have its own template, placement, labels and taints."""
+
+    name: PoolName = Field(description="Pool name, unique in the cluster; part of each VM's name.")
+    template: PoolTemplate = Field(description="VM template of the pool's agents.")
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        *NodeRegistration.rules,
+        Rule(
+            " && ".join(f"self.name != '{n}'" for n in RESERVED_POOL_NAMES),
+            "agentPools[].name must not be server or agent (the default roles' VMs use those names)",
+            lambda m: m.name not in RESERVED_POOL_NAMES,
+            field_path=".name",
+        ),
+    )
 
 
 class RoleTags(ApiModel):
@@ -268,6 +285,12 @@ class K3sClusterSpec(ProxmoxAccess):
         default=None, description="Clone the servers from a template (use this or discovery)."
     )
     agents: AgentPool | None = Field(default=None, description="Clone the agents from a template.")
+    agent_pools: list[NamedAgentPool] = Field(
+        default_factory=list,
+        max_length=8,
+        description="More agents in named pools beside spec.agents, each with its own template, "
+        "replicas, labels and taints (needs spec.servers).",
+    )
     discovery: Discovery | None = Field(
         default=None,
         description="Use existing VMs, found by tags or node/vmid lists (instead of servers/agents).",
@@ -301,6 +324,18 @@ class K3sClusterSpec(ProxmoxAccess):
             lambda m: m.agents is None or m.servers is not None,
             field_path=".agents",
         ),
+        Rule(
+            "!has(self.agentPools) || size(self.agentPools) == 0 || has(self.servers)",
+            "spec.agentPools clones agents next to spec.servers; it cannot be used with discovery",
+            lambda m: not m.agent_pools or m.servers is not None,
+            field_path=".agentPools",
+        ),
+        Rule(
+            "!has(self.agentPools) || self.agentPools.all(p, self.agentPools.exists_one(q, q.name == p.name))",
+            "spec.agentPools[].name must be unique",
+            lambda m: len({p.name for p in m.agent_pools}) == len(m.agent_pools),
+            field_path=".agentPools",
+        ),
     )
 
 
@@ -329,6 +364,9 @@ __all__ = [
     "K3sClusterSpec",
     "K3sClusterStatus",
     "K3sSettings",
+    "NamedAgentPool",
+    "NodeTemplate",
+    "PoolStatus",
     "ScriptInstall",
     "SecretKeyStatusRef",
     "SshSettings",

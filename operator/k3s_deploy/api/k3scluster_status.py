@@ -62,6 +62,9 @@ class ClusterNode(StatusModel):
 
     name: str = Field(max_length=253, description="Kubernetes node name (the VM's host name).")
     role: NodeRole = Field(description="server or agent.")
+    pool: str | None = Field(
+        default=None, max_length=63, description="Agent pool (spec.agentPools) of the node."
+    )
     vm: str | None = Field(default=None, max_length=253, description="ProxmoxVM object name.")
     vmid: int | None = Field(default=None, description="Proxmox VM id.")
     pve_node: str | None = Field(default=None, max_length=63, description="Proxmox node the VM is on.")
@@ -80,6 +83,14 @@ class ClusterNode(StatusModel):
     adopted: bool | None = Field(default=None, description="The VM was discovered, not cloned.")
     state: NodeState | None = Field(default=None, description="Where the node is in its life.")
     message: str | None = Field(default=None, max_length=4096, description="Last problem seen on this node.")
+
+
+class PoolStatus(StatusModel):
+    """One agent pool: how many agents it wants and how many are Ready."""
+
+    name: str = Field(max_length=63, description="Pool name (spec.agentPools[].name).")
+    replicas: int = Field(default=0, description="Agents the pool wants.")
+    ready: int = Field(default=0, description="Agents of the pool Ready at the wanted version.")
 
 
 class ChannelResolution(StatusModel):
@@ -141,6 +152,15 @@ class K3sClusterStatus(StatusModel):
     desired_agents: int | None = Field(default=None, description="Agents wanted.")
     ready_servers: int | None = Field(default=None, description="Servers Ready at the wanted version.")
     ready_agents: int | None = Field(default=None, description="Agents Ready at the wanted version.")
+    pools: list[PoolStatus] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Each agent pool of spec.agentPools with its wanted and Ready agents.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    pool_summary: str | None = Field(
+        default=None, max_length=1024, description="The pools for display: name ready/replicas, ..."
+    )
     nodes: list[ClusterNode] = Field(
         default_factory=list,
         max_length=1000,

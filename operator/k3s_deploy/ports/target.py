@@ -7,7 +7,8 @@ operator is broken". Day-2 operations (cordon, drain, delete node) extend this P
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 # The only fields a kubeconfig handed to a TargetCluster may hold (docs/security.md, item 1): inline
@@ -15,6 +16,21 @@ from typing import Protocol
 # nothing in it can run a program, read a file or send a credential anywhere.
 KUBECONFIG_CLUSTER_FIELDS = frozenset({"server", "certificate-authority-data"})
 KUBECONFIG_USER_FIELDS = frozenset({"client-certificate-data", "client-key-data"})
+
+
+@dataclass(frozen=True)
+class Taint:
+    """One taint of a Node (``time_added`` is kept as read, for NoExecute taints others set)."""
+
+    key: str
+    effect: str
+    value: str | None = None
+    time_added: str | None = None
+
+    @property
+    def ident(self) -> str:
+        """What makes a taint unique on a Node: key and effect."""
+        return f"{self.key}:{self.effect}"
 
 
 @dataclass(frozen=True)
@@ -27,6 +43,21 @@ class TargetNode:
     roles: frozenset[str] = frozenset()
     internal_ip: str | None = None
     unschedulable: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    resource_version: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeMetadataPatch:
+    """A change of a Node's labels, annotations (None removes a key) and taints (None: unchanged,
+    else the whole new list), made only if the Node is still at ``resource_version``."""
+
+    labels: Mapping[str, str | None] = field(default_factory=dict)
+    annotations: Mapping[str, str | None] = field(default_factory=dict)
+    taints: Sequence[Taint] | None = None
+    resource_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,4 +110,9 @@ class TargetCluster(Protocol):
 
     async def delete_node(self, kubeconfig: str, node: str) -> bool:
         """Delete the Node object (on K3s this also removes a server from etcd); False when absent."""
+        ...
+
+    async def patch_node_metadata(self, kubeconfig: str, node: str, patch: NodeMetadataPatch) -> bool:
+        """Apply ``patch`` to the Node; False when it does not exist. A Node changed since it was read
+        (another resourceVersion) is ``KubeUnavailable``: read again and retry."""
         ...

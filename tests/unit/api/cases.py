@@ -85,6 +85,16 @@ class Invalid:
         return self.model_message if self.model_message is not None else self.api_message
 
 
+def _pools(*pools: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Mutation adding agent pools cloned like the sample's servers."""
+
+    def apply(obj: dict[str, Any]) -> None:
+        template = copy.deepcopy(obj["spec"]["servers"]["template"])
+        obj["spec"]["agentPools"] = [{"replicas": 1, "template": template, **p} for p in pools]
+
+    return apply
+
+
 VM = "proxmoxvm-clone.yaml"
 ADOPT = "proxmoxvm-adopt-vmid.yaml"
 CLUSTER = "k3scluster-single-server.yaml"
@@ -380,6 +390,37 @@ INVALID: tuple[Invalid, ...] = (
         _set("spec.k3s.installSource.airGap.installerSHA256", "sha256:abc"),
         "is not a SHA-256 checksum",
     ),
+    # --- agent pools, node labels and taints -------------------------------------------------------
+    Invalid(
+        "cluster-duplicate-pool-names",
+        HA,
+        _pools({"name": "gpu"}, {"name": "gpu"}),
+        "spec.agentPools[].name must be unique",
+    ),
+    Invalid(
+        "cluster-pool-named-like-a-role",
+        HA,
+        _pools({"name": "agent"}),
+        "must not be server or agent",
+    ),
+    Invalid(
+        "cluster-pool-name-not-a-dns-label",
+        HA,
+        _pools({"name": "GPU_pool"}),
+        "must be a DNS label",
+    ),
+    Invalid(
+        "cluster-bad-taint-effect",
+        HA,
+        _pools({"name": "gpu", "nodeTaints": ["dedicated=gpu:Never"]}),
+        "is not a taint: key=value:Effect",
+    ),
+    Invalid(
+        "cluster-bad-node-label",
+        HA,
+        _set("spec.servers.nodeLabels", {"not a key": "x"}),
+        "nodeLabels must be Kubernetes labels",
+    ),
 )
 
 
@@ -412,6 +453,21 @@ VALID: tuple[Valid, ...] = (
     Valid("vm-existing-name-and-tags", ADOPT, _set("spec.source.existing", {"name": "db-1", "tags": ["db"]})),
     Valid("vm-explicit-delete-of-adopted", ADOPT, _set("spec.deletionPolicy", "Delete")),
     Valid("cluster-five-servers", HA, _set("spec.servers.replicas", 5)),
+    Valid(
+        "cluster-agent-pools-with-labels-and-taints",
+        HA,
+        _all(
+            _pools(
+                {
+                    "name": "gpu",
+                    "nodeLabels": {"example.com/gpu": "a100"},
+                    "nodeTaints": ["gpu=yes:NoSchedule"],
+                },
+                {"name": "edge", "replicas": 0},
+            ),
+            _set("spec.servers.nodeTaints", ["node-role.kubernetes.io/control-plane:NoSchedule"]),
+        ),
+    ),
     Valid("cluster-no-agents", HA, _drop("spec.agents")),
     Valid("cluster-rc-version", HA, _set("spec.k3s.version", "v1.32.0-rc1+k3s2")),
     Valid("cluster-minor-channel", CLUSTER, _set("spec.k3s.channel", "v1.31")),

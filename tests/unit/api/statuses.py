@@ -14,6 +14,7 @@ from k3s_deploy.api.k3scluster import (
     ChannelResolution,
     ClusterNode,
     K3sClusterStatus,
+    PoolStatus,
     SecretKeyStatusRef,
     UpgradeStatus,
 )
@@ -81,10 +82,13 @@ def full_cluster_status() -> K3sClusterStatus:
         desired_agents=2,
         ready_servers=3,
         ready_agents=1,
+        pools=[PoolStatus(name="gpu", replicas=2, ready=1)],
+        pool_summary="gpu 1/2",
         nodes=[
             ClusterNode(
                 name="prod-server-0",
                 role="server",
+                pool="",
                 vm="prod-server-0",
                 vmid=130,
                 pve_node="pve1",

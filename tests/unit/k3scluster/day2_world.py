@@ -4,6 +4,7 @@ channel server and one ordered log of every node operation (unit tests only)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from typing import Any
 
@@ -79,12 +80,12 @@ class Ssh(FakeSsh):
         if "uninstall.sh" in command:
             host = self._check(target)
             self.ops.append(("uninstall", self.name_of(target.host)))
-            host.version = None
+            host.version, host.etcd = None, False
             return host.result(0, "", "")
         result = await super().run(target, command, input=input, timeout_s=timeout_s)
         if command == "sh -s" and input:
             name = self.name_of(target.host)
-            self.ops.append(("install", name))
+            self.ops.append(("convert" if "systemctl restart k3s" in input else "install", name))
             if self.crash_after_install == name:
                 raise RuntimeError("operator killed")
         return result
@@ -104,11 +105,7 @@ class Target(FakeTarget):
         for node in await super().nodes(kubeconfig):
             if node.name in self.deleted and self.deleted[node.name] == self._installs(node.name):
                 continue
-            out.append(
-                TargetNode(
-                    node.name, node.ready, node.kubelet_version, unschedulable=node.name in self.cordoned
-                )
-            )
+            out.append(dataclasses.replace(node, unschedulable=node.name in self.cordoned))
         names = {node.name for node in out}
         out.extend(TargetNode(name, False, A) for name in sorted(self.stale - names))
         return out
@@ -132,6 +129,7 @@ class Target(FakeTarget):
         self.ops.append(("delete-node", node))
         self.deleted[node] = self._installs(node)
         self.stale.discard(node)
+        self.meta.pop(node, None)  # a node registering again starts from its install's flags
         return True
 
 

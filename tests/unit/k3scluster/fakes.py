@@ -18,7 +18,8 @@ from fixtures.pki import Pki, k3s_yaml
 from k3s_deploy import errors
 from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.ssh import CommandResult, SshRunner, SshTarget
-from k3s_deploy.ports.target import TargetCluster, TargetNode, TargetPod
+from k3s_deploy.ports.target import NodeMetadataPatch, Taint, TargetCluster, TargetNode, TargetPod
+from k3s_deploy.services.k3scluster import nodemeta
 
 
 class FakeObjects:
@@ -133,6 +134,7 @@ class FakeHost:
     files: dict[str, str] = field(default_factory=dict)  # what K3s wrote (server/token, agent-token)
     join_token: str | None = None  # K3S_TOKEN of the last install
     uploads: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # remote path -> (content, mode)
+    etcd: bool = False  # a server running embedded etcd (--cluster-init, joined, or converted)
 
     @property
     def fingerprint(self) -> str:
@@ -180,7 +182,17 @@ class FakeSsh:
         check: bool = False,
     ) -> CommandResult:
         host = self._check(target)
+        if command == "sh -s" and input and "systemctl restart k3s" in input:
+            # the conversion: a config.yaml.d drop-in with cluster-init, then a restart (no install)
+            self.log.append((target.host, "convert"))
+            host.etcd = host.etcd or ("cluster-init: true" in input and host.kubeconfig is not None)
+            return host.result(0, "", "")
         if command == "sh -s" and input:
+            join = re.search(r"--server https://([0-9.]+):6443", input)
+            anchor = self.hosts.get(join.group(1)) if join else None
+            if anchor is not None and not anchor.etcd:
+                self.log.append((target.host, "install-refused"))
+                return host.result(1, "", "failed to join cluster: the server does not run embedded etcd")
             host.scripts.append(input)
             self.log.append((target.host, "install"))
             if self.install_seconds:
@@ -195,6 +207,7 @@ class FakeSsh:
             host.join_token = env.get("K3S_TOKEN")
             if " server " in input.strip().splitlines()[-1]:
                 host.kubeconfig = K3S_YAML
+                host.etcd = host.etcd or "--cluster-init" in input or join is not None
                 password = (host.join_token or "").rsplit(":", 1)[-1]
                 host.files[SERVER_TOKEN] = f"K10{FAKE_CA_HASH}::server:{password}\n"
                 agent = env.get("K3S_AGENT_TOKEN")
@@ -204,6 +217,7 @@ class FakeSsh:
             return host.result(0, "[INFO] done", "")
         self.log.append((target.host, "probe"))
         out = "k3s-deploy:server-kubeconfig\n" if host.kubeconfig else ""
+        out += "k3s-deploy:embedded-etcd\n" if host.etcd and host.version else ""
         out += f"k3s version {host.version} (abcdef)\n" if host.version else ""
         return host.result(0, out, "")
 
@@ -239,12 +253,40 @@ class FakeSsh:
 
 
 class FakeTarget:
-    """The workload cluster: every host with K3s installed is a Ready node named by --node-name."""
+    """The workload cluster: every host with K3s installed is a Ready node named by --node-name,
+    registered with the --node-label / --node-taint of its install (later changes: patches only)."""
 
     def __init__(self, ssh: FakeSsh) -> None:
         self.ssh = ssh
         self.not_ready: set[str] = set()
         self.kubeconfigs: list[str] = []
+        # node -> (labels, annotations, taints, resourceVersion), from registration on
+        self.meta: dict[str, tuple[dict[str, str], dict[str, str], list[Taint], int]] = {}
+        self.patches: list[tuple[str, NodeMetadataPatch]] = []
+
+    def _registered(self, name: str, script: str) -> tuple[dict[str, str], dict[str, str], list[Taint], int]:
+        if name not in self.meta:
+            labels = dict(kv.split("=", 1) for kv in re.findall(r"--node-label (\S+)", script))
+            taints = [nodemeta.parse_taint(t) for t in re.findall(r"--node-taint (\S+)", script)]
+            self.meta[name] = (labels, {}, taints, 1)
+        return self.meta[name]
+
+    async def patch_node_metadata(self, kubeconfig: str, node: str, patch: NodeMetadataPatch) -> bool:
+        if node not in self.meta:
+            return False
+        labels, annotations, taints, version = self.meta[node]
+        if patch.resource_version is not None and patch.resource_version != str(version):
+            raise errors.KubeUnavailable("the cluster's API answered 409")
+        for target, changes in ((labels, patch.labels), (annotations, patch.annotations)):
+            for key, value in changes.items():
+                if value is None:
+                    target.pop(key, None)
+                else:
+                    target[key] = value
+        new_taints = list(patch.taints) if patch.taints is not None else taints
+        self.meta[node] = (labels, annotations, new_taints, version + 1)
+        self.patches.append((node, patch))
+        return True
 
     async def nodes(self, kubeconfig: str) -> list[TargetNode]:
         self.kubeconfigs.append(kubeconfig)
@@ -254,7 +296,18 @@ class FakeTarget:
                 continue
             name = re.search(r"--node-name (\S+)", host.scripts[-1])
             assert name
-            out.append(TargetNode(name.group(1), name.group(1) not in self.not_ready, host.version))
+            labels, annotations, taints, version = self._registered(name.group(1), host.scripts[-1])
+            out.append(
+                TargetNode(
+                    name.group(1),
+                    name.group(1) not in self.not_ready,
+                    host.version,
+                    labels=dict(labels),
+                    annotations=dict(annotations),
+                    taints=tuple(taints),
+                    resource_version=str(version),
+                )
+            )
         return out
 
     # day-2 writes: a cluster without workloads (the day-2 world records and plays them)

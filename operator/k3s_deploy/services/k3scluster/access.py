@@ -4,10 +4,12 @@ the admin kubeconfig."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import SecretKeyStatusRef, SshSettings
 from k3s_deploy.ports.ssh import SshTarget
-from k3s_deploy.services.k3scluster import hostkeys, install, nodes, tokens
+from k3s_deploy.services.k3scluster import hostkeys, install, nodes, registration, tokens
 from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
 from k3s_deploy.services.k3scluster.secrets import (
     KUBECONFIG_KEY,
@@ -176,3 +178,28 @@ async def kubeconfig(r: ClusterPass, private_key: str) -> str:
     r.status.server_url = public_url
     r.status.kubeconfig_secret_ref = SecretKeyStatusRef(name=name, key=KUBECONFIG_KEY)
     return operator_view
+
+
+async def install_script(
+    r: ClusterPass,
+    step: install.InstallStep,
+    settings: install.K3sSettings,
+    private_key: str,
+    *,
+    sans: Sequence[str],
+    installer_path: str | None,
+) -> str:
+    """The install script of ``step``: the join token its kind needs (agents never get the server
+    token), and the member's own labels and taints (:mod:`registration`)."""
+    view = r.views[step.node]
+    joining = step.kind in ("join-server", "agent")
+    token = await join_tokens(r, private_key, for_agents=step.kind == "agent") if joining else r.tokens
+    return install.render_script(
+        step,
+        settings,
+        token=token,
+        node_ip=view.ip,
+        sans=sans,
+        installer_path=installer_path,
+        node_args=registration.args(view.node_labels, view.node_taints),
+    )

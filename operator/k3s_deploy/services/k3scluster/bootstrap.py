@@ -7,7 +7,15 @@ import asyncio
 import contextlib
 
 from k3s_deploy import errors
-from k3s_deploy.services.k3scluster import access, airgap, guest_values, hostkeys, install, nodes
+from k3s_deploy.services.k3scluster import (
+    access,
+    airgap,
+    etcd_convert,
+    guest_values,
+    hostkeys,
+    install,
+    nodes,
+)
 from k3s_deploy.services.k3scluster.state import (
     AGENTS_READY,
     INSTALL_FAILED,
@@ -47,6 +55,7 @@ async def probe_all(r: ClusterPass, private_key: str) -> None:
         view.host_key = result.host_key
         view.k3s_version = result.installed_version
         view.server_up = result.server_up
+        view.embedded_etcd = result.embedded_etcd
         view.message = None
         view.state = "Installed" if result.installed_version else "Reachable"
 
@@ -100,14 +109,8 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
             staged = await airgap.stage(
                 r.deps.ssh, r.deps.artefacts, step.node, target, settings.source, timeout_s=timeout
             )
-            joining = step.kind in ("join-server", "agent")
-            token = (
-                await access.join_tokens(r, private_key, for_agents=step.kind == "agent")
-                if joining
-                else r.tokens
-            )
-            script = install.render_script(
-                step, settings, token=token, node_ip=view.ip, sans=sans, installer_path=staged
+            script = await access.install_script(
+                r, step, settings, private_key, sans=sans, installer_path=staged
             )
             await nodes.run_install(r.deps.ssh, step.node, target, script, timeout_s=timeout)
             after = await nodes.probe(r.deps.ssh, step.node, target, timeout_s=timeout)
@@ -118,6 +121,7 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
             )
             raise
         view.k3s_version, view.server_up = after.installed_version, after.server_up
+        view.embedded_etcd = after.embedded_etcd
         view.state, view.message = "Joined", None
         r.event(
             "Normal",
@@ -132,6 +136,7 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
     async def agents_together() -> None:
         raise_first(await asyncio.gather(*(one(s) for s in plan.agents), return_exceptions=True))
 
+    await etcd_convert.ensure(r, plan, private_key)
     for step in plan.first:
         try:
             await one(step)

@@ -73,7 +73,10 @@ async def ensure_children(r: ClusterPass, d2: day2.Day2) -> Desired:
             if drift:
                 await r.deps.objects.patch_child_spec(r.ref.namespace, member.name, drift)
                 r.event("Normal", "VMUpdated", f"Updated ProxmoxVM {member.name}: {', '.join(sorted(drift))}")
-        r.views[member.name] = _view(r, d2, member.name, member.role, member.adopted, vms[member.name], want)
+        view = r.views[member.name] = _view(
+            r, d2, member.name, member.role, member.adopted, vms[member.name], want
+        )
+        view.pool, view.node_labels, view.node_taints = member.pool, member.node_labels, member.node_taints
     spread.report(r.conditions, [existing[m.name] for m in want.members], r.event)
     return want
 

@@ -19,6 +19,7 @@ from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.k3scluster import discovery, ipam
 from k3s_deploy.services.k3scluster.topology import (
     ClusterRef,
+    Group,
     Member,
     child_manifest,
     cloned_members,
@@ -61,6 +62,45 @@ def template_spec(template: NodeTemplate, network: ClusterNetwork | None) -> dic
     return data
 
 
+def groups(spec: K3sClusterSpec) -> list[Group]:
+    """The cloned groups of a spec: servers, the default agents, then each named pool in spec order."""
+    assert spec.servers is not None
+    network, servers = spec.network, spec.servers
+    out = [
+        Group(
+            "server",
+            servers.replicas,
+            template_spec(servers.template, network),
+            node_labels=servers.node_labels,
+            node_taints=tuple(servers.node_taints),
+        )
+    ]
+    if spec.agents is not None:
+        a = spec.agents
+        out.append(
+            Group(
+                "agent",
+                a.replicas,
+                template_spec(a.template, network),
+                None,
+                a.node_labels,
+                tuple(a.node_taints),
+            )
+        )
+    for p in spec.agent_pools:
+        out.append(
+            Group(
+                "agent",
+                p.replicas,
+                template_spec(p.template, network),
+                p.name,
+                p.node_labels,
+                tuple(p.node_taints),
+            )
+        )
+    return out
+
+
 def pool_entries(network: ClusterNetwork) -> tuple[list[str], int, list[str]]:
     """(pool entries, prefix length, reserved addresses) of a static pool."""
     pool = network.ip_pool
@@ -98,16 +138,7 @@ def desired(
             common = {**common, "guestAgent": {"addressCIDR": network.address_cidr}}
         members = discovery.members(cluster.name, d, discovered_vms, common=common)
     else:
-        assert spec.servers is not None
-        agents = spec.agents
-        members = cloned_members(
-            cluster,
-            servers=spec.servers.replicas,
-            agents=agents.replicas if agents else 0,
-            server_template=template_spec(spec.servers.template, network),
-            agent_template=template_spec(agents.template, network) if agents else {},
-            common=common,
-        )
+        members = cloned_members(cluster, common=common, groups=groups(spec))
 
     static: dict[str, str] = {}
     manifests: dict[str, dict[str, Any]] = {}

@@ -33,9 +33,14 @@ _VERSION_IN_OUTPUT = re.compile(r"\bv\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
 # A server that started writes its admin kubeconfig here; its absence means K3s never came up.
 SERVER_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 SERVER_UP_MARKER = "k3s-deploy:server-kubeconfig"
-# Prints the installed K3s version (first line of `k3s --version`), then the marker if a server is up.
+# K3s's embedded etcd keeps its member name here; a server on SQLite (kine) has no such file.
+EMBEDDED_ETCD_FILE = "/var/lib/rancher/k3s/server/db/etcd/name"
+EMBEDDED_ETCD_MARKER = "k3s-deploy:embedded-etcd"
+# Prints the installed K3s version (first line of `k3s --version`), then the markers: a server is up,
+# it runs embedded etcd.
 PROBE_COMMAND = (
     f"test -s {SERVER_KUBECONFIG} && echo {SERVER_UP_MARKER}; "
+    f"test -e {EMBEDDED_ETCD_FILE} && echo {EMBEDDED_ETCD_MARKER}; "
     "for b in k3s /usr/local/bin/k3s; do "
     'if command -v "$b" >/dev/null 2>&1; then "$b" --version 2>/dev/null | head -n 1; exit 0; fi; '
     "done; exit 0"
@@ -118,6 +123,7 @@ class InstallPlan:
     first: tuple[InstallStep, ...] = ()
     server_joins: tuple[InstallStep, ...] = ()
     agents: tuple[InstallStep, ...] = ()
+    anchor: str | None = None  # the server everyone joins
 
     @property
     def steps(self) -> list[InstallStep]:
@@ -182,6 +188,7 @@ def plan(nodes: Sequence[NodeFacts], settings: K3sSettings, *, init_server: str 
         first=tuple(first),
         server_joins=server_joins,
         agents=agent_steps,
+        anchor=anchor.name,
     )
 
 
@@ -214,9 +221,15 @@ def _host_of(value: str) -> str:
 
 
 def k3s_args(
-    step: InstallStep, settings: K3sSettings, *, node_ip: str | None, sans: Sequence[str]
+    step: InstallStep,
+    settings: K3sSettings,
+    *,
+    node_ip: str | None,
+    sans: Sequence[str],
+    node_args: Sequence[str] = (),
 ) -> list[str]:
-    """The arguments after ``sh -s -`` (subcommand first)."""
+    """The arguments after ``sh -s -`` (subcommand first); ``node_args`` are the member's own (labels,
+    taints: :func:`registration.args`)."""
     args: list[str] = [step.role]
     if step.kind == "init":
         args.append("--cluster-init")
@@ -231,7 +244,7 @@ def k3s_args(
         args += list(settings.server_args)
     else:
         args += list(settings.agent_args)
-    return args
+    return args + list(node_args)
 
 
 def render_script(
@@ -242,6 +255,7 @@ def render_script(
     node_ip: str | None,
     sans: Sequence[str],
     installer_path: str | None = None,
+    node_args: Sequence[str] = (),
 ) -> str:
     """The POSIX shell script sent over stdin to ``sh -s`` on the guest.
 
@@ -262,7 +276,8 @@ def render_script(
         env.append(("INSTALL_K3S_SKIP_DOWNLOAD", "true"))
     lines = ["set -eu"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env]
-    argv = " ".join(shlex.quote(a) for a in k3s_args(step, settings, node_ip=node_ip, sans=sans))
+    args = k3s_args(step, settings, node_ip=node_ip, sans=sans, node_args=node_args)
+    argv = " ".join(shlex.quote(a) for a in args)
     source = settings.source
     if source.staged_by_operator:
         if installer_path is None:

@@ -22,6 +22,7 @@ class Probe:
     installed_version: str | None
     server_up: bool = False
     host_public_key: str = ""
+    embedded_etcd: bool = False
 
 
 def with_node(name: str, exc: errors.K3sDeployError) -> errors.K3sDeployError:
@@ -46,13 +47,15 @@ async def _probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: flo
             f"node {name}: probing K3s failed (exit {result.exit_status}): {guest_text(result.stderr)}",
             exit_status=result.exit_status,
         )
-    found = install.parse_version(result.stdout.replace(install.SERVER_UP_MARKER, ""))
+    markers = (install.SERVER_UP_MARKER, install.EMBEDDED_ETCD_MARKER)
+    found = install.parse_version(result.stdout.replace(markers[0], "").replace(markers[1], ""))
     return Probe(
         name,
         guest_values.fingerprint(result.host_key, node=name),
         guest_values.version(found, node=name, source="`k3s --version`"),
         install.SERVER_UP_MARKER in result.stdout,
         result.host_public_key,
+        install.EMBEDDED_ETCD_MARKER in result.stdout,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from k3s_deploy import errors
 from k3s_deploy.api.common import condition
 from k3s_deploy.secrets_mask import redact
-from k3s_deploy.services.k3scluster import access, day2
+from k3s_deploy.services.k3scluster import access, day2, nodemeta
 from k3s_deploy.services.k3scluster.bootstrap import bootstrap, health, probe_all
 from k3s_deploy.services.k3scluster.children import check_vms, ensure_children
 from k3s_deploy.services.k3scluster.state import (
@@ -47,6 +47,7 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
         raise errors.NotYet(WAIT_DELAY)
     await bootstrap(r, private_key, settings)
     operator_kubeconfig = await access.kubeconfig(r, private_key)
+    await nodemeta.sync(r, operator_kubeconfig)
     await health(r, operator_kubeconfig, settings)
     d2.after_health()
     r.conditions.reconciling(False)

@@ -114,13 +114,7 @@ async def upgrade_node(
         staged = await airgap.stage(
             r.deps.ssh, r.deps.artefacts, name, target, wanted.source, timeout_s=timeout
         )
-        joining = step.kind in ("join-server", "agent")
-        token = (
-            await access.join_tokens(r, private_key, for_agents=step.kind == "agent") if joining else r.tokens
-        )
-        script = install.render_script(
-            step, wanted, token=token, node_ip=view.ip, sans=sans, installer_path=staged
-        )
+        script = await access.install_script(r, step, wanted, private_key, sans=sans, installer_path=staged)
         await nodes.run_install(r.deps.ssh, name, target, script, timeout_s=timeout, operation="upgrade_k3s")
         after = await nodes.probe(r.deps.ssh, name, target, timeout_s=timeout)
         view.k3s_version = after.installed_version

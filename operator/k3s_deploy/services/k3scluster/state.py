@@ -23,7 +23,7 @@ from k3s_deploy.ports.proxmox import ProxmoxClient, ProxmoxCredentials, VmSummar
 from k3s_deploy.ports.ssh import SshRunner
 from k3s_deploy.ports.target import TargetCluster
 from k3s_deploy.services.conditions import Conditions
-from k3s_deploy.services.k3scluster import hostkeys, ipam, power, scaling, tokens
+from k3s_deploy.services.k3scluster import hostkeys, ipam, pools, power, scaling, tokens
 from k3s_deploy.services.k3scluster.topology import ClusterRef
 
 VMS_READY = "VMsReady"
@@ -88,16 +88,22 @@ class NodeView:
     k3s_version: str | None = None
     ready: bool = False
     server_up: bool = False
+    embedded_etcd: bool = False  # a server whose K3s keeps its data in embedded etcd (not SQLite)
     state: NodeState = "Pending"
     message: str | None = None
     # why the child VM holds the node back, said the way the ProxmoxVM says it (e.g. stale cloud-init)
     vm_problem: tuple[str, str] | None = None  # (reason, message)
+    # registration: the agent pool (None: servers, default agents), labels and taints the spec gives
+    pool: str | None = None
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+    node_taints: tuple[str, ...] = ()
 
     def as_status(self) -> ClusterNode:
         """The node's status entry (fields without a value are left out)."""
         fields: dict[str, Any] = {
             "name": self.name,
             "role": self.role,
+            "pool": self.pool,
             "vm": self.name,
             "vmid": self.vmid,
             "pve_node": self.pve_node,
@@ -198,6 +204,7 @@ class ClusterPass:
         versions = sorted({v.k3s_version for v in self.views.values() if v.k3s_version}, key=version_key)
         if versions:
             self.status.k3s_version = versions[0]
+        pools.store(self.status, self.spec, self.views.values())
 
     async def flush(self) -> None:
         """Write progress that must survive an operator crash before the next risky step."""

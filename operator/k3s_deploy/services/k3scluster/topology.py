@@ -1,7 +1,8 @@
 """Which ProxmoxVM children a K3sCluster wants, as full manifests (pure).
 
-Cloned members are named ``<cluster>-server-<i>`` / ``<cluster>-agent-<i>`` (0-based, stable across
-restarts, so the same spec always means the same objects and no duplicate VM can appear). Every child
+Cloned members are named ``<cluster>-server-<i>`` / ``<cluster>-agent-<i>``, and agents of a named
+pool ``<cluster>-<pool>-<i>`` (0-based, stable across restarts, so the same spec always means the same
+objects and no duplicate VM can appear; pool names are unique and never ``server``/``agent``). Every child
 carries the cluster and role labels, a controller ownerReference, and the Proxmox ownership tag
 ``k3sdeploy-<first 16 hex digits of the cluster uid>`` so VMs stay attributable even without Kubernetes.
 """
@@ -24,6 +25,7 @@ LABEL_ROLE = "k3sdeploy.io/role"
 # Informational only (selectors, kubectl -l): ownership is never read from a label, a tenant can
 # write any label; the ProxmoxVM controller verifies the controller ownerReference instead.
 LABEL_CLUSTER_UID = "k3sdeploy.io/cluster-uid"
+LABEL_POOL = "k3sdeploy.io/pool"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,24 @@ class Member:
     index: int
     vm_spec: Mapping[str, Any] = field(default_factory=dict)
     adopted: bool = False
+    pool: str | None = None  # a named agent pool; None for servers and the default agents
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+    node_taints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Group:
+    """One group of cloned members: the servers, the default agents, or a named agent pool."""
+
+    role: Role
+    replicas: int
+    template: Mapping[str, Any]
+    pool: str | None = None
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+    node_taints: tuple[str, ...] = ()
+
+    def member_name(self, cluster: str, index: int) -> str:
+        return f"{cluster}-{self.pool}-{index}" if self.pool else member_name(cluster, self.role, index)
 
 
 def member_name(cluster: str, role: Role, index: int) -> str:
@@ -63,27 +83,40 @@ def member_name(cluster: str, role: Role, index: int) -> str:
 def cloned_members(
     cluster: ClusterRef,
     *,
-    servers: int,
-    agents: int,
-    server_template: Mapping[str, Any],
-    agent_template: Mapping[str, Any],
+    servers: int = 0,
+    agents: int = 0,
+    server_template: Mapping[str, Any] | None = None,
+    agent_template: Mapping[str, Any] | None = None,
     common: Mapping[str, Any],
+    groups: Sequence[Group] | None = None,
 ) -> list[Member]:
-    """Servers then agents, each with its template merged over ``common`` (credentials, TLS trust)."""
+    """Servers, then agents, then each pool's agents, each with its template merged over ``common``
+    (credentials, TLS trust). ``groups`` replaces the servers/agents shorthand when given."""
+    if groups is None:
+        groups = (
+            Group("server", servers, server_template or {}),
+            Group("agent", agents, agent_template or {}),
+        )
     members: list[Member] = []
-    pools: tuple[tuple[Role, int, Mapping[str, Any]], ...] = (
-        ("server", servers, server_template),
-        ("agent", agents, agent_template),
-    )
-    for role, count, template in pools:
-        for index in range(count):
-            spec = _merge(common, template)
+    for group in groups:
+        for index in range(group.replicas):
+            spec = _merge(common, group.template)
             tags = list(spec.get("tags", []))
             tag = ownership_tag(cluster.uid)
             if tag not in tags:
                 tags.append(tag)
             spec["tags"] = tags
-            members.append(Member(member_name(cluster.name, role, index), role, index, spec))
+            members.append(
+                Member(
+                    group.member_name(cluster.name, index),
+                    group.role,
+                    index,
+                    spec,
+                    pool=group.pool,
+                    node_labels=dict(group.node_labels),
+                    node_taints=tuple(group.node_taints),
+                )
+            )
     return members
 
 
@@ -112,13 +145,16 @@ def child_manifest(
         spec["cloudInit"] = cloud_init
     if "cloudInit" in spec:
         spec["cloudInit"] = {"interface": interface, **spec["cloudInit"]}
+    labels = {LABEL_CLUSTER: cluster.name, LABEL_ROLE: member.role, LABEL_CLUSTER_UID: cluster.uid}
+    if member.pool:
+        labels[LABEL_POOL] = member.pool
     return {
         "apiVersion": API_VERSION,
         "kind": "ProxmoxVM",
         "metadata": {
             "name": member.name,
             "namespace": cluster.namespace,
-            "labels": {LABEL_CLUSTER: cluster.name, LABEL_ROLE: member.role, LABEL_CLUSTER_UID: cluster.uid},
+            "labels": labels,
             "ownerReferences": [cluster.owner_reference()],
         },
         "spec": spec,
