@@ -120,7 +120,7 @@ async def _step(
                 "rejoining",
                 timeout_s=START_TIMEOUT_S,
             )
-            cur.rejoined.append(view.name)
+            cur.rejoined = [*cur.rejoined, view.name]  # assigned, not appended: the field counts as set
             r.event("Normal", "ServerRejoined", f"{view.name} dropped its etcd data and rejoined {init.name}")
             await _next(r, cur, "Rejoining", f"{view.name} rejoined")
             raise errors.NotYet(0.5, "Restoring", cur.message or "")

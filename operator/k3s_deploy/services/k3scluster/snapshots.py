@@ -180,7 +180,7 @@ def parse_list(stdout: str) -> list[EtcdSnapshotInfo]:
     Not JSON of that shape: GuestInputRejected. Entries with a value out of bounds are left out."""
     try:
         doc = json.loads(stdout)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise errors.GuestInputRejected(
