@@ -4,9 +4,9 @@
 --cluster-reset-restore-path=<file>``; 3. start K3s there; 4. on each other server remove
 ``/var/lib/rancher/k3s/server/db`` and start K3s (it rejoins); 5. restart the agents; 6. wait for Ready.
 
-Each step is recorded in status.etcdRestore before the next one starts (and written at once), so an
-operator restarted mid-restore goes on at the step it was at; every step can be run again. Only the
-reset itself and one server's start run inside a pass; the wait for Ready is looked at again each pass.
+One step per pass: each is recorded in status.etcdRestore before the next one starts, so an operator
+restarted mid-restore goes on at the step it was at (every step can be run again). The longest a pass
+waits is the reset itself or one server's start; the wait for Ready is looked at again each pass.
 A restore runs once per requestId.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from k3s_deploy import errors
 from k3s_deploy.api.etcd_snapshots import EtcdRestoreStatus
@@ -85,12 +86,12 @@ async def _step(
                 reason="SnapshotNotFound",
             )
         cur.path = local[0].location.removeprefix("file://")
-        await _next(r, cur, "StoppingServers", f"found {cur.path} on {init.name}")
+        _next(r, cur, "StoppingServers", f"found {cur.path} on {init.name}")
     if cur.step == "StoppingServers":
         for view in [*others, init]:
             await _run(r, view, key, "systemctl stop k3s", "stopping K3s")
         r.event("Normal", "ServersStopped", f"K3s stopped on {len(others) + 1} server(s) for the restore")
-        await _next(r, cur, "Resetting", "K3s stopped on every server")
+        _next(r, cur, "Resetting", "K3s stopped on every server")
     if cur.step == "Resetting":
         assert cur.path is not None
         path = shlex.quote(cur.path)
@@ -103,11 +104,11 @@ async def _step(
             timeout_s=RESET_TIMEOUT_S,
         )
         r.event("Normal", "ClusterReset", f"{init.name} reset etcd to snapshot {cur.name}")
-        await _next(r, cur, "StartingInit", f"{init.name} restored {cur.name}")
+        _next(r, cur, "StartingInit", f"{init.name} restored {cur.name}")
     if cur.step == "StartingInit":
         await _run(r, init, key, "systemctl start k3s", "starting K3s", timeout_s=START_TIMEOUT_S)
         r.event("Normal", "ServerStarted", f"K3s started on {init.name} with the restored datastore")
-        await _next(r, cur, "Rejoining", f"{init.name} is up")
+        _next(r, cur, "Rejoining", f"{init.name} is up")
     if cur.step == "Rejoining":
         left = [v for v in others if v.name not in cur.rejoined]
         if left:
@@ -122,20 +123,21 @@ async def _step(
             )
             cur.rejoined = [*cur.rejoined, view.name]  # assigned, not appended: the field counts as set
             r.event("Normal", "ServerRejoined", f"{view.name} dropped its etcd data and rejoined {init.name}")
-            await _next(r, cur, "Rejoining", f"{view.name} rejoined")
-            raise errors.NotYet(0.5, "Restoring", cur.message or "")
+            _next(r, cur, "Rejoining", f"{view.name} rejoined")
         agents = [v for v in r.views.values() if v.role == "agent" and v.ip and v.vm_ready and v.k3s_version]
         await asyncio.gather(
             *(_run(r, a, key, "systemctl restart k3s-agent", "restarting the agent") for a in agents)
         )
-        await _next(r, cur, "WaitingReady", "every server restarted; waiting for the nodes to be Ready")
+        _next(r, cur, "WaitingReady", "every server restarted; waiting for the nodes to be Ready")
     _progress(r, cur, cur.message or "waiting for the nodes to be Ready")
 
 
-async def _next(r: ClusterPass, cur: EtcdRestoreStatus, step: str, message: str) -> None:
+def _next(r: ClusterPass, cur: EtcdRestoreStatus, step: str, message: str) -> NoReturn:
+    """Record the step reached and end the pass: one step per pass, so a spec edit, spec.paused or a
+    deletion is seen between steps, and the status written at the end of the pass records it."""
     cur.step = step  # type: ignore[assignment]  # one of RestoreStep, checked by the model on write
     _progress(r, cur, message)
-    await r.flush()
+    raise errors.NotYet(0.2, "Restoring", f"restore of {cur.name}: {step}")
 
 
 def _progress(r: ClusterPass, cur: EtcdRestoreStatus, message: str) -> None:
