@@ -27,6 +27,7 @@ from k3s_deploy.api.common import (
     VmLocation,
     camel,
 )
+from k3s_deploy.api.etcd_snapshots import EtcdSnapshots
 from k3s_deploy.api.k3s_install import AirGapInstall, FetchFrom, InstallSource, K3sSettings, ScriptInstall
 from k3s_deploy.api.k3scluster_status import (
     ChannelResolution,
@@ -308,6 +309,10 @@ class K3sClusterSpec(ProxmoxAccess):
         default=None,
         description="DNS name or address in front of the servers (VIP, load balancer): added to the TLS SANs "
         "and used as server URL in the kubeconfig Secret.",
+    )
+    etcd_snapshots: EtcdSnapshots | None = Field(
+        default=None,
+        description="etcd snapshots (schedule, retention, S3) and restore; needs embedded etcd (2+ servers).",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from k3s_deploy.api.common import Condition, StatusModel, conditions_field
+from k3s_deploy.api.etcd_snapshots import EtcdRestoreStatus, EtcdSnapshotInfo
 
 # Every value the operator writes to status.phase (a test checks the code sets no other).
 ClusterPhase = Literal[
@@ -23,6 +24,7 @@ ClusterPhase = Literal[
     "Paused",
     "Stalled",
     "Deleting",
+    "Restoring",
 ]
 NodeRole = Literal["server", "agent"]
 # Every value the operator writes to status.nodes[].state.
@@ -173,5 +175,21 @@ class K3sClusterStatus(StatusModel):
         "is each ProxmoxVM's spec.cloudInit.ipConfig, which the operator reads back every pass.",
     )
     upgrade: UpgradeStatus | None = None
+    etcd_snapshots: list[EtcdSnapshotInfo] | None = Field(
+        default=None,
+        max_length=50,
+        description="The newest snapshots (k3s etcd-snapshot ls on the init server).",
+    )
+    etcd_snapshots_listed_time: datetime | None = Field(
+        default=None, description="When etcdSnapshots was read."
+    )
+    snapshot_request: str | None = Field(
+        default=None,
+        max_length=63,
+        description="The k3sdeploy.io/snapshot-request annotation value handled last (one snapshot per value).",
+    )
+    etcd_restore: EtcdRestoreStatus | None = Field(
+        default=None, description="The last restore and where it is."
+    )
     last_sync_time: datetime | None = Field(default=None, description="Last full reconcile.")
     conditions: list[Condition] = conditions_field()

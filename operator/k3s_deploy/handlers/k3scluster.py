@@ -26,6 +26,7 @@ from k3s_deploy.handlers.loop import reconcile_forever
 from k3s_deploy.logs import deliberate_wait
 from k3s_deploy.services.conditions import acknowledge
 from k3s_deploy.services.k3scluster.reconcile import STEPS, Deps, Outcome, reconcile
+from k3s_deploy.services.k3scluster.snapshots import SNAPSHOT_REQUEST
 from k3s_deploy.services.k3scluster.teardown import teardown
 from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
 from k3s_deploy.services.proxmoxvm.work import CLOUD_INIT_STALE
@@ -107,10 +108,11 @@ async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
 
 
 async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the cluster's loop when its spec changes (not on our own status writes)."""
+    """Wake the cluster's loop when its spec or snapshot-request annotation changes (not on our own
+    status writes)."""
     runtime = _runtime(memo)
     uid = str(body.metadata.uid)
-    fingerprint = ("spec", body.metadata.get("generation"))
+    fingerprint = ("spec", body.metadata.get("generation"), body.metadata.annotations.get(SNAPSHOT_REQUEST))
     if runtime.seen.get(uid) != fingerprint:
         runtime.seen[uid] = fingerprint
         runtime.wakeup(uid).set()

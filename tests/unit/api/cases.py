@@ -421,6 +421,29 @@ INVALID: tuple[Invalid, ...] = (
         _set("spec.servers.nodeLabels", {"not a key": "x"}),
         "nodeLabels must be Kubernetes labels",
     ),
+    Invalid(
+        "cluster-snapshot-cron-four-fields",
+        HA,
+        _set("spec.etcdSnapshots", {"scheduleCron": "0 3 * *"}),
+        "is not a cron schedule; write five fields",
+        "is not a cron schedule; write five fields",
+    ),
+    Invalid(
+        "cluster-snapshot-s3-endpoint-url",
+        HA,
+        _set(
+            "spec.etcdSnapshots",
+            {
+                "s3": {
+                    "endpoint": "https://s3.example",
+                    "bucket": "b1b",
+                    "credentialsSecretRef": {"name": "s3"},
+                }
+            },
+        ),
+        "is not an S3 endpoint; write host or host:port",
+        "is not an S3 endpoint; write host or host:port",
+    ),
 )
 
 
@@ -476,6 +499,23 @@ VALID: tuple[Valid, ...] = (
     Valid("cluster-accept-changed-host-keys", CLUSTER, _set("spec.ssh.hostKeyPolicy", "AcceptChanged")),
     Valid(
         "cluster-stopped-and-paused", HA, _all(_set("spec.powerState", "Stopped"), _set("spec.paused", True))
+    ),
+    Valid(
+        "cluster-etcd-snapshots-s3-and-restore",
+        HA,
+        _set(
+            "spec.etcdSnapshots",
+            {
+                "scheduleCron": "@every 6h",
+                "retention": 10,
+                "s3": {
+                    "endpoint": "minio.lan:9000",
+                    "bucket": "k3s-snaps",
+                    "credentialsSecretRef": {"name": "s3"},
+                },
+                "restore": {"name": "before-x-srv-1-1735689600", "requestId": "2025-01-31.1"},
+            },
+        ),
     ),
     Valid(
         "cluster-script-mirror",

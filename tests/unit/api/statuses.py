@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from k3s_deploy.api.etcd_snapshots import EtcdRestoreStatus, EtcdSnapshotInfo
 from k3s_deploy.api.k3scluster import (
     ChannelResolution,
     ClusterNode,
@@ -112,6 +113,27 @@ def full_cluster_status() -> K3sClusterStatus:
             failed_node=None,
             started_time=T0,
             finished_time=None,
+        ),
+        etcd_snapshots=[
+            EtcdSnapshotInfo(
+                name="before-srv-1-1735689600",
+                node="srv-1",
+                location="file:///var/lib/rancher/k3s/server/db/snapshots/before-srv-1-1735689600",
+                size=2174976,
+                created_time=T0,
+            )
+        ],
+        etcd_snapshots_listed_time=T0,
+        snapshot_request="before-upgrade",
+        etcd_restore=EtcdRestoreStatus(
+            request_id="r1",
+            name="before-srv-1-1735689600",
+            step="Complete",
+            path="/var/lib/rancher/k3s/server/db/snapshots/before-srv-1-1735689600",
+            rejoined=["srv-2"],
+            started_time=T0,
+            finished_time=T0,
+            message="restored",
         ),
         last_sync_time=T0,
         conditions=_conditions(),

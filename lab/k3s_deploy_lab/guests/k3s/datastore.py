@@ -164,6 +164,13 @@ class Datastore:
             return f"INFO[0000] Snapshot {name} saved.{s3}\n"
         host_dir = confined(guest.root, where)
         if verb in ("ls", "list"):
+            output = str(
+                flags.get("o") or flags.get("output") or flags.get("etcd-snapshot-list-format") or ""
+            )
+            if output == "json":
+                return snapshots.json_list(self._cluster_listing(cluster, flags))
+            if output not in ("", "table"):
+                raise snapshots.SnapshotError(f"invalid output format: {output}")
             return snapshots.table(snapshots.listing(host_dir, where))
         if verb == "delete":
             if not names:
@@ -182,6 +189,20 @@ class Datastore:
             gone = snapshots.prune(host_dir, prefix, keep)
             return "".join(f"INFO[0000] Removing local snapshot {g}\n" for g in gone)
         raise UsageError(f"No help topic for '{verb}'")
+
+    def _cluster_listing(
+        self, cluster: LabCluster, flags: dict[str, Any]
+    ) -> list[tuple[str, snapshots.SnapshotFile]]:
+        """Every running server's snapshots (real K3s lists them all from its ETCDSnapshotFile objects)."""
+        running = {g.spec.instance_id: g for g in self.control.fleet.running.values()}
+        out = []
+        for instance, other in self.control.installs.items():
+            guest = running.get(instance)
+            if other.cluster_id != cluster.id or other.role != "server" or guest is None:
+                continue
+            where = self.snapshot_dir(other, flags)
+            out += [(other.node_name, f) for f in snapshots.listing(confined(guest.root, where), where)]
+        return out
 
     # ----- scheduled snapshots --------------------------------------------------------------------
 

@@ -201,3 +201,33 @@ def next_run(spec: str, after: float) -> float:
         if (day_ok and weekday_ok) if (dom_any or dow_any) else (day_ok or weekday_ok):
             return t.timestamp()
     raise ValueError(f"{spec} never fires")
+
+
+# ----- k3s etcd-snapshot ls -o json -----------------------------------------------------------------
+
+
+def quantity(size: int) -> str:
+    """A size as Kubernetes serialises ``resource.NewQuantity(size, BinarySI)``: exact Ki/Mi/Gi/Ti
+    multiples with their suffix, anything else as plain bytes."""
+    for suffix, unit in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if size and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def json_list(files: list[tuple[str, SnapshotFile]]) -> str:
+    """``k3s etcd-snapshot ls -o json``: an ETCDSnapshotFileList (k3s.cattle.io/v1) of every server's
+    snapshots, oldest first, printed as kubectl's JSON printer does (4-space indent)."""
+    ordered = sorted(files, key=lambda nf: (nf[1].created, nf[1].name))
+    items = [
+        {
+            "apiVersion": "k3s.cattle.io/v1",
+            "kind": "ETCDSnapshotFile",
+            "metadata": {"name": f"local-{f.name}"[:253].lower(), "creationTimestamp": None},
+            "spec": {"snapshotName": f.name, "nodeName": node, "location": f.location},
+            "status": {"readyToUse": True, "size": quantity(f.size), "creationTime": f.created},
+        }
+        for node, f in ordered
+    ]
+    doc = {"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}}
+    return json.dumps(doc, indent=4) + "\n"

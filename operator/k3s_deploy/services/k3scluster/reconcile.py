@@ -16,7 +16,7 @@ from typing import Any
 from k3s_deploy import errors
 from k3s_deploy.api.common import condition
 from k3s_deploy.secrets_mask import redact
-from k3s_deploy.services.k3scluster import access, day2, nodemeta
+from k3s_deploy.services.k3scluster import access, day2, nodemeta, restore, snapshots
 from k3s_deploy.services.k3scluster.bootstrap import bootstrap, health, probe_all
 from k3s_deploy.services.k3scluster.children import check_vms, ensure_children
 from k3s_deploy.services.k3scluster.state import (
@@ -43,6 +43,8 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
     settings = access.settings(r)
     r.status.phase = "Bootstrapping" if not r.old.ready_servers else r.old.phase or "Bootstrapping"
     await probe_all(r, private_key)
+    await restore.advance(r, private_key)
+    await snapshots.configure(r, private_key)
     if await d2.before_bootstrap(private_key, settings):
         raise errors.NotYet(WAIT_DELAY)
     await bootstrap(r, private_key, settings)
@@ -50,6 +52,8 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
     await nodemeta.sync(r, operator_kubeconfig)
     await health(r, operator_kubeconfig, settings)
     d2.after_health()
+    restore.finish(r)
+    await snapshots.after_ready(r, private_key)
     r.conditions.reconciling(False)
     r.conditions.stalled(False)
     r.status.phase = "Ready"
