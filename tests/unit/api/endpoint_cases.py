@@ -19,7 +19,12 @@ ENDPOINT_INVALID: tuple[Invalid, ...] = (
         _set("spec.endpoint", "192.168.1.50:70000"),
         "is not a host name or IPv4 address with an optional :port",
     ),
-    Invalid("cluster-kube-vip-without-endpoint", HA, _all(_drop("spec.endpoint"), _set("spec.kubeVip", {})), KUBE_VIP_NEEDS_IP),
+    Invalid(
+        "cluster-kube-vip-without-endpoint",
+        HA,
+        _all(_drop("spec.endpoint"), _set("spec.kubeVip", {})),
+        KUBE_VIP_NEEDS_IP,
+    ),
     Invalid(
         "cluster-kube-vip-on-a-dns-name",
         HA,
