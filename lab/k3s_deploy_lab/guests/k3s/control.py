@@ -46,6 +46,7 @@ from k3s_deploy_lab.guests.k3s.joining import Joining
 from k3s_deploy_lab.guests.k3s.releases import add_release_routes
 from k3s_deploy_lab.guests.k3s.units import Install as Install
 from k3s_deploy_lab.guests.k3s.units import InstallFailed as InstallFailed
+from k3s_deploy_lab.guests.k3s.vip import VipController
 from k3s_deploy_lab.guests.sandbox import GuestRoot
 from k3s_deploy_lab.guests.sshd import GuestSpec, RunningGuest
 
@@ -78,6 +79,7 @@ class K3sControl:
         self.datastore = Datastore(self)
         self.deploy = DeployController(self)
         self.joining = Joining(self)
+        self.vip = VipController(self)
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -108,6 +110,7 @@ class K3sControl:
         self._heartbeat = asyncio.create_task(self._beat())
         self.datastore.start()
         self.deploy.start()
+        self.vip.start()
 
     @property
     def _state_file(self) -> Path:
@@ -144,7 +147,7 @@ class K3sControl:
                 install = self.installs.get(instance)
                 node.running = instance in running and install is not None and install.enabled
                 with contextlib.suppress(Exception):
-                    if node.running and node.role == "server" and node.ip != cluster.init_ip:
+                    if node.running and node.role == "server":
                         await cluster.open_proxy(node.ip)
                     await cluster.post_status(node)
             self.log(f"k3s cluster {cluster_id} restarted at {cluster.url} with {len(cluster.nodes)} node(s)")
@@ -154,6 +157,7 @@ class K3sControl:
     async def close(self) -> None:
         await self.datastore.close()
         await self.deploy.close()
+        await self.vip.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -195,7 +199,7 @@ class K3sControl:
             install.enabled = True
         node.running = on
         with contextlib.suppress(Exception):
-            if install.role == "server" and node.ip != cluster.init_ip:
+            if install.role == "server":
                 await (cluster.open_proxy(node.ip) if on else cluster.close_proxy(node.ip))
             await cluster.post_status(node)
 

@@ -190,8 +190,8 @@ class DeployController:
         if kubectl is None:
             raise RuntimeError("kubectl is not built (k3s-deploy lab build)")
         kubeconfig = cluster.data_dir / "deploy.kubeconfig"
-        if not kubeconfig.exists():
-            text = cluster.k3s_yaml().replace(f"https://127.0.0.1:{API_PORT}", cluster.url)
+        text = cluster.k3s_yaml().replace(f"https://127.0.0.1:{API_PORT}", cluster.url)
+        if not kubeconfig.exists() or kubeconfig.read_text() != text:  # the port moves at a restart
             fd = os.open(kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(text)

@@ -110,13 +110,12 @@ class Joining:
         cluster.nodes[spec.instance_id] = node
         if req.command == "server":
             cluster.add_sans([ip, *req.many("tls-san")])
-            if ip != cluster.init_ip:
-                try:
-                    await cluster.open_proxy(ip)
-                except OSError as exc:
-                    raise InstallFailed(
-                        f"starting kubernetes: listen tcp {ip}:{API_PORT}: {exc.strerror}"
-                    ) from exc
+            try:
+                await cluster.open_proxy(ip)
+            except OSError as exc:
+                raise InstallFailed(
+                    f"starting kubernetes: listen tcp {ip}:{API_PORT}: {exc.strerror}"
+                ) from exc
             mode = int(str(req.first("write-kubeconfig-mode") or "600"), 8)
             write_file(guest.root, "/etc/rancher/k3s/k3s.yaml", cluster.k3s_yaml(), mode)
             full = tokens.full_token(cluster.ca_pem, cluster.password)
@@ -164,11 +163,19 @@ class Joining:
         )
         if port != API_PORT:
             raise InstallFailed(refused)
+        behind_vip = self.control.vip.cluster_at(host)
+        if behind_vip is not None:  # kube-vip's leader answers there
+            if host not in behind_vip.sans:
+                raise InstallFailed(
+                    f'failed to get CA certs: Get "{server.rstrip("/")}/cacerts": tls: failed to verify '
+                    f"certificate: x509: certificate is not valid for {host} (add it as --tls-san)"
+                )
+            return behind_vip
         owner = self.control.fleet.by_address(host)
         for cluster in self.control.clusters.values():
             if cluster.answers_at(host) and owner is not None:
                 install = self.control.installs.get(owner.spec.instance_id)
-                if host == cluster.init_ip or (install is not None and install.enabled):
+                if install is not None and install.enabled:
                     return cluster
         raise InstallFailed(refused)
 
