@@ -111,7 +111,8 @@ class VipController:
             if not install.enabled or node is None or not node.running:
                 continue
             files = DeployController._files(confined(guest.root, MANIFESTS))
-            found = [kube_vip_address(text) for _, _, text in files.values()]
+            # kube-vip runs once K3s applied its manifest (the deploy controller tracks it)
+            found = [kube_vip_address(text) for name, (_, _, text) in files.items() if name in install.addons]
             out[node.name] = next((a for a in found if a), None)
         return out
 
