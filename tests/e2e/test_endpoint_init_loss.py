@@ -28,6 +28,9 @@ from k3s_deploy_lab.sample_cluster import endpoint_spec, vip_address
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 NAME = "ep"
+# kube-vip's failover gap in the lab, plus a kubectl timeout and a poll: the only time the endpoint
+# may not answer
+GRACE = FAILOVER_SECONDS + 4.0
 
 
 async def _secret_kubeconfig(lab: Lab, path: Path) -> str:
@@ -108,6 +111,9 @@ async def test_init_server_destroyed_behind_a_kube_vip_endpoint(
         # rejoined, Ready, same init server name, the kubeconfig Secret untouched
         await _replace_behind_the_back(lab, pve_sim, NAME, init)
         to_ready = time.monotonic() - destroyed_at
+        # and the endpoint keeps answering after kube-vip's failover, however fast the repair was
+        while time.monotonic() - destroyed_at < GRACE + 3.0:
+            await asyncio.sleep(0.5)
     finally:
         stop.set()
         await user
@@ -119,10 +125,9 @@ async def test_init_server_destroyed_behind_a_kube_vip_endpoint(
     )
 
     # the user's kubeconfig kept working: at most kube-vip's failover gap, never after it
-    grace = FAILOVER_SECONDS + 4.0
     assert calls and sum(1 for _, worked, _ in calls if worked) >= len(calls) // 2, calls
-    assert all(t < grace for t in failed), f"the endpoint stopped answering at {failed} s"
-    assert any(t > grace and worked for t, worked, _ in calls)
+    assert all(t < GRACE for t in failed), f"the endpoint stopped answering at {failed} s"
+    assert any(t > GRACE and worked for t, worked, _ in calls)
     # the agent stayed Ready whenever the cluster answered
     assert all(agent == "Ready" for _, worked, agent in calls if worked), calls
     # the address moved to a surviving server, and the replacement joined through it

@@ -3,6 +3,8 @@ kube-vip's manifest reaches every server before its K3s starts, joins wait for t
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -21,7 +23,7 @@ def _fresh_process() -> None:
     endpoint._placed.clear()
 
 
-def _manifest_docs(script: str) -> list[dict]:  # type: ignore[type-arg]
+def _manifest_docs(script: str) -> list[dict[str, Any]]:
     body = script.split("<<'K3S_DEPLOY_KUBE_VIP'\n", 1)[1].split("\nK3S_DEPLOY_KUBE_VIP\n", 1)[0]
     return [d for d in yaml.safe_load_all(body) if d]
 

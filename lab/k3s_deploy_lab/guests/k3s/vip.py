@@ -11,7 +11,6 @@ name the VIP: a ``--tls-san``). No live server left: nothing answers. Only loopb
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import time
@@ -22,6 +21,7 @@ import yaml
 
 from k3s_deploy_lab.guests.k3s.datastore import confined
 from k3s_deploy_lab.guests.k3s.deploy import MANIFESTS, DeployController
+from k3s_deploy_lab.guests.k3s.poller import ClusterPoller
 from k3s_deploy_lab.guests.k3s.proxy import TcpProxy
 
 if TYPE_CHECKING:
@@ -60,23 +60,19 @@ def kube_vip_address(text: str) -> str | None:
     return None
 
 
-class VipController:
+class VipController(ClusterPoller):
     """Runs the VIPs of every cluster of the lab."""
 
+    poll_seconds = POLL_SECONDS
+    what = "k3s vip"
+
     def __init__(self, control: K3sControl) -> None:
-        self.control = control
+        super().__init__(control)
         self.vips: dict[str, Vip] = {}  # by cluster id
         self._lost: dict[str, float] = {}  # cluster id -> when its leader was lost
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().close()
         for vip in self.vips.values():
             await vip.proxy.close()
         self.vips.clear()
@@ -88,17 +84,10 @@ class VipController:
                 return self.control.clusters[cluster_id]
         return None
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_SECONDS)
-            for cluster_id in list(self.vips):
-                if cluster_id not in self.control.clusters:
-                    await self.vips.pop(cluster_id).proxy.close()
-            for cluster in list(self.control.clusters.values()):
-                try:
-                    await self.sync(cluster)
-                except Exception as exc:  # one cluster's trouble must not stop the others
-                    self.control.log(f"k3s vip, cluster {cluster.id}: {exc}")
+    async def before_round(self) -> None:
+        for cluster_id in list(self.vips):
+            if cluster_id not in self.control.clusters:  # dissolved: its address goes with it
+                await self.vips.pop(cluster_id).proxy.close()
 
     def _live_servers(self, cluster: LabCluster) -> dict[str, str | None]:
         """Node name -> the VIP its manifests ask for, for every server whose K3s runs."""
