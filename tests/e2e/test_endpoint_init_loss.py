@@ -1,7 +1,7 @@
-"""The init server's VM destroyed outside the operator, with the control plane behind a kube-vip
-endpoint (issue 18). 3 servers spread over pve1..pve3 + 1 agent; ``spec.endpoint`` is a free address of
-the lab's range and ``spec.kubeVip`` is set, so the guests' kube-vip stand-in moves the address to a
-live server. What a user expects: the kubeconfig from the Secret keeps working through the endpoint
+"""The init server's VM destroyed outside the operator, with the control plane behind an endpoint
+(issue 18). 3 servers spread over pve1..pve3 + 1 agent; ``spec.endpoint`` is a free address of the
+lab's range, fronted either by kube-vip (``spec.kubeVip``: the guests' kube-vip stand-in moves the
+address to a live server) or by the lab's external-load-balancer stand-in. What a user expects: the kubeconfig from the Secret keeps working through the endpoint
 (it never named the lost server), the agent stays Ready, and the operator replaces the server (the
 stale Node and so its etcd member removed, a new VM cloned and joined through the endpoint) until the
 cluster is Ready again, with no manual step. The time to Ready after the destruction is printed.
@@ -50,11 +50,18 @@ async def _lease_holder(lab: Lab, kubeconfig: Path) -> str:
     return str(json.loads(out)["spec"]["holderIdentity"])
 
 
-async def test_init_server_destroyed_behind_a_kube_vip_endpoint(
-    lab: Lab, pve_sim: Any, tmp_path: Path
+@pytest.mark.parametrize("front", ["kube-vip", "load-balancer"])
+async def test_init_server_destroyed_behind_the_endpoint(
+    lab: Lab, pve_sim: Any, tmp_path: Path, front: str
 ) -> None:
+    """kube-vip: the operator deploys it (spec.kubeVip); load-balancer: the lab's stand-in for one the
+    user runs in front of the servers (spec.endpoint alone)."""
     vip = vip_address(lab.pve)
-    await lab.apply(lab.manifest(NAME, 3, 1, **endpoint_spec(lab.pve)))
+    spec = endpoint_spec(lab.pve)
+    if front == "load-balancer":
+        del spec["kubeVip"]
+        lab.guests.k3s.vip.add_load_balancer(vip)
+    await lab.apply(lab.manifest(NAME, 3, 1, **spec))
     ready = await lab.ready(NAME)
     status = ready["status"]
     init = status["initServer"]
@@ -72,11 +79,15 @@ async def test_init_server_destroyed_behind_a_kube_vip_endpoint(
         if install.role == "server":
             assert vip in _flag(install, "tls-san"), install.flags
     # kube-vip was applied from the servers' auto-deploy directory; the init server leads
-    daemonset = await lab.run(
-        "get", "daemonset", "-n", "kube-system", "kube-vip", "-o", "json", kubeconfig=user_kubeconfig
+    daemonsets = await lab.run(
+        "get", "daemonsets", "-n", "kube-system", "-o", "json", kubeconfig=user_kubeconfig
     )
-    assert json.loads(daemonset)["spec"]["template"]["spec"]["hostNetwork"] is True
-    assert await _lease_holder(lab, user_kubeconfig) == init
+    found = {d["metadata"]["name"]: d for d in json.loads(daemonsets)["items"]}
+    if front == "kube-vip":
+        assert found["kube-vip"]["spec"]["template"]["spec"]["hostNetwork"] is True
+        assert await _lease_holder(lab, user_kubeconfig) == init
+    else:
+        assert "kube-vip" not in found  # nothing deployed for an endpoint the user runs
 
     # from the destruction on: the user's kubeconfig, every 0.5 s, and the agent's Ready condition
     destroyed_at = 0.0
@@ -118,7 +129,7 @@ async def test_init_server_destroyed_behind_a_kube_vip_endpoint(
         await user
     failed = [round(t, 1) for t, worked, _ in calls if not worked]
     print(
-        f"\ninit server {init} destroyed: cluster Ready again after {to_ready:.1f} s; the user's kubeconfig "
+        f"\n{front}: init server {init} destroyed: cluster Ready again after {to_ready:.1f} s; the user's kubeconfig "
         f"answered {len(calls) - len(failed)} of {len(calls)} calls (failed at {failed} s)",
         flush=True,
     )
@@ -130,8 +141,9 @@ async def test_init_server_destroyed_behind_a_kube_vip_endpoint(
     # the agent stayed Ready whenever the cluster answered
     assert all(agent == "Ready" for _, worked, agent in calls if worked), calls
     # the address moved to a surviving server, and the replacement joined through it
-    holder = await _lease_holder(lab, user_kubeconfig)
-    assert holder != init and holder.startswith(f"{NAME}-server-"), holder
+    if front == "kube-vip":
+        holder = await _lease_holder(lab, user_kubeconfig)
+        assert holder != init and holder.startswith(f"{NAME}-server-"), holder
     rejoined = next(i for i in lab.guests.k3s.installs.values() if i.node_name == init)
     assert _flag(rejoined, "server") == [f"https://{vip}:6443"], rejoined.flags
     assert await _secret_kubeconfig(lab, user_kubeconfig) == f"https://{vip}:6443"

@@ -7,6 +7,10 @@ when it is gone, after the lease runs out (``FAILOVER_SECONDS``), the next live 
 holder is written to the ``plndr-cp-lock`` Lease in kube-system, as kube-vip does. "Answering" is a
 TCP proxy on ``<vip>:6443`` to the cluster's API (TLS passes through, so the serving certificate must
 name the VIP: a ``--tls-san``). No live server left: nothing answers. Only loopback VIPs are bound.
+
+The same machinery stands in for an external load balancer (:meth:`VipController.add_load_balancer`):
+the address answers while any server of the cluster that names it lives, with no failover gap and no
+Lease (a load balancer's health check drops a dead backend within a poll).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class VipController(ClusterPoller):
         super().__init__(control)
         self.vips: dict[str, Vip] = {}  # by cluster id
         self._lost: dict[str, float] = {}  # cluster id -> when its leader was lost
+        self.load_balancers: set[str] = set()  # external-load-balancer stand-ins (addresses)
 
     async def close(self) -> None:
         await super().close()
@@ -105,14 +110,25 @@ class VipController(ClusterPoller):
             out[node.name] = next((a for a in found if a), None)
         return out
 
+    def add_load_balancer(self, address: str) -> None:
+        """The external-load-balancer stand-in: ``address``:6443 forwards to the live servers of the
+        cluster whose serving certificate names it (a ``--tls-san``), health-checked every poll."""
+        if not ipaddress.ip_address(address).is_loopback:
+            raise ValueError(f"{address}: the lab binds nothing outside 127.0.0.0/8")
+        self.load_balancers.add(address)
+
     async def sync(self, cluster: LabCluster) -> None:
         live = self._live_servers(cluster)
-        wanted = next((a for a in live.values() if a), None)
+        kube_vip = next((a for a in live.values() if a), None)
+        balanced = next((a for a in sorted(self.load_balancers) if a in cluster.sans), None)
+        wanted = kube_vip or balanced
+        external = kube_vip is None and balanced is not None
         current = self.vips.get(cluster.id)
         if current is not None and (current.address != wanted or current.leader not in live):
             self.control.log(f"k3s vip {current.address}: leader {current.leader} is gone")
             await self.vips.pop(cluster.id).proxy.close()
-            self._lost[cluster.id] = time.monotonic()
+            if not external:  # a load balancer's health check moves on at once
+                self._lost[cluster.id] = time.monotonic()
             current = None
         if current is not None or wanted is None or not live:
             return
@@ -124,6 +140,9 @@ class VipController(ClusterPoller):
         proxy = TcpProxy(wanted, cluster.upstream)
         await proxy.start()
         self.vips[cluster.id] = Vip(wanted, leader, proxy, time.time())
+        if external:
+            self.control.log(f"k3s load balancer {wanted}: forwarding to {leader} in cluster {cluster.id}")
+            return
         self.control.log(f"k3s vip {wanted}: {leader} is the leader in cluster {cluster.id}")
         with contextlib.suppress(Exception):
             await self._write_lease(cluster, leader)
