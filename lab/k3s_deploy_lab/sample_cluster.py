@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import os
 import time
@@ -81,6 +82,18 @@ def node_template(public_key: str, *, user: str = "ubuntu") -> dict[str, Any]:
         "resources": {"cores": 2, "memoryMiB": 2048},
         "cloudInit": {"user": user, "sshAuthorizedKeys": [public_key]},
     }
+
+
+def vip_address(pve: dict[str, Any]) -> str:
+    """A control-plane VIP for the lab: the last address of the guests' DHCP range (DHCP hands out
+    the lowest free ones, so a lab never gives it to a VM)."""
+    network = ipaddress.IPv4Network(pve.get("dhcpRange") or "127.1.0.0/16")
+    return str(network.broadcast_address - 1)
+
+
+def endpoint_spec(pve: dict[str, Any]) -> dict[str, Any]:
+    """spec.endpoint with kube-vip on the lab's VIP (the guests emulate kube-vip's leader election)."""
+    return {"endpoint": vip_address(pve), "kubeVip": {}}
 
 
 def cluster_manifest(
@@ -208,10 +221,14 @@ def _bring_up(ctx: LabContext, kubeconfig: Path) -> None:
         (work / "id_ed25519.pub").write_text(public + "\n")
     kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=False)
     apply(kubeconfig, *lab_secrets(pve, NAMESPACE, private))
-    manifest = cluster_manifest(pve, public)
+    # servers spread over pve1..pve3 (the template's placement) behind a kube-vip address
+    manifest = cluster_manifest(pve, public, extra_spec=endpoint_spec(pve))
     (work / "k3scluster.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     apply(kubeconfig, manifest)
-    ctx.log(f"applied K3sCluster {NAMESPACE}/{CLUSTER} (3 servers, 2 agents); following its progress")
+    ctx.log(
+        f"applied K3sCluster {NAMESPACE}/{CLUSTER} (3 servers, 2 agents, endpoint {manifest['spec']['endpoint']} "
+        "by kube-vip); following its progress"
+    )
     started = time.monotonic()
     wait_ready(kubeconfig, CLUSTER, NAMESPACE, log=ctx.log)
     elapsed = time.monotonic() - started

@@ -37,6 +37,7 @@ def _published(sim: Sim, url: str, ca: Path, fingerprint: str, pid: int) -> dict
         "username": "root@pam",
         "password": state.users["root@pam"].password if "root@pam" in state.users else None,
         "adminUrl": f"{url}/_admin/{state.admin_token}",
+        "dhcpRange": state.dhcp_range,  # where guests get addresses (a free one serves as a VIP)
         "pid": pid,
     }
 

@@ -14,7 +14,6 @@ from k3s_deploy.api.common import (
     ApiModel,
     DeletionPolicy,
     DnsName,
-    HostOrIP,
     IPv4,
     IPv4Cidr,
     LinuxUser,
@@ -26,6 +25,13 @@ from k3s_deploy.api.common import (
     Sha256Fingerprint,
     VmLocation,
     camel,
+)
+from k3s_deploy.api.endpoint import (
+    ENDPOINT_DESCRIPTION,
+    KUBE_VIP_DESCRIPTION,
+    KUBE_VIP_NEEDS_AN_ADDRESS,
+    Endpoint,
+    KubeVip,
 )
 from k3s_deploy.api.etcd_snapshots import EtcdSnapshots
 from k3s_deploy.api.k3s_install import AirGapInstall, FetchFrom, InstallSource, K3sSettings, ScriptInstall
@@ -305,11 +311,8 @@ class K3sClusterSpec(ProxmoxAccess):
     paused: bool = Field(
         default=False, description="Stop acting (rollouts halt between nodes); status is still reported."
     )
-    endpoint: HostOrIP | None = Field(
-        default=None,
-        description="DNS name or address in front of the servers (VIP, load balancer): added to the TLS SANs "
-        "and used as server URL in the kubeconfig Secret.",
-    )
+    endpoint: Endpoint | None = Field(default=None, description=ENDPOINT_DESCRIPTION)
+    kube_vip: KubeVip | None = Field(default=None, description=KUBE_VIP_DESCRIPTION)
     etcd_snapshots: EtcdSnapshots | None = Field(
         default=None,
         description="etcd snapshots (schedule, retention, S3) and restore; needs embedded etcd (2+ servers).",
@@ -341,6 +344,7 @@ class K3sClusterSpec(ProxmoxAccess):
             lambda m: len({p.name for p in m.agent_pools}) == len(m.agent_pools),
             field_path=".agentPools",
         ),
+        KUBE_VIP_NEEDS_AN_ADDRESS,
     )
 
 
@@ -369,6 +373,7 @@ __all__ = [
     "K3sClusterSpec",
     "K3sClusterStatus",
     "K3sSettings",
+    "KubeVip",
     "NamedAgentPool",
     "NodeTemplate",
     "PoolStatus",

@@ -20,6 +20,7 @@ from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.ssh import CommandResult, SshRunner, SshTarget
 from k3s_deploy.ports.target import NodeMetadataPatch, Taint, TargetCluster, TargetNode, TargetPod
 from k3s_deploy.services.k3scluster import nodemeta
+from k3s_deploy.services.k3scluster.kubevip import MANIFEST_PATH as KUBE_VIP_MANIFEST
 
 
 class FakeObjects:
@@ -135,6 +136,7 @@ class FakeHost:
     join_token: str | None = None  # K3S_TOKEN of the last install
     uploads: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # remote path -> (content, mode)
     etcd: bool = False  # a server running embedded etcd (--cluster-init, joined, or converted)
+    manifests: list[str] = field(default_factory=list)  # kube-vip placement scripts run here
 
     @property
     def fingerprint(self) -> str:
@@ -156,6 +158,7 @@ class FakeSsh:
         self.log: list[tuple[str, str]] = []  # (host, what)
         self.refused: list[str] = []  # hosts whose key did not match the pin (nothing ran there)
         self.install_seconds = 0.0  # > 0: installs take time, so concurrent ones overlap
+        self.endpoint_code = "401"  # what curl on a server says spec.endpoint answered ("000": nothing)
 
     def _check(self, target: SshTarget) -> FakeHost:
         host = self.hosts.get(target.host)
@@ -182,6 +185,13 @@ class FakeSsh:
         check: bool = False,
     ) -> CommandResult:
         host = self._check(target)
+        if command == "sh -s" and input and KUBE_VIP_MANIFEST in input:
+            self.log.append((target.host, "kube-vip"))
+            host.manifests.append(input)
+            return host.result(0)
+        if command.startswith("curl "):
+            self.log.append((target.host, "curl " + command.rsplit(" ", 1)[-1]))
+            return host.result(0, self.endpoint_code)
         if command == "sh -s" and input and "systemctl restart k3s" in input:
             # the conversion: a config.yaml.d drop-in with cluster-init, then a restart (no install)
             self.log.append((target.host, "convert"))

@@ -1,8 +1,9 @@
 """One lab K3s cluster: a real kube-apiserver + etcd at the init server's address, and its Nodes.
 
-The first server's install starts a :class:`ControlPlane` bound to ``<server-ip>:6443`` with a CA we
+The first server's install starts a :class:`ControlPlane` on a free port of 127.0.0.1 with a CA we
 own, so the serving certificate can be re-issued when a server joins (kube-apiserver reloads it from
-disk). Every joined server answers at its own ``<ip>:6443`` through a TCP proxy to that apiserver.
+disk). Every server whose K3s runs, the first one included, answers at its own ``<ip>:6443`` through a
+TCP proxy to that apiserver, so an address stops answering when its server is gone, as in K3s.
 Nodes are written through the API as kubelets would: registration, labels, taints, ``nodeInfo`` and a
 ``Ready`` condition heartbeat.
 """
@@ -72,8 +73,7 @@ class LabCluster:
             self.client_ca = CertificateAuthority.create(f"k3s-client-ca@{cluster_id}")
         self.plane = ControlPlane(
             data_dir,
-            host=init_ip,
-            port=API_PORT,
+            host="127.0.0.1",  # behind the servers' proxies: no server's address is special
             sans=self.sans,
             ca=self.ca,
             client_ca=self.client_ca,
@@ -92,10 +92,14 @@ class LabCluster:
 
     @property
     def url(self) -> str:
-        return f"https://{self.init_ip}:{API_PORT}"
+        """Where the lab itself reaches the apiserver (not a server's address)."""
+        return self.plane.url
+
+    def upstream(self) -> tuple[str, int]:
+        return (self.plane.host, self.plane.port)
 
     def answers_at(self, ip: str) -> bool:
-        return ip == self.init_ip or ip in self.proxies
+        return ip in self.proxies
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,9 +162,9 @@ class LabCluster:
         serving.write(self.plane.pki_dir, "apiserver")
 
     async def open_proxy(self, ip: str) -> None:
-        if ip == self.init_ip or ip in self.proxies:
+        if ip in self.proxies:
             return
-        proxy = TcpProxy(ip, (self.init_ip, API_PORT))
+        proxy = TcpProxy(ip, self.upstream)
         await proxy.start()
         self.proxies[ip] = proxy
 

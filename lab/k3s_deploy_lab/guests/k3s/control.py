@@ -4,7 +4,8 @@ Guests reach it through the installer script and the scripts it leaves (``k3s-un
 ``k3s-killall.sh``), which ``POST /k3s/v1/install|uninstall|killall``; a secret file written into each
 guest at boot says which guest calls. It owns the clusters (k3s/cluster.py), keeps their Nodes' status
 in step with the VMs' power, and persists everything so a restart of the guests process keeps them.
-The installer and release endpoints themselves are in k3s/releases.py.
+The installer and release endpoints themselves are in k3s/releases.py, creating and joining clusters
+in k3s/joining.py, the units and their ``systemctl`` in k3s/units.py.
 """
 
 from __future__ import annotations
@@ -16,24 +17,18 @@ import json
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from k3s_deploy_lab.guests.chaos import LabChaos
 from k3s_deploy_lab.guests.fleet import GuestFleet
-from k3s_deploy_lab.guests.k3s import scripts, tokens
+from k3s_deploy_lab.guests.k3s import scripts, units
 from k3s_deploy_lab.guests.k3s.artefacts import (
     BIN,
     config_texts,
-    log_file,
-    node_record,
-    read_token_file,
     remove_artefacts,
     write_artefacts,
     write_file,
@@ -44,34 +39,18 @@ from k3s_deploy_lab.guests.k3s.deploy import DeployController
 from k3s_deploy_lab.guests.k3s.flags import (
     DEFAULT_CHANNELS,
     VERSION_RE,
-    InstallRequest,
     UsageError,
     build_request,
 )
-from k3s_deploy_lab.guests.k3s.proxy import API_PORT
+from k3s_deploy_lab.guests.k3s.joining import Joining
 from k3s_deploy_lab.guests.k3s.releases import add_release_routes
+from k3s_deploy_lab.guests.k3s.units import Install as Install
+from k3s_deploy_lab.guests.k3s.units import InstallFailed as InstallFailed
+from k3s_deploy_lab.guests.k3s.vip import VipController
 from k3s_deploy_lab.guests.sandbox import GuestRoot
 from k3s_deploy_lab.guests.sshd import GuestSpec, RunningGuest
 
 HEARTBEAT_SECONDS = 10.0
-
-
-class InstallFailed(Exception):
-    """The k3s service would not start; ``message`` is what K3s logs (level=fatal)."""
-
-
-@dataclass
-class Install:
-    """K3s as installed on one guest instance."""
-
-    role: str
-    version: str
-    cluster_id: str
-    node_name: str
-    enabled: bool = True
-    flags: dict[str, Any] = dataclasses.field(default_factory=dict)  # merged, secrets redacted
-    args: list[str] = dataclasses.field(default_factory=list)  # the unit's command line, read at restart
-    addons: dict[str, Any] = dataclasses.field(default_factory=dict)  # auto-deploy file -> what it applied
 
 
 class K3sControl:
@@ -99,6 +78,8 @@ class K3sControl:
         self._heartbeat: asyncio.Task[None] | None = None
         self.datastore = Datastore(self)
         self.deploy = DeployController(self)
+        self.joining = Joining(self)
+        self.vip = VipController(self)
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -129,6 +110,7 @@ class K3sControl:
         self._heartbeat = asyncio.create_task(self._beat())
         self.datastore.start()
         self.deploy.start()
+        self.vip.start()
 
     @property
     def _state_file(self) -> Path:
@@ -165,7 +147,7 @@ class K3sControl:
                 install = self.installs.get(instance)
                 node.running = instance in running and install is not None and install.enabled
                 with contextlib.suppress(Exception):
-                    if node.running and node.role == "server" and node.ip != cluster.init_ip:
+                    if node.running and node.role == "server":
                         await cluster.open_proxy(node.ip)
                     await cluster.post_status(node)
             self.log(f"k3s cluster {cluster_id} restarted at {cluster.url} with {len(cluster.nodes)} node(s)")
@@ -175,6 +157,7 @@ class K3sControl:
     async def close(self) -> None:
         await self.datastore.close()
         await self.deploy.close()
+        await self.vip.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -216,7 +199,7 @@ class K3sControl:
             install.enabled = True
         node.running = on
         with contextlib.suppress(Exception):
-            if install.role == "server" and node.ip != cluster.init_ip:
+            if install.role == "server":
                 await (cluster.open_proxy(node.ip) if on else cluster.close_proxy(node.ip))
             await cluster.post_status(node)
 
@@ -304,9 +287,9 @@ class K3sControl:
             await asyncio.sleep(self.chaos.install_seconds)
         try:
             async with self._lock:
-                await self._start_service(guest, req)
+                await self.joining.start_service(guest, req)
         except InstallFailed as exc:
-            out += self._failed(guest, service, str(exc))
+            out += units.failed(guest, service, str(exc))
             return web.Response(status=500, text="\n".join(out) + "\n")
         return web.Response(text="\n".join(out) + "\n")
 
@@ -356,6 +339,9 @@ class K3sControl:
                         await (cluster.register(node) if running else cluster.post_status(node))
             self._save()
 
+    async def _service(self, request: web.Request) -> web.Response:
+        return await units.service(self, request)
+
     async def _restart_server(self, guest: RunningGuest, install: Install, cluster: LabCluster) -> None:
         try:
             req = restart_request(guest.root, install.args, config_texts(guest.root), self.channels)
@@ -374,221 +360,6 @@ class K3sControl:
                 node.labels["node-role.kubernetes.io/etcd"] = "true"
         cluster.add_sans([guest.spec.addresses[0], *req.many("tls-san")])
         mark_datastore(guest.root, install.node_name, cluster.etcd)
-
-    async def _service(self, request: web.Request) -> web.Response:
-        """The guest's ``systemctl`` for the k3s units; answers ``<exit code>\\n<output>``."""
-        form = await request.post()
-        guest = self._caller(form)
-        action, unit = str(form.get("action", "")), str(form.get("unit", ""))
-        install = self.installs.get(guest.spec.instance_id)
-        mine = install is not None and unit == ("k3s" if install.role == "server" else "k3s-agent")
-        active = mine and install is not None and install.enabled
-        if action in ("is-active", "is-enabled"):
-            word = (
-                ("active" if active else "inactive") if action == "is-active" else ("enabled" if mine else "")
-            )
-            return web.Response(text=f"{0 if (active if action == 'is-active' else mine) else 3}\n{word}\n")
-        if not mine:
-            return web.Response(
-                text=f"5\nFailed to {action} {unit}.service: Unit {unit}.service not found.\n"
-            )
-        if action == "status":
-            state = "active (running)" if active else "inactive (dead)"
-            return web.Response(
-                text=f"{0 if active else 3}\n* {unit}.service - Lightweight Kubernetes\n"
-                f"     Loaded: loaded (/etc/systemd/system/{unit}.service; enabled)\n"
-                f"     Active: {state}\n"
-            )
-        if action in ("start", "restart", "stop"):
-            try:
-                await self._set_service(guest, action != "stop")
-            except InstallFailed as exc:
-                return web.Response(text="1\n" + "\n".join(self._failed(guest, unit, str(exc))) + "\n")
-            return web.Response(text="0\n")
-        if action in ("enable", "disable", "daemon-reload"):
-            return web.Response(text="0\n")
-        return web.Response(text=f"1\nUnknown command verb {action}.\n")
-
-    @staticmethod
-    def _failed(guest: RunningGuest, service: str, message: str) -> list[str]:
-        """How ``systemctl start`` reports a K3s that exits at once (also left in its log file)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        lines = [
-            f"Job for {service}.service failed because the control process exited with error code.",
-            f'See "systemctl status {service}.service" and "journalctl -xeu {service}.service" for details.',
-            f'{guest.spec.hostname} {service}[1]: time="{stamp}" level=fatal msg="{message}"',
-        ]
-        log_file(guest.root, service).write_text(lines[-1] + "\n")
-        return lines
-
-    # ----- installing -----------------------------------------------------------------------------
-
-    async def _start_service(self, guest: RunningGuest, req: InstallRequest) -> None:
-        spec = guest.spec
-        ip = spec.addresses[0]
-        existing = self.installs.get(spec.instance_id)
-        try:
-            token = req.first("token") or read_token_file(guest.root, req.first("token-file"))
-        except FileNotFoundError as exc:
-            raise InstallFailed(str(exc)) from exc
-        server = req.first("server")
-        if req.command == "agent" and not server:
-            raise InstallFailed("Error: --server is required")
-        if server:
-            cluster = self._reachable(server)
-            if req.command == "agent" and not token:
-                raise InstallFailed("Error: --token is required")
-            if not token:
-                raise InstallFailed(
-                    "starting kubernetes: preparing server: token is required to join a cluster"
-                )
-            try:
-                tokens.check(
-                    token,
-                    cluster_ca_pem=cluster.ca_pem,
-                    password=cluster.password,
-                    server_url=server.rstrip("/"),
-                    role=req.command,
-                    agent_password=cluster.agent_password,
-                )
-            except tokens.TokenError as exc:
-                if req.command == "agent":
-                    raise InstallFailed(
-                        f"Error: failed to retrieve configuration from server: {exc}"
-                    ) from exc
-                raise InstallFailed(
-                    f"starting kubernetes: preparing server: failed to validate token: {exc}"
-                ) from exc
-            if req.command == "server" and not cluster.etcd:
-                raise InstallFailed(
-                    "starting kubernetes: preparing server: failed to join cluster: "
-                    f"{server} does not run embedded etcd (its first server was started without --cluster-init)"
-                )
-        elif existing is not None and existing.role == "server" and existing.cluster_id in self.clusters:
-            cluster = self.clusters[existing.cluster_id]
-            if req.bool("cluster-init") and not cluster.etcd:  # K3s converts to embedded etcd
-                self.log(f"k3s cluster {cluster.id}: converting to embedded etcd (--cluster-init)")
-                cluster.etcd = True
-            if token:  # a restart with a token: it must be this cluster's (K3s decrypts its bootstrap data)
-                try:
-                    tokens.check(
-                        token, cluster_ca_pem=cluster.ca_pem, password=cluster.password, server_url=""
-                    )
-                except tokens.TokenError as exc:
-                    raise InstallFailed(f"starting kubernetes: preparing server: {exc}") from exc
-        else:
-            cluster = await self._create_cluster(guest, req, token)
-        if req.command == "server" and req.first("agent-token"):
-            cluster.agent_password = tokens.parse(str(req.first("agent-token"))).password
-        if (
-            existing is not None
-            and existing.cluster_id != cluster.id
-            and existing.cluster_id in self.clusters
-        ):
-            old = self.clusters[existing.cluster_id]
-            gone = old.nodes.pop(spec.instance_id, None)
-            if gone is not None:
-                with contextlib.suppress(Exception):
-                    await old.delete_node(gone.name)
-        if req.command == "server":
-            problem = stale_error(guest, cluster)
-            if problem:
-                raise InstallFailed(problem)
-        node = node_record(guest, req, cluster)
-        previous = cluster.nodes.get(spec.instance_id)
-        if previous is not None and previous.name != node.name:
-            await cluster.delete_node(previous.name)
-        cluster.nodes[spec.instance_id] = node
-        if req.command == "server":
-            cluster.add_sans([ip, *req.many("tls-san")])
-            if ip != cluster.init_ip:
-                try:
-                    await cluster.open_proxy(ip)
-                except OSError as exc:
-                    raise InstallFailed(
-                        f"starting kubernetes: listen tcp {ip}:{API_PORT}: {exc.strerror}"
-                    ) from exc
-            mode = int(str(req.first("write-kubeconfig-mode") or "600"), 8)
-            write_file(guest.root, "/etc/rancher/k3s/k3s.yaml", cluster.k3s_yaml(), mode)
-            full = tokens.full_token(cluster.ca_pem, cluster.password)
-            write_file(guest.root, "/var/lib/rancher/k3s/server/node-token", full + "\n", 0o600)
-            write_file(guest.root, "/var/lib/rancher/k3s/server/token", full + "\n", 0o600)
-            agent = (
-                tokens.full_token(cluster.ca_pem, cluster.agent_password, user="node")
-                if cluster.agent_password
-                else full
-            )
-            write_file(guest.root, "/var/lib/rancher/k3s/server/agent-token", agent + "\n", 0o600)
-            write_file(
-                guest.root, "/var/lib/rancher/k3s/server/tls/server-ca.crt", cluster.ca_pem.decode(), 0o644
-            )
-        password = guest.root.path("/etc/rancher/node/password")
-        if not password.exists():
-            write_file(guest.root, "/etc/rancher/node/password", secrets.token_hex(16) + "\n", 0o600)
-        write_file(guest.root, "/var/lib/rancher/k3s/agent/etc/k3s-version", req.version + "\n", 0o644)
-        try:
-            await cluster.register(node)
-        except Exception as exc:
-            cluster.nodes.pop(spec.instance_id, None)
-            raise InstallFailed(f"Failed to register node: {exc}") from exc
-        if req.command == "server":
-            mark_datastore(guest.root, node.name, cluster.etcd)
-        self.installs[spec.instance_id] = Install(
-            role=req.command,
-            version=req.version,
-            cluster_id=cluster.id,
-            node_name=node.name,
-            flags=req.redacted_flags(),
-            args=list(req.args),
-        )
-        self._save()
-        self.log(
-            f"k3s {req.command} {node.name} ({ip}) {req.version} in cluster {cluster.id} at {cluster.url}"
-        )
-
-    def _reachable(self, server: str) -> LabCluster:
-        parts = urlsplit(server)
-        host, port = parts.hostname or "", parts.port or 443
-        refused = (
-            f'failed to get CA certs: Get "{server.rstrip("/")}/cacerts": dial tcp {host}:{port}: connect: '
-            "connection refused"
-        )
-        if port != API_PORT:
-            raise InstallFailed(refused)
-        owner = self.fleet.by_address(host)
-        for cluster in self.clusters.values():
-            if cluster.answers_at(host) and owner is not None:
-                install = self.installs.get(owner.spec.instance_id)
-                if host == cluster.init_ip or (install is not None and install.enabled):
-                    return cluster
-        raise InstallFailed(refused)
-
-    async def _create_cluster(
-        self, guest: RunningGuest, req: InstallRequest, token: str | None
-    ) -> LabCluster:
-        ip = guest.spec.addresses[0]
-        password = tokens.parse(token).password if token else tokens.new_password()
-        cluster_id = f"{guest.spec.vmid}-{secrets.token_hex(3)}"
-        cluster = LabCluster(
-            cluster_id,
-            self.state_dir / "clusters" / cluster_id,
-            init_ip=ip,
-            password=password,
-            etcd=req.bool("cluster-init"),
-            sans=req.many("tls-san"),
-            log=self.log,
-        )
-        try:
-            await cluster.start()
-            if token:  # a secure token on the first server must name the CA it just made
-                tokens.check_ca(token, cluster_ca_pem=cluster.ca_pem)
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                await cluster.close()
-            shutil.rmtree(cluster.data_dir, ignore_errors=True)
-            raise InstallFailed(f"starting kubernetes: {exc}") from exc
-        self.clusters[cluster_id] = cluster
-        return cluster
 
 
 def _write_private(path: Path, text: str) -> None:

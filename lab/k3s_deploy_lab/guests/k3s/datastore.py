@@ -26,7 +26,8 @@ from k3s_deploy_lab.guests.sshd import RunningGuest
 
 if TYPE_CHECKING:
     from k3s_deploy_lab.guests.k3s.cluster import LabCluster
-    from k3s_deploy_lab.guests.k3s.control import Install, K3sControl
+    from k3s_deploy_lab.guests.k3s.control import K3sControl
+    from k3s_deploy_lab.guests.k3s.units import Install
 
 SERVER_DIR = "/var/lib/rancher/k3s/server"
 RESET_DONE = (

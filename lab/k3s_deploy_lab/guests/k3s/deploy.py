@@ -13,7 +13,6 @@ stored; no helm controller runs, so no chart is installed. Files are checked eve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from k3s_deploy_lab.guests.k3s.datastore import confined
+from k3s_deploy_lab.guests.k3s.poller import ClusterPoller
 from k3s_deploy_lab.guests.k3s.proxy import API_PORT
 
 if TYPE_CHECKING:
@@ -64,31 +64,15 @@ def crd_documents() -> list[dict[str, Any]]:
     ]
 
 
-class DeployController:
+class DeployController(ClusterPoller):
     """Applies the servers' auto-deploy manifests; one instance serves every cluster of the lab."""
 
+    poll_seconds = POLL_SECONDS
+    what = "k3s deploy controller"
+
     def __init__(self, control: K3sControl) -> None:
-        self.control = control
+        super().__init__(control)
         self._crds: set[str] = set()  # cluster ids whose CRDs are in place
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_SECONDS)
-            for cluster in list(self.control.clusters.values()):
-                try:
-                    await self.sync(cluster)
-                except Exception as exc:  # a bad file must not stop the other clusters
-                    self.control.log(f"k3s deploy controller, cluster {cluster.id}: {exc}")
 
     async def sync(self, cluster: LabCluster) -> None:
         running = {g.spec.instance_id: g for g in self.control.fleet.running.values()}
@@ -190,8 +174,8 @@ class DeployController:
         if kubectl is None:
             raise RuntimeError("kubectl is not built (k3s-deploy lab build)")
         kubeconfig = cluster.data_dir / "deploy.kubeconfig"
-        if not kubeconfig.exists():
-            text = cluster.k3s_yaml().replace(f"https://127.0.0.1:{API_PORT}", cluster.url)
+        text = cluster.k3s_yaml().replace(f"https://127.0.0.1:{API_PORT}", cluster.url)
+        if not kubeconfig.exists() or kubeconfig.read_text() != text:  # the port moves at a restart
             fd = os.open(kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(text)

@@ -1,17 +1,19 @@
-"""A joined server's own ``<ip>:6443``: a byte-for-byte TCP proxy to the cluster's apiserver."""
+"""A server's own ``<ip>:6443``: a byte-for-byte TCP proxy to the cluster's apiserver."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 API_PORT = 6443
 
 
 class TcpProxy:
-    """``<joined-server-ip>:6443`` -> the cluster's apiserver, byte for byte (TLS passes through)."""
+    """``<server-ip>:6443`` -> the cluster's apiserver, byte for byte (TLS passes through). ``target``
+    is asked at each connection (the apiserver's port changes when it restarts)."""
 
-    def __init__(self, host: str, target: tuple[str, int]) -> None:
+    def __init__(self, host: str, target: Callable[[], tuple[str, int]]) -> None:
         self.host = host
         self.target = target
         self.server: asyncio.Server | None = None
@@ -28,7 +30,7 @@ class TcpProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            up_reader, up_writer = await asyncio.open_connection(*self.target())
         except OSError:
             writer.close()
             return

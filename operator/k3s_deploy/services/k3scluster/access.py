@@ -10,7 +10,7 @@ from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import SecretKeyStatusRef, SshSettings
 from k3s_deploy.ports.ssh import SshTarget
 from k3s_deploy.services.k3scluster import hostkeys, install, nodes, registration, tokens
-from k3s_deploy.services.k3scluster.kubeconfig import sanitise, server_url
+from k3s_deploy.services.k3scluster.kubeconfig import endpoint_url, sanitise, server_url
 from k3s_deploy.services.k3scluster.secrets import (
     KUBECONFIG_KEY,
     TOKEN_KEY,
@@ -152,7 +152,7 @@ async def kubeconfig(r: ClusterPass, private_key: str) -> str:
     except errors.K3sDeployError as exc:
         raise nodes.with_node(anchor.name, exc) from None
     operator_view = allowed.build(server=server_url(anchor.ip), name=r.ref.name)
-    public_url = server_url(r.spec.endpoint) if r.spec.endpoint else server_url(anchor.ip)
+    public_url = endpoint_url(r.spec.endpoint) if r.spec.endpoint else server_url(anchor.ip)
     public = allowed.build(server=public_url, name=r.ref.name)
     name = kubeconfig_secret_name(r.ref.name)
     changed = await r.deps.objects.write_secret(

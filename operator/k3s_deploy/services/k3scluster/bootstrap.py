@@ -10,6 +10,7 @@ from k3s_deploy import errors
 from k3s_deploy.services.k3scluster import (
     access,
     airgap,
+    endpoint,
     etcd_convert,
     guest_values,
     hostkeys,
@@ -106,6 +107,8 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
         r.event("Normal", "Installing", f"Installing K3s on {step.node} ({what})")
         view.state = "Installing"
         try:
+            if step.role == "server":  # before K3s starts there: the first server brings kube-vip up
+                await endpoint.place(r, view, target)
             staged = await airgap.stage(
                 r.deps.ssh, r.deps.artefacts, step.node, target, settings.source, timeout_s=timeout
             )
@@ -142,6 +145,8 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
             await one(step)
         finally:
             await r.flush()
+    if plan.server_joins or plan.agents:
+        await endpoint.answers(r, private_key)
     results = await asyncio.gather(servers_one_by_one(), agents_together(), return_exceptions=True)
     await r.flush()
     raise_first(results)

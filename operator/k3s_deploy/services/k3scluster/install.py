@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from k3s_deploy import errors
-from k3s_deploy.services.k3scluster.kubeconfig import server_url
+from k3s_deploy.services.k3scluster.kubeconfig import endpoint_url, server_url
 from k3s_deploy.services.k3scluster.tokens import JoinTokens, new_password
 
 new_token = new_password  # a fresh server password (kept for callers outside the operator: bench)
@@ -168,7 +168,8 @@ def plan(nodes: Sequence[NodeFacts], settings: K3sSettings, *, init_server: str 
     else:
         anchor = init
         first.append(InstallStep(init.name, "server", "init" if len(servers) > 1 else "single"))
-    join = _url(anchor)
+    # through the endpoint when there is one: a joined node keeps working when the anchor is lost
+    join = endpoint_url(settings.endpoint) if settings.endpoint else _url(anchor)
     server_joins = tuple(
         InstallStep(s.name, "server", "join-server", join)
         for s in servers

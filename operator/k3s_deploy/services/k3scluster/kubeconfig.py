@@ -88,6 +88,12 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def endpoint_url(endpoint: str) -> str:
+    """The URL of spec.endpoint (``host`` or ``host:port``; port 6443 when none is written)."""
+    host, _, port = endpoint.partition(":")
+    return server_url(host, int(port) if port else API_PORT)
+
+
 def server_url(host: str, port: int = API_PORT) -> str:
     """``https://host:port``, bracketing IPv6 literals; a full URL passes through unchanged."""
     if host.startswith(("https://", "http://")):

@@ -16,7 +16,7 @@ from typing import Any
 from k3s_deploy import errors
 from k3s_deploy.api.common import condition
 from k3s_deploy.secrets_mask import redact
-from k3s_deploy.services.k3scluster import access, day2, nodemeta, restore, snapshots
+from k3s_deploy.services.k3scluster import access, day2, endpoint, nodemeta, restore, snapshots
 from k3s_deploy.services.k3scluster.bootstrap import bootstrap, health, probe_all
 from k3s_deploy.services.k3scluster.children import check_vms, ensure_children
 from k3s_deploy.services.k3scluster.state import (
@@ -48,6 +48,7 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
     if await d2.before_bootstrap(private_key, settings):
         raise errors.NotYet(WAIT_DELAY)
     await bootstrap(r, private_key, settings)
+    await endpoint.sync(r, private_key)
     operator_kubeconfig = await access.kubeconfig(r, private_key)
     await nodemeta.sync(r, operator_kubeconfig)
     await health(r, operator_kubeconfig, settings)
