@@ -51,6 +51,7 @@ KIND = "K3sCluster"
 PLURAL = "k3sclusters"
 
 HostKeyPolicy = Literal["GuestAgent", "TrustOnFirstUse", "AcceptChanged"]
+Teardown = Literal["Uninstall", "Leave"]
 
 
 class SshSettings(ApiModel):
@@ -313,6 +314,13 @@ class K3sClusterSpec(ProxmoxAccess):
     etcd_snapshots: EtcdSnapshots | None = Field(
         default=None,
         description="etcd snapshots (schedule, retention, S3) and restore; needs embedded etcd (2+ servers).",
+    )
+    teardown: Teardown = Field(
+        default="Uninstall",
+        description="When the cluster is deleted, what happens to K3s on VMs that are kept (deletionPolicy "
+        "Retain or Stop, adopted VMs): Uninstall runs k3s-uninstall.sh / k3s-agent-uninstall.sh on each "
+        "before it is released (an unreachable VM is released after a few tries, with a Warning Event); "
+        "Leave keeps K3s installed.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
