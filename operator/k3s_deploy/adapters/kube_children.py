@@ -149,6 +149,18 @@ class KubeClusterObjects:
 
         return await self._call(f"read Secret {name}", fn)
 
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        def fn() -> dict[str, str] | None:
+            try:
+                cm = self._core().read_namespaced_config_map(name, namespace, _request_timeout=self._timeout)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return {str(k): str(v) for k, v in (cm.data or {}).items()}
+
+        return await self._call(f"read ConfigMap {name}", fn)
+
     async def write_secret(
         self,
         namespace: str,

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
+from k3s_deploy.api.addons import Addon
 from k3s_deploy.api.common import (
     ApiModel,
     DeletionPolicy,
@@ -314,6 +315,14 @@ class K3sClusterSpec(ProxmoxAccess):
     etcd_snapshots: EtcdSnapshots | None = Field(
         default=None,
         description="etcd snapshots (schedule, retention, S3) and restore; needs embedded etcd (2+ servers).",
+    )
+    addons: list[Addon] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Add-ons written to the servers' auto-deploy directory "
+        "(/var/lib/rancher/k3s/server/manifests/k3s-deploy-addon-<name>.yaml), which K3s applies; "
+        "removing one deletes its file and K3s deletes its objects.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     teardown: Teardown = Field(
         default="Uninstall",

@@ -35,6 +35,10 @@ class ClusterObjects(Protocol):
         """Decoded data of a Secret, or None when it does not exist."""
         ...
 
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The data of a ConfigMap (add-on manifests and chart values), or None when it does not exist."""
+        ...
+
     async def write_secret(
         self,
         namespace: str,

@@ -28,6 +28,7 @@ class FakeObjects:
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.status_patches: list[dict[str, Any]] = []
         self.deleted_children: list[str] = []
+        self.config_maps: dict[tuple[str, str], dict[str, str]] = {}
 
     async def list_children(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         return [
@@ -56,6 +57,10 @@ class FakeObjects:
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         secret = self.secrets.get((namespace, name))
         return dict(secret["data"]) if secret else None
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        data = self.config_maps.get((namespace, name))
+        return dict(data) if data is not None else None
 
     async def write_secret(
         self,

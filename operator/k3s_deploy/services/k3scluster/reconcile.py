@@ -16,7 +16,7 @@ from typing import Any
 from k3s_deploy import errors
 from k3s_deploy.api.common import condition
 from k3s_deploy.secrets_mask import redact
-from k3s_deploy.services.k3scluster import access, day2, nodemeta, restore, snapshots
+from k3s_deploy.services.k3scluster import access, addons, day2, nodemeta, restore, snapshots
 from k3s_deploy.services.k3scluster.bootstrap import bootstrap, health, probe_all
 from k3s_deploy.services.k3scluster.children import check_vms, ensure_children
 from k3s_deploy.services.k3scluster.state import (
@@ -54,6 +54,7 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
     d2.after_health()
     restore.finish(r)
     await snapshots.after_ready(r, private_key)
+    await addons.sync(r, private_key)
     r.conditions.reconciling(False)
     r.conditions.stalled(False)
     r.status.phase = "Ready"
