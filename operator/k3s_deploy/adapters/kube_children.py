@@ -125,6 +125,22 @@ class KubeClusterObjects:
 
         await self._call(f"patch ProxmoxVM {name}", fn)
 
+    async def patch_child_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        def fn() -> None:
+            self._custom().patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "proxmoxvms",
+                name,
+                {"metadata": {"annotations": dict(annotations)}},
+                _request_timeout=self._timeout,
+            )
+
+        await self._call(f"annotate ProxmoxVM {name}", fn)
+
     async def delete_child(self, namespace: str, name: str) -> None:
         def fn() -> None:
             try:

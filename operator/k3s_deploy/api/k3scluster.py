@@ -47,6 +47,7 @@ from k3s_deploy.api.nodepools import (
     PoolTemplate,
 )
 from k3s_deploy.api.proxmoxvm import CloudInitUser
+from k3s_deploy.api.remediation import RemediationPolicy
 
 KIND = "K3sCluster"
 PLURAL = "k3sclusters"
@@ -323,6 +324,10 @@ class K3sClusterSpec(ProxmoxAccess):
         "(/var/lib/rancher/k3s/server/manifests/k3s-deploy-addon-<name>.yaml), which K3s applies; "
         "removing one deletes its file and K3s deletes its objects.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    remediation: RemediationPolicy | None = Field(
+        default=None,
+        description="Reboot, then replace, nodes NotReady for too long (off when not set).",
     )
     teardown: Teardown = Field(
         default="Uninstall",

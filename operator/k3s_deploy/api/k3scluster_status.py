@@ -11,6 +11,7 @@ from pydantic import Field
 from k3s_deploy.api.addons import AddonStatus
 from k3s_deploy.api.common import Condition, StatusModel, conditions_field
 from k3s_deploy.api.etcd_snapshots import EtcdRestoreStatus, EtcdSnapshotInfo
+from k3s_deploy.api.remediation import RemediationRecord
 
 # Every value the operator writes to status.phase (a test checks the code sets no other).
 ClusterPhase = Literal[
@@ -169,6 +170,11 @@ class K3sClusterStatus(StatusModel):
         max_length=1000,
         description="Every node of the cluster.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    remediations: list[RemediationRecord] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The latest remediation actions (newest last); each also posted as an Event.",
     )
     addons: list[AddonStatus] = Field(
         default_factory=list,

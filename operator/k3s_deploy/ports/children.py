@@ -27,6 +27,12 @@ class ClusterObjects(Protocol):
         """Merge-patch a ProxmoxVM's spec."""
         ...
 
+    async def patch_child_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        """Merge annotations into a ProxmoxVM's metadata (a restart request, say)."""
+        ...
+
     async def delete_child(self, namespace: str, name: str) -> None:
         """Delete a ProxmoxVM (a missing one is fine)."""
         ...

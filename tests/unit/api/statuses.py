@@ -21,6 +21,7 @@ from k3s_deploy.api.k3scluster import (
     UpgradeStatus,
 )
 from k3s_deploy.api.proxmoxvm import ProxmoxVMStatus, TaskRef
+from k3s_deploy.api.remediation import RemediationRecord
 
 T0 = "2026-11-28T12:00:00Z"
 
@@ -106,6 +107,7 @@ def full_cluster_status() -> K3sClusterStatus:
         ],
         ip_allocations={"prod-server-0": "192.168.20.10", "prod-agent-0": "192.168.20.13"},
         addons=[AddonStatus(name="metallb", digest="sha256:" + "ab" * 32)],
+        remediations=[RemediationRecord(node="prod-agent-0", action="Reboot", time="2026-01-01T12:00:00Z")],
         upgrade=UpgradeStatus(
             from_version="v1.30.8+k3s1",
             to_version="v1.31.4+k3s1",
