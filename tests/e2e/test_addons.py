@@ -165,3 +165,18 @@ def test_the_apiserver_refuses_path_tricks_and_ambiguous_addons(lab: Lab) -> Non
             "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest), check=False
         )
         assert proc.returncode != 0 and words in proc.stderr, proc.stderr
+
+
+def test_the_apiserver_takes_max_unhealthy_as_int_or_percent_only(lab: Lab) -> None:
+    def dry_run(value: Any) -> Any:
+        spec = {"remediation": {"maxUnhealthy": value}, "teardown": "Leave"}
+        manifest = lab.cluster("mhc", servers=1, agents=0, extra_spec=spec)
+        return lab.kubectl(
+            "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest), check=False
+        )
+
+    for good in (0, 2, "40%", "100%"):
+        assert dry_run(good).returncode == 0, good
+    for bad in ("abc", "101%", "40", -1):
+        proc = dry_run(bad)
+        assert proc.returncode != 0 and "percentage of the nodes" in proc.stderr, (bad, proc.stderr)
