@@ -48,7 +48,9 @@ class FakeObjects:
     async def patch_child_spec(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
         self.children[(namespace, name)]["spec"].update(copy.deepcopy(dict(spec)))
 
-    async def patch_child_annotations(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+    async def patch_child_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
         self.children[(namespace, name)]["metadata"].setdefault("annotations", {}).update(annotations)
 
     async def delete_child(self, namespace: str, name: str) -> None:
