@@ -70,6 +70,10 @@ def _guest_get(lab: Lab, *args: str) -> dict[str, Any] | None:
     return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
 
 
+def _json_patch(lab: Lab, ops: list[dict[str, Any]]) -> None:
+    lab.kubectl("patch", "k3sc", "addons", "-n", lab.namespace, "--type=json", "-p", json.dumps(ops))
+
+
 def test_addons_appear_in_the_guest_cluster_and_go_with_their_file(lab: Lab) -> None:
     lab.apply(*_config_maps(lab))
     lab.apply(lab.cluster("addons", servers=1, agents=0, extra_spec={"addons": ADDONS}))
@@ -100,16 +104,7 @@ def test_addons_appear_in_the_guest_cluster_and_go_with_their_file(lab: Lab) -> 
     assert digests == {a["name"]: a["digest"] for a in status["addons"]}, "status says what the server holds"
 
     # remove the manifests add-on: its file, then its objects, go; the chart stays
-    lab.kubectl(
-        "patch",
-        "k3sc",
-        "addons",
-        "-n",
-        lab.namespace,
-        "--type=json",
-        "-p",
-        json.dumps([{"op": "replace", "path": "/spec/addons", "value": [ADDONS[1]]}]),
-    )
+    _json_patch(lab, [{"op": "replace", "path": "/spec/addons", "value": [ADDONS[1]]}])
     _until(
         "the file to go",
         lambda: (
@@ -133,16 +128,7 @@ def test_addons_appear_in_the_guest_cluster_and_go_with_their_file(lab: Lab) -> 
 
     # a ConfigMap that is not there stalls the cluster with a reason naming it
     missing = {"name": "ghost", "manifests": {"configMapRef": {"name": "no-such-configmap"}}}
-    lab.kubectl(
-        "patch",
-        "k3sc",
-        "addons",
-        "-n",
-        lab.namespace,
-        "--type=json",
-        "-p",
-        json.dumps([{"op": "add", "path": "/spec/addons/-", "value": missing}]),
-    )
+    _json_patch(lab, [{"op": "add", "path": "/spec/addons/-", "value": missing}])
     stalled = lab.wait_condition("addons", "Stalled", timeout=60)
     assert stalled["reason"] == "AddonConfigMapNotFound" and "no-such-configmap" in stalled["message"]
 

@@ -262,6 +262,29 @@ class FakeSsh:
         return [h for h, what in self.log if what == "install"]
 
 
+class AnsweringSsh(FakeSsh):
+    """FakeSsh where a test answers some commands itself: :meth:`answer` returns None for the rest."""
+
+    def answer(self, target: SshTarget, command: str) -> CommandResult | None:
+        return None
+
+    async def run(
+        self,
+        target: SshTarget,
+        command: str,
+        *,
+        input: str | None = None,
+        sudo: bool | None = None,
+        timeout_s: float = 60.0,
+        check: bool = False,
+    ) -> CommandResult:
+        answered = self.answer(target, command)
+        if answered is not None:
+            self.log.append((target.host, command))
+            return answered
+        return await super().run(target, command, input=input, sudo=sudo, timeout_s=timeout_s, check=check)
+
+
 class FakeTarget:
     """The workload cluster: every host with K3s installed is a Ready node named by --node-name,
     registered with the --node-label / --node-taint of its install (later changes: patches only)."""

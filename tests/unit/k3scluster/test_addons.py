@@ -15,7 +15,7 @@ from k3s_deploy.api.addons import Addon
 from k3s_deploy.ports.ssh import CommandResult, SshTarget
 from k3s_deploy.services.k3scluster import addons
 
-from .fakes import FakeSsh
+from .fakes import AnsweringSsh, FakeSsh
 from .test_reconcile import NS, World, cluster_body, cond
 
 MANIFESTS = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\n  namespace: default\ndata:\n  a: b\n"
@@ -31,38 +31,29 @@ METALLB: dict[str, Any] = {
 }
 
 
-class ManifestDirSsh(FakeSsh):
-    """FakeSsh whose servers keep uploaded files and answer the add-on listing and removal."""
+class ManifestDirSsh(AnsweringSsh):
+    """Servers keep uploaded files and answer the add-on listing and removal."""
 
     def __init__(self, listing_extra: str = "") -> None:
         super().__init__()
         self.listing_extra = listing_extra
         self.removed: list[tuple[str, str]] = []
 
-    async def run(
-        self,
-        target: SshTarget,
-        command: str,
-        *,
-        input: str | None = None,
-        sudo: bool | None = None,
-        timeout_s: float = 60.0,
-        check: bool = False,
-    ) -> CommandResult:
-        host = self._check(target) if target.host in self.hosts else None
-        if host is not None and command == addons.LIST:
+    def answer(self, target: SshTarget, command: str) -> CommandResult | None:
+        if command != addons.LIST and not command.startswith("rm -f -- "):
+            return None
+        host = self._check(target)
+        if command == addons.LIST:
             lines = [
                 f"{hashlib.sha256(data).hexdigest()}  {path.rsplit('/', 1)[1]}"
                 for path, (data, _mode) in sorted(host.uploads.items())
                 if path.startswith(addons.DIR + "/" + addons.PREFIX)
             ]
             return host.result(0, "\n".join(lines) + "\n" + self.listing_extra)
-        if host is not None and command.startswith("rm -f -- "):
-            path = command.removeprefix("rm -f -- ")
-            host.uploads.pop(path, None)
-            self.removed.append((target.host, path))
-            return host.result(0)
-        return await super().run(target, command, input=input, sudo=sudo, timeout_s=timeout_s, check=check)
+        path = command.removeprefix("rm -f -- ")
+        host.uploads.pop(path, None)
+        self.removed.append((target.host, path))
+        return host.result(0)
 
 
 async def ready(body: dict[str, Any], ssh: FakeSsh | None = None) -> World:

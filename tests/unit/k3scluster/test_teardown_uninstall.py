@@ -11,33 +11,21 @@ from k3s_deploy import errors
 from k3s_deploy.ports.ssh import CommandResult, SshTarget
 from k3s_deploy.services.k3scluster import cleanup
 
-from .fakes import FakeSsh
+from .fakes import AnsweringSsh
 from .test_reconcile import NS, World, cluster_body
 
 
-class UninstallingSsh(FakeSsh):
-    """FakeSsh whose hosts run the uninstall scripts (removing K3s) and record them."""
+class UninstallingSsh(AnsweringSsh):
+    """Hosts run the uninstall scripts (removing K3s) and record them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.uninstalled: list[str] = []
 
-    async def run(
-        self,
-        target: SshTarget,
-        command: str,
-        *,
-        input: str | None = None,
-        sudo: bool | None = None,
-        timeout_s: float = 60.0,
-        check: bool = False,
-    ) -> CommandResult:
+    def answer(self, target: SshTarget, command: str) -> CommandResult | None:
         if "uninstall.sh" not in command:
-            return await super().run(
-                target, command, input=input, sudo=sudo, timeout_s=timeout_s, check=check
-            )
+            return None
         host = self._check(target)
-        assert timeout_s <= cleanup.UNINSTALL_TIMEOUT_S
         if host.version is None:
             return host.result(0)
         self.uninstalled.append(command.split()[3] + "@" + target.host)
