@@ -320,9 +320,8 @@ class K3sClusterSpec(ProxmoxAccess):
     addons: list[Addon] = Field(
         default_factory=list,
         max_length=50,
-        description="Add-ons written to the servers' auto-deploy directory "
-        "(/var/lib/rancher/k3s/server/manifests/k3s-deploy-addon-<name>.yaml), which K3s applies; "
-        "removing one deletes its file and K3s deletes its objects.",
+        description="Add-ons, each a file k3s-deploy-addon-<name>.yaml in the servers' auto-deploy directory "
+        "that K3s applies; removing one deletes its file and K3s deletes its objects.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     remediation: RemediationPolicy | None = Field(
@@ -331,10 +330,9 @@ class K3sClusterSpec(ProxmoxAccess):
     )
     teardown: Teardown = Field(
         default="Uninstall",
-        description="When the cluster is deleted, what happens to K3s on VMs that are kept (deletionPolicy "
-        "Retain or Stop, adopted VMs): Uninstall runs k3s-uninstall.sh / k3s-agent-uninstall.sh on each "
-        "before it is released (an unreachable VM is released after a few tries, with a Warning Event); "
-        "Leave keeps K3s installed.",
+        description="On deletion, K3s on VMs that are kept (deletionPolicy Retain or Stop, adopted VMs): Uninstall "
+        "runs k3s-uninstall.sh / k3s-agent-uninstall.sh on each first (an unreachable VM is released after "
+        "a few tries, with a Warning Event); Leave keeps K3s installed.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
