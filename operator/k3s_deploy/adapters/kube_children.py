@@ -112,18 +112,20 @@ class KubeClusterObjects:
         return await self._call(f"create ProxmoxVM {name}", fn)
 
     async def patch_child_spec(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        await self._patch_child(namespace, name, {"spec": dict(spec)}, "patch")
+
+    async def patch_child_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        await self._patch_child(namespace, name, {"metadata": {"annotations": dict(annotations)}}, "annotate")
+
+    async def _patch_child(self, namespace: str, name: str, body: dict[str, Any], verb: str) -> None:
         def fn() -> None:
             self._custom().patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                "proxmoxvms",
-                name,
-                {"spec": dict(spec)},
-                _request_timeout=self._timeout,
+                GROUP, VERSION, namespace, "proxmoxvms", name, body, _request_timeout=self._timeout
             )
 
-        await self._call(f"patch ProxmoxVM {name}", fn)
+        await self._call(f"{verb} ProxmoxVM {name}", fn)
 
     async def delete_child(self, namespace: str, name: str) -> None:
         def fn() -> None:
@@ -138,16 +140,31 @@ class KubeClusterObjects:
         await self._call(f"delete ProxmoxVM {name}", fn)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        def fn() -> dict[str, bytes] | None:
+        found = await self._read_core(
+            f"read Secret {name}",
+            lambda: self._core().read_namespaced_secret(name, namespace, _request_timeout=self._timeout),
+        )
+        return None if found is None else decode_secret(found)
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = await self._read_core(
+            f"read ConfigMap {name}",
+            lambda: self._core().read_namespaced_config_map(name, namespace, _request_timeout=self._timeout),
+        )
+        return None if found is None else {str(k): str(v) for k, v in (found.data or {}).items()}
+
+    async def _read_core(self, what: str, read: Callable[[], Any]) -> Any:
+        """One core-API read; a missing object is None."""
+
+        def fn() -> Any:
             try:
-                secret = self._core().read_namespaced_secret(name, namespace, _request_timeout=self._timeout)
+                return read()
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            return decode_secret(secret)
 
-        return await self._call(f"read Secret {name}", fn)
+        return await self._call(what, fn)
 
     async def write_secret(
         self,

@@ -219,7 +219,8 @@ def _pod(item: Any) -> TargetPod:
 
 def _node(item: Any) -> TargetNode:
     conditions = (item.status.conditions if item.status else None) or []
-    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+    ready_condition = next((c for c in conditions if c.type == "Ready"), None)
+    ready = ready_condition is not None and ready_condition.status == "True"
     info = item.status.node_info if item.status else None
     labels = (item.metadata.labels if item.metadata else None) or {}
     roles = frozenset(k[len(_ROLE_PREFIX) :] for k in labels if k.startswith(_ROLE_PREFIX))
@@ -240,6 +241,7 @@ def _node(item: Any) -> TargetNode:
         roles=roles,
         internal_ip=internal,
         unschedulable=bool(item.spec.unschedulable) if item.spec else False,
+        ready_changed_at=ready_condition.last_transition_time if ready_condition is not None else None,
     )
 
 

@@ -164,7 +164,8 @@ def structural(node: Any, defs: dict[str, Any], *, status: bool, path: str = "")
             out[key] = structural(value, defs, status=status, path=f"{path}[]")
         else:
             out[key] = value
-    if "type" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    untyped = out.get("x-kubernetes-preserve-unknown-fields") or out.get("x-kubernetes-int-or-string")
+    if "type" not in out and not untyped:
         raise SchemaError(f"{path or '<root>'}: no type")
     if out.get("type") == "object" and "properties" in out and "additionalProperties" in out:
         raise SchemaError(f"{path}: properties and additionalProperties together")

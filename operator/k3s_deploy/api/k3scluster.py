@@ -10,22 +10,21 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
+from k3s_deploy.api.addons import Addon
 from k3s_deploy.api.common import (
     ApiModel,
-    DeletionPolicy,
     DnsName,
     IPv4,
     IPv4Cidr,
     LinuxUser,
     PowerState,
     ProxmoxAccess,
-    PveTag,
     Rule,
     SecretKeyRef,
     Sha256Fingerprint,
-    VmLocation,
     camel,
 )
+from k3s_deploy.api.discovery import Discovery
 from k3s_deploy.api.endpoint import (
     ENDPOINT_DESCRIPTION,
     KUBE_VIP_DESCRIPTION,
@@ -51,12 +50,13 @@ from k3s_deploy.api.nodepools import (
     PoolName,
     PoolTemplate,
 )
-from k3s_deploy.api.proxmoxvm import CloudInitUser
+from k3s_deploy.api.remediation import RemediationPolicy
 
 KIND = "K3sCluster"
 PLURAL = "k3sclusters"
 
 HostKeyPolicy = Literal["GuestAgent", "TrustOnFirstUse", "AcceptChanged"]
+Teardown = Literal["Uninstall", "Leave"]
 
 
 class SshSettings(ApiModel):
@@ -145,48 +145,6 @@ class NamedAgentPool(AgentPool):
             "agentPools[].name must not be server or agent (the default roles' VMs use those names)",
             lambda m: m.name not in RESERVED_POOL_NAMES,
             field_path=".name",
-        ),
-    )
-
-
-class RoleTags(ApiModel):
-    """Discovery by Proxmox tags: a VM belongs to a role when it carries every tag listed for it."""
-
-    servers: list[PveTag] = Field(
-        min_length=1, max_length=16, description="Tags marking servers, e.g. [k3s-server, prod]."
-    )
-    agents: list[PveTag] = Field(default_factory=list, max_length=16, description="Tags marking agents.")
-
-
-class RoleLocations(ApiModel):
-    """Discovery by explicit lists of node/vmid locations."""
-
-    servers: list[VmLocation] = Field(
-        min_length=1, max_length=9, description="Server VMs as <proxmox-node>/<vmid>, e.g. [pve1/101]."
-    )
-    agents: list[VmLocation] = Field(default_factory=list, max_length=500, description="Agent VMs.")
-
-
-class Discovery(ApiModel):
-    """Use VMs that already exist instead of cloning. Discovered VMs are adopted and by default retained."""
-
-    tags: RoleTags | None = Field(default=None, description="Find the VMs by Proxmox tags per role.")
-    locations: RoleLocations | None = Field(
-        default=None, description="List the VMs per role as <proxmox-node>/<vmid>."
-    )
-    deletion_policy: DeletionPolicy = Field(
-        default="Retain",
-        description="What happens to adopted VMs when the cluster or a node goes: Retain, Stop or Delete.",
-    )
-    cloud_init: CloudInitUser | None = Field(
-        default=None, description="Cloud-init user and SSH keys to set on adopted VMs (unset: left alone)."
-    )
-
-    rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            "has(self.tags) != has(self.locations)",
-            "discovery needs exactly one of tags (find VMs by Proxmox tags) or locations (node/vmid lists)",
-            lambda m: (m.tags is None) != (m.locations is None),
         ),
     )
 
@@ -316,6 +274,23 @@ class K3sClusterSpec(ProxmoxAccess):
     etcd_snapshots: EtcdSnapshots | None = Field(
         default=None,
         description="etcd snapshots (schedule, retention, S3) and restore; needs embedded etcd (2+ servers).",
+    )
+    addons: list[Addon] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Add-ons, each a file k3s-deploy-addon-<name>.yaml in the servers' auto-deploy directory "
+        "that K3s applies; removing one deletes its file and K3s deletes its objects.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    remediation: RemediationPolicy | None = Field(
+        default=None,
+        description="Reboot, then replace, nodes NotReady for too long (off when not set).",
+    )
+    teardown: Teardown = Field(
+        default="Uninstall",
+        description="On deletion, K3s on VMs that are kept (deletionPolicy Retain or Stop, adopted VMs): Uninstall "
+        "runs k3s-uninstall.sh / k3s-agent-uninstall.sh on each first (an unreachable VM is released after "
+        "a few tries, with a Warning Event); Leave keeps K3s installed.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (

@@ -8,8 +8,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from k3s_deploy.api.addons import AddonStatus
 from k3s_deploy.api.common import Condition, StatusModel, conditions_field
 from k3s_deploy.api.etcd_snapshots import EtcdRestoreStatus, EtcdSnapshotInfo
+from k3s_deploy.api.remediation import RemediationRecord
 
 # Every value the operator writes to status.phase (a test checks the code sets no other).
 ClusterPhase = Literal[
@@ -167,6 +169,17 @@ class K3sClusterStatus(StatusModel):
         default_factory=list,
         max_length=1000,
         description="Every node of the cluster.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    remediations: list[RemediationRecord] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The latest remediation actions (newest last); each also posted as an Event.",
+    )
+    addons: list[AddonStatus] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Add-on files the servers hold (read back from them each pass), by name.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     ip_allocations: dict[str, str] = Field(

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 from pydantic import ValidationError
@@ -25,8 +25,10 @@ from k3s_deploy.handlers import engine
 from k3s_deploy.handlers.loop import reconcile_forever
 from k3s_deploy.logs import deliberate_wait
 from k3s_deploy.services.conditions import acknowledge
+from k3s_deploy.services.k3scluster import cleanup
 from k3s_deploy.services.k3scluster.reconcile import STEPS, Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.snapshots import SNAPSHOT_REQUEST
+from k3s_deploy.services.k3scluster.state import Event
 from k3s_deploy.services.k3scluster.teardown import teardown
 from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
 from k3s_deploy.services.proxmoxvm.work import CLOUD_INIT_STALE
@@ -170,8 +172,17 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         with contextlib.suppress(errors.K3sDeployError):
             status = {**(raw.get("status") or {}), "phase": "Deleting"}
             await _write(runtime, deps, raw, status)
+    uninstalled: list[Event] = []
+
+    def note(type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        uninstalled.append(Event(type_, reason, message))
+
     try:
         async with runtime.lock(uid):
+            try:  # K3s off the VMs that outlive the cluster, before their children go
+                await cleanup.uninstall_kept(deps, raw, attempt=retry, event=note)
+            finally:
+                await engine.post(runtime, raw, uninstalled)
             removed = await teardown(deps.objects, raw)
     except errors.NotYet as wait:
         raise kopf.TemporaryError(deliberate_wait(wait.message), delay=wait.after_s or 2.0) from None

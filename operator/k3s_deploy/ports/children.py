@@ -27,12 +27,22 @@ class ClusterObjects(Protocol):
         """Merge-patch a ProxmoxVM's spec."""
         ...
 
+    async def patch_child_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        """Merge annotations into a ProxmoxVM's metadata (a restart request, say)."""
+        ...
+
     async def delete_child(self, namespace: str, name: str) -> None:
         """Delete a ProxmoxVM (a missing one is fine)."""
         ...
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """Decoded data of a Secret, or None when it does not exist."""
+        ...
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The data of a ConfigMap (add-on manifests and chart values), or None when it does not exist."""
         ...
 
     async def write_secret(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 # The only fields a kubeconfig handed to a TargetCluster may hold (docs/security.md, item 1): inline
@@ -47,6 +48,8 @@ class TargetNode:
     annotations: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     resource_version: str | None = None
+    # When the Ready condition last changed (so how long a NotReady node has been so); None: unknown.
+    ready_changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from k3s_deploy.api.addons import AddonStatus
 from k3s_deploy.api.etcd_snapshots import EtcdRestoreStatus, EtcdSnapshotInfo
 from k3s_deploy.api.k3scluster import (
     ChannelResolution,
@@ -20,6 +21,7 @@ from k3s_deploy.api.k3scluster import (
     UpgradeStatus,
 )
 from k3s_deploy.api.proxmoxvm import ProxmoxVMStatus, TaskRef
+from k3s_deploy.api.remediation import RemediationRecord
 
 T0 = "2026-11-28T12:00:00Z"
 
@@ -104,6 +106,8 @@ def full_cluster_status() -> K3sClusterStatus:
             ClusterNode(name="prod-agent-0", role="agent", ready=False, state="Upgrading"),
         ],
         ip_allocations={"prod-server-0": "192.168.20.10", "prod-agent-0": "192.168.20.13"},
+        addons=[AddonStatus(name="metallb", digest="sha256:" + "ab" * 32)],
+        remediations=[RemediationRecord(node="prod-agent-0", action="Reboot", time="2026-01-01T12:00:00Z")],
         upgrade=UpgradeStatus(
             from_version="v1.30.8+k3s1",
             to_version="v1.31.4+k3s1",

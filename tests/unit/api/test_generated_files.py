@@ -51,7 +51,8 @@ def test_schema_is_structural_and_described(kind: crdgen.Kind) -> None:
     root = version["schema"]["openAPIV3Schema"]
     for path, node in _nodes(root):
         assert not {"anyOf", "oneOf", "allOf", "$ref", "title", "uniqueItems"} & node.keys(), path
-        assert node.get("type") or node.get("x-kubernetes-preserve-unknown-fields"), f"{path} has no type"
+        untyped = node.get("x-kubernetes-preserve-unknown-fields") or node.get("x-kubernetes-int-or-string")
+        assert node.get("type") or untyped, f"{path} has no type"
         assert node.get("additionalProperties") is not False, path
         if path.startswith((".spec", ".status")) and path.count(".") >= 2 and not path.endswith("[]"):
             assert node.get("description"), f"{path} has no description"

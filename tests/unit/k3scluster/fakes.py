@@ -29,6 +29,7 @@ class FakeObjects:
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.status_patches: list[dict[str, Any]] = []
         self.deleted_children: list[str] = []
+        self.config_maps: dict[tuple[str, str], dict[str, str]] = {}
 
     async def list_children(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         return [
@@ -48,6 +49,11 @@ class FakeObjects:
     async def patch_child_spec(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
         self.children[(namespace, name)]["spec"].update(copy.deepcopy(dict(spec)))
 
+    async def patch_child_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        self.children[(namespace, name)]["metadata"].setdefault("annotations", {}).update(annotations)
+
     async def delete_child(self, namespace: str, name: str) -> None:
         self.deleted_children.append(name)
         child = self.children.get((namespace, name))
@@ -57,6 +63,10 @@ class FakeObjects:
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         secret = self.secrets.get((namespace, name))
         return dict(secret["data"]) if secret else None
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        data = self.config_maps.get((namespace, name))
+        return dict(data) if data is not None else None
 
     async def write_secret(
         self,
@@ -260,6 +270,29 @@ class FakeSsh:
 
     def installs(self) -> list[str]:
         return [h for h, what in self.log if what == "install"]
+
+
+class AnsweringSsh(FakeSsh):
+    """FakeSsh where a test answers some commands itself: :meth:`answer` returns None for the rest."""
+
+    def answer(self, target: SshTarget, command: str) -> CommandResult | None:
+        return None
+
+    async def run(
+        self,
+        target: SshTarget,
+        command: str,
+        *,
+        input: str | None = None,
+        sudo: bool | None = None,
+        timeout_s: float = 60.0,
+        check: bool = False,
+    ) -> CommandResult:
+        answered = self.answer(target, command)
+        if answered is not None:
+            self.log.append((target.host, command))
+            return answered
+        return await super().run(target, command, input=input, sudo=sudo, timeout_s=timeout_s, check=check)
 
 
 class FakeTarget:

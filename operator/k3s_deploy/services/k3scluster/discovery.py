@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from k3s_deploy import errors
-from k3s_deploy.api.k3scluster import Discovery
+from k3s_deploy.api.discovery import Discovery
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.k3scluster.topology import ROLES, Member, Role
 

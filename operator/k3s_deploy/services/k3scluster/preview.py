@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from k3s_deploy import errors
-from k3s_deploy.api.k3scluster import Discovery
+from k3s_deploy.api.discovery import Discovery
 from k3s_deploy.api.proxmoxvm import VMSelector
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.k3scluster import discovery

@@ -16,7 +16,16 @@ from typing import Any
 from k3s_deploy import errors
 from k3s_deploy.api.common import condition
 from k3s_deploy.secrets_mask import redact
-from k3s_deploy.services.k3scluster import access, day2, endpoint, nodemeta, restore, snapshots
+from k3s_deploy.services.k3scluster import (
+    access,
+    addons,
+    day2,
+    endpoint,
+    nodemeta,
+    remediation,
+    restore,
+    snapshots,
+)
 from k3s_deploy.services.k3scluster.bootstrap import bootstrap, health, probe_all
 from k3s_deploy.services.k3scluster.children import check_vms, ensure_children
 from k3s_deploy.services.k3scluster.state import (
@@ -55,6 +64,7 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
     d2.after_health()
     restore.finish(r)
     await snapshots.after_ready(r, private_key)
+    await addons.sync(r, private_key)
     r.conditions.reconciling(False)
     r.conditions.stalled(False)
     r.status.phase = "Ready"
@@ -79,6 +89,8 @@ async def run(r: ClusterPass) -> Outcome:
         r.conditions.from_error(exc)
         r.status.phase = "Stalled" if not exc.transient else r.status.phase or "Provisioning"
         _mark_step_failed(r, exc)
+    # after the pass whatever its end: a NotReady or unreachable node is exactly when it matters
+    await remediation.remediate(r)
     return _outcome(r, requeue, error)
 
 
