@@ -124,6 +124,7 @@ async def test_tls_is_verified_or_pinned(pve_sim: Any) -> None:
     with pytest.raises(CredentialsError) as mismatch:
         await client(pve_sim, ca_cert=None, fingerprint=wrong).nodes()
     assert mismatch.value.reason == "TLSVerificationFailed"
+    assert "does not match the pinned SHA-256" in mismatch.value.message
 
 
 async def test_error_mapping(pve_sim: Any) -> None:

@@ -87,9 +87,15 @@ def map_exception(exc: BaseException, what: str) -> K3sDeployError:
             f"{what}: {_bounded(str(exc))}; check username/password in the credentials Secret"
         )
     if isinstance(exc, requests.exceptions.SSLError):
+        if "fingerprint" in str(exc).lower():  # urllib3's assert_fingerprint: a pin was set and differs
+            fix = (
+                "the server's certificate does not match the pinned SHA-256 in the Secret key fingerprint; "
+                "if the certificate was renewed on purpose, pin the new one"
+            )
+        else:
+            fix = "put the server's CA certificate into the Secret key caCert, or pin its SHA-256 in fingerprint"
         return CredentialsError(
-            f"{what}: TLS verification of the Proxmox server failed ({type(exc).__name__}); "
-            "put the server's CA certificate into the Secret key caCert",
+            f"{what}: TLS verification of the Proxmox server failed ({type(exc).__name__}); {fix}",
             reason="TLSVerificationFailed",
         )
     if isinstance(exc, requests.exceptions.RequestException):

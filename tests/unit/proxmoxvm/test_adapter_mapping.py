@@ -51,6 +51,10 @@ def test_resource_errors_map_onto_the_error_tree(
 def test_transport_errors() -> None:
     tls = map_exception(requests.exceptions.SSLError("certificate verify failed"), "call")
     assert isinstance(tls, CredentialsError) and tls.reason == "TLSVerificationFailed"
+    assert "caCert" in tls.message and "does not match" not in tls.message
+    pinned = map_exception(requests.exceptions.SSLError("Fingerprints did not match. Expected ..."), "call")
+    assert pinned.reason == "TLSVerificationFailed"
+    assert "does not match the pinned SHA-256" in pinned.message and "caCert" not in pinned.message
     assert isinstance(map_exception(requests.exceptions.ConnectTimeout("t"), "call"), ProxmoxUnavailable)
     assert isinstance(map_exception(requests.exceptions.ConnectionError("reset"), "call"), ProxmoxUnavailable)
     assert isinstance(map_exception(AuthenticationError("no"), "call"), CredentialsError)
