@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fixtures.pki import Pki, k3s_yaml
 from k3s_deploy import errors
 from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.ssh import CommandResult, SshRunner, SshTarget
 from k3s_deploy.ports.target import NodeMetadataPatch, Taint, TargetCluster, TargetNode, TargetPod
-from k3s_deploy.services.k3scluster import nodemeta
+from k3s_deploy.services.k3scluster import install, node_config, nodemeta
 from k3s_deploy.services.k3scluster.kubevip import MANIFEST_PATH as KUBE_VIP_MANIFEST
-from k3s_deploy.services.k3scluster import install, node_config
 
 
 class FakeObjects:
@@ -322,7 +323,7 @@ class AnsweringSsh(FakeSsh):
 
 class FakeTarget:
     """The workload cluster: every host with K3s installed is a Ready node named by --node-name,
-    registered with the --node-label / --node-taint of its install (later changes: patches only)."""
+    registered with the labels and taints of its install (arguments or its config.yaml.d file) (later changes: patches only)."""
 
     def __init__(self, ssh: FakeSsh) -> None:
         self.ssh = ssh
@@ -332,10 +333,16 @@ class FakeTarget:
         self.meta: dict[str, tuple[dict[str, str], dict[str, str], list[Taint], int]] = {}
         self.patches: list[tuple[str, NodeMetadataPatch]] = []
 
-    def _registered(self, name: str, script: str) -> tuple[dict[str, str], dict[str, str], list[Taint], int]:
+    def _registered(
+        self, name: str, script: str, files: Mapping[str, str]
+    ) -> tuple[dict[str, str], dict[str, str], list[Taint], int]:
         if name not in self.meta:
-            labels = dict(kv.split("=", 1) for kv in re.findall(r"--node-label (\S+)", script))
-            taints = [nodemeta.parse_taint(t) for t in re.findall(r"--node-taint (\S+)", script)]
+            # from the installer's arguments, or (settings as files) the node's config.yaml.d file
+            node = yaml.safe_load(files.get(node_config.NODE_FILE, "")) or {}
+            found_labels = re.findall(r"--node-label (\S+)", script) + node.get("node-label+", [])
+            labels = dict(kv.split("=", 1) for kv in found_labels)
+            found_taints = re.findall(r"--node-taint (\S+)", script) + node.get("node-taint+", [])
+            taints = [nodemeta.parse_taint(t) for t in found_taints]
             self.meta[name] = (labels, {}, taints, 1)
         return self.meta[name]
 
@@ -364,7 +371,9 @@ class FakeTarget:
                 continue
             name = re.search(r"--node-name (\S+)", host.scripts[-1])
             assert name
-            labels, annotations, taints, version = self._registered(name.group(1), host.scripts[-1])
+            labels, annotations, taints, version = self._registered(
+                name.group(1), host.scripts[-1], host.files
+            )
             out.append(
                 TargetNode(
                     name.group(1),
