@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from k3s_deploy.metrics import REGISTRY
 from k3s_deploy.services.k3scluster import node_config
 
 from .test_reconcile import NS, World, cluster_body, cond
@@ -133,3 +134,15 @@ async def test_a_digest_file_the_guest_filled_with_junk_counts_as_not_applied() 
     assert "not-a-digest" not in json.dumps(out.status)
     assert host.restarts == ["k3s"]
     assert out.status["nodes"][0]["configDigest"] == host.files[node_config.DIGEST_FILE].strip()
+
+
+async def test_the_restart_is_counted_as_reconfigure_k3s() -> None:
+    def count() -> float:
+        labels = {"operation": "reconfigure_k3s", "result": "ok"}
+        return REGISTRY.get_sample_value("k3sdeploy_ssh_operations_total", labels) or 0.0
+
+    w, body = await _ready(1, 1)
+    before = count()
+    _change(body, agentArgs=["--kubelet-arg=max-pods=50"])
+    await w.pass_(body)
+    assert count() == before + 1

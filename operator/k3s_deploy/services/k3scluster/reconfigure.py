@@ -37,7 +37,7 @@ class Reconfigure:
     async def apply(self, ssh: SshRunner, *, timeout_s: float) -> None:
         """Write the files and restart K3s; K3s refusing to start is a permanent error that says where
         to look (a wrong argument stays wrong until the spec changes)."""
-        with metrics.time_ssh("install_k3s"):
+        with metrics.time_ssh("reconfigure_k3s"):
             try:
                 result = await ssh.run(self.target, "sh -s", input=self.script(), timeout_s=timeout_s)
             except errors.K3sDeployError as exc:
