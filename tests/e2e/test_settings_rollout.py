@@ -60,7 +60,9 @@ async def test_args_and_a_registry_mirror_roll_out_one_node_at_a_time(lab: Lab) 
         "cfg",
         {"spec": {"k3s": {"serverArgs": ["--disable=traefik"], "agentArgs": ["--kubelet-arg=max-pods=50"]}}},
     )
+    started = time.monotonic()
     assert _follow_digests(lab, "cfg", before) == ["cfg-server-0", "cfg-agent-0"]
+    print(f"args rolled out to 2 nodes in {time.monotonic() - started:.1f}s", flush=True)
     lab.wait_ready("cfg", timeout=120)
     assert yaml.safe_load(await lab.ssh(agent, f"sudo cat {CONFIG}")) == {"kubelet-arg": ["max-pods=50"]}
     assert yaml.safe_load(await lab.ssh(server, f"sudo cat {CONFIG}")) == {"disable": ["traefik"]}
@@ -92,7 +94,9 @@ async def test_args_and_a_registry_mirror_roll_out_one_node_at_a_time(lab: Lab) 
         "configs": [{"host": "mirror.lab.example:5000", "authSecretRef": {"name": "mirror-auth"}}],
     }
     _patch(lab, "cfg", {"spec": {"k3s": {"registries": registries}}})
+    started = time.monotonic()
     assert _follow_digests(lab, "cfg", before) == ["cfg-server-0", "cfg-agent-0"]
+    print(f"registries rolled out to 2 nodes in {time.monotonic() - started:.1f}s", flush=True)
     lab.wait_ready("cfg", timeout=120)
     for ip in (server, agent):
         assert (await lab.ssh(ip, f"sudo stat -c %a {REGISTRIES}")).strip() == "600"
