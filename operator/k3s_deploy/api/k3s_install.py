@@ -3,6 +3,7 @@ comes from (the public script, a mirror, or air-gapped artefacts)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -33,8 +34,10 @@ FIXED_AT_CREATION = (
     "flannel-backend",
     "datastore-endpoint",
 )
-_FIXED_RE = "^--(" + "|".join(FIXED_AT_CREATION) + ")="
-_FIXED_LIST = "[" + ", ".join(f"'--{f}'" for f in FIXED_AT_CREATION) + "]"
+# Every spelling K3s would take: one or two dashes (urfave/cli), and a trailing + (a config key that
+# appends) which the operator refuses but the rule must not let through as "another flag".
+_FIXED_NAME = "^--?(" + "|".join(FIXED_AT_CREATION) + ")[+]?"
+_FIXED_RE = _FIXED_NAME + "="
 _FIXED_NAMES = ", ".join(f"--{f}" for f in FIXED_AT_CREATION)
 
 _ARGS_DESCRIPTION = (
@@ -211,10 +214,10 @@ class K3sSettings(ApiModel):
             field_path=".autoUpgrade",
         ),
         Rule(
-            f"!has(self.serverArgs) || self.serverArgs.all(a, !(a in {_FIXED_LIST}))",
+            f"!has(self.serverArgs) || self.serverArgs.all(a, !a.matches('{_FIXED_NAME}$'))",
             f"give {_FIXED_NAMES} in serverArgs as one item --flag=value: they are fixed when the "
             "cluster is created and the apiserver checks that they do not change",
-            lambda m: not any(a in {f"--{f}" for f in FIXED_AT_CREATION} for a in m.server_args),
+            lambda m: not any(re.match(_FIXED_NAME + "$", a) for a in m.server_args),
             field_path=".serverArgs",
         ),
         Rule(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -54,6 +55,7 @@ REPEATABLE = frozenset(
         "service-cidr",
     }
 )
+_FLAG_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 SHORT = {"s": "server", "t": "token", "d": "data-dir", "i": "node-ip", "v": "v"}
 # Set by the operator (identity, joining) or secrets: never taken from the spec's arguments.
 OWNED = frozenset({"token", "token-file", "agent-token", "agent-token-file", "server", "node-name", "config"})
@@ -124,6 +126,11 @@ def config_keys(args: Sequence[str], *, what: str = "serverArgs") -> dict[str, A
             )
         name, eq, value = arg.lstrip("-").partition("=")
         name = SHORT.get(name, name) if not arg.startswith("--") else name
+        if not _FLAG_NAME.fullmatch(name):  # a key ending in + would append in a config file
+            raise errors.InvalidSpec(
+                f"spec.k3s.{what}: {arg!r} is not a K3s flag name (lower-case letters, digits and '-')",
+                reason="InvalidArgs",
+            )
         if name in OWNED:
             raise errors.InvalidSpec(
                 f"spec.k3s.{what}: --{name} is set by the operator (identity, joining, tokens); remove it",
