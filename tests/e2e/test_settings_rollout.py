@@ -4,6 +4,7 @@ The registry password reaches the guests' registries.yaml (0600) and nothing els
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -111,3 +112,27 @@ async def test_args_and_a_registry_mirror_roll_out_one_node_at_a_time(lab: Lab) 
     said += lab.operator.log_path.read_text(errors="replace")  # the operator's own log too
     assert PASSWORD not in said
     assert base64.b64encode(PASSWORD.encode()).decode() not in said
+
+    # 3. status is a cache: wiped, it is read back from the nodes and nothing rolls out again
+    digests = {n: node["configDigest"] for n, node in _nodes(lab, "cfg").items()}
+    restarts = len(lab.events("cfg", "Reconfiguring"))
+    lab.kubectl(
+        "patch",
+        "k3sc",
+        "cfg",
+        "-n",
+        lab.namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"nodes": None}}),
+    )
+    # wake the operator with a spec change that leaves the settings alone
+    _patch(lab, "cfg", {"spec": {"upgrade": {"drain": {"timeoutSeconds": 301}}}})
+    for _ in range(120):  # up to a minute for the status to come back
+        if _nodes(lab, "cfg").keys() == digests.keys():
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(5)  # another pass or two
+    assert {n: node.get("configDigest") for n, node in _nodes(lab, "cfg").items()} == digests
+    assert len(lab.events("cfg", "Reconfiguring")) == restarts
