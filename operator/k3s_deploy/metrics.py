@@ -263,7 +263,14 @@ def observe_proxmox_task(task_type: str, seconds: float, ok: bool) -> None:
 
 # The SSH operations recorded (the label's whole value set; docs/metrics.md lists them).
 SshOperation = Literal[
-    "connect", "probe", "install_k3s", "upgrade_k3s", "uninstall_k3s", "fetch_kubeconfig", "upload"
+    "connect",
+    "probe",
+    "install_k3s",
+    "upgrade_k3s",
+    "reconfigure_k3s",
+    "uninstall_k3s",
+    "fetch_kubeconfig",
+    "upload",
 ]
 
 

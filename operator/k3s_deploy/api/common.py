@@ -64,7 +64,8 @@ class Rule:
 
     cel: str
     message: str
-    check: Callable[[Any], bool]
+    # None: a transition rule (CEL on ``oldSelf``); only the apiserver sees the old object.
+    check: Callable[[Any], bool] | None
     field_path: str | None = None
 
     def as_validation(self) -> dict[str, str]:
@@ -83,7 +84,7 @@ class ApiModel(BaseModel):
     @model_validator(mode="after")
     def _check_rules(self) -> Self:
         for rule in type(self).rules:
-            if not rule.check(self):
+            if rule.check is not None and not rule.check(self):
                 raise ValueError(rule.message)
         return self
 

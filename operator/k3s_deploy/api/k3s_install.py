@@ -3,6 +3,7 @@ comes from (the public script, a mirror, or air-gapped artefacts)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -18,11 +19,31 @@ from k3s_deploy.api.common import (
     Rule,
     SecretKeyRef,
 )
+from k3s_deploy.api.registries import Registries
 
 FetchFrom = Literal["Operator", "Node"]
 
+# K3s server flags fixed when the cluster is created: every server must agree on them ("critical
+# configuration"), the pod and service networks, the DNS address, the CNI backend and the datastore live
+# on in the cluster's objects and routes, so a changed value is never applied in place.
+FIXED_AT_CREATION = (
+    "cluster-cidr",
+    "service-cidr",
+    "cluster-dns",
+    "cluster-domain",
+    "flannel-backend",
+    "datastore-endpoint",
+)
+# Every spelling K3s would take: one or two dashes (urfave/cli), and a trailing + (a config key that
+# appends) which the operator refuses but the rule must not let through as "another flag".
+_FIXED_NAME = "^--?(" + "|".join(FIXED_AT_CREATION) + ")[+]?"
+_FIXED_RE = _FIXED_NAME + "="
+_FIXED_NAMES = ", ".join(f"--{f}" for f in FIXED_AT_CREATION)
+
 _ARGS_DESCRIPTION = (
-    "passed to the K3s installer as they are (e.g. --disable=traefik). Do not put secrets here: "
+    "written as keys of the node's K3s config file /etc/rancher/k3s/config.yaml.d/50-k3s-deploy.yaml "
+    "(--disable=traefik becomes disable: [traefik]); a change rolls out node by node with a K3s restart. "
+    f"{_FIXED_NAMES} cannot change after creation (give them as --flag=value). Do not put secrets here: "
     "the spec is readable by everyone who can read the object."
 )
 
@@ -174,6 +195,10 @@ class K3sSettings(ApiModel):
     install_source: InstallSource | None = Field(
         default=None, description="Install script from the internet (default) or air-gapped artefacts."
     )
+    registries: Registries | None = Field(
+        default=None,
+        description="Private registries and mirrors: /etc/rancher/k3s/registries.yaml on every node.",
+    )
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -187,5 +212,21 @@ class K3sSettings(ApiModel):
             "autoUpgrade follows a channel: set k3s.channel, or change k3s.version to upgrade",
             lambda m: not m.auto_upgrade or m.channel is not None,
             field_path=".autoUpgrade",
+        ),
+        Rule(
+            f"!has(self.serverArgs) || self.serverArgs.all(a, !a.matches('{_FIXED_NAME}$'))",
+            f"give {_FIXED_NAMES} in serverArgs as one item --flag=value: they are fixed when the "
+            "cluster is created and the apiserver checks that they do not change",
+            lambda m: not any(re.match(_FIXED_NAME + "$", a) for a in m.server_args),
+            field_path=".serverArgs",
+        ),
+        Rule(
+            f"(has(self.serverArgs) ? self.serverArgs.filter(a, a.matches('{_FIXED_RE}')) : []) == "
+            f"(has(oldSelf.serverArgs) ? oldSelf.serverArgs.filter(a, a.matches('{_FIXED_RE}')) : [])",
+            f"{_FIXED_NAMES} in serverArgs cannot change after the cluster is created: K3s fixes the pod "
+            "and service networks, cluster DNS, the flannel backend and the datastore at creation and "
+            "refuses servers that disagree; restore the old value, or create a new cluster",
+            None,
+            field_path=".serverArgs",
         ),
     )

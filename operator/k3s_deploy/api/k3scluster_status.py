@@ -19,6 +19,7 @@ ClusterPhase = Literal[
     "Bootstrapping",
     "Ready",
     "Upgrading",
+    "Reconfiguring",
     "Scaling",
     "Starting",
     "Stopping",
@@ -46,6 +47,7 @@ NodeState = Literal[
     "Ready",
     "Draining",
     "Upgrading",
+    "Reconfiguring",
     "Failed",
     "Stopping",
     "Stopped",
@@ -87,6 +89,15 @@ class ClusterNode(StatusModel):
     adopted: bool | None = Field(default=None, description="The VM was discovered, not cloned.")
     state: NodeState | None = Field(default=None, description="Where the node is in its life.")
     message: str | None = Field(default=None, max_length=4096, description="Last problem seen on this node.")
+    config_digest: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "Keyed digest (HMAC-SHA256) of the K3s settings files last applied on the node (config.yaml.d "
+            "and registries.yaml), read back from the node; a node whose digest differs from the spec's "
+            "gets the new files and a K3s restart."
+        ),
+    )
 
 
 class PoolStatus(StatusModel):

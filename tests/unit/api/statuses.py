@@ -102,6 +102,7 @@ def full_cluster_status() -> K3sClusterStatus:
                 adopted=False,
                 state="Joined",
                 message="",
+                config_digest="0" * 64,
             ),
             ClusterNode(name="prod-agent-0", role="agent", ready=False, state="Upgrading"),
         ],

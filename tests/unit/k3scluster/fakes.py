@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fixtures.pki import Pki, k3s_yaml
 from k3s_deploy import errors
 from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.ssh import CommandResult, SshRunner, SshTarget
 from k3s_deploy.ports.target import NodeMetadataPatch, Taint, TargetCluster, TargetNode, TargetPod
-from k3s_deploy.services.k3scluster import nodemeta
+from k3s_deploy.services.k3scluster import install, node_config, nodemeta
 from k3s_deploy.services.k3scluster.kubevip import MANIFEST_PATH as KUBE_VIP_MANIFEST
 
 
@@ -147,6 +149,16 @@ class FakeHost:
     uploads: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # remote path -> (content, mode)
     etcd: bool = False  # a server running embedded etcd (--cluster-init, joined, or converted)
     manifests: list[str] = field(default_factory=list)  # kube-vip placement scripts run here
+    modes: dict[str, int] = field(default_factory=dict)  # mode of each file a script wrote
+    restarts: list[str] = field(default_factory=list)  # units restarted by a settings rollout, in order
+
+    def apply_files(self, script: str) -> None:
+        """What the settings part of a script leaves: the files (decoded) with their mode, the digest."""
+        for b64, mode, path in _WRITE.findall(script):
+            self.files[path] = base64.b64decode(b64).decode()
+            self.modes[path] = int(mode, 8)
+        for digest in _DIGEST_WRITE.findall(script):
+            self.files[node_config.DIGEST_FILE] = digest + "\n"
 
     @property
     def fingerprint(self) -> str:
@@ -154,6 +166,12 @@ class FakeHost:
 
     def result(self, exit_status: int, stdout: str = "", stderr: str = "") -> CommandResult:
         return CommandResult(exit_status, stdout, stderr, self.fingerprint, key_line(self.host_key))
+
+
+_WRITE = re.compile(
+    r"printf '%s' '([A-Za-z0-9+/=]*)' \| base64 -d > \"\$t\"\nchmod (\d+) \"\$t\"; mv -f \"\$t\" (\S+)"
+)
+_DIGEST_WRITE = re.compile(r"printf '%s\\n' ([0-9a-f]{64}) > " + re.escape(node_config.DIGEST_FILE))
 
 
 # What K3s writes on a server: real PEM, since the operator parses every certificate and key.
@@ -195,6 +213,11 @@ class FakeSsh:
         check: bool = False,
     ) -> CommandResult:
         host = self._check(target)
+        settings = node_config.CONFIG_FILE in (input or "") or node_config.DIGEST_FILE in (input or "")
+        if command == "sh -s" and input and settings and "INSTALL_K3S" not in input:
+            host.apply_files(input)  # a settings rollout: files and a restart, or the digest after it
+            host.restarts += re.findall(r"^systemctl restart (\S+)$", input, re.M)
+            return host.result(0, "", "")
         if command == "sh -s" and input and KUBE_VIP_MANIFEST in input:
             self.log.append((target.host, "kube-vip"))
             host.manifests.append(input)
@@ -213,6 +236,7 @@ class FakeSsh:
             if anchor is not None and not anchor.etcd:
                 self.log.append((target.host, "install-refused"))
                 return host.result(1, "", "failed to join cluster: the server does not run embedded etcd")
+            host.apply_files(input)
             host.scripts.append(input)
             self.log.append((target.host, "install"))
             if self.install_seconds:
@@ -236,7 +260,9 @@ class FakeSsh:
                 )
             return host.result(0, "[INFO] done", "")
         self.log.append((target.host, "probe"))
-        out = "k3s-deploy:server-kubeconfig\n" if host.kubeconfig else ""
+        digest = host.files.get(node_config.DIGEST_FILE, "").strip()
+        out = f"{install.CONFIG_DIGEST_MARKER} {digest}\n"
+        out += "k3s-deploy:server-kubeconfig\n" if host.kubeconfig else ""
         out += "k3s-deploy:embedded-etcd\n" if host.etcd and host.version else ""
         out += f"k3s version {host.version} (abcdef)\n" if host.version else ""
         return host.result(0, out, "")
@@ -297,7 +323,7 @@ class AnsweringSsh(FakeSsh):
 
 class FakeTarget:
     """The workload cluster: every host with K3s installed is a Ready node named by --node-name,
-    registered with the --node-label / --node-taint of its install (later changes: patches only)."""
+    registered with the labels and taints of its install (arguments or its config.yaml.d file) (later changes: patches only)."""
 
     def __init__(self, ssh: FakeSsh) -> None:
         self.ssh = ssh
@@ -307,10 +333,16 @@ class FakeTarget:
         self.meta: dict[str, tuple[dict[str, str], dict[str, str], list[Taint], int]] = {}
         self.patches: list[tuple[str, NodeMetadataPatch]] = []
 
-    def _registered(self, name: str, script: str) -> tuple[dict[str, str], dict[str, str], list[Taint], int]:
+    def _registered(
+        self, name: str, script: str, files: Mapping[str, str]
+    ) -> tuple[dict[str, str], dict[str, str], list[Taint], int]:
         if name not in self.meta:
-            labels = dict(kv.split("=", 1) for kv in re.findall(r"--node-label (\S+)", script))
-            taints = [nodemeta.parse_taint(t) for t in re.findall(r"--node-taint (\S+)", script)]
+            # from the installer's arguments, or (settings as files) the node's config.yaml.d file
+            node = yaml.safe_load(files.get(node_config.NODE_FILE, "")) or {}
+            found_labels = re.findall(r"--node-label (\S+)", script) + node.get("node-label+", [])
+            labels = dict(kv.split("=", 1) for kv in found_labels)
+            found_taints = re.findall(r"--node-taint (\S+)", script) + node.get("node-taint+", [])
+            taints = [nodemeta.parse_taint(t) for t in found_taints]
             self.meta[name] = (labels, {}, taints, 1)
         return self.meta[name]
 
@@ -339,7 +371,9 @@ class FakeTarget:
                 continue
             name = re.search(r"--node-name (\S+)", host.scripts[-1])
             assert name
-            labels, annotations, taints, version = self._registered(name.group(1), host.scripts[-1])
+            labels, annotations, taints, version = self._registered(
+                name.group(1), host.scripts[-1], host.files
+            )
             out.append(
                 TargetNode(
                     name.group(1),

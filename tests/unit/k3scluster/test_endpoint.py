@@ -10,7 +10,7 @@ import yaml
 
 from k3s_deploy.api.endpoint import KUBE_VIP_IMAGE
 from k3s_deploy.api.k3scluster import KubeVip
-from k3s_deploy.services.k3scluster import endpoint, install, kubevip
+from k3s_deploy.services.k3scluster import endpoint, install, kubevip, node_config
 
 from .test_reconcile import NS, World, cluster_body, cond
 
@@ -41,7 +41,7 @@ async def test_joins_agents_and_kubeconfig_use_the_endpoint_and_kube_vip_is_plac
         first_manifest = w.ssh.log.index((ip, "kube-vip"))
         assert first_manifest < w.ssh.log.index((ip, "install")), w.ssh.log
         assert len(host.manifests) == 1 and kubevip.MANIFEST_PATH in host.manifests[0]
-        assert f"--tls-san {VIP}" in host.scripts[0]
+        assert VIP in yaml.safe_load(host.files[node_config.CONFIG_FILE])["tls-san"]
     for ip in servers[1:]:
         assert f"--server https://{VIP}:6443" in w.ssh.hosts[ip].scripts[0]
     assert f"export K3S_URL=https://{VIP}:6443" in w.ssh.hosts["10.0.0.13"].scripts[0]
@@ -79,7 +79,8 @@ async def test_joins_wait_until_the_endpoint_answers() -> None:
     out = await w.pass_(body)
     assert cond(out, "Ready")["status"] == "True", out.status["conditions"]
     assert "--server https://k3s.example.internal:443" in w.ssh.hosts["10.0.0.11"].scripts[0]
-    assert "--tls-san k3s.example.internal " in w.ssh.hosts["10.0.0.10"].scripts[0] + " "
+    config = yaml.safe_load(w.ssh.hosts["10.0.0.10"].files[node_config.CONFIG_FILE])
+    assert config["tls-san"] == ["k3s.example.internal"]
 
 
 async def test_kube_vip_unset_on_day_two_removes_the_manifest() -> None:

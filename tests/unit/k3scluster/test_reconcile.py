@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from k3s_deploy import errors
+from k3s_deploy.services.k3scluster import node_config
 from k3s_deploy.services.k3scluster.reconcile import Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
 
@@ -111,11 +112,15 @@ async def test_fresh_3_plus_2_cluster_becomes_ready() -> None:
         and sorted(w.ssh.installs()[3:]) == ["10.0.0.13", "10.0.0.14"]
     )
     init_script = w.ssh.hosts["10.0.0.10"].scripts[0]
-    assert "--cluster-init" in init_script and "--disable=traefik" in init_script
+    assert "--cluster-init" in init_script and "traefik" not in init_script
+    # serverArgs are K3s config keys in a config.yaml.d file written before the installer ran
+    config = yaml.safe_load(w.ssh.hosts["10.0.0.10"].files[node_config.CONFIG_FILE])
+    assert config == {"disable": ["traefik"]}
+    assert w.ssh.hosts["10.0.0.10"].modes[node_config.CONFIG_FILE] == 0o600
     join = w.ssh.hosts["10.0.0.11"].scripts[0]
     assert "--server https://10.0.0.10:6443" in join and "--cluster-init" not in join
     for ip in ("10.0.0.10", "10.0.0.11", "10.0.0.12"):
-        assert "--tls-san 10.0.0.10 --tls-san 10.0.0.11 --tls-san 10.0.0.12" in w.ssh.hosts[ip].scripts[0]
+        assert "--tls-san" not in w.ssh.hosts[ip].scripts[0]  # K3s adds each server's own address
     agent = w.ssh.hosts["10.0.0.13"].scripts[0]
     assert "export K3S_URL=https://10.0.0.10:6443" in agent
     secret = w.objects.secrets[(NS, "demo-token")]["data"]
@@ -161,7 +166,8 @@ async def test_single_server_without_cluster_init_and_user_endpoint() -> None:
     out = await w.pass_(body)
     assert cond(out, "Ready")["status"] == "True", out.status["conditions"]
     script = w.ssh.hosts["10.0.0.10"].scripts[0]
-    assert "--cluster-init" not in script and "--tls-san k3s.example.com" in script
+    config = yaml.safe_load(w.ssh.hosts["10.0.0.10"].files[node_config.CONFIG_FILE])
+    assert "--cluster-init" not in script and config["tls-san"] == ["k3s.example.com"]
     kubeconfig = yaml.safe_load(w.objects.secrets[(NS, "demo-kubeconfig")]["data"]["value"])
     assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://k3s.example.com:6443"
     # the operator itself checks health through a server address

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from k3s_deploy_lab.guests.chaos import LabChaos
 from k3s_deploy_lab.guests.fleet import GuestFleet
-from k3s_deploy_lab.guests.k3s import scripts, units
+from k3s_deploy_lab.guests.k3s import scripts, settings_files, units
 from k3s_deploy_lab.guests.k3s.artefacts import (
     BIN,
     config_texts,
@@ -330,6 +330,8 @@ class K3sControl:
             cluster = self.clusters.get(install.cluster_id) if install else None
             if install is not None and cluster is not None:
                 node = cluster.nodes.get(guest.spec.instance_id)
+                if problem := running and settings_files.on_restart(guest.root, install, node, self.channels):
+                    raise InstallFailed(problem)
                 if running and install.role == "server":
                     await self._restart_server(guest, install, cluster)
                 install.enabled = running

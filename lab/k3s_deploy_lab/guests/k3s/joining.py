@@ -9,7 +9,7 @@ import shutil
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from k3s_deploy_lab.guests.k3s import tokens
+from k3s_deploy_lab.guests.k3s import settings_files, tokens
 from k3s_deploy_lab.guests.k3s.artefacts import node_record, read_token_file, write_file
 from k3s_deploy_lab.guests.k3s.cluster import LabCluster
 from k3s_deploy_lab.guests.k3s.datastore import mark_datastore, stale_error
@@ -32,6 +32,8 @@ class Joining:
         spec = guest.spec
         ip = spec.addresses[0]
         existing = self.control.installs.get(spec.instance_id)
+        if problem := settings_files.at_start(guest.root, req.command):
+            raise InstallFailed(problem)
         try:
             token = req.first("token") or read_token_file(guest.root, req.first("token-file"))
         except FileNotFoundError as exc:

@@ -57,6 +57,7 @@ async def probe_all(r: ClusterPass, private_key: str) -> None:
         view.k3s_version = result.installed_version
         view.server_up = result.server_up
         view.embedded_etcd = result.embedded_etcd
+        view.config_digest = result.config_digest
         view.message = None
         view.state = "Installed" if result.installed_version else "Reachable"
 
@@ -125,6 +126,7 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
             raise
         view.k3s_version, view.server_up = after.installed_version, after.server_up
         view.embedded_etcd = after.embedded_etcd
+        view.config_digest = after.config_digest
         view.state, view.message = "Joined", None
         r.event(
             "Normal",

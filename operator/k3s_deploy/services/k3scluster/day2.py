@@ -24,6 +24,7 @@ from k3s_deploy.services.k3scluster import (
     power,
     rollout,
     scaling,
+    settings_rollout,
     upgrade,
     versions,
 )
@@ -216,15 +217,17 @@ class Day2:
         self._drift_condition()
         if self.surplus and await self._scale_down(kubeconfig, found, private_key):
             return True
-        if target is None:
-            return False
-        return await rollout.advance(
+        if target is not None and await rollout.advance(
             r,
             self._states(found),
             target,
             kubeconfig=kubeconfig,
             private_key=private_key,
             settings=settings,
+        ):
+            return True
+        return await settings_rollout.advance(
+            r, found, kubeconfig=kubeconfig, private_key=private_key, settings=settings
         )
 
     def _target(self, resolution: channels.Resolution | None) -> str | None:

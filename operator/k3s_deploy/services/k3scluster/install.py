@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from k3s_deploy import errors
+from k3s_deploy.services.k3scluster import node_config
 from k3s_deploy.services.k3scluster.kubeconfig import endpoint_url, server_url
 from k3s_deploy.services.k3scluster.tokens import JoinTokens, new_password
 
@@ -38,7 +39,9 @@ EMBEDDED_ETCD_FILE = "/var/lib/rancher/k3s/server/db/etcd/name"
 EMBEDDED_ETCD_MARKER = "k3s-deploy:embedded-etcd"
 # Prints the installed K3s version (first line of `k3s --version`), then the markers: a server is up,
 # it runs embedded etcd.
+CONFIG_DIGEST_MARKER = "k3s-deploy:config-digest"
 PROBE_COMMAND = (
+    f"printf '{CONFIG_DIGEST_MARKER} %s\\n' \"$(head -c 64 {node_config.DIGEST_FILE} 2>/dev/null)\"; "
     f"test -s {SERVER_KUBECONFIG} && echo {SERVER_UP_MARKER}; "
     f"test -e {EMBEDDED_ETCD_FILE} && echo {EMBEDDED_ETCD_MARKER}; "
     "for b in k3s /usr/local/bin/k3s; do "
@@ -84,6 +87,9 @@ class K3sSettings:
     tls_sans: tuple[str, ...] = ()
     endpoint: str | None = None
     source: InstallSource = field(default_factory=InstallSource)
+    # Each member's settings files by node name (node_settings.with_files); a node with files gets its
+    # arguments, SANs and registries from them instead of the installer's command line.
+    node_files: Mapping[str, node_config.NodeFiles] = field(default_factory=dict)
 
     def wants(self, installed: str | None) -> bool:
         """Whether a node at ``installed`` already satisfies the spec (a channel accepts any version)."""
@@ -239,6 +245,8 @@ def k3s_args(
     args += ["--node-name", step.node]
     if node_ip:
         args += ["--node-ip", node_ip]
+    if step.node in settings.node_files:
+        return args  # the rest is in the node's config.yaml.d files
     if step.role == "server":
         for san in sans:
             args += ["--tls-san", san]
@@ -276,6 +284,10 @@ def render_script(
     if settings.source.mode == "airgap":
         env.append(("INSTALL_K3S_SKIP_DOWNLOAD", "true"))
     lines = ["set -eu"]
+    files = settings.node_files.get(step.node)
+    if files is not None:
+        # K3s reads them when the installer starts it; written first, so the first start has them.
+        lines += [*node_config.files_script(files), node_config.digest_script(files.digest).strip()]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env]
     args = k3s_args(step, settings, node_ip=node_ip, sans=sans, node_args=node_args)
     argv = " ".join(shlex.quote(a) for a in args)

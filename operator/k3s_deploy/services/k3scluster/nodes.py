@@ -6,6 +6,7 @@ the message, so a condition says exactly which node needs attention.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from k3s_deploy import errors, metrics
@@ -13,6 +14,7 @@ from k3s_deploy.ports.ssh import SshRunner, SshTarget, guest_text
 from k3s_deploy.services.k3scluster import guest_values, install
 
 _TAIL = 600
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Probe:
     server_up: bool = False
     host_public_key: str = ""
     embedded_etcd: bool = False
+    config_digest: str | None = None  # of the settings files applied (node_config.DIGEST_FILE)
 
 
 def with_node(name: str, exc: errors.K3sDeployError) -> errors.K3sDeployError:
@@ -47,8 +50,13 @@ async def _probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: flo
             f"node {name}: probing K3s failed (exit {result.exit_status}): {guest_text(result.stderr)}",
             exit_status=result.exit_status,
         )
+    lines = result.stdout.splitlines()
+    digest = next(
+        (line.split()[-1] for line in lines if line.startswith(install.CONFIG_DIGEST_MARKER + " ")), ""
+    )
+    rest = "\n".join(line for line in lines if not line.startswith(install.CONFIG_DIGEST_MARKER))
     markers = (install.SERVER_UP_MARKER, install.EMBEDDED_ETCD_MARKER)
-    found = install.parse_version(result.stdout.replace(markers[0], "").replace(markers[1], ""))
+    found = install.parse_version(rest.replace(markers[0], "").replace(markers[1], ""))
     return Probe(
         name,
         guest_values.fingerprint(result.host_key, node=name),
@@ -56,6 +64,7 @@ async def _probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: flo
         install.SERVER_UP_MARKER in result.stdout,
         result.host_public_key,
         install.EMBEDDED_ETCD_MARKER in result.stdout,
+        digest if _DIGEST.fullmatch(digest) else None,  # the guest wrote it: only a hex digest counts
     )
 
 

@@ -21,6 +21,7 @@ from k3s_deploy.services.k3scluster import (
     addons,
     day2,
     endpoint,
+    node_settings,
     nodemeta,
     remediation,
     restore,
@@ -49,7 +50,7 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
     d2.power()
     check_vms(r, d2)
     private_key, _tokens = await access.secrets(r)
-    settings = access.settings(r)
+    settings = await node_settings.with_files(r, access.settings(r))
     r.status.phase = "Bootstrapping" if not r.old.ready_servers else r.old.phase or "Bootstrapping"
     await probe_all(r, private_key)
     await restore.advance(r, private_key)

@@ -79,8 +79,8 @@ async def wait_ready(
             seen = f"Ready={node.ready} at {node.kubelet_version or 'unknown version'}"
         if loop.time() >= deadline:
             raise errors.PermanentError(
-                f"node {name} was not Ready at {version} within {timeout_s:.0f}s after the upgrade ({seen}); "
-                "see the node's K3s log, fix it, then change the spec to retry",
+                f"node {name} was not Ready at {version} within {timeout_s:.0f}s after its K3s was "
+                f"upgraded or restarted ({seen}); see the node's K3s log, fix it, then change the spec to retry",
                 reason="NodeNotReady",
             )
         await asyncio.sleep(POLL_S)
@@ -117,7 +117,7 @@ async def upgrade_node(
         script = await access.install_script(r, step, wanted, private_key, sans=sans, installer_path=staged)
         await nodes.run_install(r.deps.ssh, name, target, script, timeout_s=timeout, operation="upgrade_k3s")
         after = await nodes.probe(r.deps.ssh, name, target, timeout_s=timeout)
-        view.k3s_version = after.installed_version
+        view.k3s_version, view.config_digest = after.installed_version, after.config_digest
         if after.installed_version != target_version:
             raise errors.K3sInstallFailed(
                 f"node {name}: K3s reports {after.installed_version} after the upgrade to {target_version}"

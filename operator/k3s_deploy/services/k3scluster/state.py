@@ -97,6 +97,7 @@ class NodeView:
     pool: str | None = None
     node_labels: Mapping[str, str] = field(default_factory=dict)
     node_taints: tuple[str, ...] = ()
+    config_digest: str | None = None  # read back from the node (node_config.DIGEST_FILE)
 
     def as_status(self) -> ClusterNode:
         """The node's status entry (fields without a value are left out)."""
@@ -114,6 +115,7 @@ class NodeView:
             "adopted": self.adopted,
             "state": self.state,
             "message": self.message,
+            "config_digest": self.config_digest,
         }
         return ClusterNode(**{k: v for k, v in fields.items() if v is not None})
 
