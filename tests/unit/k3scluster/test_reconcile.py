@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from k3s_deploy.services.cluster_identity import identity_tag
 from k3s_deploy import errors
+from k3s_deploy.services.cluster_identity import identity_tag
 from k3s_deploy.services.k3scluster import node_config
 from k3s_deploy.services.k3scluster.reconcile import Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
