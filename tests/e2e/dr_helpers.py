@@ -97,14 +97,30 @@ def wipe_statuses(lab: Lab, name: str, kubectl: Any = None, namespace: str | Non
         assert not left, f"{kind}/{obj} still has a status: {left}"
 
 
-def until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+def until(predicate: Any, timeout: float, what: str, interval: float = 0.2, explain: Any = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    why = f": {explain()}" if explain else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{why}")
+
+
+def explain(lab: Lab, name: str) -> str:
+    """The cluster's conditions and the namespace's Warning Events, for a failure message."""
+    status = (lab.get("k3sc", name) or {}).get("status") or {}
+    conditions = [
+        (c["type"], c["status"], c.get("reason"), c.get("message", "")[:300])
+        for c in status.get("conditions") or []
+    ]
+    warnings = [
+        (e["involvedObject"].get("name"), e.get("reason"), e.get("message", "")[:300])
+        for e in (lab.get("events") or {}).get("items", [])
+        if e.get("type") == "Warning"
+    ]
+    return f"phase {status.get('phase')}; conditions {conditions}; warnings {warnings[-8:]}"
 
 
 def ready_since(lab: Lab, name: str, started: float, timeout: float, get: Any = None) -> float:
@@ -117,7 +133,7 @@ def ready_since(lab: Lab, name: str, started: float, timeout: float, get: Any = 
         current = status.get("observedGeneration") == obj.get("metadata", {}).get("generation")
         return bool(current and cond.get("status") == "True" and status.get("phase") == "Ready")
 
-    until(ok, timeout, f"{name} Ready", interval=0.25)
+    until(ok, timeout, f"{name} Ready", interval=0.25, explain=None if get else lambda: explain(lab, name))
     return time.monotonic() - started
 
 

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from k3s_deploy_lab.sample_cluster import node_template
+
 from .conftest import Lab
-from .dr_helpers import clones, installs, ready_since, same_place, until, wipe_statuses, world
+from .dr_helpers import clones, explain, installs, ready_since, same_place, until, wipe_statuses, world
 from .growth_helpers import patch, settled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -80,15 +82,23 @@ def test_status_wiped_at_four_points_costs_nothing(lab: Lab) -> None:
     assert after.pins_version == base.pins_version and after.key_reads == base.key_reads
 
     # 2. during the clone of a new agent, then 3. mid-join of that agent
+    # A new member in an agent pool (a new name): re-adding agent-1 would meet its stale pin when the
+    # new VM gets the old vmid back (HostKeyChanged), a limit of the pin store that is not this test's.
+    new = f"{NAME}-extra-0"
+
+    def joins() -> int:
+        return sum(
+            int(e.get("count") or 1) for e in lab.events(NAME, "Installing") if f"on {new} " in e["message"]
+        )
+
+    joined_before = joins()
     lab.sim.set_timing(scale=0.1)  # a clone takes seconds, not a fraction of one
-    patch(lab, NAME, {"agents": {"replicas": 2}})
+    pool = {"name": "extra", "replicas": 1, "template": node_template(lab.public_key, user="ubuntu")}
+    patch(lab, NAME, {"agentPools": [pool]})
     until(lambda: clones(lab) > base.clones, 60, "the new agent's clone to start")
     live = _restart_wiped(lab)
     lab.sim.set_timing(scale=0.01)
-    new = f"{NAME}-agent-1"
-    until(
-        lambda: any(new in e["message"] for e in lab.events(NAME, "Installing")), 240, "the new agent's join"
-    )
+    until(lambda: joins() > joined_before, 240, "the new agent's join", explain=lambda: explain(lab, NAME))
     live_join = _restart_wiped(lab)
     figures["join"] = ready_since(lab, NAME, live_join, timeout=300)
     figures["clone+join"] = figures["join"] + (live_join - live)
