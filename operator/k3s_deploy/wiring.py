@@ -32,7 +32,10 @@ class Runtime:
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     seen: dict[str, Any] = field(default_factory=dict)
+    # our last status write until the watch delivers it (handlers.engine.current); not a record
     last_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the resourceVersion that write left, and whether it was the body's own (the write changed nothing)
+    written_versions: dict[str, tuple[str, bool]] = field(default_factory=dict)
     last_annotations: dict[str, dict[str, str]] = field(default_factory=dict)
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)  # slim, for the ProxmoxVM scheduler
     models: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # validated ProxmoxVM, by its input
@@ -59,6 +62,7 @@ class Runtime:
             self.wakeups,
             self.seen,
             self.last_status,
+            self.written_versions,
             self.last_annotations,
             self.bodies,
             self.models,

@@ -111,17 +111,19 @@ class KubernetesGateway:
 
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None:
-        def patch(api: Any) -> None:
+    ) -> str | None:
+        def patch(api: Any) -> str | None:
             try:
-                client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+                answer = client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
                     group, version, namespace, plural, name, {"status": redact_status(status)}
                 )
             except ApiException as exc:
                 if exc.status != 404:  # gone already: nothing left to report on
                     raise
+                return None
+            return resource_version(answer)
 
-        await self._call(f"patch status of {plural}/{namespace}/{name}", patch)
+        return await self._call(f"patch status of {plural}/{namespace}/{name}", patch)
 
     async def patch_annotations(
         self, group: str, version: str, plural: str, namespace: str, name: str, annotations: Mapping[str, str]
@@ -161,3 +163,10 @@ class KubernetesGateway:
             f"post event {reason}",
             lambda api: client.CoreV1Api(api).create_namespaced_event(namespace, body),
         )
+
+
+def resource_version(answer: Any) -> str | None:
+    """The resourceVersion of an object the apiserver returned (a dict for custom objects)."""
+    meta = answer.get("metadata") if isinstance(answer, dict) else None
+    version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return str(version) if version else None

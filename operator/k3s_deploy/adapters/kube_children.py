@@ -13,7 +13,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from k3s_deploy import errors
-from k3s_deploy.adapters.kube import decode_secret
+from k3s_deploy.adapters.kube import decode_secret, resource_version
 from k3s_deploy.secrets_mask import redact_status
 
 GROUP = "k3sdeploy.io"
@@ -224,9 +224,9 @@ class KubeClusterObjects:
 
         return await self._call(f"delete Secret {name}", fn)
 
-    async def patch_cluster_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        def fn() -> None:
-            self._custom().patch_namespaced_custom_object_status(
+    async def patch_cluster_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
+        def fn() -> str | None:
+            answer = self._custom().patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 namespace,
@@ -235,8 +235,9 @@ class KubeClusterObjects:
                 {"status": redact_status(status)},
                 _request_timeout=self._timeout,
             )
+            return resource_version(answer)
 
-        await self._call(f"patch K3sCluster {name} status", fn)
+        return await self._call(f"patch K3sCluster {name} status", fn)
 
 
 def _message(exc: ApiException) -> str:

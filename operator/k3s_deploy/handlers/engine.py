@@ -1,6 +1,11 @@
 """What both controllers do around a pass, in one place: start from the body with our latest writes on
 top, write status only when it changed, post Events, and turn a spec that does not validate into a
-Stalled status."""
+Stalled status.
+
+Our last status write is laid over the body only until the watch delivers it (the resourceVersion the
+write returned) or a fresh listing arrives: from then on the body is the truth, so a status someone
+wiped (a backup restore, a move, ``kubectl patch --subresource=status``) is seen and rebuilt, not
+hidden behind what this process remembers."""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ log = logging.getLogger(__name__)
 _IGNORED_IN_DIFF = ("lastSyncTime",)
 SYNC_TIME_REFRESH = 300.0  # seconds
 
-Patch = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (namespace, name, status)
+# (namespace, name, status) -> the resourceVersion after the write, when the apiserver said
+Patch = Callable[[str, str, dict[str, Any]], Awaitable[str | None]]
 
 
 class EventLike(Protocol):
@@ -36,6 +42,7 @@ def current(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
     raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in dict(body).items()}
     raw["metadata"] = dict(body.get("metadata") or {})
     uid = str(raw["metadata"].get("uid"))
+    observe(runtime, raw["metadata"])
     if uid in runtime.last_status:
         raw["status"] = runtime.last_status[uid]
     if uid in runtime.last_annotations:
@@ -44,6 +51,18 @@ def current(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
             **runtime.last_annotations[uid],
         }
     return raw
+
+
+def observe(runtime: Runtime, metadata: Mapping[str, Any], *, listing: bool = False) -> None:
+    """A body arrived (a watch event, or the body a pass starts from): once it carries our last status
+    write, or is from a fresh listing (read after every write we made returned), our copy goes."""
+    uid = str(metadata.get("uid"))
+    version = str(metadata.get("resourceVersion"))
+    written, unchanged = runtime.written_versions.get(uid) or ("", False)
+    # a write that changed nothing left the object at a version already seen: any other is newer
+    if listing or (written and (version == written) != unchanged):
+        runtime.last_status.pop(uid, None)
+        runtime.written_versions.pop(uid, None)
 
 
 def _strip(status: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +90,10 @@ async def write(
     uid = str(meta["uid"])
     if not force and same(runtime.last_status.get(uid) or raw.get("status"), status):
         return
-    await patch(meta["namespace"], meta["name"], status)
+    version = await patch(meta["namespace"], meta["name"], status)
     runtime.last_status[uid] = status
+    if version is not None:
+        runtime.written_versions[uid] = (version, version == str(meta.get("resourceVersion")))
 
 
 async def post(runtime: Runtime, raw: dict[str, Any], events: Iterable[EventLike]) -> None:

@@ -50,8 +50,8 @@ def _current(runtime: Runtime, body: kopf.Body) -> dict[str, Any]:
 async def _write(
     runtime: Runtime, deps: Deps, raw: dict[str, Any], status: dict[str, Any], *, force: bool = False
 ) -> None:
-    async def patch(namespace: str, name: str, status: dict[str, Any]) -> None:
-        await deps.objects.patch_cluster_status(namespace, name, status)
+    async def patch(namespace: str, name: str, status: dict[str, Any]) -> str | None:
+        return await deps.objects.patch_cluster_status(namespace, name, status)
 
     await engine.write(runtime, raw, status, patch, force=force)
 
@@ -109,12 +109,18 @@ async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
         return _next_delay(runtime, uid, outcome)
 
 
-async def wake(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the cluster's loop when its spec or snapshot-request annotation changes (not on our own
-    status writes)."""
+async def wake(body: kopf.Body, memo: kopf.Memo, type: str | None = None, **_: Any) -> None:
+    """Wake the cluster's loop when its spec or snapshot-request annotation changes, or when its status
+    lost what a pass acknowledged (wiped: rebuilt at once); not on our own status writes."""
     runtime = _runtime(memo)
     uid = str(body.metadata.uid)
-    fingerprint = ("spec", body.metadata.get("generation"), body.metadata.annotations.get(SNAPSHOT_REQUEST))
+    engine.observe(runtime, body.metadata, listing=type is None)
+    fingerprint = (
+        "spec",
+        body.metadata.get("generation"),
+        body.metadata.annotations.get(SNAPSHOT_REQUEST),
+        (body.get("status") or {}).get("observedGeneration") is None,
+    )
     if runtime.seen.get(uid) != fingerprint:
         runtime.seen[uid] = fingerprint
         runtime.wakeup(uid).set()

@@ -85,8 +85,8 @@ def _current(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def _write(runtime: Runtime, raw: dict[str, Any], status: dict[str, Any]) -> None:
-    async def patch(namespace: str, name: str, status: dict[str, Any]) -> None:
-        await runtime.kube.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
+    async def patch(namespace: str, name: str, status: dict[str, Any]) -> str | None:
+        return await runtime.kube.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
 
     await engine.write(runtime, raw, status, patch)
 
@@ -167,6 +167,7 @@ def _fingerprint(body: kopf.Body) -> tuple[Any, ...]:
         annotations.get(RESTART_ANNOTATION),
         annotations.get(ORPHAN_ANNOTATION),
         claimed_cluster(body.metadata),  # the owner the tag derives from
+        (body.get("status") or {}).get("observedGeneration") is None,  # status wiped: rebuild it now
     )
 
 
@@ -181,6 +182,7 @@ async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any)
         runtime.forget(uid)
         return
     slimmed = slim(body)
+    engine.observe(runtime, body.metadata, listing=event.get("type") is None)
     if uid in runtime.last_status:
         # _current() puts the status we wrote last in its place: a second copy per object (~5 KiB)
         # would only take memory.

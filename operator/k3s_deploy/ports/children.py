@@ -64,6 +64,7 @@ class ClusterObjects(Protocol):
         """Delete a Secret only if it carries every label in ``labels``; True when it was deleted."""
         ...
 
-    async def patch_cluster_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch the K3sCluster status at once (progress that must survive a crash mid-handler)."""
+    async def patch_cluster_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
+        """Merge-patch the K3sCluster status at once (progress that must survive a crash mid-handler);
+        the resourceVersion after the write (None when the answer did not say)."""
         ...

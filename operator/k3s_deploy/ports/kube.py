@@ -27,8 +27,9 @@ class KubeGateway(Protocol):
 
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None:
-        """Merge-patch the status subresource of a custom object."""
+    ) -> str | None:
+        """Merge-patch the status subresource of a custom object; the object's resourceVersion after
+        the write (None when it is gone or the answer did not say)."""
         ...
 
     async def patch_annotations(

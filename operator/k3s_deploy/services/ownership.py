@@ -4,6 +4,9 @@ The Proxmox ownership tag is derived from one uid, chosen by :func:`owner_uid`: 
 when the ProxmoxVM's controller ownerReference names a K3sCluster that really exists in the same
 namespace with that uid (ownerReferences cannot point across namespaces, and uids are assigned by the
 apiserver), else the ProxmoxVM's own uid. Labels are never read for it: any tenant can write them.
+Once the verified cluster has a stable id in its ``<cluster>-token`` Secret, its children tag with
+the hash of that id instead (:func:`cluster_tag`), and accept VMs carrying either tag, so the same
+manifest and Secrets re-applied on another management cluster find the VMs again.
 Adopting a VM the operator did not create needs an admin's mark in Proxmox (:class:`AdoptionPolicy`).
 """
 
@@ -17,6 +20,7 @@ from typing import Any, Protocol
 from k3s_deploy.api.common import GROUP, VERSION
 from k3s_deploy.errors import InvalidSpec
 from k3s_deploy.ports.proxmox import VmSummary
+from k3s_deploy.services.cluster_identity import identity_tag, read_cluster_id, token_secret_name
 from k3s_deploy.settings import DEFAULT_ADOPTABLE_TAG
 
 TAG_PREFIX = "k3sdeploy-"
@@ -62,7 +66,8 @@ class ClusterReader(Protocol):
 
 
 async def owner_uid(kube: ClusterReader, metadata: Mapping[str, Any], verified: set[str]) -> str:
-    """The uid the ownership tag derives from; the one place it is decided (issue 17 extends it).
+    """The uid the ownership tag derives from; the one place it is decided (:func:`cluster_tag`
+    adds the cluster's stable id for verified children).
 
     ``verified`` remembers cluster uids already checked for this object: a uid never changes owner or
     namespace, so one read per object and process is enough. A controller ownerReference that names
@@ -88,6 +93,26 @@ async def owner_uid(kube: ClusterReader, metadata: Mapping[str, Any], verified: 
         )
     verified.add(uid)
     return uid
+
+
+class SecretReader(Protocol):
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None: ...
+
+
+async def cluster_tag(kube: SecretReader, metadata: Mapping[str, Any], owner: str) -> str:
+    """The tag of the verified owning cluster's stable id (issue 17), or "" when it has none yet.
+
+    Call with the uid :func:`owner_uid` returned: only a child whose cluster was verified in its own
+    namespace gets here, and the id is read from that cluster's ``<cluster>-token`` Secret in the
+    same namespace. A tenant can write any id into a Secret of its own, but it only derives the tag of
+    VMs whose id it already holds: the tag is a hash of the id (services.cluster_identity).
+    """
+    claim = claimed_cluster(metadata)
+    if claim is None or not owner or claim[1] != owner:
+        return ""
+    secret = token_secret_name(claim[0])
+    found = read_cluster_id(await kube.read_secret(str(metadata.get("namespace", "")), secret), secret=secret)
+    return identity_tag(found) if found else ""
 
 
 @dataclass(frozen=True)

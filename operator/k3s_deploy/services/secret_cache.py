@@ -68,8 +68,8 @@ class SecretCachingGateway:
 
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None:
-        await self._inner.patch_status(group, version, plural, namespace, name, status)
+    ) -> str | None:
+        return await self._inner.patch_status(group, version, plural, namespace, name, status)
 
     async def patch_annotations(
         self, group: str, version: str, plural: str, namespace: str, name: str, annotations: Mapping[str, str]

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from k3s_deploy import errors
+from k3s_deploy.services.cluster_identity import identity_tag
 from k3s_deploy.services.k3scluster import node_config
 from k3s_deploy.services.k3scluster.reconcile import Deps, Outcome, reconcile
 from k3s_deploy.services.k3scluster.teardown import teardown
@@ -100,7 +101,8 @@ async def test_fresh_3_plus_2_cluster_becomes_ready() -> None:
     child = w.objects.children[(NS, "demo-server-0")]
     assert child["spec"]["cloudInit"]["ipConfig"] == {"address": "10.0.0.10/24", "gateway": "10.0.0.1"}
     assert child["spec"]["cloudInit"]["nameservers"] == ["10.0.0.53"]
-    assert "k3sdeploy-abcdef1200000000" in child["spec"]["tags"]
+    cluster_id = w.objects.secrets[(NS, "demo-token")]["data"]["clusterId"].decode()
+    assert identity_tag(cluster_id) in child["spec"]["tags"]  # the stable id's tag, not the uid's
     assert [e.reason for e in first.events].count("VMCreated") == 5
 
     w.boot()

@@ -11,6 +11,7 @@ from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.k3scluster import day2, spread
 from k3s_deploy.services.k3scluster.desired import Desired, plan, spec_drift
+from k3s_deploy.services.k3scluster.recover import addresses_in_proxmox
 from k3s_deploy.services.k3scluster.state import (
     AGENTS_READY,
     SERVERS_READY,
@@ -42,6 +43,7 @@ async def ensure_children(r: ClusterPass, d2: day2.Day2) -> Desired:
         claims=r.deps.addresses,
         children=existing.values(),
         discovered_vms=discovered,
+        in_proxmox=await addresses_in_proxmox(r, existing),
     )
     r.status.ip_allocations = dict(want.static_ips)  # a cache: the children's specs are the record
     r.status.desired_servers = sum(m.role == "server" for m in want.members)

@@ -177,15 +177,20 @@ async def plan(
     claims: ipam.Claims,
     children: Iterable[Mapping[str, Any]],
     discovered_vms: Sequence[VmSummary] | None = None,
+    in_proxmox: Mapping[str, str] | None = None,
 ) -> Desired:
     """:func:`desired` with the pool addresses read from the ProxmoxVMs, not from status.
+
+    ``in_proxmox``: addresses of this cluster's VMs that have no child (read back after a move, see
+    :mod:`.recover`); a child's spec wins over them.
 
     ``children`` are this cluster's ProxmoxVMs as listed now; with a pool, the namespace's other
     ProxmoxVMs on the same credentials Secret are listed too. Only the same Secret in the same namespace
     counts as the same Proxmox: clusters on other Secrets or in other namespaces need disjoint pools.
     """
     mine = [c for c in children if owned_by(c, cluster)]
-    recorded = {c["metadata"]["name"]: a for c in mine if (a := ipam.address_of(c)) is not None}
+    recorded = {**(in_proxmox or {})}
+    recorded.update({c["metadata"]["name"]: a for c in mine if (a := ipam.address_of(c)) is not None})
     key = (cluster.namespace, spec.credentials_ref.name)
     if spec.network is None or spec.network.ip_pool is None:
         want = desired(cluster, spec, allocations=recorded, discovered_vms=discovered_vms)

@@ -29,6 +29,7 @@ from k3s_deploy.services.k3scluster import (
 )
 from k3s_deploy.services.k3scluster.bootstrap import bootstrap, health, probe_all
 from k3s_deploy.services.k3scluster.children import check_vms, ensure_children
+from k3s_deploy.services.k3scluster.identity import ensure_identity
 from k3s_deploy.services.k3scluster.state import (
     AGENTS_READY,
     INSTALL_FAILED,
@@ -46,6 +47,7 @@ __all__ = ["STEPS", "Deps", "Event", "Outcome", "reconcile"]
 
 
 async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
+    await ensure_identity(r)  # before any child: every clone carries the stable id's tag
     await ensure_children(r, d2)
     d2.power()
     check_vms(r, d2)

@@ -5,16 +5,13 @@ from __future__ import annotations
 from k3s_deploy import errors
 from k3s_deploy.api.common import CONTROL_CHAR
 from k3s_deploy.ports.children import ClusterObjects
+from k3s_deploy.services.cluster_identity import token_secret_name as token_secret_name
 from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
 
 TOKEN_KEY = "token"  # noqa: S105 - the key name inside the Secret, not a secret
 KUBECONFIG_KEY = "value"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "k3s-deploy"
-
-
-def token_secret_name(cluster: str) -> str:
-    return f"{cluster}-token"
 
 
 def kubeconfig_secret_name(cluster: str) -> str:

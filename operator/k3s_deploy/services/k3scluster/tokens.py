@@ -22,6 +22,7 @@ from k3s_deploy import errors
 from k3s_deploy.ports.children import ClusterObjects
 from k3s_deploy.ports.ssh import SshRunner, SshTarget
 from k3s_deploy.secrets_mask import register_secret
+from k3s_deploy.services.cluster_identity import CLUSTER_ID_KEY
 from k3s_deploy.services.k3scluster.secrets import TOKEN_KEY, managed_labels, one_line, token_secret_name
 from k3s_deploy.services.k3scluster.topology import ClusterRef
 
@@ -106,6 +107,8 @@ async def save(
     objects: ClusterObjects, ref: ClusterRef, tokens: JoinTokens, *, keep_token: str | None
 ) -> None:
     data = {AGENT_TOKEN_KEY: (tokens.agent or "").encode()}
+    if ref.identity:  # the cluster's stable id lives in the same Secret: never written away
+        data[CLUSTER_ID_KEY] = ref.identity.encode()
     token = tokens.secure or keep_token
     if token:
         data[TOKEN_KEY] = token.encode()

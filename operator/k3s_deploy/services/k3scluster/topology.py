@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from k3s_deploy.services.cluster_identity import identity_tag
 from k3s_deploy.services.ownership import ownership_tag
 
 Role = Literal["server", "agent"]
@@ -35,6 +36,12 @@ class ClusterRef:
     name: str
     namespace: str
     uid: str
+    identity: str = ""  # the stable cluster id from <cluster>-token (services.cluster_identity)
+
+    @property
+    def tag(self) -> str:
+        """The Proxmox tag of this cluster's VMs: from the stable id once there is one, else the uid."""
+        return identity_tag(self.identity) if self.identity else ownership_tag(self.uid)
 
     def owner_reference(self) -> dict[str, Any]:
         return {
@@ -102,7 +109,7 @@ def cloned_members(
         for index in range(group.replicas):
             spec = _merge(common, group.template)
             tags = list(spec.get("tags", []))
-            tag = ownership_tag(cluster.uid)
+            tag = cluster.tag
             if tag not in tags:
                 tags.append(tag)
             spec["tags"] = tags

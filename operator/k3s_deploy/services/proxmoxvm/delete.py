@@ -91,6 +91,6 @@ async def _destroyable(work: Work, vm: VmSummary) -> bool:
 
     Once configure has run (the power step reported), a missing tag means someone removed it on purpose.
     """
-    if work.obj.owner_tag in vm.tags:
+    if work.obj.owns(vm.tags):
         return True
     return work.conditions.get(POWERED_ON) is None and await is_ours(work, vm)

@@ -37,7 +37,7 @@ async def is_ours(work: Work, vm: VmSummary) -> bool:
     The tag alone does not say which object: the children of one K3sCluster all carry the cluster's
     tag, so a sibling's VM found under a recorded vmid must not be taken. The marker names our uid.
     """
-    if work.obj.owner_tag in vm.tags and work.desired_name is not None and vm.name == work.desired_name:
+    if work.obj.owns(vm.tags) and work.desired_name is not None and vm.name == work.desired_name:
         return True
     config = await work.vm_config(vm)
     return work.obj.owner_marker in str(config.get("description", ""))

@@ -63,7 +63,8 @@ def object_ref(vm: ProxmoxVM) -> ObjectRef:
 async def owned_ref(kube: KubeGateway, vm: ProxmoxVM, memory: Memory) -> ObjectRef:
     """The object's ref with its owner verified (raises OwnerNotVerified for a forged ownerReference)."""
     uid = await ownership.owner_uid(kube, vm.metadata, memory.verified_owners)
-    return replace(object_ref(vm), owner_uid=uid)
+    tag = await ownership.cluster_tag(kube, vm.metadata, uid)
+    return replace(object_ref(vm), owner_uid=uid, identity_tag=tag)
 
 
 async def open_session(kube: KubeGateway, sessions: Sessions, vm: ProxmoxVM) -> Session:

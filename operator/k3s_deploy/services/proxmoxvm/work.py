@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -46,11 +46,22 @@ class ObjectRef:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     owner_uid: str = ""  # verified by services.ownership.owner_uid; empty: this object's own uid
+    identity_tag: str = ""  # from the verified cluster's stable id (services.ownership.cluster_tag)
 
     @property
     def owner_tag(self) -> str:
-        """The Proxmox tag that marks VMs we created: the verified cluster's for its children, else ours."""
+        """The Proxmox tag that marks VMs we create: the verified cluster's stable id for its children,
+        else the owner's uid."""
+        return self.identity_tag or self.uid_tag
+
+    @property
+    def uid_tag(self) -> str:
+        """The tag derived from the owner's uid (VMs tagged before the cluster had a stable id)."""
         return ownership_tag(self.owner_uid or self.uid)
+
+    def owns(self, tags: Collection[str]) -> bool:
+        """Whether a VM's tags carry one of this object's ownership tags."""
+        return self.owner_tag in tags or self.uid_tag in tags
 
     @property
     def owner_marker(self) -> str:
