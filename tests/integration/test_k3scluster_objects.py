@@ -66,6 +66,12 @@ async def test_secrets_are_written_and_deleted_only_when_ours(
     )
     assert await objects.write_secret(namespace, "demo-token", {"token": b"t1"}, labels=labels, owner=None)
     assert await objects.read_secret(namespace, "demo-token") == {"token": b"t1"}
+    # the Secret holds exactly what was written: a key left out is removed, not kept by the merge
+    assert await objects.write_secret(
+        namespace, "demo-token", {"token": b"t1", "stale": b"x"}, labels=labels, owner=None
+    )
+    assert await objects.write_secret(namespace, "demo-token", {"token": b"t1"}, labels=labels, owner=None)
+    assert await objects.read_secret(namespace, "demo-token") == {"token": b"t1"}
     assert await objects.read_secret(namespace, "missing") is None
 
     kubectl("create", "secret", "generic", "users-own", "-n", namespace, "--from-literal=token=keep")

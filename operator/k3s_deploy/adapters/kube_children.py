@@ -202,7 +202,10 @@ class KubeClusterObjects:
                 )
             if (current.data or {}) == encoded:
                 return False
-            core.patch_namespaced_secret(name, namespace, {"data": encoded}, _request_timeout=self._timeout)
+            # the Secret holds exactly ``data``: a merge patch keeps keys it does not name, so null them
+            gone: dict[str, str | None] = {k: None for k in (current.data or {}) if k not in encoded}
+            patch = {"data": {**encoded, **gone}}
+            core.patch_namespaced_secret(name, namespace, patch, _request_timeout=self._timeout)
             return True
 
         return await self._call(f"write Secret {name}", fn)

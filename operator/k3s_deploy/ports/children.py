@@ -54,7 +54,7 @@ class ClusterObjects(Protocol):
         labels: Mapping[str, str],
         owner: Mapping[str, Any] | None,
     ) -> bool:
-        """Create or update a Secret; returns True when something changed.
+        """Create or update a Secret so that it holds exactly ``data``; True when something changed.
 
         An existing Secret without all of ``labels`` belongs to someone else: ``InvalidSpec``, untouched.
         """

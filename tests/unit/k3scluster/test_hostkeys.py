@@ -168,3 +168,43 @@ def test_hostile_key_files_are_refused(text: str) -> None:
 def test_a_key_line_parses_with_its_comment() -> None:
     key = hostkeys.parse_public_key(key_line("a") + " root@host\n")
     assert key.line == key_line("a") and key.fingerprint == fingerprint_of("a")
+
+
+async def test_a_removed_member_leaves_no_pin_behind() -> None:
+    """A stale pin would refuse the next VM given the same name and vmid as HostKeyChanged."""
+    from . import day2_world
+
+    w, b = day2_world.World(), day2_world.body(1, 2)
+    await w.pass_(b)
+    assert cond(await w.settle(b), "Ready")["status"] == "True"
+    pins = w.objects.secrets[(NS, "demo-host-keys")]["data"]
+    assert any(k.startswith("demo-agent-1.") for k in pins)
+    b["spec"]["agents"]["replicas"] = 1
+    day2_world.bump(b)
+    assert cond(await w.settle(b), "Ready")["status"] == "True"
+    assert w.objects.deleted_children == ["demo-agent-1"]
+    await w.pass_(b)  # the pass after the removal no longer counts it as leaving
+    pins = w.objects.secrets[(NS, "demo-host-keys")]["data"]
+    assert {k.rsplit(".", 1)[0] for k in pins} == {"demo-server-0", "demo-agent-0"}
+
+
+async def test_a_re_cloned_vm_drops_the_old_vms_pin() -> None:
+    w, body = World(), cluster_body(1, 1)
+    await _ready(w, body)
+    child = w.objects.children[(NS, "demo-agent-0")]
+    old_vmid = child["status"]["vmid"]
+    child["status"]["vmid"] = old_vmid + 50
+    w.ssh.hosts[child["status"]["addresses"][0]].host_key = "SHA256:the-new-vm"
+    await _ready(w, body)
+    assert f"demo-agent-0.{old_vmid}" not in _pins(w) and f"demo-agent-0.{old_vmid + 50}" in _pins(w)
+
+
+def test_nothing_is_forgotten_while_a_members_vmid_is_unknown() -> None:
+    keys = hostkeys.HostKeys(objects=None, ref=None, ssh=None)  # type: ignore[arg-type]
+    keys.stored = {"a.101": "k1", "b.102": "k2", "gone.103": "k3", "leaving.104": "k4"}
+    keys.forget_others({"a": 101, "b": None})
+    assert set(keys.stored) == {"a.101", "b.102", "gone.103", "leaving.104"}
+    keys.forget_others({})
+    assert len(keys.stored) == 4
+    keys.forget_others({"a": 101, "b": 102}, keep={"leaving"})
+    assert set(keys.stored) == {"a.101", "b.102", "leaving.104"}

@@ -64,6 +64,7 @@ async def probe_all(r: ClusterPass, private_key: str) -> None:
     try:
         outcomes = await asyncio.gather(*(one(v) for v in r.views.values()), return_exceptions=True)
     finally:
+        r.hostkeys.forget_others({v.name: v.vmid for v in r.views.values()}, keep=r.surplus)
         await r.hostkeys.save()
         hostkeys.tofu_condition(r.conditions, r.hostkeys)
     raise_first(outcomes)

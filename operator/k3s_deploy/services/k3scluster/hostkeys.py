@@ -17,7 +17,7 @@ import base64
 import binascii
 import hashlib
 import struct
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -207,6 +207,20 @@ class HostKeys:
         if pin.fingerprint != key.fingerprint:
             return "Changed"
         return pin.source
+
+    def forget_others(self, current: Mapping[str, int | None], keep: Collection[str] = ()) -> None:
+        """Drop the pins of machines that are no longer members: a member removed (or moved to a new
+        VM) leaves a stale entry, and a later VM given the same name and vmid would then be refused
+        as HostKeyChanged. Nothing is dropped while a member's vmid is unknown, and names in ``keep``
+        (members still leaving) stay. A dropped pin is learned again through the guest agent."""
+        if not current or any(vmid is None for vmid in current.values()):
+            return
+        wanted = {entry(name, vmid) for name, vmid in current.items()}
+        for key in list(self.stored):
+            name = key.rsplit(".", 1)[0]
+            if key not in wanted and name not in keep:
+                del self.stored[key]
+                self._changed = True
 
     async def save(self) -> None:
         if not self._changed:
