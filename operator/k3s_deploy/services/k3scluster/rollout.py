@@ -18,8 +18,7 @@ from k3s_deploy import errors, metrics
 from k3s_deploy.api.common import condition
 from k3s_deploy.api.k3scluster_status import UpgradeStatus
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
-from k3s_deploy.ports.target import TargetNode
-from k3s_deploy.services.k3scluster import drain, guest_values, install, node_ops, upgrade, versions
+from k3s_deploy.services.k3scluster import drain, install, node_ops, upgrade, versions
 from k3s_deploy.services.k3scluster.access import ssh_target as build_target
 from k3s_deploy.services.k3scluster.installer_actions import Upgrade
 from k3s_deploy.services.k3scluster.node_ops import drain_options
@@ -27,7 +26,6 @@ from k3s_deploy.services.k3scluster.scaling import Surplus
 from k3s_deploy.services.k3scluster.state import ClusterPass, as_dict, to_model
 
 UP_TO_DATE = "UpToDate"
-POLL_S = 2.0
 UNINSTALL = {"server": "/usr/local/bin/k3s-uninstall.sh", "agent": "/usr/local/bin/k3s-agent-uninstall.sh"}
 
 
@@ -38,33 +36,6 @@ async def cordon_and_drain(r: ClusterPass, kubeconfig: str, name: str) -> None:
     if await r.deps.target.set_unschedulable(kubeconfig, name, True):
         evicted = await drain.drain(r.deps.target, kubeconfig, name, options)
         r.event("Normal", "Drained", f"Cordoned and drained node {name} ({evicted} pod(s) evicted)")
-
-
-async def wait_ready(
-    r: ClusterPass, kubeconfig: str, name: str, version: str, *, timeout_s: float
-) -> TargetNode:
-    """Poll the cluster's API until ``name`` is Ready at ``version`` (the API may blink meanwhile).
-    Blocks the pass: new node work uses :mod:`node_ops` (WaitReady recorded in status) instead."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    seen = "not registered"
-    while True:
-        try:
-            found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
-        except errors.KubeUnavailable as exc:
-            found, seen = {}, exc.message
-        node = found.get(name)
-        if node is not None:
-            if node.ready and node.kubelet_version == version:
-                return node
-            seen = f"Ready={node.ready} at {node.kubelet_version or 'unknown version'}"
-        if loop.time() >= deadline:
-            raise errors.PermanentError(
-                f"node {name} was not Ready at {version} within {timeout_s:.0f}s after its K3s was "
-                f"upgraded or restarted ({seen}); see the node's K3s log, fix it, then change the spec to retry",
-                reason="NodeNotReady",
-            )
-        await asyncio.sleep(POLL_S)
 
 
 async def upgrade_node(
