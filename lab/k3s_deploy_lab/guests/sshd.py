@@ -153,15 +153,13 @@ class RunningGuest:
                 await listener.wait_closed()
         self.listeners.clear()
 
-    async def run(self, argv: list[str], *, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-        """Start ``argv`` inside the guest with pipes on stdin/stdout/stderr."""
+    async def run(
+        self, argv: list[str], *, env: dict[str, str] | None = None, stdio: int = asyncio.subprocess.PIPE
+    ) -> asyncio.subprocess.Process:
+        """Start ``argv`` inside the guest with pipes (or ``stdio``) on stdin/stdout/stderr."""
         full = self.root.bwrap_argv(self.spec.identity, argv, env=env, extra_ro_binds=self.extra_ro_binds)
         proc = await asyncio.create_subprocess_exec(
-            *full,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            *full, stdin=stdio, stdout=stdio, stderr=stdio, start_new_session=True
         )
         self.processes.add(proc)
         return proc

@@ -11,6 +11,7 @@ from pydantic import Field
 from k3s_deploy.api.addons import AddonStatus
 from k3s_deploy.api.common import Condition, StatusModel, conditions_field
 from k3s_deploy.api.etcd_snapshots import EtcdRestoreStatus, EtcdSnapshotInfo
+from k3s_deploy.api.node_operation import NodeOperation
 from k3s_deploy.api.remediation import RemediationRecord
 
 # Every value the operator writes to status.phase (a test checks the code sets no other).
@@ -97,6 +98,9 @@ class ClusterNode(StatusModel):
             "and registries.yaml), read back from the node; a node whose digest differs from the spec's "
             "gets the new files and a K3s restart."
         ),
+    )
+    operation: NodeOperation | None = Field(
+        default=None, description="Long work in flight on the node (drain, upgrade, wait for Ready)."
     )
 
 

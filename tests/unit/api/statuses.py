@@ -20,6 +20,7 @@ from k3s_deploy.api.k3scluster import (
     SecretKeyStatusRef,
     UpgradeStatus,
 )
+from k3s_deploy.api.node_operation import NodeOperation
 from k3s_deploy.api.proxmoxvm import ProxmoxVMStatus, TaskRef
 from k3s_deploy.api.remediation import RemediationRecord
 
@@ -103,6 +104,16 @@ def full_cluster_status() -> K3sClusterStatus:
                 state="Joined",
                 message="",
                 config_digest="0" * 64,
+                operation=NodeOperation(
+                    kind="Drain",
+                    action="Upgrade",
+                    target="v1.31.4+k3s1",
+                    started_time=T0,
+                    timeout_seconds=300,
+                    attempt=1,
+                    job="upgrade-prod-server-0-v1.31.4_k3s1",
+                    evicted=2,
+                ),
             ),
             ClusterNode(name="prod-agent-0", role="agent", ready=False, state="Upgrading"),
         ],

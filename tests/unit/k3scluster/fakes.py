@@ -24,6 +24,9 @@ from k3s_deploy.ports.target import NodeMetadataPatch, Taint, TargetCluster, Tar
 from k3s_deploy.services.k3scluster import install, node_config, nodemeta
 from k3s_deploy.services.k3scluster.kubevip import MANIFEST_PATH as KUBE_VIP_MANIFEST
 
+from . import fake_jobs
+from .fake_jobs import FakeJob
+
 
 class FakeObjects:
     def __init__(self) -> None:
@@ -151,6 +154,7 @@ class FakeHost:
     manifests: list[str] = field(default_factory=list)  # kube-vip placement scripts run here
     modes: dict[str, int] = field(default_factory=dict)  # mode of each file a script wrote
     restarts: list[str] = field(default_factory=list)  # units restarted by a settings rollout, in order
+    jobs: dict[str, FakeJob] = field(default_factory=dict)  # detached guest jobs (fake_jobs.py)
 
     def apply_files(self, script: str) -> None:
         """What the settings part of a script leaves: the files (decoded) with their mode, the digest."""
@@ -187,6 +191,8 @@ class FakeSsh:
         self.refused: list[str] = []  # hosts whose key did not match the pin (nothing ran there)
         self.install_seconds = 0.0  # > 0: installs take time, so concurrent ones overlap
         self.endpoint_code = "401"  # what curl on a server says spec.endpoint answered ("000": nothing)
+        self.hold_jobs = False  # True: detached jobs keep running until it is cleared (fake_jobs.py)
+        self.job_starts: list[tuple[str, str]] = []  # (host, job) of every detached job started
 
     def _check(self, target: SshTarget) -> FakeHost:
         host = self.hosts.get(target.host)
@@ -213,6 +219,8 @@ class FakeSsh:
         check: bool = False,
     ) -> CommandResult:
         host = self._check(target)
+        if command.startswith(fake_jobs.PREFIXES):
+            return await fake_jobs.handle(self, target, host, command, input)
         settings = node_config.CONFIG_FILE in (input or "") or node_config.DIGEST_FILE in (input or "")
         if command == "sh -s" and input and settings and "INSTALL_K3S" not in input:
             host.apply_files(input)  # a settings rollout: files and a restart, or the digest after it

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from k3s_deploy_lab.guests.chaos import LabChaos
 from k3s_deploy_lab.guests.fleet import GuestFleet
-from k3s_deploy_lab.guests.k3s import scripts, settings_files, units
+from k3s_deploy_lab.guests.k3s import detach, scripts, settings_files, units
 from k3s_deploy_lab.guests.k3s.artefacts import (
     BIN,
     config_texts,
@@ -172,6 +172,7 @@ class K3sControl:
         app.router.add_post("/k3s/v1/uninstall", self._uninstall)
         app.router.add_post("/k3s/v1/killall", self._killall)
         app.router.add_post("/k3s/v1/service", self._service)
+        app.router.add_post("/k3s/v1/detach", detach.route(self))
         self.datastore.add_routes(app)
 
     # ----- power and heartbeats -------------------------------------------------------------------
@@ -186,6 +187,7 @@ class K3sControl:
             self._guest_tokens = {k: v for k, v in self._guest_tokens.items() if v != spec.vmid}
             self._guest_tokens[secret] = spec.vmid
             write_file(root, "/usr/local/sbin/systemctl", scripts.systemctl_sh(self.base_url), 0o755)
+            detach.install(root, self.base_url)
         else:
             self._guest_tokens = {k: v for k, v in self._guest_tokens.items() if v != spec.vmid}
         install = self.installs.get(spec.instance_id)

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 from k3s_deploy import errors
 from k3s_deploy.services.k3scluster import (
     access,
-    airgap,
     endpoint,
     etcd_convert,
     guest_values,
     hostkeys,
     install,
+    node_ops,
     nodes,
 )
+from k3s_deploy.services.k3scluster.installer_actions import Install
 from k3s_deploy.services.k3scluster.state import (
     AGENTS_READY,
     INSTALL_FAILED,
@@ -72,10 +74,13 @@ async def probe_all(r: ClusterPass, private_key: str) -> None:
 
 def _installed(r: ClusterPass, view: NodeView) -> str | None:
     """The version to plan with: a node whose last install failed, or a server whose K3s never
-    came up (no admin kubeconfig), is treated as not installed so it is installed again."""
+    came up (no admin kubeconfig), is treated as not installed so it is installed again; one whose
+    install is in flight, as not installed yet."""
     recorded = r.recorded.get(view.name)
     if recorded is not None and recorded.state == INSTALL_FAILED:
         return None
+    if view.operation is not None and view.operation.kind == "Install":
+        return None  # its installer runs (the binary may be there already): seen through to its end
     if view.role == "server" and not view.server_up:
         return None
     return view.k3s_version
@@ -95,44 +100,26 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
         True, "InstallingK3s", "installing K3s on " + ", ".join(s.node for s in plan.steps)
     )
     sans = install.tls_sans(settings, [v.ip for v in r.views.values() if v.role == "server" and v.ip])
-    timeout = float(r.spec.ssh.command_timeout_seconds)
 
     async def one(step: install.InstallStep) -> None:
+        """Start the member's installer as a guest job, or look at it (NotYet while it runs)."""
         view = r.views[step.node]
-        target = access.node_target(r, view, private_key)
-        what = {
-            "init": "initialising the cluster",
-            "single": "single server",
-            "join-server": "joining as server",
-            "agent": "joining as agent",
-        }[step.kind]
-        r.event("Normal", "Installing", f"Installing K3s on {step.node} ({what})")
-        view.state = "Installing"
+        action = Install(step, settings, private_key, tuple(sans))
         try:
-            if step.role == "server":  # before K3s starts there: the first server brings kube-vip up
-                await endpoint.place(r, view, target)
-            staged = await airgap.stage(
-                r.deps.ssh, r.deps.artefacts, step.node, target, settings.source, timeout_s=timeout
-            )
-            script = await access.install_script(
-                r, step, settings, private_key, sans=sans, installer_path=staged
-            )
-            await nodes.run_install(r.deps.ssh, step.node, target, script, timeout_s=timeout)
-            after = await nodes.probe(r.deps.ssh, step.node, target, timeout_s=timeout)
+            await node_ops.run_change(r, step.node, action, private_key=private_key)
         except errors.K3sDeployError as exc:
+            if not exc.transient:
+                view.operation = None  # failed: the next install starts afresh (a transient look keeps it)
             view.state, view.message = (
                 (INSTALL_FAILED if not exc.transient else "Unreachable"),
                 exc.message,
             )
             raise
-        view.k3s_version, view.server_up = after.installed_version, after.server_up
-        view.embedded_etcd = after.embedded_etcd
-        view.config_digest = after.config_digest
         view.state, view.message = "Joined", None
         r.event(
             "Normal",
             "Installed",
-            f"K3s {after.installed_version or ''} installed on {step.node}".replace("  ", " "),
+            f"K3s {view.k3s_version or ''} installed on {step.node}".replace("  ", " "),
         )
 
     async def servers_one_by_one() -> None:
@@ -140,7 +127,7 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
             await one(step)
 
     async def agents_together() -> None:
-        raise_first(await asyncio.gather(*(one(s) for s in plan.agents), return_exceptions=True))
+        _raise_first(await asyncio.gather(*(one(s) for s in plan.agents), return_exceptions=True))
 
     await etcd_convert.ensure(r, plan, private_key)
     for step in plan.first:
@@ -152,8 +139,16 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
         await endpoint.answers(r, private_key)
     results = await asyncio.gather(servers_one_by_one(), agents_together(), return_exceptions=True)
     await r.flush()
-    raise_first(results)
+    _raise_first(results)
     await _secure_token(r, private_key)
+
+
+def _raise_first(results: Sequence[object]) -> None:
+    """The most telling failure of parallel installs; else, while some still run, NotYet."""
+    raise_first([x for x in results if not isinstance(x, errors.NotYet)])
+    waits = [x for x in results if isinstance(x, errors.NotYet)]
+    if waits:
+        raise waits[0]
 
 
 async def _secure_token(r: ClusterPass, private_key: str) -> None:

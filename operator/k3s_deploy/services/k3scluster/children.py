@@ -108,6 +108,7 @@ def _view(
         # what was learned from this machine stays until it is looked at again
         view.host_key = recorded.host_key_fingerprint
         view.k3s_version = recorded.k3s_version
+        view.operation = recorded.operation
     stalled = condition(st.conditions, "Stalled")
     if stalled is not None and stalled.status == "True":
         raise errors.PermanentError(

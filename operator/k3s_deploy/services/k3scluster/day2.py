@@ -174,8 +174,8 @@ class Day2:
         return child.status.power_state if child is not None and child.status.power_state else None
 
     def paused(self) -> None:
-        """spec.paused: a rollout in flight shows as Paused (it halts between nodes)."""
-        progress = upgrade.Progress.from_status(as_dict(self.r.old.upgrade))
+        """spec.paused: a rollout shows as Paused once no node is in flight (it halts between nodes)."""
+        progress = upgrade.Progress.from_status(as_dict(self.r.status.upgrade))
         if progress.state == upgrade.PROGRESSING:
             paused = dataclasses.replace(progress, state=upgrade.PAUSED)
             self.r.status.upgrade = to_model(UpgradeStatus, paused.as_status())

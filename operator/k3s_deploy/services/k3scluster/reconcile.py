@@ -21,6 +21,7 @@ from k3s_deploy.services.k3scluster import (
     addons,
     day2,
     endpoint,
+    in_flight,
     node_settings,
     nodemeta,
     remediation,
@@ -81,6 +82,10 @@ async def run(r: ClusterPass) -> Outcome:
         if r.spec.paused:
             r.status.phase = "Paused"
             r.conditions.reconciling(False)
+            try:
+                await in_flight.finish(r)  # node work already in flight goes on; nothing new starts
+            except errors.NotYet as wait:
+                return _outcome(r, wait.after_s, None)
             d2.paused()
             return _outcome(r, None, None)
         await _phases(r, d2)

@@ -43,13 +43,15 @@ class Reconfigure:
             except errors.K3sDeployError as exc:
                 raise with_node(self.node, exc) from exc
         if not result.ok:
-            said = guest_text(result.stderr or result.stdout, 300)
-            raise errors.PermanentError(
-                f"node {self.node}: {self.restart_command} failed after writing the new K3s settings "
-                f"(exit {result.exit_status}): {said}; check spec.k3s serverArgs/agentArgs/registries "
-                f"and journalctl -u {self.service} on the node",
-                reason="ReconfigureFailed",
-            )
+            raise self.failed(result.exit_status, guest_text(result.stderr or result.stdout, 300))
+
+    def failed(self, exit_status: int | None, said: str) -> errors.PermanentError:
+        return errors.PermanentError(
+            f"node {self.node}: {self.restart_command} failed after writing the new K3s settings "
+            f"(exit {exit_status}): {said}; check spec.k3s serverArgs/agentArgs/registries "
+            f"and journalctl -u {self.service} on the node",
+            reason="ReconfigureFailed",
+        )
 
     async def commit(self, ssh: SshRunner, *, timeout_s: float) -> None:
         try:

@@ -1,9 +1,9 @@
 """Carrying out day-2 node work over SSH and the cluster's API: the rollout steps, upgrade a node,
 remove a member.
 
-Each function does one node's whole sequence and leaves the node either finished or recorded as in
-flight, so a pass (or an operator process) that dies half-way is picked up by the next one. Progress
-is written to status before each risky step through the reconciler's flush.
+A node's upgrade is long work recorded in status (:mod:`node_ops`): each pass moves it on by one
+step and ends (NotYet) while it is in flight, so a pass (or an operator process) that dies half-way
+is picked up by the next one. Removing a member still drains inside its pass (``cordon_and_drain``).
 """
 
 from __future__ import annotations
@@ -18,37 +18,15 @@ from k3s_deploy import errors, metrics
 from k3s_deploy.api.common import condition
 from k3s_deploy.api.k3scluster_status import UpgradeStatus
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
-from k3s_deploy.ports.target import DrainOptions, TargetNode
-from k3s_deploy.services.k3scluster import (
-    access,
-    airgap,
-    drain,
-    guest_values,
-    install,
-    nodes,
-    upgrade,
-    versions,
-)
-from k3s_deploy.services.k3scluster.access import node_target
+from k3s_deploy.services.k3scluster import drain, install, node_ops, upgrade, versions
 from k3s_deploy.services.k3scluster.access import ssh_target as build_target
+from k3s_deploy.services.k3scluster.installer_actions import Upgrade
+from k3s_deploy.services.k3scluster.node_ops import drain_options
 from k3s_deploy.services.k3scluster.scaling import Surplus
 from k3s_deploy.services.k3scluster.state import ClusterPass, as_dict, to_model
 
 UP_TO_DATE = "UpToDate"
-POLL_S = 2.0
 UNINSTALL = {"server": "/usr/local/bin/k3s-uninstall.sh", "agent": "/usr/local/bin/k3s-agent-uninstall.sh"}
-
-
-def drain_options(r: ClusterPass) -> DrainOptions | None:
-    drain = r.spec.upgrade.drain
-    if not drain.enabled:
-        return None
-    return DrainOptions(
-        timeout_s=float(drain.timeout_seconds),
-        ignore_daemon_sets=drain.ignore_daemon_sets,
-        delete_empty_dir_data=drain.delete_empty_dir_data,
-        force=drain.force,
-    )
 
 
 async def cordon_and_drain(r: ClusterPass, kubeconfig: str, name: str) -> None:
@@ -60,32 +38,6 @@ async def cordon_and_drain(r: ClusterPass, kubeconfig: str, name: str) -> None:
         r.event("Normal", "Drained", f"Cordoned and drained node {name} ({evicted} pod(s) evicted)")
 
 
-async def wait_ready(
-    r: ClusterPass, kubeconfig: str, name: str, version: str, *, timeout_s: float
-) -> TargetNode:
-    """Poll the cluster's API until ``name`` is Ready at ``version`` (the API may blink meanwhile)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    seen = "not registered"
-    while True:
-        try:
-            found = {n.name: n for n in guest_values.target_nodes(await r.deps.target.nodes(kubeconfig))}
-        except errors.KubeUnavailable as exc:
-            found, seen = {}, exc.message
-        node = found.get(name)
-        if node is not None:
-            if node.ready and node.kubelet_version == version:
-                return node
-            seen = f"Ready={node.ready} at {node.kubelet_version or 'unknown version'}"
-        if loop.time() >= deadline:
-            raise errors.PermanentError(
-                f"node {name} was not Ready at {version} within {timeout_s:.0f}s after its K3s was "
-                f"upgraded or restarted ({seen}); see the node's K3s log, fix it, then change the spec to retry",
-                reason="NodeNotReady",
-            )
-        await asyncio.sleep(POLL_S)
-
-
 async def upgrade_node(
     r: ClusterPass,
     name: str,
@@ -95,37 +47,11 @@ async def upgrade_node(
     private_key: str,
     settings: install.K3sSettings,
 ) -> None:
-    """Cordon + drain, re-run the installer at ``target_version``, wait Ready there, uncordon.
-
-    A node already at the target (a previous pass got that far) is not installed again.
-    """
+    """Move the node's upgrade on (:mod:`node_ops`: drain, installer as a guest job, Ready, uncordon).
+    Returns when the node is done; raises NotYet while a step is in flight."""
+    action = Upgrade(target_version, private_key, settings)
+    await node_ops.advance(r, name, action, kubeconfig=kubeconfig, private_key=private_key)
     view = r.views[name]
-    wanted = dataclasses.replace(settings, version=target_version)
-    if view.k3s_version != target_version:
-        await cordon_and_drain(r, kubeconfig, name)
-        facts = [install.NodeFacts(v.name, v.role, v.ip, v.k3s_version) for v in r.views.values()]
-        plan = install.plan(facts, wanted, init_server=r.status.init_server)
-        step = next(s for s in plan.steps if s.node == name)
-        sans = install.tls_sans(wanted, [v.ip for v in r.views.values() if v.role == "server" and v.ip])
-        r.event("Normal", "Upgrading", f"Upgrading node {name} from {view.k3s_version} to {target_version}")
-        view.state = "Upgrading"
-        target = node_target(r, view, private_key)
-        timeout = float(r.spec.ssh.command_timeout_seconds)
-        staged = await airgap.stage(
-            r.deps.ssh, r.deps.artefacts, name, target, wanted.source, timeout_s=timeout
-        )
-        script = await access.install_script(r, step, wanted, private_key, sans=sans, installer_path=staged)
-        await nodes.run_install(r.deps.ssh, name, target, script, timeout_s=timeout, operation="upgrade_k3s")
-        after = await nodes.probe(r.deps.ssh, name, target, timeout_s=timeout)
-        view.k3s_version, view.config_digest = after.installed_version, after.config_digest
-        if after.installed_version != target_version:
-            raise errors.K3sInstallFailed(
-                f"node {name}: K3s reports {after.installed_version} after the upgrade to {target_version}"
-            )
-    await wait_ready(
-        r, kubeconfig, name, target_version, timeout_s=float(r.spec.upgrade.node_ready_timeout_seconds)
-    )
-    await r.deps.target.set_unschedulable(kubeconfig, name, False)
     view.state, view.ready, view.message = "Ready", True, None
     r.event("Normal", "Upgraded", f"Node {name} is Ready at {target_version}")
 
@@ -257,25 +183,34 @@ async def advance(
             for name in step.nodes
         ]
     )
-    failed = [(name, exc) for name, exc in zip(step.nodes, results, strict=True) if exc is not None]
+    waits = [(n, e) for n, e in zip(step.nodes, results, strict=True) if isinstance(e, errors.NotYet)]
+    failed = [
+        (n, e) for n, e in zip(step.nodes, results, strict=True) if isinstance(e, errors.K3sDeployError)
+    ]
     completed = tuple(
         dict.fromkeys(
             [*progress.completed, *(n for n, e in zip(step.nodes, results, strict=True) if e is None)]
         )
     )
     if not failed:
+        busy = tuple(n for n, _ in waits)
         r.status.upgrade = to_model(
-            UpgradeStatus, dataclasses.replace(progress, current=(), completed=completed).as_status()
+            UpgradeStatus, dataclasses.replace(progress, current=busy, completed=completed).as_status()
         )
+        if waits:  # long work in flight: recorded in status, looked at again (never awaited here)
+            wait = min(waits, key=lambda w: w[1].after_s or 0.0)[1]
+            raise errors.NotYet(wait.after_s, "Upgrading", summary + f"; {wait.message}")
         await r.flush()
         return True
     name, exc = failed[0]
+    assert isinstance(exc, errors.K3sDeployError)
     if exc.transient and exc.reason != "DrainTimeout":
         r.status.upgrade = to_model(
             UpgradeStatus, dataclasses.replace(progress, completed=completed).as_status()
         )
         raise exc
     r.views[name].state, r.views[name].message = "Failed", exc.message
+    r.views[name].operation = None  # a retry starts the node's work again
     stopped = dataclasses.replace(
         progress,
         state=upgrade.FAILED,
@@ -287,17 +222,20 @@ async def advance(
     r.status.upgrade = to_model(UpgradeStatus, stopped.as_status())
     message = f"the upgrade to {target} stopped at node {name}: {exc.message}"
     r.conditions.set(UP_TO_DATE, False, "UpgradeFailed", message[:2000])
+    error = errors.PermanentError(message, reason="UpgradeFailed")
+    r.conditions.from_error(error)  # the flushed status says Stalled with the Failed state, never one alone
     await r.flush()
-    raise errors.PermanentError(message, reason="UpgradeFailed")
+    raise error
 
 
-async def _gather(coros: list[Any]) -> list[errors.K3sDeployError | None]:
-    """Run node jobs together; each outcome is None (done) or its error (other errors propagate)."""
+async def _gather(coros: list[Any]) -> list[errors.K3sDeployError | errors.NotYet | None]:
+    """Run node work together; each outcome is None (done), NotYet (in flight) or its error (other
+    errors propagate)."""
 
     results = await asyncio.gather(*coros, return_exceptions=True)
-    out: list[errors.K3sDeployError | None] = []
+    out: list[errors.K3sDeployError | errors.NotYet | None] = []
     for result in results:
-        if isinstance(result, errors.K3sDeployError):
+        if isinstance(result, errors.K3sDeployError | errors.NotYet):
             out.append(result)
         elif isinstance(result, BaseException):
             raise result

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from k3s_deploy.ports.target import TargetNode
-from k3s_deploy.services.k3scluster import install, reconfigure, rollout, upgrade
+from k3s_deploy.services.k3scluster import install, node_ops, reconfigure, upgrade
 from k3s_deploy.services.k3scluster.access import node_target
+from k3s_deploy.services.k3scluster.settings_action import ReconfigureAction
 from k3s_deploy.services.k3scluster.state import ClusterPass
 
 APPLIED, STALE = "applied", "stale"
@@ -59,7 +60,8 @@ async def advance(
         return True
     if step.kind != "upgrade":
         return False
-    name = step.nodes[0]
+    busy = [v.name for v in r.views.values() if v.operation and v.operation.action == "Reconfigure"]
+    name = busy[0] if busy else step.nodes[0]  # the node in flight first
     r.status.phase = "Reconfiguring"
     r.conditions.reconciling(
         True, "Reconfiguring", f"applying changed K3s settings: {name} ({left} node(s) left)"
@@ -73,25 +75,16 @@ async def advance(
 async def reconfigure_node(
     r: ClusterPass, name: str, *, kubeconfig: str, private_key: str, settings: install.K3sSettings
 ) -> None:
-    """Drain -> Reconfigure -> WaitReady -> Uncordon, then the digest onto the node."""
+    """Drain -> Reconfigure -> WaitReady -> Uncordon as node work recorded in status (:mod:`node_ops`;
+    NotYet while a step is in flight), then the digest onto the node."""
     view = r.views[name]
     timeout = float(r.spec.ssh.command_timeout_seconds)
-    action = reconfigure.Reconfigure(
+    change = reconfigure.Reconfigure(
         name, node_target(r, view, private_key), settings.node_files[name], reconfigure.SERVICES[view.role]
     )
-    await rollout.cordon_and_drain(r, kubeconfig, name)
-    view.state = "Reconfiguring"
-    r.event("Normal", "Reconfiguring", f"Applying changed K3s settings to {name}: {action.restart_command}")
-    await action.apply(r.deps.ssh, timeout_s=timeout)
-    await rollout.wait_ready(
-        r,
-        kubeconfig,
-        name,
-        view.k3s_version or "",
-        timeout_s=float(r.spec.upgrade.node_ready_timeout_seconds),
-    )
-    await r.deps.target.set_unschedulable(kubeconfig, name, False)
-    await action.commit(r.deps.ssh, timeout_s=timeout)
-    view.config_digest = action.files.digest
+    action = ReconfigureAction(change, view.k3s_version or "")
+    await node_ops.advance(r, name, action, kubeconfig=kubeconfig, private_key=private_key)
+    await change.commit(r.deps.ssh, timeout_s=timeout)
+    view.config_digest = change.files.digest
     view.state, view.ready, view.message = "Ready", True, None
     r.event("Normal", "Reconfigured", f"Node {name} runs with the new K3s settings and is Ready")

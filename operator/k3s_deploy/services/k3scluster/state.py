@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from k3s_deploy import errors
 from k3s_deploy.api.k3scluster import K3sCluster
 from k3s_deploy.api.k3scluster_status import ClusterNode, K3sClusterStatus, NodeRole, NodeState
+from k3s_deploy.api.node_operation import NodeOperation
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.ports.artefacts import ArtefactFetcher
 from k3s_deploy.ports.channels import ChannelServer
@@ -98,6 +99,7 @@ class NodeView:
     node_labels: Mapping[str, str] = field(default_factory=dict)
     node_taints: tuple[str, ...] = ()
     config_digest: str | None = None  # read back from the node (node_config.DIGEST_FILE)
+    operation: NodeOperation | None = None  # long work in flight (node_ops.py), kept across passes
 
     def as_status(self) -> ClusterNode:
         """The node's status entry (fields without a value are left out)."""
@@ -116,6 +118,7 @@ class NodeView:
             "state": self.state,
             "message": self.message,
             "config_digest": self.config_digest,
+            "operation": self.operation,
         }
         return ClusterNode(**{k: v for k, v in fields.items() if v is not None})
 
