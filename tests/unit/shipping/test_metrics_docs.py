@@ -149,6 +149,14 @@ def test_ssh_operations_documented_are_the_ones_recorded() -> None:
                 and isinstance(node.value, ast.Constant)
             ):
                 recorded.add(str(node.value.value))
+            # node actions name theirs as a class attribute, recorded by node_ops as `action.metric`
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id == "metric"
+                and isinstance(node.value, ast.Constant)
+            ):
+                recorded.add(str(node.value.value))
             if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
                 params = node.args.kwonlyargs
                 for param, default in zip(params, node.args.kw_defaults, strict=True):
