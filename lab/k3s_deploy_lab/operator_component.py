@@ -56,14 +56,21 @@ def install_crds(kubeconfig: Path) -> None:
 
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", input=render_all())
     for plural in ("proxmoxvms", "k3sclusters"):
-        kubectl(
-            kubeconfig,
-            "wait",
-            "--for",
-            "condition=Established",
-            "--timeout=60s",
-            f"crd/{plural}.k3sdeploy.io",
-        )
+        wait_established(kubeconfig, f"crd/{plural}.k3sdeploy.io")
+
+
+def wait_established(kubeconfig: Path, crd: str, timeout_s: float = 60.0) -> None:
+    """``kubectl wait`` for Established, again while the new CRD has no status yet: kubectl then
+    fails at once with "accessor error: <nil>" instead of waiting."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            kubectl(kubeconfig, "wait", "--for", "condition=Established", "--timeout=60s", crd)
+            return
+        except RuntimeError as exc:
+            if "accessor error" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 def spawn_operator(

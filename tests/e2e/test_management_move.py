@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from k3s_deploy.api.crdgen import render_all
+from k3s_deploy_lab.operator_component import install_crds
 
 from .conftest import Lab
 from .dr_helpers import ready_since, same_place, world
@@ -79,9 +79,7 @@ def test_moving_the_management_cluster_costs_no_vm(
     lab.operator.stop()  # the old management cluster is gone
 
     kubectl_b = partial(lab.kubectl, kubeconfig=second_plane)
-    kubectl_b("apply", "--server-side", "-f", "-", input=render_all())
-    for plural in ("proxmoxvms", "k3sclusters"):
-        kubectl_b("wait", "--for", "condition=Established", "--timeout=60s", f"crd/{plural}.k3sdeploy.io")
+    install_crds(second_plane)  # what `lab up` does: apply, then wait until they are served
     kubectl_b("create", "namespace", lab.namespace)
     operator_b = start_operator(
         lab.namespace, kubeconfig=second_plane, env={"K3SD_RESYNC_SECONDS": str(int(RESYNC))}
