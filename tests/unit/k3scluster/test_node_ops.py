@@ -221,3 +221,45 @@ async def test_a_first_install_is_a_guest_job_looked_at_on_later_passes(clock: C
     assert w.of("install") == ["demo-server-0", "demo-agent-0"]
     assert all(n.get("operation") is None for n in ready.status["nodes"])
     assert not any(host.jobs for host in w.ssh.hosts.values())  # every exit code read, every file gone
+
+
+class LeavingPod(Budgeted):
+    """Budgeted's pod, on the agent a scale-down removes."""
+
+    def __init__(self, w: World, refusals: int, node: str) -> None:
+        super().__init__(w, refusals)
+        self.node = node
+
+    async def pods_on(self, kubeconfig: str, node: str) -> list[TargetPod]:
+        if node != self.node:
+            self.ops.append(("drain", node))
+            return []
+        return await super().pods_on(kubeconfig, "demo-server-0")
+
+
+async def test_a_scale_down_drain_is_recorded_and_a_pause_is_seen_between_rounds(clock: Clock) -> None:
+    w, b = await ready_cluster(1, 2)
+    w.target = w.deps.target = LeavingPod(w, refusals=2, node="demo-agent-1")
+    b["spec"]["agents"]["replicas"] = 1
+    bump(b)
+    first = await w.pass_(b)
+    assert first.requeue_after == node_ops.POLL_S and first.error is None
+    op = operation(first, "demo-agent-1")
+    assert op is not None and op["kind"] == "Drain" and op["action"] == "Remove"
+    assert next(n for n in first.status["nodes"] if n["name"] == "demo-agent-1")["state"] == "Removing"
+    assert w.objects.deleted_children == [] and "demo-agent-1" in w.target.cordoned
+    b["spec"]["paused"] = True  # seen at the next pass, not after the drain
+    bump(b)
+    paused = await w.pass_(b)
+    assert paused.status["phase"] == "Paused"
+    evictions = w.of("evict")
+    clock.tick(5)
+    await w.pass_(b)
+    assert w.of("evict") == evictions and w.objects.deleted_children == []
+    b["spec"]["paused"] = False
+    bump(b)
+    out = await w.settle(b)
+    assert cond(out, "Ready")["status"] == "True", out.status["conditions"]
+    assert w.objects.deleted_children == ["demo-agent-1"]
+    mine = [o for o, n in w.ops if n == "demo-agent-1"]
+    assert mine[-2:] == ["delete-node", "uninstall"] and w.of("evict") == ["web"] * 3

@@ -98,7 +98,9 @@ async def advance(
     while True:
         if op.kind == "Drain":
             view.state = "Draining"
-            if not await _drain(r, view, op, kubeconfig):
+            left = await drain_round(r, name, op, kubeconfig)
+            if left is not None:
+                view.operation = left
                 raise errors.NotYet(POLL_S, "Draining", f"draining node {name}")
             op = view.operation = _step(r, "WaitReady" if action.applied(view) else action.name, action)
         elif op.kind == "WaitReady":
@@ -144,18 +146,29 @@ async def _let_go(r: ClusterPass, view: NodeView, action: NodeAction, private_ke
     await guest_jobs.clean(r.deps.ssh, target, old.job, timeout_s=timeout)
 
 
-async def _drain(r: ClusterPass, view: NodeView, op: NodeOperation, kubeconfig: str) -> bool:
-    """One round of ``kubectl drain``: cordon, evict what may go; True once nothing is left to wait for.
-    Evictions a PodDisruptionBudget refuses are issued again on the next round."""
+def drain_step(r: ClusterPass, action: str) -> NodeOperation:
+    """A Drain step on its own (a member leaving the cluster: nothing follows it on the node)."""
+    return NodeOperation(
+        kind="Drain",
+        action=action,
+        started_time=_now(),
+        timeout_seconds=int(r.spec.upgrade.drain.timeout_seconds),
+    )
+
+
+async def drain_round(r: ClusterPass, name: str, op: NodeOperation, kubeconfig: str) -> NodeOperation | None:
+    """One round of ``kubectl drain``: cordon, evict what may go. None once nothing is left to wait
+    for, else the step with its eviction count (the caller records it and looks again). Evictions a
+    PodDisruptionBudget refuses are issued again on the next round."""
     options = drain_options(r)
-    name, target = view.name, r.deps.target
+    target = r.deps.target
     if options is None or not await target.set_unschedulable(kubeconfig, name, True):
-        return True
+        return None
     pods = await target.pods_on(kubeconfig, name)
     victims = drain.evictable(name, pods, options)
     refused = [f"{ns}/{pod}" for ns, pod in victims if not await target.evict(kubeconfig, ns, pod)]
     evicted = (op.evicted or 0) + len(victims) - len(refused)
-    view.operation = op.model_copy(update={"evicted": evicted})
+    op = op.model_copy(update={"evicted": evicted})
     going = [
         f"{p.namespace}/{p.name}"
         for p in pods
@@ -163,7 +176,7 @@ async def _drain(r: ClusterPass, view: NodeView, op: NodeOperation, kubeconfig: 
     ]
     if not victims and not going:
         r.event("Normal", "Drained", f"Cordoned and drained node {name} ({evicted} pod(s) evicted)")
-        return True
+        return None
     if _elapsed(op) >= op.timeout_seconds:
         what = (
             f"eviction of {', '.join(refused[:5])} still refused after {op.timeout_seconds}s "
@@ -173,7 +186,7 @@ async def _drain(r: ClusterPass, view: NodeView, op: NodeOperation, kubeconfig: 
             f"terminating after {op.timeout_seconds}s"
         )
         raise errors.TransientError(f"draining node {name}: {what}", reason="DrainTimeout")
-    return False
+    return op
 
 
 async def _change(

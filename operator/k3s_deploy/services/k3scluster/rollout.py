@@ -3,7 +3,8 @@ remove a member.
 
 A node's upgrade is long work recorded in status (:mod:`node_ops`): each pass moves it on by one
 step and ends (NotYet) while it is in flight, so a pass (or an operator process) that dies half-way
-is picked up by the next one. Removing a member still drains inside its pass (``cordon_and_drain``).
+is picked up by the next one. A member removed by a scale-down is drained the same way, one round per
+pass (``drain_leaving``), before its Node, K3s and VM go.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from k3s_deploy import errors, metrics
 from k3s_deploy.api.common import condition
 from k3s_deploy.api.k3scluster_status import UpgradeStatus
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
-from k3s_deploy.services.k3scluster import drain, install, node_ops, upgrade, versions
+from k3s_deploy.services.k3scluster import install, node_ops, upgrade, versions
 from k3s_deploy.services.k3scluster.access import ssh_target as build_target
 from k3s_deploy.services.k3scluster.installer_actions import Upgrade
 from k3s_deploy.services.k3scluster.node_ops import drain_options
@@ -26,16 +27,23 @@ from k3s_deploy.services.k3scluster.scaling import Surplus
 from k3s_deploy.services.k3scluster.state import ClusterPass, as_dict, to_model
 
 UP_TO_DATE = "UpToDate"
+REMOVE = "Remove"  # the action of a leaving member's drain
 UNINSTALL = {"server": "/usr/local/bin/k3s-uninstall.sh", "agent": "/usr/local/bin/k3s-agent-uninstall.sh"}
 
 
-async def cordon_and_drain(r: ClusterPass, kubeconfig: str, name: str) -> None:
-    options = drain_options(r)
-    if options is None:
+async def drain_leaving(r: ClusterPass, kubeconfig: str, name: str) -> None:
+    """One drain round of a member on its way out, its step recorded on its status entry; raises
+    NotYet while pods are still to go (so a pause, an edit or a deletion is seen between rounds)."""
+    if drain_options(r) is None:
         return
-    if await r.deps.target.set_unschedulable(kubeconfig, name, True):
-        evicted = await drain.drain(r.deps.target, kubeconfig, name, options)
-        r.event("Normal", "Drained", f"Cordoned and drained node {name} ({evicted} pod(s) evicted)")
+    recorded = r.recorded.get(name)
+    op = r.leaving_ops.get(name) or (recorded.operation if recorded is not None else None)
+    if op is None or op.kind != "Drain" or op.action != REMOVE:
+        op = node_ops.drain_step(r, REMOVE)
+    left = await node_ops.drain_round(r, name, op, kubeconfig)
+    r.leaving_ops[name] = left
+    if left is not None:
+        raise errors.NotYet(node_ops.POLL_S, "Draining", f"draining node {name} before its removal")
 
 
 async def upgrade_node(
@@ -70,7 +78,7 @@ async def remove_member(
     name, role = surplus.name, surplus.role
     r.event("Normal", "RemovingNode", f"Removing {role} {name}: the spec no longer wants it")
     if kubeconfig is not None and in_cluster:
-        await cordon_and_drain(r, kubeconfig, name)
+        await drain_leaving(r, kubeconfig, name)
         if await r.deps.target.delete_node(kubeconfig, name):
             r.event("Normal", "NodeDeleted", f"Deleted node {name} from the cluster")
     await _uninstall(r, surplus, child, private_key)

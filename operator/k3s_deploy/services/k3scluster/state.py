@@ -147,6 +147,8 @@ class ClusterPass:
         # members the spec no longer wants (with their child), and those removed in this pass
         self.surplus: dict[str, tuple[scaling.Surplus, ProxmoxVM]] = {}
         self.removed: set[str] = set()
+        # the drain step of a surplus member this pass (None: drained), kept on its status entry
+        self.leaving_ops: dict[str, NodeOperation | None] = {}
         self.power_plan: power.PowerPlan | None = None
         self.replaced: set[str] = set()  # members on a new VM (the old one destroyed outside)
         agent = self.proxmox_client if deps.proxmox is not None else None
@@ -197,7 +199,10 @@ class ClusterPass:
             if name in self.removed:
                 continue
             entry = self.recorded.get(name) or ClusterNode(name=name, role=self.surplus[name][0].role)
-            out.append(entry.model_copy(update={"state": "Removing", "ready": False}))
+            update: dict[str, Any] = {"state": "Removing", "ready": False}
+            if name in self.leaving_ops:
+                update["operation"] = self.leaving_ops[name]
+            out.append(entry.model_copy(update=update))
         return out
 
     def store_nodes(self) -> None:
