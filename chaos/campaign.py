@@ -163,16 +163,20 @@ def proxmox_faults(seed: int) -> dict[str, Any]:
 
 
 def secret_values(rig: Rig, name: str) -> dict[str, str]:
-    """Each Secret's data; for ``<cluster>-token`` its identity: the server password, which must never
-    change (the token itself turns into K3s's secure form ``K10<ca hash>::server:<password>`` once,
-    when the first server has written it)."""
+    """Each Secret's data; for ``<cluster>-token`` its identity: the server password and the stable
+    cluster id, neither of which may ever change once written (the token itself turns into K3s's secure
+    form ``K10<ca hash>::server:<password>`` once, when the first server has written it; the id is
+    written before the token, so a first look may see only the id)."""
     out = {}
     for secret in (f"{name}-kubeconfig", f"{name}-token", "proxmox-credentials", "k3s-ssh-key"):
         obj = rig.get("secret", secret)
         if obj:
             data = obj.get("data") or {}
-            if secret == f"{name}-token" and "token" in data:
-                data = {"password": tokens.password_of(base64.b64decode(data["token"]).decode())}
+            if secret == f"{name}-token":
+                identity = {k: data[k] for k in ("clusterId",) if k in data}
+                if "token" in data:
+                    identity["password"] = tokens.password_of(base64.b64decode(data["token"]).decode())
+                data = identity
             out[secret] = json.dumps(data, sort_keys=True)
     return out
 
@@ -216,7 +220,9 @@ def check_secrets(rig: Rig, name: str, first: dict[str, str], result: RunResult)
         if key not in now:
             result.secrets_lost += 1
             result.notes.append(f"Secret {key} missing")
-    if first.get(f"{name}-token") and now.get(f"{name}-token") != first[f"{name}-token"]:
+    was = json.loads(first.get(f"{name}-token") or "{}")
+    is_now = json.loads(now.get(f"{name}-token") or "{}")
+    if any(is_now.get(key) != value for key, value in was.items()):  # a part of it written, then changed
         result.secrets_lost += 1
         result.notes.append("the cluster token changed")
     kubeconfig = rig.get("secret", f"{name}-kubeconfig")

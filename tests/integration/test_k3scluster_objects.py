@@ -66,11 +66,15 @@ async def test_secrets_are_written_and_deleted_only_when_ours(
     )
     assert await objects.write_secret(namespace, "demo-token", {"token": b"t1"}, labels=labels, owner=None)
     assert await objects.read_secret(namespace, "demo-token") == {"token": b"t1"}
-    # the Secret holds exactly what was written: a key left out is removed, not kept by the merge
-    assert await objects.write_secret(
-        namespace, "demo-token", {"token": b"t1", "stale": b"x"}, labels=labels, owner=None
+    # a key left out is kept (a merge), unless the write drops the others
+    assert await objects.write_secret(namespace, "demo-token", {"stale": b"x"}, labels=labels, owner=None)
+    assert await objects.read_secret(namespace, "demo-token") == {"token": b"t1", "stale": b"x"}
+    assert not await objects.write_secret(
+        namespace, "demo-token", {"token": b"t1"}, labels=labels, owner=None
     )
-    assert await objects.write_secret(namespace, "demo-token", {"token": b"t1"}, labels=labels, owner=None)
+    assert await objects.write_secret(
+        namespace, "demo-token", {"token": b"t1"}, labels=labels, owner=None, drop_others=True
+    )
     assert await objects.read_secret(namespace, "demo-token") == {"token": b"t1"}
     assert await objects.read_secret(namespace, "missing") is None
 

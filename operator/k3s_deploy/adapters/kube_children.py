@@ -174,6 +174,7 @@ class KubeClusterObjects:
         *,
         labels: Mapping[str, str],
         owner: Mapping[str, Any] | None,
+        drop_others: bool = False,
     ) -> bool:
         encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
 
@@ -200,10 +201,13 @@ class KubeClusterObjects:
                     "rename or delete it",
                     reason="SecretConflict",
                 )
-            if (current.data or {}) == encoded:
+            have_data = current.data or {}
+            # a merge patch keeps keys it does not name: null them when only ``data`` may stay
+            gone: dict[str, str | None] = (
+                {k: None for k in have_data if k not in encoded} if drop_others else {}
+            )
+            if not gone and all(have_data.get(k) == v for k, v in encoded.items()):
                 return False
-            # the Secret holds exactly ``data``: a merge patch keeps keys it does not name, so null them
-            gone: dict[str, str | None] = {k: None for k in (current.data or {}) if k not in encoded}
             patch = {"data": {**encoded, **gone}}
             core.patch_namespaced_secret(name, namespace, patch, _request_timeout=self._timeout)
             return True

@@ -53,8 +53,10 @@ class ClusterObjects(Protocol):
         *,
         labels: Mapping[str, str],
         owner: Mapping[str, Any] | None,
+        drop_others: bool = False,
     ) -> bool:
-        """Create or update a Secret so that it holds exactly ``data``; True when something changed.
+        """Create or update a Secret with ``data`` (keys it does not name are kept, unless
+        ``drop_others``: then it holds exactly ``data``); True when something changed.
 
         An existing Secret without all of ``labels`` belongs to someone else: ``InvalidSpec``, untouched.
         """

@@ -81,14 +81,18 @@ class FakeObjects:
         *,
         labels: Mapping[str, str],
         owner: Mapping[str, Any] | None,
+        drop_others: bool = False,
     ) -> bool:
         current = self.secrets.get((namespace, name))
+        new = dict(data)
         if current is not None:
             if any(current["labels"].get(k) != v for k, v in labels.items()):
                 raise errors.InvalidSpec(f"Secret {name} is not ours", reason="SecretConflict")
-            if current["data"] == dict(data):
+            new = dict(data) if drop_others else {**current["data"], **data}  # a merge patch, as the API does
+            if current["data"] == new:
                 return False
-        self.secrets[(namespace, name)] = {"data": dict(data), "labels": dict(labels), "owner": owner}
+            labels, owner = current["labels"], current["owner"]
+        self.secrets[(namespace, name)] = {"data": new, "labels": dict(labels), "owner": owner}
         return True
 
     async def delete_managed_secret(self, namespace: str, name: str, *, labels: Mapping[str, str]) -> bool:

@@ -231,6 +231,7 @@ class HostKeys:
             {k: v.encode() for k, v in sorted(self.stored.items())},
             labels=managed_labels(self.ref.name),
             owner=self.ref.owner_reference(),
+            drop_others=True,  # the pins of machines that are gone go with them
         )
         self._changed = False
 
