@@ -80,13 +80,16 @@ async def test_every_gateway_call_reaches_the_apiserver_by_path(
     ] == ["raw-vm"]
     assert await kube.list_objects(GROUP, VERSION, PLURAL, namespace, "k3sdeploy.io/cluster=other") == []
 
-    await kube.patch_status(GROUP, VERSION, PLURAL, namespace, "raw-vm", {"vmid": 4242, "node": "pve1"})
+    written = await kube.patch_status(
+        GROUP, VERSION, PLURAL, namespace, "raw-vm", {"vmid": 4242, "node": "pve1"}
+    )
+    assert written == _get(kubectl, PLURAL, "raw-vm", "-n", namespace)["metadata"]["resourceVersion"]
     await kube.patch_annotations(GROUP, VERSION, PLURAL, namespace, "raw-vm", {"example.com/a": "1"})
     obj = _get(kubectl, PLURAL, "raw-vm", "-n", namespace)
     assert obj["status"]["vmid"] == 4242 and obj["status"]["node"] == "pve1"
     assert obj["metadata"]["annotations"]["example.com/a"] == "1"
     assert obj["metadata"]["labels"] == {"k3sdeploy.io/cluster": "c1"}  # a merge patch, not a replace
-    await kube.patch_status(GROUP, VERSION, PLURAL, namespace, "gone", {"vmid": 1})  # 404: nothing to do
+    assert await kube.patch_status(GROUP, VERSION, PLURAL, namespace, "gone", {"vmid": 1}) is None  # 404
 
     await kube.post_event(obj, type_="Warning", reason="RawPathTest", message="token s3cr3t refused")
     events = _get(kubectl, "events", "-n", namespace, "--field-selector", "reason=RawPathTest")["items"]
