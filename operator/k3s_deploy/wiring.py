@@ -96,7 +96,7 @@ def cluster_deps(settings: OperatorSettings, sessions: Sessions) -> Deps:
     from k3s_deploy.adapters.artefacts import HttpArtefactFetcher
     from k3s_deploy.adapters.channels import HttpChannelServer
     from k3s_deploy.adapters.kube_children import KubeClusterObjects
-    from k3s_deploy.adapters.ssh import AsyncSshRunner
+    from k3s_deploy.adapters.ssh_lazy import LazySshRunner
     from k3s_deploy.adapters.target_cluster import KubernetesTargetCluster
 
     async def list_vms(credentials: ProxmoxCredentials) -> list[VmSummary]:
@@ -105,7 +105,7 @@ def cluster_deps(settings: OperatorSettings, sessions: Sessions) -> Deps:
 
     return Deps(
         objects=KubeClusterObjects(),
-        ssh=AsyncSshRunner(max_output_bytes=settings.ssh_max_output_bytes),
+        ssh=LazySshRunner(max_output_bytes=settings.ssh_max_output_bytes),
         target=KubernetesTargetCluster(),
         list_vms=list_vms,
         proxmox=lambda credentials: sessions.get(credentials).client,

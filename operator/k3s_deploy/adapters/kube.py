@@ -1,4 +1,8 @@
-"""KubeGateway over the official kubernetes client (synchronous, so run in worker threads)."""
+"""KubeGateway over the official kubernetes client (synchronous, so run in worker threads).
+
+Requests go by path through the client's ApiClient (:mod:`.kube_raw`), not through its generated API
+classes, whose import costs about 20 MiB of models the operator never uses.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
+from k3s_deploy.adapters.kube_raw import MERGE_PATCH, custom_object_path, request
 from k3s_deploy.errors import CredentialsError, K3sDeployError, KubeUnavailable
 from k3s_deploy.secrets_mask import redact, redact_status, register_secret_data
 
@@ -33,11 +38,21 @@ def _load_api_client() -> Any:
 
 
 def decode_secret(secret: Any) -> dict[str, bytes]:
-    """A V1Secret's values, registered for masking: every Secret value enters the operator here."""
-    data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-    data.update({k: v.encode() for k, v in (secret.string_data or {}).items()})
+    """A Secret's values (a V1Secret or its JSON), registered for masking: every Secret value enters
+    the operator here."""
+    if isinstance(secret, Mapping):
+        encoded, plain = secret.get("data") or {}, secret.get("stringData") or {}
+    else:
+        encoded, plain = secret.data or {}, secret.string_data or {}
+    data = {k: base64.b64decode(v) for k, v in encoded.items()}
+    data.update({k: v.encode() for k, v in plain.items()})
     register_secret_data(data)
     return data
+
+
+def _where(group: str, version: str, plural: str, namespace: str, name: str | None = None) -> dict[str, str]:
+    where = {"group": group, "version": version, "plural": plural, "namespace": namespace}
+    return where if name is None else {**where, "name": name}
 
 
 class KubernetesGateway:
@@ -73,7 +88,12 @@ class KubernetesGateway:
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         def read(api: Any) -> dict[str, bytes] | None:
             try:
-                secret = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+                secret = request(
+                    api,
+                    "GET",
+                    "/api/v1/namespaces/{namespace}/secrets/{name}",
+                    {"namespace": namespace, "name": name},
+                )
             except ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -87,8 +107,8 @@ class KubernetesGateway:
     ) -> dict[str, Any] | None:
         def read(api: Any) -> dict[str, Any] | None:
             try:
-                found = client.CustomObjectsApi(api).get_namespaced_custom_object(
-                    group, version, namespace, plural, name
+                found = request(
+                    api, "GET", custom_object_path(name=True), _where(group, version, plural, namespace, name)
                 )
             except ApiException as exc:
                 if exc.status == 404:
@@ -102,8 +122,12 @@ class KubernetesGateway:
         self, group: str, version: str, plural: str, namespace: str, label_selector: str
     ) -> list[dict[str, Any]]:
         def read(api: Any) -> list[dict[str, Any]]:
-            listing = client.CustomObjectsApi(api).list_namespaced_custom_object(
-                group, version, namespace, plural, label_selector=label_selector
+            listing = request(
+                api,
+                "GET",
+                custom_object_path(),
+                _where(group, version, plural, namespace),
+                query={"labelSelector": label_selector} if label_selector else None,
             )
             return list(cast(dict[str, Any], listing).get("items", []))
 
@@ -114,8 +138,13 @@ class KubernetesGateway:
     ) -> str | None:
         def patch(api: Any) -> str | None:
             try:
-                answer = client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-                    group, version, namespace, plural, name, {"status": redact_status(status)}
+                answer = request(
+                    api,
+                    "PATCH",
+                    custom_object_path(name=True, status=True),
+                    _where(group, version, plural, namespace, name),
+                    body={"status": redact_status(status)},
+                    content_type=MERGE_PATCH,
                 )
             except ApiException as exc:
                 if exc.status != 404:  # gone already: nothing left to report on
@@ -129,8 +158,13 @@ class KubernetesGateway:
         self, group: str, version: str, plural: str, namespace: str, name: str, annotations: Mapping[str, str]
     ) -> None:
         def patch(api: Any) -> None:
-            client.CustomObjectsApi(api).patch_namespaced_custom_object(
-                group, version, namespace, plural, name, {"metadata": {"annotations": dict(annotations)}}
+            request(
+                api,
+                "PATCH",
+                custom_object_path(name=True),
+                _where(group, version, plural, namespace, name),
+                body={"metadata": {"annotations": dict(annotations)}},
+                content_type=MERGE_PATCH,
             )
 
         await self._call(f"annotate {plural}/{namespace}/{name}", patch)
@@ -138,30 +172,35 @@ class KubernetesGateway:
     async def post_event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         meta = involved.get("metadata", {})
         namespace = str(meta.get("namespace") or "default")
-        now = dt.datetime.now(dt.UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{meta.get('name', 'object')}.{uuid.uuid4().hex[:12]}"),
-            involved_object=client.V1ObjectReference(
-                api_version=involved.get("apiVersion"),
-                kind=involved.get("kind"),
-                name=meta.get("name"),
-                namespace=namespace,
-                uid=meta.get("uid"),
-                resource_version=meta.get("resourceVersion"),
-            ),
-            reason=reason,
-            message=redact(message)[:1024],
-            type=type_,
-            source=client.V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT,
-            reporting_instance=COMPONENT,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved_object = {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": meta.get("name"),
+            "namespace": namespace,
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta.get('name', 'object')}.{uuid.uuid4().hex[:12]}"},
+            "involvedObject": {k: v for k, v in involved_object.items() if v is not None},
+            "reason": reason,
+            "message": redact(message)[:1024],
+            "type": type_,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
         await self._call(
             f"post event {reason}",
-            lambda api: client.CoreV1Api(api).create_namespaced_event(namespace, body),
+            lambda api: request(
+                api, "POST", "/api/v1/namespaces/{namespace}/events", {"namespace": namespace}, body=body
+            ),
         )
 
 

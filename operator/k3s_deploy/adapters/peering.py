@@ -9,23 +9,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from k3s_deploy.adapters.kube import KubernetesGateway
+from k3s_deploy.adapters.kube_raw import request
 
 GROUP, VERSION = "kopf.dev", "v1"
 
 
+def _gv() -> dict[str, str]:
+    return {"group": GROUP, "version": VERSION}
+
+
 def _create(api: Any, name: str, namespace: str | None) -> bool:
-    objects = client.CustomObjectsApi(api)
     kind = "ClusterKopfPeering" if namespace is None else "KopfPeering"
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name}}
     try:
         if namespace is None:
-            objects.create_cluster_custom_object(GROUP, VERSION, "clusterkopfpeerings", body)
+            request(api, "POST", "/apis/{group}/{version}/clusterkopfpeerings", _gv(), body=body)
         else:
-            objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "kopfpeerings", body)
+            path = "/apis/{group}/{version}/namespaces/{namespace}/kopfpeerings"
+            request(api, "POST", path, {**_gv(), "namespace": namespace}, body=body)
     except ApiException as exc:
         if exc.status == 409:
             return False

@@ -43,6 +43,7 @@ from k3s_deploy_lab.guests.k3s.flags import (
     build_request,
 )
 from k3s_deploy_lab.guests.k3s.joining import Joining
+from k3s_deploy_lab.guests.k3s.prestart import Prestarts
 from k3s_deploy_lab.guests.k3s.releases import add_release_routes
 from k3s_deploy_lab.guests.k3s.units import Install as Install
 from k3s_deploy_lab.guests.k3s.units import InstallFailed as InstallFailed
@@ -79,6 +80,7 @@ class K3sControl:
         self.datastore = Datastore(self)
         self.deploy = DeployController(self)
         self.joining = Joining(self)
+        self.prestarts = Prestarts(self)  # new clusters' control planes start outside the lock
         self.vip = VipController(self)
 
     @property
@@ -288,7 +290,7 @@ class K3sControl:
         if self.chaos.install_seconds > 0:  # download + unit start, as long as a benchmark asks
             await asyncio.sleep(self.chaos.install_seconds)
         try:
-            async with self._lock:
+            async with self.prestarts.around(guest, req, self._lock):
                 await self.joining.start_service(guest, req)
         except InstallFailed as exc:
             out += units.failed(guest, service, str(exc))

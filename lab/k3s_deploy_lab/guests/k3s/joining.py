@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import shutil
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -14,6 +13,7 @@ from k3s_deploy_lab.guests.k3s.artefacts import node_record, read_token_file, wr
 from k3s_deploy_lab.guests.k3s.cluster import LabCluster
 from k3s_deploy_lab.guests.k3s.datastore import mark_datastore, stale_error
 from k3s_deploy_lab.guests.k3s.flags import InstallRequest
+from k3s_deploy_lab.guests.k3s.prestart import start_cluster
 from k3s_deploy_lab.guests.k3s.proxy import API_PORT
 from k3s_deploy_lab.guests.k3s.units import Install, InstallFailed
 from k3s_deploy_lab.guests.sshd import RunningGuest
@@ -182,26 +182,8 @@ class Joining:
         raise InstallFailed(refused)
 
     async def create_cluster(self, guest: RunningGuest, req: InstallRequest, token: str | None) -> LabCluster:
-        ip = guest.spec.addresses[0]
-        password = tokens.parse(token).password if token else tokens.new_password()
-        cluster_id = f"{guest.spec.vmid}-{secrets.token_hex(3)}"
-        cluster = LabCluster(
-            cluster_id,
-            self.control.state_dir / "clusters" / cluster_id,
-            init_ip=ip,
-            password=password,
-            etcd=req.bool("cluster-init"),
-            sans=req.many("tls-san"),
-            log=self.control.log,
-        )
-        try:
-            await cluster.start()
-            if token:  # a secure token on the first server must name the CA it just made
-                tokens.check_ca(token, cluster_ca_pem=cluster.ca_pem)
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                await cluster.close()
-            shutil.rmtree(cluster.data_dir, ignore_errors=True)
-            raise InstallFailed(f"starting kubernetes: {exc}") from exc
-        self.control.clusters[cluster_id] = cluster
+        # started before the lab's lock when it could be (k3s/prestart.py), else here
+        taken = self.control.prestarts.take(guest.spec.instance_id)
+        cluster = taken or await start_cluster(self.control, guest, req, token)
+        self.control.clusters[cluster.id] = cluster
         return cluster

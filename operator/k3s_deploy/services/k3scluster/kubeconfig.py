@@ -27,12 +27,12 @@ import binascii
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 from k3s_deploy import errors
 from k3s_deploy.ports.target import KUBECONFIG_CLUSTER_FIELDS, KUBECONFIG_USER_FIELDS
@@ -137,7 +137,13 @@ def _pem_field(section: dict[str, Any], key: str) -> bytes:
         raise _reject(f"has a {key} that is not base64") from None
 
 
+# cryptography is imported where a kubeconfig is read, not with this module: about 5 MiB that an
+# operator handling only ProxmoxVMs never needs (see docs/performance.md).
+
+
 def _certificates(data: bytes, key: str) -> list[x509.Certificate]:
+    from cryptography import x509
+
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -148,10 +154,14 @@ def _certificates(data: bytes, key: str) -> list[x509.Certificate]:
 
 
 def _pem(certs: list[x509.Certificate]) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
 def _public(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return bytes(
         key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
@@ -160,6 +170,9 @@ def _public(key: Any) -> bytes:
 def sanitise(text: str) -> GuestKubeconfig:
     """Take the CA, client certificate and key out of a guest's kubeconfig, or raise
     ``GuestInputRejected`` (reason ``KubeconfigRejected``) saying what is wrong."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         doc: Any = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from k3s_deploy.errors import GuestNotReady, NotYet
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.proxmoxvm import plan
+from k3s_deploy.services.proxmoxvm.cadence import AGENT_CAP, AGENT_FRACTION, next_look
 from k3s_deploy.services.proxmoxvm.cloudinit import ensure_fresh_cloud_init
 from k3s_deploy.services.proxmoxvm.inventory import Snapshot
 from k3s_deploy.services.proxmoxvm.work import AGENT_READY, BOOT_TOLERANCE, Work
 
-AGENT_POLL = 2.0  # the agent answers soon after boot; a shorter poll shortens every bootstrap
+AGENT_POLL = 2.0  # the first reads after boot; later ones rarer as the boot goes on (cadence.py)
 
 
 def _boot_time(snapshot: Snapshot, vm: VmSummary) -> float | None:
@@ -24,6 +25,7 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
     if state != "running":
         work.status.addresses = []
         work.memory.boot_time = None
+        work.memory.agent_wait_since = None
         work.conditions.set(AGENT_READY, False, "VMNotRunning", f"the VM is {state}")
         return
     snapshot = await work.session.inventory.get()
@@ -46,6 +48,7 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
     agent = work.spec.guest_agent
     cidr = agent.address_cidr if agent else None
     timeout = agent.timeout_seconds if agent else 300
+    asked = work.now().timestamp()
     try:
         interfaces = await work.session.client.agent_interfaces(vm.node, vm.vmid)
         addresses = plan.usable_addresses(interfaces, cidr)
@@ -56,7 +59,11 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
         uptime = vm.uptime or 0
         if uptime < timeout:
             work.conditions.set(AGENT_READY, False, "WaitingForAgent", f"{exc.message} (up {uptime}s)")
-            raise NotYet(AGENT_POLL, "WaitingForAgent", exc.message) from exc
+            if work.memory.agent_wait_since is None:  # the list's uptime may be as old as the list
+                work.memory.agent_wait_since = asked - uptime
+            waited = work.now().timestamp() - work.memory.agent_wait_since
+            after = next_look(waited, floor=AGENT_POLL, fraction=AGENT_FRACTION, cap=AGENT_CAP)
+            raise NotYet(after, "WaitingForAgent", exc.message) from exc
         work.conditions.set(
             AGENT_READY,
             False,
@@ -67,6 +74,7 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
     if addresses != work.status.addresses:
         work.event("Normal", "AddressesChanged", "guest addresses: " + ", ".join(addresses))
     work.status.addresses = addresses
+    work.memory.agent_wait_since = None
     work.memory.boot_time = boot
     work.memory.address_read_generation = work.obj.generation
     work.memory.address_vmid = vm.vmid

@@ -14,13 +14,20 @@ from k3s_deploy.services.proxmoxvm.work import (
 
 async def live_state(work: Work, vm: VmSummary, *, expected: str) -> str:
     """The list's status lags up to 10 s: confirm with status/current only when it disagrees, once
-    per list read (passes reuse one list until it is read again: the answer holds as long)."""
+    per list read (passes reuse one list until it is read again: the answer holds as long). A task
+    this pass found succeeded is that confirmation already: PVE ends a start once QEMU runs, and a
+    clone (or the resize of one) leaves the new VM stopped."""
     if vm.status == expected:
         return vm.status
     confirmed = work.memory.live_state
     if confirmed is not None and confirmed[0] is vm:
         return confirmed[1]
-    state = await work.session.client.vm_status(vm.node, vm.vmid)
+    if expected == "running" and work.finished in ("start", "resume"):
+        state = "running"
+    elif vm.status == "stopped" and work.finished in ("clone", "resize"):
+        state = "stopped"  # a fresh clone nobody started yet (a start would say "already running")
+    else:
+        state = await work.session.client.vm_status(vm.node, vm.vmid)
     work.memory.live_state = (vm, state)
     return state
 

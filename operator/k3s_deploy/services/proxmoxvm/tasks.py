@@ -38,6 +38,7 @@ async def check_task(work: Work) -> None:
         seconds = (datetime.now(UTC) - ref.started_at).total_seconds()
         metrics.observe_proxmox_task(_task_type(ref.upid, ref.action), max(seconds, 0.0), task.succeeded)
     if task.succeeded:
+        work.finished = ref.action
         work.event(
             "Normal", ref.action.capitalize() + "Done", f"{ref.action} task finished: {task.exitstatus}"
         )

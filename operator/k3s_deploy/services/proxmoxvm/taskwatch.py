@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 from k3s_deploy.errors import K3sDeployError
 from k3s_deploy.ports.proxmox import ProxmoxClient, TaskStatus
+from k3s_deploy.services.proxmoxvm.cadence import TASK_CAP, TASK_FRACTION, next_look
 
 log = logging.getLogger(__name__)
 
-TASK_POLL = 1.0  # seconds between two reads of one node's task list
+TASK_POLL = 1.0  # seconds between two reads of one node's task list, at first (cadence.py: then rarer)
 WAKE_FALLBACK = 30.0  # a waiting object's own next look, should no wake come (see ``trust``)
 KEEP_RESULTS = 600.0  # seconds a finished task's result waits to be taken
 
@@ -100,7 +101,7 @@ class TaskWatch:
         failures = 0
         try:
             while True:
-                await self._sleep(self._interval * 2 ** min(failures, 3))
+                await self._sleep(self._pause(node) * 2 ** min(failures, 3))
                 mine = {u: w for u, w in self._watched.items() if w.node == node}
                 if not mine:
                     return
@@ -126,6 +127,15 @@ class TaskWatch:
                 if watched.node == node:
                     del self._watched[upid]
                     watched.wake()
+
+    def _pause(self, node: str) -> float:
+        """The wait before the node's next read: paced by its youngest watched task (cadence.py), so a
+        task just started is looked at every ``interval`` while a long clone alone is read rarely."""
+        ages = [self._clock() - w.since for w in self._watched.values() if w.node == node]
+        youngest = min(ages, default=0.0)
+        return next_look(
+            youngest, floor=self._interval, fraction=TASK_FRACTION, cap=max(self._interval, TASK_CAP)
+        )
 
     def _settle(self, mine: dict[str, _Watched], listed: dict[str, TaskStatus]) -> None:
         now = self._clock()

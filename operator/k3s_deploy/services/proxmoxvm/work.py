@@ -90,6 +90,7 @@ class Memory:
     stale_reboots: int = 0  # reboots for stale cloud-init since the drive was last found current
     verified_owners: set[str] = field(default_factory=set)  # K3sCluster uids checked in this namespace
     live_state: tuple[VmSummary, str] | None = None  # status/current's answer for this list entry
+    agent_wait_since: float | None = None  # epoch seconds the wait for this boot's agent began
 
     def backoff(self, cap: float) -> float:
         """5, 10, 20, 40 ... seconds, at most ``cap``."""
@@ -114,6 +115,7 @@ class Work:
     list_siblings: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
     wake: Callable[[], None] | None = None  # runs this object's next pass now (None: nobody can)
     _configs: dict[int, dict[str, Any]] = field(default_factory=dict)  # read in this pass
+    finished: str | None = None  # the action of the task this pass found succeeded (tasks.py)
 
     async def vm_config(self, vm: VmSummary) -> dict[str, Any]:
         """The VM's config, read once per pass (the ownership check and configure both need it)."""
