@@ -265,6 +265,11 @@ async def test_restore_runs_the_k3s_steps_in_order_resumes_and_runs_once() -> No
     assert not [
         c for _, c, _ in ssh.commands if c.startswith(("systemctl", "k3s server"))
     ]  # once per requestId
+    body.pop("status")  # a lost status (a backup restore, a move) rolls nothing back again
+    ssh.commands.clear()
+    await w.pass_(body)
+    assert not [c for _, c, _ in ssh.commands if c.startswith(("systemctl", "k3s server", "rm"))]
+    assert body["status"]["etcdRestore"]["step"] == "Complete"
 
 
 async def test_restore_resumes_at_the_recorded_step_and_a_missing_snapshot_fails_clearly() -> None:

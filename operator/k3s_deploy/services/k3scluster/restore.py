@@ -7,7 +7,8 @@
 One step per pass: each is recorded in status.etcdRestore before the next one starts, so an operator
 restarted mid-restore goes on at the step it was at (every step can be run again). The longest a pass
 waits is the reset itself or one server's start; the wait for Ready is looked at again each pass.
-A restore runs once per requestId.
+A restore runs once per requestId; the last one done is also kept in ``<cluster>-token``, so a lost
+status (a backup restore, a move) never rolls the cluster back again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import NoReturn
 from k3s_deploy import errors
 from k3s_deploy.api.etcd_snapshots import EtcdRestoreStatus
 from k3s_deploy.ports.ssh import guest_text
+from k3s_deploy.services.cluster_identity import token_secret_name
 from k3s_deploy.services.k3scluster import access, snapshots
+from k3s_deploy.services.k3scluster.secrets import managed_labels
 from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView
 
 RESTORED = "EtcdRestored"
@@ -28,6 +31,7 @@ DB_DIR = "/var/lib/rancher/k3s/server/db"
 RESET_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 300.0
 DONE = ("Complete", "Failed")
+RESTORED_KEY = "etcdRestoredRequestId"  # in <cluster>-token: the last requestId restored
 
 
 def _now() -> datetime:
@@ -45,10 +49,28 @@ def active(r: ClusterPass) -> EtcdRestoreStatus | None:
     return EtcdRestoreStatus(request_id=want.request_id, name=want.name, step="Pending", started_time=_now())
 
 
+def _owns_token_secret(r: ClusterPass) -> bool:
+    ref = r.spec.k3s.token_secret_ref
+    return ref is None or ref.name != token_secret_name(r.ref.name)
+
+
+async def _done_before(r: ClusterPass, request_id: str) -> bool:
+    """Whether ``request_id`` was restored already: recorded in ``<cluster>-token`` (durable, backed up
+    with the cluster), so a lost status never rolls the cluster back a second time."""
+    if not _owns_token_secret(r):
+        return False  # the user's own Secret: the operator never writes it; status is the record
+    data = await r.deps.objects.read_secret(r.ref.namespace, token_secret_name(r.ref.name)) or {}
+    return data.get(RESTORED_KEY, b"").decode(errors="replace") == request_id
+
+
 async def advance(r: ClusterPass, private_key: str) -> None:
     """Do the next step of a restore in flight; NotYet until the cluster only has to turn Ready."""
     cur = active(r)
     if cur is None:
+        return
+    if cur.step == "Pending" and await _done_before(r, cur.request_id):
+        cur.step, cur.message = "Complete", f"restored {cur.name} before (recorded in the token Secret)"
+        r.status.etcd_restore = cur
         return
     old = r.old.etcd_restore
     if cur.step == "Pending" and (old is None or old.request_id != cur.request_id):
@@ -161,11 +183,19 @@ async def _run(
         )
 
 
-def finish(r: ClusterPass) -> None:
-    """The cluster is Ready: a restore waiting for that is complete."""
+async def finish(r: ClusterPass) -> None:
+    """The cluster is Ready: a restore waiting for that is complete (and recorded as done)."""
     cur = r.status.etcd_restore
     if cur is None or cur.step != "WaitingReady":
         return
+    if _owns_token_secret(r):  # a merge: the token and the cluster id stay
+        await r.deps.objects.write_secret(
+            r.ref.namespace,
+            token_secret_name(r.ref.name),
+            {RESTORED_KEY: cur.request_id.encode()},
+            labels=managed_labels(r.ref.name),
+            owner=r.ref.owner_reference(),
+        )
     cur = cur.model_copy(deep=True)
     cur.step, cur.finished_time = "Complete", _now()
     took = (cur.finished_time - cur.started_time).total_seconds() if cur.started_time else None
