@@ -99,3 +99,59 @@ def test_no_generated_api_class_or_model_is_loaded_at_start_up_or_by_any_kuberne
         models = {m for m in found[stage] if m.startswith("kubernetes.client.models.")}
         assert apis == [], (stage, apis)
         assert models <= KOPF_MODELS, (stage, sorted(models - KOPF_MODELS))
+
+
+CONTROLLER_SCRIPT = """
+import json, sys
+import kopf
+import k3s_deploy.cli, k3s_deploy.runner
+from k3s_deploy.handlers import k3scluster_entry, proxmoxvm
+from k3s_deploy.settings import OperatorSettings
+from k3s_deploy.wiring import build_runtime
+
+def controller():
+    return sorted(m for m in sys.modules if m.startswith(("k3s_deploy.services.k3scluster",
+        "k3s_deploy.api.k3scluster", "k3s_deploy.handlers.k3scluster")) and m != "k3s_deploy.handlers.k3scluster_entry")
+
+runtime = build_runtime(OperatorSettings())
+k3scluster_entry.register(kopf.OperatorRegistry())
+at_start = controller()
+deps = runtime.cluster_ports()
+print(json.dumps({"at_start": at_start, "after": controller(), "same": runtime.cluster_ports() is deps}))
+"""
+
+
+def test_the_k3scluster_controller_loads_at_its_first_use_not_at_start_up() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", CONTROLLER_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found["at_start"] == []
+    assert "k3s_deploy.services.k3scluster.state" in found["after"]
+    assert "k3s_deploy.api.k3scluster" in found["after"]
+    assert found["same"]  # built once: the address claims and the adapters' caches are shared
+
+
+def test_the_entry_names_the_controllers_plural_and_label() -> None:
+    from k3s_deploy.api.k3scluster import PLURAL
+    from k3s_deploy.handlers import k3scluster_entry
+    from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
+
+    assert (k3scluster_entry.PLURAL, k3scluster_entry.LABEL_CLUSTER) == (PLURAL, LABEL_CLUSTER)
+
+
+async def test_a_forwarder_hands_kopfs_arguments_to_the_controllers_handler() -> None:
+    import kopf
+
+    from k3s_deploy.handlers import k3scluster_entry
+    from k3s_deploy.settings import OperatorSettings
+    from k3s_deploy.wiring import Runtime
+
+    registry = kopf.OperatorRegistry()
+    k3scluster_entry.register(registry)
+    wake = next(h for h in registry._watching.get_all_handlers() if h.id == "k3scluster-wake")
+    runtime = Runtime(settings=OperatorSettings(), kube=None, sessions=None)  # type: ignore[arg-type]
+    body = kopf.Body({"metadata": {"uid": "u1", "name": "c", "namespace": "n", "generation": 3}, "spec": {}})
+    await wake.fn(body=body, memo=kopf.Memo(runtime=runtime), type="MODIFIED", logger=None)
+    assert runtime.seen["u1"][:2] == ("spec", 3) and runtime.wakeup("u1").is_set()
