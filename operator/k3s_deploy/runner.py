@@ -136,10 +136,10 @@ def run_operator(settings: OperatorSettings) -> int:
 
         start_metrics_server(settings.metrics_port, settings.metrics_address)
 
-    from k3s_deploy.handlers import k3scluster, proxmoxvm
+    from k3s_deploy.handlers import k3scluster_entry, proxmoxvm
 
     registry = kopf.get_default_registry()
-    k3scluster.register(registry)
+    k3scluster_entry.register(registry)
     proxmoxvm.register(registry, peering_clusterwide=None if settings.standalone else not settings.namespaces)
     operator_settings = settings
     priority, identity = peering_priority(settings), peering_identity()

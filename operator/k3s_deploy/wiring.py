@@ -6,17 +6,20 @@ Handlers receive the :class:`Runtime` through kopf's ``memo`` and never build an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from k3s_deploy.handlers.peering import PeeringGate
 from k3s_deploy.handlers.scheduler import Scheduler
 from k3s_deploy.ports.kube import KubeGateway
 from k3s_deploy.ports.proxmox import ProxmoxCredentials, VmSummary
-from k3s_deploy.services.k3scluster.state import Deps
 from k3s_deploy.services.proxmoxvm.inventory import Sessions
 from k3s_deploy.services.proxmoxvm.work import Memory
 from k3s_deploy.settings import OperatorSettings
+
+if TYPE_CHECKING:  # the K3sCluster controller's modules load at its first use (cluster_ports)
+    from k3s_deploy.services.k3scluster.state import Deps
 
 
 @dataclass
@@ -26,7 +29,7 @@ class Runtime:
     settings: OperatorSettings
     kube: KubeGateway
     sessions: Sessions
-    clusters: Deps  # the K3sCluster ports
+    clusters: Deps | None = None  # the K3sCluster ports; see cluster_ports
     memories: dict[str, Memory] = field(default_factory=dict)  # per ProxmoxVM
     failures: dict[str, int] = field(default_factory=dict)  # failed K3sCluster passes in a row
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -41,6 +44,16 @@ class Runtime:
     models: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # validated ProxmoxVM, by its input
     scheduler: Scheduler | None = None  # the ProxmoxVM scheduler, started on the first event
     gate: PeeringGate | None = None  # HA: holds the scheduler while another replica is in charge
+    build_clusters: Callable[[], Deps] | None = None  # makes ``clusters`` at the first K3sCluster
+
+    def cluster_ports(self) -> Deps:
+        """The K3sCluster ports, made on first use: an operator without a K3sCluster never imports
+        that controller's services and model (about 4 MiB)."""
+        if self.clusters is None:
+            if self.build_clusters is None:
+                raise RuntimeError("the runtime has no K3sCluster ports wired")
+            self.clusters = self.build_clusters()
+        return self.clusters
 
     def lock(self, uid: str) -> asyncio.Lock:
         found = self.locks.get(uid)  # not setdefault: that would build a Lock on every call
@@ -87,12 +100,13 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
         settings=settings,
         kube=SecretCachingGateway(KubernetesGateway(concurrency=settings.kube_concurrency), max_age=max_age),
         sessions=sessions,
-        clusters=cluster_deps(settings, sessions),
+        build_clusters=cluster_deps(settings, sessions),
     )
 
 
-def cluster_deps(settings: OperatorSettings, sessions: Sessions) -> Deps:
-    """The adapters behind the K3sCluster ports (built once per operator process)."""
+def cluster_deps(settings: OperatorSettings, sessions: Sessions) -> Callable[[], Deps]:
+    """The adapters behind the K3sCluster ports, built now (a bad CA file fails the start-up); the
+    ports themselves, whose module imports the K3sCluster model, at the first call."""
     from k3s_deploy.adapters.artefacts import HttpArtefactFetcher
     from k3s_deploy.adapters.channels import HttpChannelServer
     from k3s_deploy.adapters.kube_children import KubeClusterObjects
@@ -103,18 +117,28 @@ def cluster_deps(settings: OperatorSettings, sessions: Sessions) -> Deps:
         snapshot = await sessions.get(credentials).inventory.get()
         return snapshot.vms
 
-    return Deps(
-        objects=KubeClusterObjects(),
-        ssh=LazySshRunner(max_output_bytes=settings.ssh_max_output_bytes),
-        target=KubernetesTargetCluster(),
-        list_vms=list_vms,
-        proxmox=lambda credentials: sessions.get(credentials).client,
-        channels=HttpChannelServer(settings.fetch_allow_list),
-        channel_check_seconds=settings.channel_check_seconds,
-        artefacts=HttpArtefactFetcher(
-            settings.fetch_allow_list,
-            directory=settings.fetch_dir,
-            budget_bytes=settings.fetch_budget_bytes,
-            extra_ca=settings.fetch_ca_file,
-        ),
+    objects, target = KubeClusterObjects(), KubernetesTargetCluster()
+    ssh = LazySshRunner(max_output_bytes=settings.ssh_max_output_bytes)
+    channels = HttpChannelServer(settings.fetch_allow_list)
+    artefacts = HttpArtefactFetcher(
+        settings.fetch_allow_list,
+        directory=settings.fetch_dir,
+        budget_bytes=settings.fetch_budget_bytes,
+        extra_ca=settings.fetch_ca_file,
     )
+
+    def build() -> Deps:
+        from k3s_deploy.services.k3scluster.state import Deps
+
+        return Deps(
+            objects=objects,
+            ssh=ssh,
+            target=target,
+            list_vms=list_vms,
+            proxmox=lambda credentials: sessions.get(credentials).client,
+            channels=channels,
+            channel_check_seconds=settings.channel_check_seconds,
+            artefacts=artefacts,
+        )
+
+    return build

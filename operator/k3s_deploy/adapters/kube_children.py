@@ -1,4 +1,8 @@
-"""ClusterObjects over the official kubernetes client (sync, so run in worker threads)."""
+"""ClusterObjects over the official kubernetes client (sync, so run in worker threads).
+
+Requests go by path through the client's ApiClient (:mod:`.kube_raw`): its generated API classes
+would import some 250 model modules for bodies that are plain JSON here.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,21 @@ from kubernetes.client.exceptions import ApiException
 
 from k3s_deploy import errors
 from k3s_deploy.adapters.kube import decode_secret, resource_version
+from k3s_deploy.adapters.kube_raw import (
+    MERGE_PATCH,
+    STRATEGIC_MERGE_PATCH,
+    custom_object_path,
+    request,
+    request_or_none,
+)
 from k3s_deploy.secrets_mask import redact_status
 
 GROUP = "k3sdeploy.io"
 VERSION = "v1alpha1"
 LABEL_CLUSTER = "k3sdeploy.io/cluster"
+SECRETS = "/api/v1/namespaces/{namespace}/secrets"
+SECRET = SECRETS + "/{name}"
+CONFIG_MAP = "/api/v1/namespaces/{namespace}/configmaps/{name}"
 
 T = TypeVar("T")
 
@@ -64,11 +78,8 @@ class KubeClusterObjects:
 
         return await asyncio.to_thread(run)
 
-    def _custom(self) -> Any:
-        return k8s.CustomObjectsApi(self._client())
-
-    def _core(self) -> Any:
-        return k8s.CoreV1Api(self._client())
+    def _request(self, method: str, path: str, params: Mapping[str, str], **kwargs: Any) -> Any:
+        return request(self._client(), method, path, params, timeout=self._timeout, **kwargs)
 
     async def list_children(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         return await self._list_vms(namespace, f"{LABEL_CLUSTER}={cluster}")
@@ -78,13 +89,11 @@ class KubeClusterObjects:
 
     async def _list_vms(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         def fn() -> list[dict[str, Any]]:
-            listing = self._custom().list_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                "proxmoxvms",
-                label_selector=label_selector,
-                _request_timeout=self._timeout,
+            listing = self._request(
+                "GET",
+                custom_object_path(),
+                _vms(namespace),
+                query={"labelSelector": label_selector} if label_selector else None,
             )
             return list(listing.get("items", []))
 
@@ -95,17 +104,16 @@ class KubeClusterObjects:
         name = body["metadata"]["name"]
 
         def fn() -> dict[str, Any]:
-            api = self._custom()
             try:
-                created: dict[str, Any] = api.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "proxmoxvms", dict(body), _request_timeout=self._timeout
+                created: dict[str, Any] = self._request(
+                    "POST", custom_object_path(), _vms(namespace), body=dict(body)
                 )
                 return created
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-                existing: dict[str, Any] = api.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "proxmoxvms", name, _request_timeout=self._timeout
+                existing: dict[str, Any] = self._request(
+                    "GET", custom_object_path(name=True), _vms(namespace, name)
                 )
                 return existing
 
@@ -121,50 +129,35 @@ class KubeClusterObjects:
 
     async def _patch_child(self, namespace: str, name: str, body: dict[str, Any], verb: str) -> None:
         def fn() -> None:
-            self._custom().patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, "proxmoxvms", name, body, _request_timeout=self._timeout
-            )
+            path = custom_object_path(name=True)
+            self._request("PATCH", path, _vms(namespace, name), body=body, content_type=MERGE_PATCH)
 
         await self._call(f"{verb} ProxmoxVM {name}", fn)
 
     async def delete_child(self, namespace: str, name: str) -> None:
         def fn() -> None:
-            try:
-                self._custom().delete_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "proxmoxvms", name, _request_timeout=self._timeout
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            request_or_none(
+                self._client(),
+                "DELETE",
+                custom_object_path(name=True),
+                _vms(namespace, name),
+                timeout=self._timeout,
+            )
 
         await self._call(f"delete ProxmoxVM {name}", fn)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        found = await self._read_core(
-            f"read Secret {name}",
-            lambda: self._core().read_namespaced_secret(name, namespace, _request_timeout=self._timeout),
-        )
+        found = await self._call(f"read Secret {name}", lambda: self._read(SECRET, namespace, name))
         return None if found is None else decode_secret(found)
 
     async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
-        found = await self._read_core(
-            f"read ConfigMap {name}",
-            lambda: self._core().read_namespaced_config_map(name, namespace, _request_timeout=self._timeout),
-        )
-        return None if found is None else {str(k): str(v) for k, v in (found.data or {}).items()}
+        found = await self._call(f"read ConfigMap {name}", lambda: self._read(CONFIG_MAP, namespace, name))
+        return None if found is None else {str(k): str(v) for k, v in (found.get("data") or {}).items()}
 
-    async def _read_core(self, what: str, read: Callable[[], Any]) -> Any:
+    def _read(self, path: str, namespace: str, name: str) -> Any:
         """One core-API read; a missing object is None."""
-
-        def fn() -> Any:
-            try:
-                return read()
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-
-        return await self._call(what, fn)
+        where = {"namespace": namespace, "name": name}
+        return request_or_none(self._client(), "GET", path, where, timeout=self._timeout)
 
     async def write_secret(
         self,
@@ -179,29 +172,21 @@ class KubeClusterObjects:
         encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
 
         def fn() -> bool:
-            core = self._core()
-            try:
-                current = core.read_namespaced_secret(name, namespace, _request_timeout=self._timeout)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            current = self._read(SECRET, namespace, name)
+            if current is None:
                 metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
                 if owner is not None:
                     metadata["ownerReferences"] = [dict(owner)]
-                core.create_namespaced_secret(
-                    namespace,
-                    {"metadata": metadata, "type": "Opaque", "data": encoded},
-                    _request_timeout=self._timeout,
-                )
+                body = {"metadata": metadata, "type": "Opaque", "data": encoded}
+                self._request("POST", SECRETS, {"namespace": namespace}, body=body)
                 return True
-            have = (current.metadata.labels if current.metadata else None) or {}
-            if any(have.get(k) != v for k, v in labels.items()):
+            if not _labelled(current, labels):
                 raise errors.InvalidSpec(
                     f"Secret {name!r} exists but was not written by k3s-deploy for this cluster; "
                     "rename or delete it",
                     reason="SecretConflict",
                 )
-            have_data = current.data or {}
+            have_data = current.get("data") or {}
             # a merge patch keeps keys it does not name: null them when only ``data`` may stay
             gone: dict[str, str | None] = (
                 {k: None for k in have_data if k not in encoded} if drop_others else {}
@@ -209,20 +194,19 @@ class KubeClusterObjects:
             if not gone and all(have_data.get(k) == v for k, v in encoded.items()):
                 return False
             patch = {"data": {**encoded, **gone}}
-            core.patch_namespaced_secret(name, namespace, patch, _request_timeout=self._timeout)
+            where = {"namespace": namespace, "name": name}
+            self._request("PATCH", SECRET, where, body=patch, content_type=STRATEGIC_MERGE_PATCH)
             return True
 
         return await self._call(f"write Secret {name}", fn)
 
     async def delete_managed_secret(self, namespace: str, name: str, *, labels: Mapping[str, str]) -> bool:
         def fn() -> bool:
-            core = self._core()
+            current = self._read(SECRET, namespace, name)
+            if current is None or not _labelled(current, labels):
+                return False
             try:
-                current = core.read_namespaced_secret(name, namespace, _request_timeout=self._timeout)
-                have = (current.metadata.labels if current.metadata else None) or {}
-                if any(have.get(k) != v for k, v in labels.items()):
-                    return False
-                core.delete_namespaced_secret(name, namespace, _request_timeout=self._timeout)
+                self._request("DELETE", SECRET, {"namespace": namespace, "name": name})
             except ApiException as exc:
                 if exc.status == 404:
                     return False
@@ -233,18 +217,34 @@ class KubeClusterObjects:
 
     async def patch_cluster_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
         def fn() -> str | None:
-            answer = self._custom().patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                "k3sclusters",
-                name,
-                {"status": redact_status(status)},
-                _request_timeout=self._timeout,
+            where = {
+                "group": GROUP,
+                "version": VERSION,
+                "namespace": namespace,
+                "plural": "k3sclusters",
+                "name": name,
+            }
+            answer = self._request(
+                "PATCH",
+                custom_object_path(name=True, status=True),
+                where,
+                body={"status": redact_status(status)},
+                content_type=MERGE_PATCH,
             )
             return resource_version(answer)
 
         return await self._call(f"patch K3sCluster {name} status", fn)
+
+
+def _vms(namespace: str, name: str | None = None) -> dict[str, str]:
+    where = {"group": GROUP, "version": VERSION, "namespace": namespace, "plural": "proxmoxvms"}
+    return where if name is None else {**where, "name": name}
+
+
+def _labelled(found: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether an object read as JSON carries every one of ``labels``."""
+    have = (found.get("metadata") or {}).get("labels") or {}
+    return all(have.get(k) == v for k, v in labels.items())
 
 
 def _message(exc: ApiException) -> str:

@@ -17,6 +17,8 @@ from kubernetes.client.exceptions import ApiException
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+# What the generated CoreV1Api sends for a dict patch of a built-in kind (its client picks it).
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
 def request(
@@ -28,9 +30,11 @@ def request(
     query: Mapping[str, str] | None = None,
     body: Any = None,
     content_type: str = JSON,
+    timeout: float | None = None,
 ) -> Any:
     """``method path`` (``{name}`` placeholders filled, quoted, from ``params``); the decoded answer.
-    A status outside 2xx raises the client's ``ApiException``, as its generated methods do."""
+    A status outside 2xx raises the client's ``ApiException``, as its generated methods do; ``timeout``
+    is their ``_request_timeout`` (seconds)."""
     headers = {"Accept": JSON}
     if body is not None:
         headers["Content-Type"] = content_type
@@ -43,7 +47,7 @@ def request(
         body=body,
         auth_settings=["BearerToken"],
     )
-    response = api.call_api(*serialized)
+    response = api.call_api(*serialized, _request_timeout=timeout)
     response.read()
     if not 200 <= response.status < 300:
         raise ApiException(http_resp=response)
@@ -58,3 +62,13 @@ def custom_object_path(*, name: bool = False, status: bool = False) -> str:
     if status:
         path += "/status"
     return path
+
+
+def request_or_none(api: Any, method: str, path: str, params: Mapping[str, str], **kwargs: Any) -> Any:
+    """:func:`request`, with a missing object (404) as None."""
+    try:
+        return request(api, method, path, params, **kwargs)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise

@@ -1,5 +1,8 @@
 """TargetCluster over the official kubernetes client, one ApiClient per kubeconfig (cached by digest).
 
+Requests go by path through that ApiClient (:mod:`.kube_raw`), not through the generated CoreV1Api
+and its models; :mod:`.target_json` checks the answers' fields as those models did.
+
 The client is synchronous, so every call runs in a worker thread (asyncio.to_thread). TLS is verified
 with the CA inside the kubeconfig. A kubeconfig with anything beyond inline certificates and an https
 server is refused before ``kubernetes.config`` sees it: the services build it from a guest's file
@@ -12,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import urllib3
 import yaml
-from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from k3s_deploy import errors
+from k3s_deploy.adapters import target_json
+from k3s_deploy.adapters.kube_raw import STRATEGIC_MERGE_PATCH, request
 from k3s_deploy.ports.target import (
     KUBECONFIG_CLUSTER_FIELDS,
     KUBECONFIG_USER_FIELDS,
@@ -30,7 +35,7 @@ from k3s_deploy.ports.target import (
     TargetPod,
 )
 
-_ROLE_PREFIX = "node-role.kubernetes.io/"
+_NODE = "/api/v1/nodes/{name}"
 # The kubernetes package is untyped; name the one function we call so mypy sees a plain Any.
 _new_client: Any = k8s_config.new_client_from_config_dict
 
@@ -70,9 +75,10 @@ class KubernetesTargetCluster:
 
     async def nodes(self, kubeconfig: str) -> list[TargetNode]:
         def call() -> list[TargetNode]:
-            api = k8s.CoreV1Api(self._client(kubeconfig))
+            api = self._client(kubeconfig)
             try:
-                listing = api.list_node(_request_timeout=self._timeout)
+                listing = request(api, "GET", "/api/v1/nodes", {}, timeout=self._timeout)
+                return [target_json.node(item) for item in target_json.items(listing)]
             except ApiException as exc:
                 if exc.status in (401, 403):
                     raise errors.CredentialsError(
@@ -83,25 +89,28 @@ class KubernetesTargetCluster:
                 raise errors.KubeUnavailable(
                     f"the cluster's API does not answer yet: {type(exc).__name__}"
                 ) from exc
-            except ValueError as exc:  # the client's models refuse the answer (pydantic ValidationError)
+            except ValueError as exc:  # not JSON, or a field of the wrong type (target_json.ShapeError)
                 raise errors.GuestInputRejected(
-                    "the cluster's API answered a Node list that is not one (the client refused it: "
-                    f"{type(exc).__name__}); check what serves the API on the servers",
+                    "the cluster's API answered a Node list that is not one "
+                    f"({type(exc).__name__}: {str(exc)[:200]}); check what serves the API on the servers",
                     reason="GuestValueInvalid",
                 ) from exc
-            return [_node(item) for item in listing.items or []]
 
         return await asyncio.to_thread(call)
 
     # --- day-2 writes: cordon, drain, delete --------------------------------------------------------
 
-    async def _call(self, kubeconfig: str, fn: Any) -> Any:
-        """Run ``fn(CoreV1Api)`` in a thread with the error mapping of :meth:`nodes`; 404 gives None."""
+    async def _call(
+        self, kubeconfig: str, method: str, path: str, params: Mapping[str, str], **kwargs: Any
+    ) -> Any:
+        """One request (:func:`.kube_raw.request`) in a thread with the error mapping of :meth:`nodes`;
+        the decoded answer ({} when empty), None for a missing object (404)."""
 
         def call() -> Any:
-            api = k8s.CoreV1Api(self._client(kubeconfig))
+            api = self._client(kubeconfig)
             try:
-                return fn(api)
+                answer = request(api, method, path, params, timeout=self._timeout, **kwargs)
+                return {} if answer is None else answer
             except ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -121,13 +130,10 @@ class KubernetesTargetCluster:
 
     async def set_unschedulable(self, kubeconfig: str, node: str, unschedulable: bool) -> bool:
         body = {"spec": {"unschedulable": True if unschedulable else None}}
-        t = self._timeout
-        found = await self._call(kubeconfig, lambda api: api.patch_node(node, body, _request_timeout=t))
-        return found is not None
+        return await self._patch_node(kubeconfig, node, body)
 
     async def delete_node(self, kubeconfig: str, node: str) -> bool:
-        t = self._timeout
-        found = await self._call(kubeconfig, lambda api: api.delete_node(node, _request_timeout=t))
+        found = await self._call(kubeconfig, "DELETE", _NODE, {"name": node})
         return found is not None
 
     async def patch_node_metadata(self, kubeconfig: str, node: str, patch: NodeMetadataPatch) -> bool:
@@ -141,27 +147,40 @@ class KubernetesTargetCluster:
         body: dict[str, Any] = {"metadata": metadata}
         if patch.taints is not None:
             body["spec"] = {"taints": [_taint_body(t) for t in patch.taints]}
-        t = self._timeout
-        found = await self._call(kubeconfig, lambda api: api.patch_node(node, body, _request_timeout=t))
+        return await self._patch_node(kubeconfig, node, body)
+
+    async def _patch_node(self, kubeconfig: str, node: str, body: dict[str, Any]) -> bool:
+        """A strategic merge patch, as the generated client sent a dict patch of a built-in kind."""
+        found = await self._call(
+            kubeconfig, "PATCH", _NODE, {"name": node}, body=body, content_type=STRATEGIC_MERGE_PATCH
+        )
         return found is not None
 
     async def pods_on(self, kubeconfig: str, node: str) -> list[TargetPod]:
-        t = self._timeout
-        selector = f"spec.nodeName={node}"
-        listing = await self._call(
-            kubeconfig,
-            lambda api: api.list_pod_for_all_namespaces(field_selector=selector, _request_timeout=t),
-        )
-        return [_pod(p) for p in (listing.items if listing else []) if p.metadata is not None]
+        query = {"fieldSelector": f"spec.nodeName={node}"}
+        listing = await self._call(kubeconfig, "GET", "/api/v1/pods", {}, query=query)
+        if listing is None:
+            return []
+        try:
+            pods = [target_json.pod(item) for item in target_json.items(listing)]
+        except ValueError as exc:
+            raise errors.GuestInputRejected(
+                f"the cluster's API answered a Pod list that is not one ({str(exc)[:200]})",
+                reason="GuestValueInvalid",
+            ) from exc
+        return [p for p in pods if p is not None]
 
     async def evict(self, kubeconfig: str, namespace: str, name: str) -> bool:
-        t = self._timeout
-        body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace))
+        """Evict through the policy/v1 Eviction subresource; False while a PodDisruptionBudget refuses
+        it (429). A missing Pod counts as evicted."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        path = "/api/v1/namespaces/{namespace}/pods/{name}/eviction"
         try:
-            await self._call(
-                kubeconfig,
-                lambda api: api.create_namespaced_pod_eviction(name, namespace, body, _request_timeout=t),
-            )
+            await self._call(kubeconfig, "POST", path, {"namespace": namespace, "name": name}, body=body)
         except _TooManyRequests:
             return False
         return True
@@ -200,55 +219,6 @@ def _check(doc: Any) -> None:
 
 class _TooManyRequests(Exception):
     """An eviction refused for now (HTTP 429: a PodDisruptionBudget does not allow it yet)."""
-
-
-def _pod(item: Any) -> TargetPod:
-    meta = item.metadata
-    owner = next((r for r in meta.owner_references or [] if r.controller), None)
-    volumes = (item.spec.volumes if item.spec else None) or []
-    return TargetPod(
-        namespace=meta.namespace,
-        name=meta.name,
-        node=item.spec.node_name if item.spec else None,
-        controller_kind=owner.kind if owner is not None else None,
-        mirror="kubernetes.io/config.mirror" in (meta.annotations or {}),
-        empty_dir=any(v.empty_dir is not None for v in volumes),
-        terminating=meta.deletion_timestamp is not None,
-    )
-
-
-def _node(item: Any) -> TargetNode:
-    conditions = (item.status.conditions if item.status else None) or []
-    ready_condition = next((c for c in conditions if c.type == "Ready"), None)
-    ready = ready_condition is not None and ready_condition.status == "True"
-    info = item.status.node_info if item.status else None
-    labels = (item.metadata.labels if item.metadata else None) or {}
-    roles = frozenset(k[len(_ROLE_PREFIX) :] for k in labels if k.startswith(_ROLE_PREFIX))
-    addresses = (item.status.addresses if item.status else None) or []
-    internal = next((a.address for a in addresses if a.type == "InternalIP"), None)
-    taints = tuple(
-        Taint(key=t.key, effect=t.effect, value=t.value, time_added=_stamp(t.time_added))
-        for t in ((item.spec.taints if item.spec else None) or [])
-    )
-    return TargetNode(
-        name=item.metadata.name,
-        labels=dict(labels),
-        annotations=dict((item.metadata.annotations if item.metadata else None) or {}),
-        taints=taints,
-        resource_version=item.metadata.resource_version if item.metadata else None,
-        ready=ready,
-        kubelet_version=(info.kubelet_version if info else "") or "",
-        roles=roles,
-        internal_ip=internal,
-        unschedulable=bool(item.spec.unschedulable) if item.spec else False,
-        ready_changed_at=ready_condition.last_transition_time if ready_condition is not None else None,
-    )
-
-
-def _stamp(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(value, "strftime") else str(value)
 
 
 def _taint_body(taint: Taint) -> dict[str, str]:

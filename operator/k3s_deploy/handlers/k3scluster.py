@@ -5,6 +5,7 @@ never started twice), sleeps as long as the last pass asked (seconds while VMs b
 ``resync_seconds`` when Ready, growing backoff while Stalled) and is woken at once when the spec
 changes or one of its ProxmoxVM children changes state. Status is written as a whole through the
 API, Events through the gateway. The work itself is in :mod:`k3s_deploy.services.k3scluster`.
+kopf calls these through :mod:`.k3scluster_entry`, so this module loads at the first K3sCluster event.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import kopf
 from pydantic import ValidationError
 
 from k3s_deploy import errors, metrics
-from k3s_deploy.api.common import GROUP, VERSION
-from k3s_deploy.api.k3scluster import PLURAL
 from k3s_deploy.handlers import engine
 from k3s_deploy.handlers.loop import reconcile_forever
 from k3s_deploy.logs import deliberate_wait
@@ -30,7 +29,6 @@ from k3s_deploy.services.k3scluster.reconcile import STEPS, Deps, Outcome, recon
 from k3s_deploy.services.k3scluster.snapshots import SNAPSHOT_REQUEST
 from k3s_deploy.services.k3scluster.state import Event
 from k3s_deploy.services.k3scluster.teardown import teardown
-from k3s_deploy.services.k3scluster.topology import LABEL_CLUSTER
 from k3s_deploy.services.proxmoxvm.work import CLOUD_INIT_STALE
 from k3s_deploy.wiring import Runtime
 
@@ -82,7 +80,7 @@ def _observe(
 
 async def reconcile_once(runtime: Runtime, body: kopf.Body) -> float:
     uid = str(body.metadata.uid)
-    deps = runtime.clusters
+    deps = runtime.cluster_ports()
     async with runtime.lock(uid):
         raw = _current(runtime, body)
         started = time.perf_counter()
@@ -171,7 +169,7 @@ async def reconcile_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
 async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Delete owned ProxmoxVMs (each applies its deletion policy), wait for them, remove our Secrets."""
     runtime = _runtime(memo)
-    deps = runtime.clusters
+    deps = runtime.cluster_ports()
     uid = str(body.metadata.uid)
     raw = _current(runtime, body)
     if not retry:
@@ -204,20 +202,3 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
     metrics.forget_object(KIND, str(body.metadata.namespace), str(body.metadata.name))
     deps.addresses.release(uid)  # its children are gone: their addresses are free for other clusters
     runtime.forget(uid)
-
-
-def register(registry: kopf.OperatorRegistry) -> None:
-    """Put the K3sCluster handlers into ``registry`` (called by the runner, not on import)."""
-    kopf.on.event(GROUP, VERSION, PLURAL, id="k3scluster-wake", registry=registry)(wake)
-    kopf.on.event(
-        GROUP,
-        VERSION,
-        "proxmoxvms",
-        labels={LABEL_CLUSTER: kopf.PRESENT},
-        id="k3scluster-child-wake",
-        registry=registry,
-    )(child_changed)
-    kopf.daemon(
-        GROUP, VERSION, PLURAL, cancellation_timeout=10.0, id="k3scluster-reconcile", registry=registry
-    )(reconcile_loop)
-    kopf.on.delete(GROUP, VERSION, PLURAL, id="k3scluster-finalize", registry=registry)(delete)

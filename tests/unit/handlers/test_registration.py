@@ -7,7 +7,7 @@ import sys
 
 import kopf
 
-from k3s_deploy.handlers import k3scluster, proxmoxvm
+from k3s_deploy.handlers import k3scluster_entry, proxmoxvm
 
 
 def ids(registry: kopf.OperatorRegistry) -> dict[str, list[str]]:
@@ -33,7 +33,7 @@ def test_importing_the_handlers_registers_nothing() -> None:
 
 def test_register_puts_both_kinds_and_the_peering_watch_into_the_given_registry() -> None:
     registry = kopf.OperatorRegistry()
-    k3scluster.register(registry)
+    k3scluster_entry.register(registry)
     proxmoxvm.register(registry, peering_clusterwide=True)
     assert ids(registry) == {
         "watching": ["k3scluster-child-wake", "k3scluster-wake", "peering-gate", "wake"],

@@ -82,12 +82,12 @@ def test_plain_http_and_context_extras_are_refused() -> None:
 async def test_a_node_list_the_client_cannot_read_is_the_guests_fault_not_the_spec(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kubernetes import client as k8s
+    from k3s_deploy.adapters import target_cluster
 
-    def malformed(self: Any, **kwargs: Any) -> Any:
-        raise ValueError("architecture: Input should be a valid string")
+    def malformed(*args: Any, **kwargs: Any) -> Any:  # a Node whose labels are not strings
+        return {"items": [{"metadata": {"name": "n1", "labels": {"arch": 64}}}]}
 
-    monkeypatch.setattr(k8s.CoreV1Api, "list_node", malformed)
+    monkeypatch.setattr(target_cluster, "request", malformed)
     with pytest.raises(errors.GuestInputRejected) as caught:
         await KubernetesTargetCluster().nodes(SAFE)
     assert caught.value.reason == "GuestValueInvalid" and "Node list" in caught.value.message
