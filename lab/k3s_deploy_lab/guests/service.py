@@ -68,7 +68,7 @@ class GuestsService:
         agents.add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.http_port)
+        site = web.TCPSite(runner, "127.0.0.1", self.http_port, shutdown_timeout=1.0)  # see pvesim.server
         await site.start()
         port = int(runner.addresses[0][1])
         self.http_url = f"http://127.0.0.1:{port}"

@@ -68,7 +68,10 @@ async def serve(
     ctx.load_cert_chain(cert, key)
     runner = web.AppRunner(build_app(sim), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=512)
+    # A stop need not wait for requests still in flight (aiohttp's default grace is 60 s; a guest-agent
+    # call can wait on a guest that is already gone): the state is flushed before, and a client sees
+    # a closed connection, as when a real node goes away.
+    site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=512, shutdown_timeout=1.0)
     await site.start()
     server = site._server
     assert server is not None and isinstance(server, asyncio.base_events.Server)
