@@ -117,3 +117,14 @@ async def test_setting_and_unsetting_the_endpoint_move_the_joiners() -> None:
     body["metadata"]["generation"] += 1
     assert await _roll(w, body) == [*SERVERS, AGENT]
     assert [_join(w, ip) for ip in [*SERVERS, AGENT]] == [None, init, init, init]
+
+
+async def test_a_new_kube_vip_address_moves_the_manifest_and_the_joiners() -> None:
+    w, body = await _ready(endpoint="10.0.0.200", kubeVip={})
+    body["spec"]["endpoint"] = "10.0.0.201"
+    body["metadata"]["generation"] += 1
+    assert await _roll(w, body) == [*SERVERS, AGENT]
+    assert _join(w, AGENT) == _join(w, SERVERS[2]) == "https://10.0.0.201:6443"
+    for ip in SERVERS:  # every server's kube-vip manifest now holds the new address
+        assert "value: 10.0.0.201" in w.ssh.hosts[ip].manifests[-1]
+        assert "10.0.0.201" in yaml.safe_load(w.ssh.hosts[ip].files[node_config.CONFIG_FILE])["tls-san"]
