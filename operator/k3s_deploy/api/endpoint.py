@@ -86,7 +86,9 @@ ENDPOINT_DESCRIPTION = (
     "an optional :port (default 6443), e.g. k3s.example.internal or 192.168.1.50. Either a load "
     "balancer you run forwards it to every server's :6443, or set kubeVip to have the operator "
     "deploy kube-vip with this address as a floating VIP. Joining servers and agents register "
-    "through it, it is added to the TLS SANs, and the kubeconfig Secret points at it."
+    "through it, it is added to the TLS SANs, and the kubeconfig Secret points at it. A change (set, "
+    "changed or unset) rolls out like other K3s settings: servers restart with the new SAN, then each "
+    "agent restarts into the new URL once it answers; keep an old load balancer until Ready."
 )
 KUBE_VIP_DESCRIPTION = (
     "Deploy kube-vip (a DaemonSet on the servers, ARP mode with leader election) so that the leader "

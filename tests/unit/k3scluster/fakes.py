@@ -186,6 +186,16 @@ _DIGEST_WRITE = re.compile(r"printf '%s\\n' ([0-9a-f]{64}) > " + re.escape(node_
 K3S_YAML = k3s_yaml(Pki.create())
 
 
+def _joins_by_file(script: str) -> re.Match[str] | None:
+    """A server's join URL from the join file the script writes (K3s reads it as --server)."""
+    if " server " not in script.strip().splitlines()[-1]:
+        return None
+    for b64, _, path in _WRITE.findall(script):
+        if path == node_config.JOIN_FILE:
+            return re.search(r"server: https://([0-9.]+):6443", base64.b64decode(b64).decode())
+    return None
+
+
 class FakeSsh:
     """Hosts by address; honours host-key pinning and key auth like the asyncssh adapter."""
 
@@ -243,7 +253,7 @@ class FakeSsh:
             host.etcd = host.etcd or ("cluster-init: true" in input and host.kubeconfig is not None)
             return host.result(0, "", "")
         if command == "sh -s" and input:
-            join = re.search(r"--server https://([0-9.]+):6443", input)
+            join = re.search(r"--server https://([0-9.]+):6443", input) or _joins_by_file(input)
             anchor = self.hosts.get(join.group(1)) if join else None
             if anchor is not None and not anchor.etcd:
                 self.log.append((target.host, "install-refused"))

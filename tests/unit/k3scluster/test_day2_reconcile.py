@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from k3s_deploy.services.k3scluster import node_config
+
 from .day2_world import NS, A, B, C, Channels, World, body, bump, cond
 
 
@@ -46,7 +48,9 @@ async def test_upgrade_servers_one_by_one_then_agents_each_cordoned_drained_unco
     # the join arguments were kept: the init server re-ran as init, the others still join it
     init_script = w.ssh.hosts[w.ip("demo-server-0")].scripts[-1]
     assert f"INSTALL_K3S_VERSION={B}" in init_script and "--cluster-init" in init_script
-    assert "--server https://" in w.ssh.hosts[w.ip("demo-server-1")].scripts[-1]
+    joiner = w.ssh.hosts[w.ip("demo-server-1")]
+    assert "--cluster-init" not in joiner.scripts[-1]
+    assert node_config.JOIN_FILE in joiner.scripts[-1] and joiner.files[node_config.JOIN_FILE]
 
 
 async def test_agents_upgrade_with_bounded_concurrency() -> None:

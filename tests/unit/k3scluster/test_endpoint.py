@@ -42,9 +42,12 @@ async def test_joins_agents_and_kubeconfig_use_the_endpoint_and_kube_vip_is_plac
         assert first_manifest < w.ssh.log.index((ip, "install")), w.ssh.log
         assert len(host.manifests) == 1 and kubevip.MANIFEST_PATH in host.manifests[0]
         assert VIP in yaml.safe_load(host.files[node_config.CONFIG_FILE])["tls-san"]
-    for ip in servers[1:]:
-        assert f"--server https://{VIP}:6443" in w.ssh.hosts[ip].scripts[0]
-    assert f"export K3S_URL=https://{VIP}:6443" in w.ssh.hosts["10.0.0.13"].scripts[0]
+    # the joiners' URL is in their join file (K3s's command line would win over it: none there)
+    for ip in [*servers[1:], "10.0.0.13"]:
+        host = w.ssh.hosts[ip]
+        assert yaml.safe_load(host.files[node_config.JOIN_FILE]) == {"server": f"https://{VIP}:6443"}
+        assert "--server" not in host.scripts[0] and "K3S_URL" not in host.scripts[0]
+    assert node_config.JOIN_FILE not in w.ssh.hosts[servers[0]].files  # the init server joins nothing
     assert not w.ssh.hosts["10.0.0.13"].manifests  # agents carry no auto-deploy manifests
     # the endpoint was seen answering (from the init server) before anything joined through it
     checks = [i for i, (host, what) in enumerate(w.ssh.log) if what.startswith("curl ")]
@@ -78,7 +81,8 @@ async def test_joins_wait_until_the_endpoint_answers() -> None:
     w.ssh.endpoint_code = "200"
     out = await w.pass_(body)
     assert cond(out, "Ready")["status"] == "True", out.status["conditions"]
-    assert "--server https://k3s.example.internal:443" in w.ssh.hosts["10.0.0.11"].scripts[0]
+    join = yaml.safe_load(w.ssh.hosts["10.0.0.11"].files[node_config.JOIN_FILE])
+    assert join == {"server": "https://k3s.example.internal:443"}
     config = yaml.safe_load(w.ssh.hosts["10.0.0.10"].files[node_config.CONFIG_FILE])
     assert config["tls-san"] == ["k3s.example.internal"]
 

@@ -120,11 +120,15 @@ async def test_fresh_3_plus_2_cluster_becomes_ready() -> None:
     assert config == {"disable": ["traefik"]}
     assert w.ssh.hosts["10.0.0.10"].modes[node_config.CONFIG_FILE] == 0o600
     join = w.ssh.hosts["10.0.0.11"].scripts[0]
-    assert "--server https://10.0.0.10:6443" in join and "--cluster-init" not in join
+    assert "--server" not in join and "--cluster-init" not in join  # the URL is in the join file
+    joined = w.ssh.hosts["10.0.0.11"].files[node_config.JOIN_FILE]
+    assert yaml.safe_load(joined) == {"server": "https://10.0.0.10:6443"}
     for ip in ("10.0.0.10", "10.0.0.11", "10.0.0.12"):
         assert "--tls-san" not in w.ssh.hosts[ip].scripts[0]  # K3s adds each server's own address
     agent = w.ssh.hosts["10.0.0.13"].scripts[0]
-    assert "export K3S_URL=https://10.0.0.10:6443" in agent
+    assert "K3S_URL" not in agent
+    joined = w.ssh.hosts["10.0.0.13"].files[node_config.JOIN_FILE]
+    assert yaml.safe_load(joined) == {"server": "https://10.0.0.10:6443"}
     secret = w.objects.secrets[(NS, "demo-token")]["data"]
     token, agent_token = secret["token"].decode(), secret["agentToken"].decode()
     password = token.rsplit(":", 1)[1]

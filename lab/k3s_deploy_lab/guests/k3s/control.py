@@ -25,7 +25,7 @@ from aiohttp import web
 
 from k3s_deploy_lab.guests.chaos import LabChaos
 from k3s_deploy_lab.guests.fleet import GuestFleet
-from k3s_deploy_lab.guests.k3s import detach, scripts, settings_files, units
+from k3s_deploy_lab.guests.k3s import detach, scripts, settings_files, units, upstream
 from k3s_deploy_lab.guests.k3s.artefacts import (
     BIN,
     config_texts,
@@ -340,7 +340,7 @@ class K3sControl:
                     await self._restart_server(guest, install, cluster)
                 install.enabled = running
                 if node is not None:
-                    node.running = running
+                    node.running = running and upstream.connect(self, guest, install)
                     with contextlib.suppress(Exception):
                         await (cluster.register(node) if running else cluster.post_status(node))
             self._save()

@@ -150,6 +150,7 @@ class Joining:
             node_name=node.name,
             flags=req.redacted_flags(),
             args=list(req.args),
+            server_url=str(server) if server and req.command == "agent" else None,
         )
         self.control.save()
         self.control.log(

@@ -33,6 +33,7 @@ class Install:
     flags: dict[str, Any] = dataclasses.field(default_factory=dict)  # merged, secrets redacted
     args: list[str] = dataclasses.field(default_factory=list)  # the unit's command line, read at restart
     addons: dict[str, Any] = dataclasses.field(default_factory=dict)  # auto-deploy file -> what it applied
+    server_url: str | None = None  # an agent's: the URL it connected through at its last start
 
 
 async def service(control: K3sControl, request: web.Request) -> web.Response:

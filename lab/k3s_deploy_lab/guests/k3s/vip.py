@@ -8,9 +8,9 @@ holder is written to the ``plndr-cp-lock`` Lease in kube-system, as kube-vip doe
 TCP proxy on ``<vip>:6443`` to the cluster's API (TLS passes through, so the serving certificate must
 name the VIP: a ``--tls-san``). No live server left: nothing answers. Only loopback VIPs are bound.
 
-The same machinery stands in for an external load balancer (:meth:`VipController.add_load_balancer`):
-the address answers while any server of the cluster that names it lives, with no failover gap and no
-Lease (a load balancer's health check drops a dead backend within a poll).
+The same poll runs the external-load-balancer stand-ins (k3s/balancers.py,
+:meth:`VipController.add_load_balancer`): such an address answers while any server of the cluster that
+names it lives, with no failover gap and no Lease.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from k3s_deploy_lab.guests.k3s.balancers import LoadBalancers
 from k3s_deploy_lab.guests.k3s.datastore import confined
 from k3s_deploy_lab.guests.k3s.deploy import MANIFESTS, DeployController
 from k3s_deploy_lab.guests.k3s.poller import ClusterPoller
@@ -74,10 +75,11 @@ class VipController(ClusterPoller):
         super().__init__(control)
         self.vips: dict[str, Vip] = {}  # by cluster id
         self._lost: dict[str, float] = {}  # cluster id -> when its leader was lost
-        self.load_balancers: set[str] = set()  # external-load-balancer stand-ins (addresses)
+        self.balancers = LoadBalancers(control)  # external-load-balancer stand-ins
 
     async def close(self) -> None:
         await super().close()
+        await self.balancers.close()
         for vip in self.vips.values():
             await vip.proxy.close()
         self.vips.clear()
@@ -87,12 +89,13 @@ class VipController(ClusterPoller):
         for cluster_id, vip in self.vips.items():
             if vip.address == address and cluster_id in self.control.clusters:
                 return self.control.clusters[cluster_id]
-        return None
+        return self.balancers.cluster_at(address)
 
     async def before_round(self) -> None:
         for cluster_id in list(self.vips):
             if cluster_id not in self.control.clusters:  # dissolved: its address goes with it
                 await self.vips.pop(cluster_id).proxy.close()
+        await self.balancers.drop_gone()
 
     def _live_servers(self, cluster: LabCluster) -> dict[str, str | None]:
         """Node name -> the VIP its manifests ask for, for every server whose K3s runs."""
@@ -113,22 +116,21 @@ class VipController(ClusterPoller):
     def add_load_balancer(self, address: str) -> None:
         """The external-load-balancer stand-in: ``address``:6443 forwards to the live servers of the
         cluster whose serving certificate names it (a ``--tls-san``), health-checked every poll."""
-        if not ipaddress.ip_address(address).is_loopback:
-            raise ValueError(f"{address}: the lab binds nothing outside 127.0.0.0/8")
-        self.load_balancers.add(address)
+        self.balancers.add(address)
+
+    async def remove_load_balancer(self, address: str) -> None:
+        """The load balancer at ``address`` switched off: nothing answers there any more."""
+        await self.balancers.remove(address)
 
     async def sync(self, cluster: LabCluster) -> None:
         live = self._live_servers(cluster)
-        kube_vip = next((a for a in live.values() if a), None)
-        balanced = next((a for a in sorted(self.load_balancers) if a in cluster.sans), None)
-        wanted = kube_vip or balanced
-        external = kube_vip is None and balanced is not None
+        await self.balancers.sync(cluster, bool(live))
+        wanted = next((a for a in live.values() if a), None)
         current = self.vips.get(cluster.id)
         if current is not None and (current.address != wanted or current.leader not in live):
             self.control.log(f"k3s vip {current.address}: leader {current.leader} is gone")
             await self.vips.pop(cluster.id).proxy.close()
-            if not external:  # a load balancer's health check moves on at once
-                self._lost[cluster.id] = time.monotonic()
+            self._lost[cluster.id] = time.monotonic()
             current = None
         if current is not None or wanted is None or not live:
             return
@@ -140,9 +142,6 @@ class VipController(ClusterPoller):
         proxy = TcpProxy(wanted, cluster.upstream)
         await proxy.start()
         self.vips[cluster.id] = Vip(wanted, leader, proxy, time.time())
-        if external:
-            self.control.log(f"k3s load balancer {wanted}: forwarding to {leader} in cluster {cluster.id}")
-            return
         self.control.log(f"k3s vip {wanted}: {leader} is the leader in cluster {cluster.id}")
         with contextlib.suppress(Exception):
             await self._write_lease(cluster, leader)

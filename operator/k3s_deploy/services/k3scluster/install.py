@@ -161,21 +161,14 @@ def plan(nodes: Sequence[NodeFacts], settings: K3sSettings, *, init_server: str 
     agents = [n for n in nodes if n.role == "agent"]
     if not servers:
         raise errors.InvalidSpec("a K3s cluster needs at least one server", reason="NoServers")
-    by_name = {n.name: n for n in servers}
-    init = by_name.get(init_server or "") or servers[0]
-    installed = [s for s in servers if s.installed_version is not None]
+    init, anchor = init_and_anchor(servers, init_server)
     unchanged = tuple(n.name for n in nodes if settings.wants(n.installed_version))
     first: list[InstallStep] = []
-    if installed:
-        anchor = init if init.installed_version is not None else installed[0]
-        if anchor.name not in unchanged:
-            # Only a version change gets here: reinstall the anchor in place before anyone joins it.
-            first.append(InstallStep(anchor.name, "server", "init" if len(servers) > 1 else "single"))
-    else:
-        anchor = init
-        first.append(InstallStep(init.name, "server", "init" if len(servers) > 1 else "single"))
-    # through the endpoint when there is one: a joined node keeps working when the anchor is lost
-    join = endpoint_url(settings.endpoint) if settings.endpoint else _url(anchor)
+    if anchor.installed_version is None or anchor.name not in unchanged:
+        # No server runs K3s yet, or (a version change) the anchor is reinstalled in place before
+        # anyone joins it.
+        first.append(InstallStep(anchor.name, "server", "init" if len(servers) > 1 else "single"))
+    join = join_url(settings, anchor) or _url(anchor)
     server_joins = tuple(
         InstallStep(s.name, "server", "join-server", join)
         for s in servers
@@ -197,6 +190,22 @@ def plan(nodes: Sequence[NodeFacts], settings: K3sSettings, *, init_server: str 
         agents=agent_steps,
         anchor=anchor.name,
     )
+
+
+def init_and_anchor(servers: Sequence[NodeFacts], init_server: str | None) -> tuple[NodeFacts, NodeFacts]:
+    """The init server (recorded in status, else the first) and the anchor everyone joins: the init
+    server while it runs K3s, else the first server that does (a rebuilt init server joins it)."""
+    init = next((s for s in servers if s.name == init_server), servers[0])
+    installed = [s for s in servers if s.installed_version is not None]
+    return init, (init if init.installed_version is not None or not installed else installed[0])
+
+
+def join_url(settings: K3sSettings, anchor: NodeFacts) -> str | None:
+    """Where nodes join: spec.endpoint when there is one (a joined node keeps working when the anchor
+    is lost), else the anchor's address (None while it has none)."""
+    if settings.endpoint:
+        return endpoint_url(settings.endpoint)
+    return server_url(anchor.ip) if anchor.ip else None
 
 
 def _url(node: NodeFacts) -> str:
@@ -240,7 +249,8 @@ def k3s_args(
     args: list[str] = [step.role]
     if step.kind == "init":
         args.append("--cluster-init")
-    if step.kind == "join-server" and step.join_url:
+    # a --server here would win over the node's join file (K3s: the command line beats config files)
+    if step.kind == "join-server" and step.join_url and not _joins_by_file(settings, step):
         args += ["--server", step.join_url]
     args += ["--node-name", step.node]
     if node_ip:
@@ -279,8 +289,8 @@ def render_script(
         env.append(("INSTALL_K3S_CHANNEL", settings.channel or DEFAULT_CHANNEL))
         if settings.channel_url:
             env.append(("INSTALL_K3S_CHANNEL_URL", settings.channel_url))
-    if step.role == "agent" and step.join_url:
-        env.append(("K3S_URL", step.join_url))
+    if step.role == "agent" and step.join_url and not _joins_by_file(settings, step):
+        env.append(("K3S_URL", step.join_url))  # the installer keeps it in the unit's env file
     if settings.source.mode == "airgap":
         env.append(("INSTALL_K3S_SKIP_DOWNLOAD", "true"))
     lines = ["set -eu"]
@@ -308,6 +318,11 @@ def render_script(
     lines.append(_download(source.script_url, '"$installer"', quote_dest=False))
     lines.append(f'sh "$installer" {argv}')
     return "\n".join(lines) + "\n"
+
+
+def _joins_by_file(settings: K3sSettings, step: InstallStep) -> bool:
+    files = settings.node_files.get(step.node)
+    return files is not None and files.server is not None
 
 
 def _download(url: str, dest: str, *, quote_dest: bool = True) -> str:

@@ -26,6 +26,7 @@ from k3s_deploy import errors
 Role = Literal["server", "agent"]
 
 K3S_DIR = "/etc/rancher/k3s"
+JOIN_FILE = f"{K3S_DIR}/config.yaml.d/40-k3s-deploy-join.yaml"
 CONFIG_FILE = f"{K3S_DIR}/config.yaml.d/50-k3s-deploy.yaml"
 NODE_FILE = f"{K3S_DIR}/config.yaml.d/60-k3s-deploy-node.yaml"
 REGISTRIES_FILE = f"{K3S_DIR}/registries.yaml"
@@ -33,7 +34,7 @@ REGISTRY_CERTS = f"{K3S_DIR}/k3s-deploy-registries"
 DIGEST_FILE = f"{K3S_DIR}/k3s-deploy-config.digest"
 MARKER = "# written by k3s-deploy from spec.k3s; edits are replaced"
 # Files the operator may remove when the spec no longer wants them (only when they carry MARKER).
-MANAGED = (CONFIG_FILE, NODE_FILE, REGISTRIES_FILE)
+MANAGED = (JOIN_FILE, CONFIG_FILE, NODE_FILE, REGISTRIES_FILE)
 
 # K3s flags that take a list (StringSlice): repeated flags append, and a config file takes a list.
 REPEATABLE = frozenset(
@@ -107,6 +108,9 @@ class NodeSettings:
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[str, ...] = ()
     registries: RegistriesMaterial | None = None
+    # The URL this node joins through (``server:``; K3S_URL / --server of the installer); None for the
+    # server that started the cluster. In the digest: a changed spec.endpoint restarts the node with it.
+    server: str | None = None
 
 
 def config_keys(args: Sequence[str], *, what: str = "serverArgs") -> dict[str, Any]:
@@ -158,6 +162,8 @@ def render(node: NodeSettings) -> dict[str, NodeFile]:
     if node.role == "server" and node.tls_sans:
         keys["tls-san"] = [*node.tls_sans, *[s for s in keys.get("tls-san", []) if s not in node.tls_sans]]
     files = {CONFIG_FILE: NodeFile(_yaml(keys))}
+    if node.server:
+        files[JOIN_FILE] = NodeFile(_yaml({"server": node.server}))
     registration: dict[str, Any] = {}
     if node.labels:
         registration["node-label+"] = [f"{k}={node.labels[k]}" for k in sorted(node.labels)]
@@ -235,6 +241,7 @@ class NodeFiles:
 
     files: Mapping[str, NodeFile]
     digest: str
+    server: str | None = None  # the join URL in JOIN_FILE: the installer then gets no --server/K3S_URL
 
 
 def files_script(node: NodeFiles) -> list[str]:

@@ -22,6 +22,7 @@ async def with_files(r: ClusterPass, settings: install.K3sSettings) -> install.K
     sans = tuple(install.tls_sans(settings, []))
     # The server password cannot change for the cluster's life (it encrypts K3s's bootstrap data).
     key = hashlib.sha256(b"k3s-deploy node config\0" + r.tokens.server.encode()).digest()
+    joins = join_urls(r, settings)
     out: dict[str, node_config.NodeFiles] = {}
     for view in r.views.values():
         node = node_config.NodeSettings(
@@ -31,10 +32,25 @@ async def with_files(r: ClusterPass, settings: install.K3sSettings) -> install.K
             labels=view.node_labels,
             taints=view.node_taints,
             registries=material,
+            server=joins.get(view.name),
         )
         files = node_config.render(node)
-        out[view.name] = node_config.NodeFiles(files, node_config.digest(files, key))
+        out[view.name] = node_config.NodeFiles(files, node_config.digest(files, key), node.server)
     return dataclasses.replace(settings, node_files=out)
+
+
+def join_urls(r: ClusterPass, settings: install.K3sSettings) -> dict[str, str]:
+    """The URL each member joins through (as the install plan has it), by name. The init server has
+    none: it started the cluster (rebuilt, it rejoins with --server on the installer's command line, and
+    its etcd data makes K3s skip the join afterwards). With no endpoint and an anchor without an
+    address yet, nobody has one (the installer's command line then carries it)."""
+    facts = [install.NodeFacts(v.name, v.role, v.ip, v.k3s_version) for v in r.views.values()]
+    servers = [f for f in facts if f.role == "server"]
+    if not servers:
+        return {}
+    init, anchor = install.init_and_anchor(servers, r.status.init_server)
+    url = install.join_url(settings, anchor)
+    return {f.name: url for f in facts if url and f.name != init.name}
 
 
 async def registries(r: ClusterPass) -> node_config.RegistriesMaterial | None:

@@ -1,4 +1,4 @@
-"""Rolling changed K3s settings (arguments, SANs, registries) through the existing nodes.
+"""Rolling changed K3s settings (arguments, SANs, registries, the join URL) through the existing nodes.
 
 A node whose digest file (read back by the probe) differs from the digest of the files the spec
 renders for it is out of date. Order and pacing are the upgrade's (:func:`upgrade.next_step`): servers
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from k3s_deploy.ports.target import TargetNode
-from k3s_deploy.services.k3scluster import install, node_ops, reconfigure, upgrade
+from k3s_deploy.services.k3scluster import endpoint, install, node_ops, reconfigure, upgrade
 from k3s_deploy.services.k3scluster.access import node_target
 from k3s_deploy.services.k3scluster.settings_action import ReconfigureAction
 from k3s_deploy.services.k3scluster.state import ClusterPass
@@ -62,6 +62,9 @@ async def advance(
         return False
     busy = [v.name for v in r.views.values() if v.operation and v.operation.action == "Reconfigure"]
     name = busy[0] if busy else step.nodes[0]  # the node in flight first
+    if not busy and r.views[name].role == "agent":
+        # an agent restarts into its join URL: spec.endpoint must answer (with the servers' new SAN)
+        await endpoint.answers(r, private_key)
     r.status.phase = "Reconfiguring"
     r.conditions.reconciling(
         True, "Reconfiguring", f"applying changed K3s settings: {name} ({left} node(s) left)"
