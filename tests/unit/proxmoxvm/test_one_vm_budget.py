@@ -109,7 +109,7 @@ async def provision_one(monkeypatch: pytest.MonkeyPatch, max_age: float = 54.0) 
         return TaskWatch(client, clock=lambda: clock.now, sleep=clock.sleep)
 
     drv = Driver(body(clone_spec(node="pve1", resources={"cores": 4, "memoryMiB": 4096})), pve)
-    drv.sessions = Sessions(FakeConnector(pve), max_age=max_age, task_watch=watch)
+    drv.sessions = Sessions(FakeConnector(pve), max_age=max_age, task_watch=watch, clock=lambda: clock.now)
     due: list[float] = [0.0]
 
     def wake() -> None:

@@ -130,16 +130,22 @@ def test_upid_start_time() -> None:
     assert upid_starttime("not-a-upid") == 0
 
 
-async def test_a_task_no_list_read_has_shown_yet_is_read_by_the_pass_itself() -> None:
-    """Woken (a spec change) right after it started a task: the list has not seen the task, so it
-    cannot say "running"; the pass asks the task, and goes on when it already ended."""
+async def test_a_pass_run_again_before_any_list_read_waits_for_the_next_read_without_a_call() -> None:
+    """Run again right after it started a task (its own status write, a spec change): no list read has
+    shown the task yet, and the node's next one is due within a second, so the pass asks nothing and
+    waits; that read shows the end and wakes it, and it goes on."""
     pve = pve_with_template()
     ticker = Ticker()
-    (drv,), _ = objects(pve, 1, ticker)
+    (drv,), woken = objects(pve, 1, ticker)
     await drv.once()
     pve.finish_tasks()  # ended before any list read
+    out = await drv.once()
+    assert out.requeue_after is not None and drv.obj["status"]["taskRef"]["action"] == "clone"
+    assert pve.calls["task_status"] == 0 and pve.calls["node_tasks"] == 0
+    await ticker.tick()
+    assert woken == [0] and pve.calls["node_tasks"] == 1
     await drv.once()
-    assert pve.calls["task_status"] == 1 and pve.calls["node_tasks"] == 0
+    assert pve.calls["task_status"] == 0
     assert drv.obj["status"]["taskRef"]["action"] == "resize"  # the pass went on past the clone
 
 

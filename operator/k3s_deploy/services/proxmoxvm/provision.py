@@ -24,10 +24,9 @@ async def _find_recorded(work: Work) -> VmSummary | None:
     vmid = work.status.vmid
     if vmid is None:
         return None
-    inventory = work.session.inventory
-    vm = (await inventory.get()).by_vmid(vmid)
+    vm = (await work.listed()).by_vmid(vmid)
     if vm is None:
-        vm = (await inventory.get(fresh=True)).by_vmid(vmid)
+        vm = (await work.listed(fresh=True)).by_vmid(vmid)
     return vm
 
 
@@ -153,6 +152,7 @@ async def _clone(work: Work) -> VmSummary:
             session.vmids.refused(vmid)  # the next attempt skips it and asks Proxmox for a new floor
             candidate = None
             continue
+        work.memory.cloned_here = vmid
         await work.start_task(
             "clone", template.node, upid, f"cloning {template.node}/{template.vmid} to {target}/{vmid}"
         )

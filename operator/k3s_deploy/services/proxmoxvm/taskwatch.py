@@ -66,7 +66,7 @@ class TaskWatch:
         self._clock = clock
         self._sleep = sleep
         self._watched: dict[str, _Watched] = {}
-        self._finished: dict[str, tuple[TaskStatus, float]] = {}
+        self._finished: dict[str, tuple[TaskStatus, float]] = {}  # result, when the read showing it was sent
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self._healthy: dict[str, bool] = {}
         self.reads = 0
@@ -81,17 +81,27 @@ class TaskWatch:
         if poller is None or poller.done():
             self._pollers[node] = asyncio.create_task(self._poll(node), name=f"tasks of {node}")
 
-    def seen(self, upid: str) -> TaskStatus | None:
-        """The task's state as the node's list showed it, or None: read its own status instead."""
+    def seen(self, upid: str) -> tuple[TaskStatus, float] | None:
+        """The task's state as the node's list showed it, and when that read was sent (a later read
+        of anything else sees the task's end); None: read its own status instead.
+
+        A task watched but not yet shown by a read (a pass run again right after the one that
+        started it) is running as far as this pass is concerned: the node's next read, due within
+        ``interval``, shows it running or ended, or wakes its object when it cannot find it.
+        """
         finished = self._finished.pop(upid, None)
         if finished is not None:
-            return finished[0]
+            return finished
         known = self._watched.get(upid)
-        if known is None or not known.listed or not self._healthy.get(known.node, False):
-            return None  # not (yet) seen running in a list read: no answer from the list
-        if self._clock() - known.since > self._trust:
+        if known is None or not self._healthy.get(known.node, True):
+            return None  # not watched, or the node's last read failed: no answer from the list
+        poller = self._pollers.get(known.node)
+        if not known.listed and (poller is None or poller.done()):
+            return None
+        now = self._clock()
+        if now - known.since > self._trust:
             return None  # a long wait: confirm now and then with the task's own status
-        return TaskStatus(upid=upid, node=known.node, running=True)
+        return TaskStatus(upid=upid, node=known.node, running=True), now
 
     def forget(self, upid: str) -> None:
         self._watched.pop(upid, None)
@@ -105,6 +115,7 @@ class TaskWatch:
                 mine = {u: w for u, w in self._watched.items() if w.node == node}
                 if not mine:
                     return
+                asked = self._clock()
                 try:
                     listed = await self._client.node_tasks(
                         node, since=min(w.starttime for w in mine.values()), limit=50 + 2 * len(mine)
@@ -119,7 +130,7 @@ class TaskWatch:
                 self.reads += 1
                 failures = 0
                 self._healthy[node] = True
-                self._settle(mine, {t.upid: t for t in listed})
+                self._settle(mine, {t.upid: t for t in listed}, asked)
         except Exception:  # a bug must not leave objects waiting for a wake that never comes
             log.exception("task poller of node %s failed; waiting objects read their tasks themselves", node)
             self._healthy[node] = False
@@ -137,7 +148,7 @@ class TaskWatch:
             youngest, floor=self._interval, fraction=TASK_FRACTION, cap=max(self._interval, TASK_CAP)
         )
 
-    def _settle(self, mine: dict[str, _Watched], listed: dict[str, TaskStatus]) -> None:
+    def _settle(self, mine: dict[str, _Watched], listed: dict[str, TaskStatus], asked: float) -> None:
         now = self._clock()
         for upid in mine:
             task = listed.get(upid)
@@ -149,7 +160,7 @@ class TaskWatch:
                 continue
             del self._watched[upid]
             if task is not None:
-                self._finished[upid] = (task, now)
+                self._finished[upid] = (task, asked)
             current.wake()
         for upid in [u for u, (_, at) in self._finished.items() if now - at > KEEP_RESULTS]:
             del self._finished[upid]

@@ -1,0 +1,73 @@
+"""The shared VM list (``/cluster/resources``) at N siblings: a task's end needs a list read sent after
+it, for that object only. The objects one task-list read woke share one list read; their ends no
+longer make everyone read (at N=200, 177 list reads, about one per task end)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from k3s_deploy.ports.proxmox import ProxmoxClient
+from k3s_deploy.services.proxmoxvm.inventory import Inventory, Sessions
+from k3s_deploy.services.proxmoxvm.taskwatch import TaskWatch
+
+from .driver import Driver, body
+from .fake import FakeConnector, FakeProxmox
+from .test_cloudinit_own_start import no_resize
+from .test_reconcile import AGENT, pve_with_template
+from .test_taskwatch import Ticker
+
+
+def siblings(pve: FakeProxmox, n: int, ticker: Ticker) -> tuple[list[Driver], list[int]]:
+    def watch(client: ProxmoxClient) -> TaskWatch:
+        return TaskWatch(client, sleep=ticker.sleep)
+
+    sessions = Sessions(FakeConnector(pve), max_age=54.0, task_watch=watch)  # as the operator: 0.9 x resync
+    woken: list[int] = []
+    drivers = []
+    for i in range(n):
+        drv = Driver(body(no_resize(), name=f"vm-{i}", uid=f"00000000-0000-0000-0000-{i:012d}"), pve)
+        drv.sessions = sessions
+        drv.wake = lambda i=i: woken.append(i)
+        drivers.append(drv)
+    return drivers, woken
+
+
+@pytest.mark.parametrize("n", [1, 10, 50])
+async def test_the_ends_one_task_list_read_shows_cost_one_list_read_whatever_n(n: int) -> None:
+    pve = pve_with_template()
+    ticker = Ticker()
+    drivers, woken = siblings(pve, n, ticker)
+    await asyncio.gather(*(d.once() for d in drivers))  # N clones (each reads a fresh list: ids)
+    assert pve.calls["clone"] == n
+    for step in ("clone", "start"):
+        pve.finish_tasks()
+        woken.clear()
+        before = pve.calls["cluster_vms"]
+        await ticker.tick()  # one read of the node's task list shows every end
+        assert sorted(woken) == list(range(n))
+        await asyncio.gather(*(d.once() for d in drivers))
+        assert pve.calls["cluster_vms"] - before == 1, step  # N before: each end made everyone read
+    assert pve.calls["power:start"] == n
+    for vm in pve.vms.values():
+        vm.agent_interfaces = AGENT
+    before = pve.calls["cluster_vms"]
+    await asyncio.gather(*(d.once() for d in drivers))  # the agent answers: no list read needed
+    assert pve.calls["cluster_vms"] == before
+    assert all((d.condition("Ready") or {}).get("status") == "True" for d in drivers)
+
+
+async def test_a_change_of_my_own_needs_a_list_sent_after_it_and_others_keep_theirs() -> None:
+    now = [0.0]
+    pve = pve_with_template()
+    inventory = Inventory(pve, max_age=54.0, clock=lambda: now[0])
+    first = await inventory.get()
+    now[0] = 5.0
+    assert await inventory.get() is first  # young enough, and nothing asked for later
+    assert await inventory.get(after=0.0) is first  # sent at 0: shows a change made at 0
+    changed = await inventory.get(after=4.0)  # a task end seen at 4: the read at 0 cannot show it
+    assert changed is not first and changed.asked_at == 5.0 and pve.calls["cluster_vms"] == 2
+    now[0] = 6.0
+    assert await inventory.get(after=4.0) is changed and await inventory.get() is changed
+    assert pve.calls["cluster_vms"] == 2
