@@ -78,6 +78,10 @@ class ProxmoxClient(Protocol):
         """Every qemu guest the credential may see, on every node (one call)."""
         ...
 
+    async def cluster_resources(self) -> tuple[list[VmSummary], list[NodeSummary]]:
+        """The qemu guests and the nodes (those with Sys.Audit) in one ``/cluster/resources`` read."""
+        ...
+
     async def nodes(self) -> list[NodeSummary]: ...
 
     async def shared_storages(self) -> dict[str, bool]:

@@ -37,6 +37,7 @@ class Snapshot:
     taken_at: float  # monotonic, when the answer came
     wall_time: float  # epoch seconds, to turn uptime into a boot time
     asked_at: float = 0.0  # monotonic, when the request was sent: it shows every change made before
+    nodes: list[NodeSummary] = field(default_factory=list)  # empty: the credential has no Sys.Audit
     _index: dict[int, VmSummary] | None = field(default=None, init=False, repr=False, compare=False)
 
     def _by_id(self) -> dict[int, VmSummary]:
@@ -68,7 +69,11 @@ class Inventory:
     _nodes_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def nodes(self) -> list[NodeSummary]:
-        """The node list for placement, shared for ``NODES_MAX_AGE`` (siblings place together)."""
+        """The node list for placement, shared for ``NODES_MAX_AGE`` (siblings place together): the
+        nodes the last VM list read carried, else a read of ``GET /nodes``."""
+        snap = self._snapshot
+        if snap is not None and snap.nodes and self.clock() - snap.taken_at < NODES_MAX_AGE:
+            return snap.nodes
         async with self._nodes_lock:
             if self._nodes is None or self.clock() - self._nodes[0] >= NODES_MAX_AGE:
                 self._nodes = (self.clock(), await self.client.nodes())
@@ -90,9 +95,9 @@ class Inventory:
                 if fresh and snap.taken_at >= requested:
                     return snap  # someone read it while we waited: that is fresh enough
             asked = self.clock()
-            vms = await self.client.cluster_vms()
+            vms, nodes = await self.client.cluster_resources()
             self.reads += 1
-            self._snapshot = Snapshot(vms=vms, taken_at=self.clock(), wall_time=time.time(), asked_at=asked)
+            self._snapshot = Snapshot(vms, self.clock(), time.time(), asked_at=asked, nodes=nodes)
             self._stale = False
             return self._snapshot
 
