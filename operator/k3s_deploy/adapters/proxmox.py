@@ -296,7 +296,17 @@ class ProxmoxerClient:
         for item in raw or []:
             running = "endtime" not in item or item.get("status") == "RUNNING"  # the list's own words
             status = None if running else str(item.get("status") or "unexpected status")
-            out.append(TaskStatus(upid=str(item["upid"]), node=node, running=running, exitstatus=status))
+            start, end = item.get("starttime"), None if running else item.get("endtime")
+            out.append(
+                TaskStatus(
+                    upid=str(item["upid"]),
+                    node=node,
+                    running=running,
+                    exitstatus=status,
+                    starttime=int(start) if start is not None else None,
+                    endtime=int(end) if end is not None else None,
+                )
+            )
         return out
 
     async def agent_interfaces(self, node: str, vmid: int) -> list[GuestInterface]:

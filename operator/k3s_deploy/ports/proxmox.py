@@ -54,6 +54,8 @@ class TaskStatus:
     node: str
     running: bool
     exitstatus: str | None = None
+    starttime: int | None = None  # epoch seconds, the node's clock (task lists only)
+    endtime: int | None = None
 
     @property
     def succeeded(self) -> bool:

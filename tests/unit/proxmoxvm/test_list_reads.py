@@ -5,9 +5,11 @@ longer make everyone read (at N=200, 177 list reads, about one per task end)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
+from k3s_deploy.errors import ProxmoxUnavailable
 from k3s_deploy.ports.proxmox import ProxmoxClient
 from k3s_deploy.services.proxmoxvm.inventory import Inventory, Sessions
 from k3s_deploy.services.proxmoxvm.taskwatch import TaskWatch
@@ -39,8 +41,8 @@ async def test_the_ends_one_task_list_read_shows_cost_one_list_read_whatever_n(n
     pve = pve_with_template()
     ticker = Ticker()
     drivers, woken = siblings(pve, n, ticker)
-    await asyncio.gather(*(d.once() for d in drivers))  # N clones (each reads a fresh list: ids)
-    assert pve.calls["clone"] == n
+    await asyncio.gather(*(d.once() for d in drivers))  # N clones, placed by one list read
+    assert pve.calls["clone"] == n and pve.calls["cluster_vms"] == 1
     for step in ("clone", "start"):
         pve.finish_tasks()
         woken.clear()
@@ -71,3 +73,39 @@ async def test_a_change_of_my_own_needs_a_list_sent_after_it_and_others_keep_the
     now[0] = 6.0
     assert await inventory.get(after=4.0) is changed and await inventory.get() is changed
     assert pve.calls["cluster_vms"] == 2
+
+
+class LostReply(FakeProxmox):
+    """The first clone is made, but its reply never reaches the operator (a timeout)."""
+
+    lose = True
+
+    async def clone(self, node: str, template_vmid: int, newid: int, **kwargs: Any) -> str:
+        upid = await super().clone(node, template_vmid, newid, **kwargs)
+        if self.lose:
+            self.lose = False
+            raise ProxmoxUnavailable(f"clone template {template_vmid} to VM {newid}: read timed out")
+        return upid
+
+
+async def test_a_clone_whose_reply_was_lost_is_found_in_a_list_sent_after_the_attempt() -> None:
+    pve = LostReply()
+    pve.add_vm(9000, "pve1", template=True, name="debian-tpl", tags="tpl")
+    drv = Driver(body(no_resize()), pve, max_age=54.0)  # the list of the first pass would still do
+    await drv.once()
+    assert pve.calls["clone"] == 1 and 100 in pve.vms
+    drv.obj["status"] = {}  # and the status is lost too: only the VM's name and marker tell
+    await drv.once()  # a list sent after the attempt shows the VM with our marker: taken back
+    assert pve.calls["clone"] == 1 and sorted(pve.vms) == [100, 9000]
+    assert any(e.reason == "Reclaimed" for o in drv.outcomes for e in o.events)
+
+
+async def test_a_template_made_moments_ago_is_looked_for_in_a_fresh_list() -> None:
+    pve = FakeProxmox()
+    drv = Driver(body(no_resize()), pve, max_age=54.0)
+    await drv.once()  # no template yet: TemplateNotFound, and a list the next pass could reuse
+    assert drv.outcomes[-1].error is not None and drv.outcomes[-1].error.reason == "TemplateNotFound"
+    assert pve.calls["cluster_vms"] == 2  # the quick list, then a fresh one to be sure
+    pve.add_vm(9000, "pve1", template=True, name="debian-tpl", tags="tpl")
+    await drv.once()
+    assert pve.calls["clone"] == 1 and pve.calls["cluster_vms"] == 3

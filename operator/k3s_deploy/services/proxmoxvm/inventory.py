@@ -83,14 +83,18 @@ class Inventory:
         """The next :meth:`get` of anyone reads Proxmox again (a change everyone must see)."""
         self._stale = True
 
-    async def get(self, *, fresh: bool = False, after: float | None = None) -> Snapshot:
-        """The shared list: at most ``max_age`` old; read since this call began when ``fresh``; sent at
-        or after ``after`` (this clock) when given, i.e. showing a change the caller made or saw then."""
+    async def get(
+        self, *, fresh: bool = False, after: float | None = None, max_age: float | None = None
+    ) -> Snapshot:
+        """The shared list: at most ``max_age`` old (the inventory's own by default); read since this
+        call began when ``fresh``; sent at or after ``after`` (this clock) when given, i.e. showing a
+        change the caller made or saw then."""
         requested = self.clock()
+        age = self.max_age if max_age is None else min(max_age, self.max_age)
         async with self._lock:
             snap = self._snapshot
             if snap is not None and not self._stale and (after is None or snap.asked_at >= after):
-                if not fresh and requested - snap.taken_at < self.max_age:
+                if not fresh and requested - snap.taken_at < age:
                     return snap
                 if fresh and snap.taken_at >= requested:
                     return snap  # someone read it while we waited: that is fresh enough

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from k3s_deploy.api.proxmoxvm import VMSelector
 from k3s_deploy.errors import InvalidSpec, K3sDeployError, NotYet, ProxmoxBusy
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.ownership import check_adoptable
 from k3s_deploy.services.proxmoxvm import placement, plan
+from k3s_deploy.services.proxmoxvm.inventory import Snapshot
 from k3s_deploy.services.proxmoxvm.work import (
     AGENT_READY,
     ORPHAN_ANNOTATION,
@@ -17,6 +19,7 @@ from k3s_deploy.services.proxmoxvm.work import (
 )
 
 VMID_ATTEMPTS = 5
+PLACING_AGE = 5.0  # seconds the VM list a clone is placed by may be old
 
 
 async def _find_recorded(work: Work) -> VmSummary | None:
@@ -99,7 +102,7 @@ async def _clone(work: Work) -> VmSummary:
     source = work.spec.source.clone
     assert source is not None
     session = work.session
-    snap = await session.inventory.get(fresh=True)
+    snap = await _placing_list(work, source.template)
     # A VM we made earlier but lost track of: status wiped, or a clone whose reply never came back
     # (Proxmox cloned, the client saw a timeout/5xx). Before configure its only mark is our marker
     # in the description, so same-name VMs without the tag are checked for it (one config read each).
@@ -131,6 +134,7 @@ async def _clone(work: Work) -> VmSummary:
             VM_PROVISIONED, False, "Cloning", f"cloning {template.name or template.vmid} to {vmid}"
         )
         await work.checkpoint()
+        work.changed()  # should the reply be lost, the next pass needs a list sent after this attempt
         try:
             upid = await session.client.clone(
                 template.node,
@@ -159,6 +163,16 @@ async def _clone(work: Work) -> VmSummary:
     raise ProxmoxBusy(
         f"lost the vmid race {VMID_ATTEMPTS} times in a row; retrying later", reason="VmidTaken"
     )
+
+
+async def _placing_list(work: Work, template: VMSelector) -> Snapshot:
+    """The list a clone is placed by: at most ``PLACING_AGE`` old, so siblings placing together share
+    one read, and sent after this object's last clone attempt (its VM, should the reply have been
+    lost, is in it). A template it does not show may be moments old: then a fresh read decides."""
+    snap = await work.listed(max_age=PLACING_AGE)
+    if not any(plan.matches(vm, template) for vm in snap.vms):
+        snap = await work.listed(fresh=True)
+    return snap
 
 
 async def _place(work: Work, templates: list[VmSummary], vms: list[VmSummary]) -> tuple[VmSummary, str]:

@@ -135,9 +135,9 @@ class Work:
         at = self.session.inventory.clock() if at is None else at
         self.memory.list_after = max(at, self.memory.list_after or at)
 
-    async def listed(self, *, fresh: bool = False) -> Snapshot:
+    async def listed(self, *, fresh: bool = False, max_age: float | None = None) -> Snapshot:
         """The shared VM list as this object must see it (see :meth:`changed`)."""
-        return await self.session.inventory.get(fresh=fresh, after=self.memory.list_after)
+        return await self.session.inventory.get(fresh=fresh, after=self.memory.list_after, max_age=max_age)
 
     def config_changed(self, vmid: int) -> None:
         """We wrote the VM's config: a later read in this pass must ask Proxmox again."""
