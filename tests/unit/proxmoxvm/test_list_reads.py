@@ -109,3 +109,21 @@ async def test_a_template_made_moments_ago_is_looked_for_in_a_fresh_list() -> No
     pve.add_vm(9000, "pve1", template=True, name="debian-tpl", tags="tpl")
     await drv.once()
     assert pve.calls["clone"] == 1 and pve.calls["cluster_vms"] == 3
+
+
+async def test_a_clone_found_again_while_it_runs_is_waited_for_not_written_to() -> None:
+    """The status naming the clone's task was lost (a stale body, a wipe) while the clone runs: the VM
+    is found by its name and marker, locked; the pass waits for the lock to go, then configures it
+    once, with lists read after each wait (the shared one would show the lock for a minute)."""
+    pve = pve_with_template()
+    drv = Driver(body(no_resize()), pve, max_age=54.0)
+    await drv.once()
+    drv.obj["status"] = {}
+    out = await drv.once()
+    assert out.error is None and out.requeue_after == 3.0 and pve.calls["update_config"] == 0
+    reads = pve.calls["cluster_vms"]
+    out = await drv.once()  # still locked: seen in a new list
+    assert out.requeue_after == 3.0 and pve.calls["cluster_vms"] == reads + 1
+    pve.finish_tasks()
+    await drv.once()
+    assert pve.calls["update_config"] == 1 and pve.calls["power:start"] == 1

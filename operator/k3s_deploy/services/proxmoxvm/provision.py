@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, NoReturn
 
 from k3s_deploy.api.proxmoxvm import VMSelector
 from k3s_deploy.errors import InvalidSpec, K3sDeployError, NotYet, ProxmoxBusy
@@ -50,7 +50,7 @@ async def ensure_vm(work: Work) -> VmSummary:
     vm = await _find_recorded(work)
     if vm is not None:
         if vm.lock:
-            raise NotYet(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
+            _wait_unlocked(work, vm)
         # status is a cache anyone with status rights could write: the recorded VM is checked every pass
         if not work.cloned:
             check_adoptable(work.adoption, vm, work.obj.owner_tag)
@@ -231,7 +231,16 @@ async def _template_sharing(work: Work, templates: list[VmSummary]) -> dict[int,
 def _reclaim(work: Work, vm: VmSummary) -> VmSummary:
     work.status.vmid, work.status.node, work.status.adopted = vm.vmid, vm.node, False
     work.event("Normal", "Reclaimed", f"found VM {vm.node}/{vm.vmid} that this object created earlier")
+    if vm.lock:  # its clone still runs (the status that named its task was lost): no write yet
+        _wait_unlocked(work, vm)
     return vm
+
+
+def _wait_unlocked(work: Work, vm: VmSummary) -> NoReturn:
+    """Look again in a few seconds, at a list read after now: the one that showed the lock stays
+    shared for ``max_age`` and would show it until then."""
+    work.changed()
+    raise NotYet(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
 
 
 async def _ours_at(work: Work, vmid: int | None) -> VmSummary | None:
