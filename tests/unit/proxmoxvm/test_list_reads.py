@@ -10,30 +10,17 @@ from typing import Any
 import pytest
 
 from k3s_deploy.errors import ProxmoxUnavailable
-from k3s_deploy.ports.proxmox import ProxmoxClient
-from k3s_deploy.services.proxmoxvm.inventory import Inventory, Sessions
-from k3s_deploy.services.proxmoxvm.taskwatch import TaskWatch
+from k3s_deploy.services.proxmoxvm.inventory import Inventory
 
 from .driver import Driver, body
-from .fake import FakeConnector, FakeProxmox
+from .fake import FakeProxmox
 from .test_cloudinit_own_start import no_resize
 from .test_reconcile import AGENT, pve_with_template
-from .test_taskwatch import Ticker
+from .test_taskwatch import Ticker, objects
 
 
 def siblings(pve: FakeProxmox, n: int, ticker: Ticker) -> tuple[list[Driver], list[int]]:
-    def watch(client: ProxmoxClient) -> TaskWatch:
-        return TaskWatch(client, sleep=ticker.sleep)
-
-    sessions = Sessions(FakeConnector(pve), max_age=54.0, task_watch=watch)  # as the operator: 0.9 x resync
-    woken: list[int] = []
-    drivers = []
-    for i in range(n):
-        drv = Driver(body(no_resize(), name=f"vm-{i}", uid=f"00000000-0000-0000-0000-{i:012d}"), pve)
-        drv.sessions = sessions
-        drv.wake = lambda i=i: woken.append(i)
-        drivers.append(drv)
-    return drivers, woken
+    return objects(pve, n, ticker, spec=no_resize(), max_age=54.0)  # as the operator: 0.9 x resync
 
 
 @pytest.mark.parametrize("n", [1, 10, 50])

@@ -6,6 +6,7 @@ The poller's sleep is a ticker the test advances, so "per interval" is exact, no
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -42,15 +43,20 @@ class Ticker:
             await asyncio.sleep(0)
 
 
-def objects(pve: FakeProxmox, n: int, ticker: Ticker) -> tuple[list[Driver], list[int]]:
+def objects(
+    pve: FakeProxmox, n: int, ticker: Ticker, *, spec: dict[str, Any] | None = None, max_age: float = 0.0
+) -> tuple[list[Driver], list[int]]:
+    """N objects of one credential whose task poller sleeps on the ticker; the indexes woken."""
+
     def watch(client: ProxmoxClient) -> TaskWatch:
         return TaskWatch(client, sleep=ticker.sleep)
 
-    sessions = Sessions(FakeConnector(pve), max_age=0.0, task_watch=watch)
+    sessions = Sessions(FakeConnector(pve), max_age=max_age, task_watch=watch)
     woken: list[int] = []
     drivers = []
     for i in range(n):
-        drv = Driver(body(clone_spec(), name=f"vm-{i}", uid=f"00000000-0000-0000-0000-{i:012d}"), pve)
+        uid = f"00000000-0000-0000-0000-{i:012d}"
+        drv = Driver(body(spec or clone_spec(), name=f"vm-{i}", uid=uid), pve)
         drv.sessions = sessions
         drv.wake = lambda i=i: woken.append(i)
         drivers.append(drv)
