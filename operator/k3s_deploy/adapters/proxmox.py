@@ -56,6 +56,37 @@ def encode_value(value: object) -> object:
     return value
 
 
+def _is_qemu(item: Mapping[str, Any]) -> bool:
+    return item.get("type", "qemu") == "qemu" and "vmid" in item
+
+
+def _vm_summary(item: Mapping[str, Any]) -> VmSummary:
+    return VmSummary(
+        vmid=int(item["vmid"]),
+        node=str(item.get("node", "")),
+        name=str(item.get("name", "")),
+        status=str(item.get("status", "unknown")),
+        template=bool(int(item.get("template", 0) or 0)),
+        tags=split_tags(item.get("tags")),
+        lock=item.get("lock") or None,
+        maxcpu=int(item.get("maxcpu", 0) or 0),
+        maxmem=int(item.get("maxmem", 0) or 0),
+        maxdisk=int(item.get("maxdisk", 0) or 0),
+        uptime=int(item.get("uptime", 0) or 0),
+        pool=item.get("pool") or None,
+    )
+
+
+def _node_summary(item: Mapping[str, Any]) -> NodeSummary:
+    """A node of ``GET /nodes`` or a ``type: node`` entry of ``/cluster/resources`` (same fields)."""
+    return NodeSummary(
+        node=str(item["node"]),
+        status=str(item.get("status", "unknown")),
+        mem=int(item.get("mem", 0) or 0),
+        maxmem=int(item.get("maxmem", 0) or 0),
+    )
+
+
 class ProxmoxerClient:
     """A ProxmoxClient for one credential. Thread-safe; login happens lazily in a worker thread."""
 
@@ -125,36 +156,19 @@ class ProxmoxerClient:
         raw: list[dict[str, Any]] = await self._call(
             "list VMs", lambda api: api.cluster.resources.get(type="vm")
         )
-        return [
-            VmSummary(
-                vmid=int(item["vmid"]),
-                node=str(item.get("node", "")),
-                name=str(item.get("name", "")),
-                status=str(item.get("status", "unknown")),
-                template=bool(int(item.get("template", 0) or 0)),
-                tags=split_tags(item.get("tags")),
-                lock=item.get("lock") or None,
-                maxcpu=int(item.get("maxcpu", 0) or 0),
-                maxmem=int(item.get("maxmem", 0) or 0),
-                maxdisk=int(item.get("maxdisk", 0) or 0),
-                uptime=int(item.get("uptime", 0) or 0),
-                pool=item.get("pool") or None,
-            )
-            for item in raw or []
-            if item.get("type", "qemu") == "qemu" and "vmid" in item
-        ]
+        return [_vm_summary(item) for item in raw or [] if _is_qemu(item)]
+
+    async def cluster_resources(self) -> tuple[list[VmSummary], list[NodeSummary]]:
+        raw: list[dict[str, Any]] = await self._call(
+            "list VMs and nodes", lambda api: api.cluster.resources.get()
+        )
+        vms = [_vm_summary(item) for item in raw or [] if _is_qemu(item)]
+        nodes = [_node_summary(item) for item in raw or [] if item.get("type") == "node" and "node" in item]
+        return vms, nodes
 
     async def nodes(self) -> list[NodeSummary]:
         raw: list[dict[str, Any]] = await self._call("list nodes", lambda api: api.nodes.get())
-        return [
-            NodeSummary(
-                node=str(n["node"]),
-                status=str(n.get("status", "unknown")),
-                mem=int(n.get("mem", 0) or 0),
-                maxmem=int(n.get("maxmem", 0) or 0),
-            )
-            for n in raw or []
-        ]
+        return [_node_summary(n) for n in raw or []]
 
     async def shared_storages(self) -> dict[str, bool]:
         raw: list[dict[str, Any]] = await self._call(
@@ -282,7 +296,17 @@ class ProxmoxerClient:
         for item in raw or []:
             running = "endtime" not in item or item.get("status") == "RUNNING"  # the list's own words
             status = None if running else str(item.get("status") or "unexpected status")
-            out.append(TaskStatus(upid=str(item["upid"]), node=node, running=running, exitstatus=status))
+            start, end = item.get("starttime"), None if running else item.get("endtime")
+            out.append(
+                TaskStatus(
+                    upid=str(item["upid"]),
+                    node=node,
+                    running=running,
+                    exitstatus=status,
+                    starttime=int(start) if start is not None else None,
+                    endtime=int(end) if end is not None else None,
+                )
+            )
         return out
 
     async def agent_interfaces(self, node: str, vmid: int) -> list[GuestInterface]:

@@ -54,6 +54,8 @@ class TaskStatus:
     node: str
     running: bool
     exitstatus: str | None = None
+    starttime: int | None = None  # epoch seconds, the node's clock (task lists only)
+    endtime: int | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -76,6 +78,10 @@ class ProxmoxClient(Protocol):
 
     async def cluster_vms(self) -> list[VmSummary]:
         """Every qemu guest the credential may see, on every node (one call)."""
+        ...
+
+    async def cluster_resources(self) -> tuple[list[VmSummary], list[NodeSummary]]:
+        """The qemu guests and the nodes (those with Sys.Audit) in one ``/cluster/resources`` read."""
         ...
 
     async def nodes(self) -> list[NodeSummary]: ...

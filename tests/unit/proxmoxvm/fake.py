@@ -174,6 +174,10 @@ class FakeProxmox:
         self._enter("cluster_vms")
         return [vm.summary() for vm in self.vms.values()]
 
+    async def cluster_resources(self) -> tuple[list[VmSummary], list[NodeSummary]]:
+        """Counted as ``cluster_vms`` (one read); subclasses that change the VM list change it here too."""
+        return await self.cluster_vms(), list(self.nodes_.values())
+
     async def nodes(self) -> list[NodeSummary]:
         self._enter("nodes")
         return list(self.nodes_.values())

@@ -1,11 +1,11 @@
 """Reads a pass need not repeat: the config once per pass, status/current once per list read, the node
-list once for siblings placing together."""
+list with the VM list (or once for siblings placing together, without Sys.Audit)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from k3s_deploy.ports.proxmox import VmSummary
+from k3s_deploy.ports.proxmox import NodeSummary, VmSummary
 
 from .driver import Driver, body
 from .fake import FakeProxmox
@@ -51,8 +51,22 @@ async def test_a_lagging_list_is_confirmed_once_per_read_not_once_per_pass() -> 
     assert (drv.condition("Ready") or {}).get("status") == "True"
 
 
-async def test_siblings_placing_together_read_the_node_list_once() -> None:
+class NoSysAudit(FakeProxmox):
+    """A credential without Sys.Audit on the nodes: ``/cluster/resources`` lists no node."""
+
+    async def cluster_resources(self) -> tuple[list[VmSummary], list[NodeSummary]]:
+        return await self.cluster_vms(), []
+
+
+async def test_siblings_placing_together_take_the_nodes_from_the_vm_list_read() -> None:
     pve = with_template(FakeProxmox())
+    drivers = siblings(pve, 20)
+    await asyncio.gather(*(drv.once() for drv in drivers))
+    assert pve.calls["clone"] == 20 and pve.calls["nodes"] == 0
+
+
+async def test_without_node_entries_in_the_list_siblings_read_the_node_list_once() -> None:
+    pve = with_template(NoSysAudit())
     drivers = siblings(pve, 20)
     await asyncio.gather(*(drv.once() for drv in drivers))
     assert pve.calls["clone"] == 20 and pve.calls["nodes"] == 1

@@ -31,10 +31,13 @@ class _CountingClient:
         await asyncio.sleep(0.01)
         return [VmSummary(vmid=100, node="pve1")]
 
+    async def cluster_resources(self) -> tuple[list[VmSummary], list[Any]]:
+        return await self.cluster_vms(), []
+
 
 async def test_concurrent_askers_share_one_read_until_invalidated() -> None:
     client = _CountingClient()
-    inventory = Inventory(client, max_age=60.0)  # type: ignore[arg-type]  # only cluster_vms is used
+    inventory = Inventory(client, max_age=60.0)  # type: ignore[arg-type]  # only cluster_resources is used
     snaps: list[Any] = await asyncio.gather(*(inventory.get() for _ in range(20)))
     assert client.calls == 1 and all(s is snaps[0] for s in snaps)
     inventory.invalidate()

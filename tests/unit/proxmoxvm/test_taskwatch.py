@@ -6,6 +6,7 @@ The poller's sleep is a ticker the test advances, so "per interval" is exact, no
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -42,15 +43,20 @@ class Ticker:
             await asyncio.sleep(0)
 
 
-def objects(pve: FakeProxmox, n: int, ticker: Ticker) -> tuple[list[Driver], list[int]]:
+def objects(
+    pve: FakeProxmox, n: int, ticker: Ticker, *, spec: dict[str, Any] | None = None, max_age: float = 0.0
+) -> tuple[list[Driver], list[int]]:
+    """N objects of one credential whose task poller sleeps on the ticker; the indexes woken."""
+
     def watch(client: ProxmoxClient) -> TaskWatch:
         return TaskWatch(client, sleep=ticker.sleep)
 
-    sessions = Sessions(FakeConnector(pve), max_age=0.0, task_watch=watch)
+    sessions = Sessions(FakeConnector(pve), max_age=max_age, task_watch=watch)
     woken: list[int] = []
     drivers = []
     for i in range(n):
-        drv = Driver(body(clone_spec(), name=f"vm-{i}", uid=f"00000000-0000-0000-0000-{i:012d}"), pve)
+        uid = f"00000000-0000-0000-0000-{i:012d}"
+        drv = Driver(body(spec or clone_spec(), name=f"vm-{i}", uid=uid), pve)
         drv.sessions = sessions
         drv.wake = lambda i=i: woken.append(i)
         drivers.append(drv)
@@ -130,16 +136,22 @@ def test_upid_start_time() -> None:
     assert upid_starttime("not-a-upid") == 0
 
 
-async def test_a_task_no_list_read_has_shown_yet_is_read_by_the_pass_itself() -> None:
-    """Woken (a spec change) right after it started a task: the list has not seen the task, so it
-    cannot say "running"; the pass asks the task, and goes on when it already ended."""
+async def test_a_pass_run_again_before_any_list_read_waits_for_the_next_read_without_a_call() -> None:
+    """Run again right after it started a task (its own status write, a spec change): no list read has
+    shown the task yet, and the node's next one is due within a second, so the pass asks nothing and
+    waits; that read shows the end and wakes it, and it goes on."""
     pve = pve_with_template()
     ticker = Ticker()
-    (drv,), _ = objects(pve, 1, ticker)
+    (drv,), woken = objects(pve, 1, ticker)
     await drv.once()
     pve.finish_tasks()  # ended before any list read
+    out = await drv.once()
+    assert out.requeue_after is not None and drv.obj["status"]["taskRef"]["action"] == "clone"
+    assert pve.calls["task_status"] == 0 and pve.calls["node_tasks"] == 0
+    await ticker.tick()
+    assert woken == [0] and pve.calls["node_tasks"] == 1
     await drv.once()
-    assert pve.calls["task_status"] == 1 and pve.calls["node_tasks"] == 0
+    assert pve.calls["task_status"] == 0
     assert drv.obj["status"]["taskRef"]["action"] == "resize"  # the pass went on past the clone
 
 

@@ -28,7 +28,7 @@ async def ensure_addresses(work: Work, vm: VmSummary, state: str) -> None:
         work.memory.agent_wait_since = None
         work.conditions.set(AGENT_READY, False, "VMNotRunning", f"the VM is {state}")
         return
-    snapshot = await work.session.inventory.get()
+    snapshot = await work.listed()
     boot = _boot_time(snapshot, vm)
     rebooted = (
         boot is not None

@@ -7,7 +7,9 @@ leaves the guest running with old data: for a K3s node that means the cluster's 
 and the node never joins. ``GET .../cloudinit`` lists what the drive was generated from against the
 config (PVE 7.2+); the operator never rebuilds the drive of a running VM by itself, so that list stays
 true until the next start. One call at the first guest-agent contact of each boot or generation
-tells; the answer is kept in memory, so steady state costs nothing.
+tells; the answer is kept in memory, so steady state costs nothing. A boot this process started right
+after reading and writing the config in the same pass needs no call: the start built the drive from
+that config (not so once a write of ours failed: its reply may be lost while it lands after the start).
 
 A stale drive is repaired by bringing the config to the spec and rebooting (the start half of a
 reboot rebuilds the drive), but only while the VM is being brought up (uptime below the agent
@@ -49,11 +51,21 @@ async def ensure_fresh_cloud_init(work: Work, vm: VmSummary, boot: float | None)
         unknown or same_boot(boot, memory.cloud_init_boot)
     ):
         return
+    if memory.cloud_init_started == work.obj.generation and not memory.write_in_doubt:
+        # This process read the config, brought it to this generation and then started the VM, so
+        # the start built the drive from it; a config write before the first contact would be ours.
+        memory.cloud_init_started = None
+        memory.cloud_init_boot, memory.cloud_init_generation = boot, work.obj.generation
+        memory.stale_reboots = 0
+        work.conditions.remove(CLOUD_INIT_STALE)
+        return
+    memory.cloud_init_started = None
     client = work.session.client
     stale = plan.stale_cloud_init(await client.cloudinit_pending(vm.node, vm.vmid))
     memory.cloud_init_boot, memory.cloud_init_generation = boot, work.obj.generation
     if not stale:
         memory.stale_reboots = 0
+        memory.write_in_doubt = False  # whatever landed late is in the drive, or never came
         work.conditions.remove(CLOUD_INIT_STALE)
         return
     keys = ", ".join(stale)

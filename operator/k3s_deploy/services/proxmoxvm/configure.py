@@ -47,8 +47,12 @@ async def configure(work: Work, vm: VmSummary, *, force: str | None = None) -> N
     todo = plan.plan_config(work.spec, config, name=work.desired_name, owner_tag=owner_tag)
     if todo.changes:
         work.config_changed(vm.vmid)
-        await client.update_config(vm.node, vm.vmid, todo.changes)
-        work.session.inventory.invalidate()
+        try:
+            await client.update_config(vm.node, vm.vmid, todo.changes)
+        except Exception:
+            work.memory.write_in_doubt = True  # it may land later, even after a start (cloudinit.py)
+            raise
+        work.changed()
         work.event(
             "Normal", "Configured", "changed " + ", ".join(sorted(todo.changes)) + f" ({'; '.join(why)})"
         )
@@ -60,6 +64,7 @@ async def configure(work: Work, vm: VmSummary, *, force: str | None = None) -> N
             reason="NoCloudInitDrive",
         )
     work.memory.config_incomplete = False
+    work.config_confirmed = True
     if todo.resize is not None:
         disk, size = todo.resize
         upid = await client.resize_disk(vm.node, vm.vmid, disk, size)

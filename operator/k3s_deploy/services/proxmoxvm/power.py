@@ -48,6 +48,12 @@ async def ensure_power(work: Work, vm: VmSummary) -> str:
         if restart_pending:
             work.annotations[RESTART_HANDLED_ANNOTATION] = restart_request or ""
         work.conditions.set(POWERED_ON, False, "Starting", "starting the VM")
+        # The start builds the cloud-init drive from the config this pass read and wrote: its first
+        # boot needs no check of the drive (cloudinit.py) when no earlier write may land later, i.e.
+        # this process made the VM (no write of an earlier process) and none of its writes failed.
+        memory = work.memory
+        confirmed = work.config_confirmed and not memory.write_in_doubt and memory.cloned_here == vm.vmid
+        memory.cloud_init_started = work.obj.generation if confirmed else None
         upid = await client.power(vm.node, vm.vmid, "start")
         await work.start_task("start", vm.node, upid, f"starting VM {vm.vmid}")
     if want_running and state == "paused":

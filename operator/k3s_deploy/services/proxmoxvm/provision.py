@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, NoReturn
 
+from k3s_deploy.api.proxmoxvm import VMSelector
 from k3s_deploy.errors import InvalidSpec, K3sDeployError, NotYet, ProxmoxBusy
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.ownership import check_adoptable
 from k3s_deploy.services.proxmoxvm import placement, plan
+from k3s_deploy.services.proxmoxvm.inventory import Snapshot
 from k3s_deploy.services.proxmoxvm.work import (
     AGENT_READY,
     ORPHAN_ANNOTATION,
@@ -17,6 +19,7 @@ from k3s_deploy.services.proxmoxvm.work import (
 )
 
 VMID_ATTEMPTS = 5
+PLACING_AGE = 5.0  # seconds the VM list a clone is placed by may be old
 
 
 async def _find_recorded(work: Work) -> VmSummary | None:
@@ -24,10 +27,9 @@ async def _find_recorded(work: Work) -> VmSummary | None:
     vmid = work.status.vmid
     if vmid is None:
         return None
-    inventory = work.session.inventory
-    vm = (await inventory.get()).by_vmid(vmid)
+    vm = (await work.listed()).by_vmid(vmid)
     if vm is None:
-        vm = (await inventory.get(fresh=True)).by_vmid(vmid)
+        vm = (await work.listed(fresh=True)).by_vmid(vmid)
     return vm
 
 
@@ -48,7 +50,7 @@ async def ensure_vm(work: Work) -> VmSummary:
     vm = await _find_recorded(work)
     if vm is not None:
         if vm.lock:
-            raise NotYet(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
+            _wait_unlocked(work, vm)
         # status is a cache anyone with status rights could write: the recorded VM is checked every pass
         if not work.cloned:
             check_adoptable(work.adoption, vm, work.obj.owner_tag)
@@ -100,7 +102,7 @@ async def _clone(work: Work) -> VmSummary:
     source = work.spec.source.clone
     assert source is not None
     session = work.session
-    snap = await session.inventory.get(fresh=True)
+    snap = await _placing_list(work, source.template)
     # A VM we made earlier but lost track of: status wiped, or a clone whose reply never came back
     # (Proxmox cloned, the client saw a timeout/5xx). Before configure its only mark is our marker
     # in the description, so same-name VMs without the tag are checked for it (one config read each).
@@ -132,6 +134,7 @@ async def _clone(work: Work) -> VmSummary:
             VM_PROVISIONED, False, "Cloning", f"cloning {template.name or template.vmid} to {vmid}"
         )
         await work.checkpoint()
+        work.changed()  # should the reply be lost, the next pass needs a list sent after this attempt
         try:
             upid = await session.client.clone(
                 template.node,
@@ -153,12 +156,23 @@ async def _clone(work: Work) -> VmSummary:
             session.vmids.refused(vmid)  # the next attempt skips it and asks Proxmox for a new floor
             candidate = None
             continue
+        work.memory.cloned_here = vmid
         await work.start_task(
             "clone", template.node, upid, f"cloning {template.node}/{template.vmid} to {target}/{vmid}"
         )
     raise ProxmoxBusy(
         f"lost the vmid race {VMID_ATTEMPTS} times in a row; retrying later", reason="VmidTaken"
     )
+
+
+async def _placing_list(work: Work, template: VMSelector) -> Snapshot:
+    """The list a clone is placed by: at most ``PLACING_AGE`` old, so siblings placing together share
+    one read, and sent after this object's last clone attempt (its VM, should the reply have been
+    lost, is in it). A template it does not show may be moments old: then a fresh read decides."""
+    snap = await work.listed(max_age=PLACING_AGE)
+    if not any(plan.matches(vm, template) for vm in snap.vms):
+        snap = await work.listed(fresh=True)
+    return snap
 
 
 async def _place(work: Work, templates: list[VmSummary], vms: list[VmSummary]) -> tuple[VmSummary, str]:
@@ -217,7 +231,16 @@ async def _template_sharing(work: Work, templates: list[VmSummary]) -> dict[int,
 def _reclaim(work: Work, vm: VmSummary) -> VmSummary:
     work.status.vmid, work.status.node, work.status.adopted = vm.vmid, vm.node, False
     work.event("Normal", "Reclaimed", f"found VM {vm.node}/{vm.vmid} that this object created earlier")
+    if vm.lock:  # its clone still runs (the status that named its task was lost): no write yet
+        _wait_unlocked(work, vm)
     return vm
+
+
+def _wait_unlocked(work: Work, vm: VmSummary) -> NoReturn:
+    """Look again in a few seconds, at a list read after now: the one that showed the lock stays
+    shared for ``max_age`` and would show it until then."""
+    work.changed()
+    raise NotYet(3.0, "VMLocked", f"VM {vm.vmid} is locked ({vm.lock})")
 
 
 async def _ours_at(work: Work, vmid: int | None) -> VmSummary | None:

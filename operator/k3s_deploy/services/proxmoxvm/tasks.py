@@ -19,21 +19,24 @@ async def check_task(work: Work) -> None:
         return
     node = ref.node or ref.upid.split(":")[1]
     watch = work.session.tasks
-    task = watch.seen(ref.upid) if work.wake is not None else None
-    if task is None:  # not watched (yet), or the node's list is not to be trusted now: ask the task
+    sighting = watch.seen(ref.upid) if work.wake is not None else None
+    if sighting is not None:
+        task, seen_at = sighting
+    else:  # not watched, or the node's list is not to be trusted now: ask the task
+        seen_at = work.session.inventory.clock()
         try:
             task = await work.session.client.task_status(node, ref.upid)
         except ProxmoxRejected:
             # "no such task": the node forgot it (restart). State is re-derived from the VM itself.
             watch.forget(ref.upid)
             work.status.task_ref = None
-            work.session.inventory.invalidate()
+            work.changed(seen_at)
             return
     if task.running:
         work.wait_for_task(node, ref.upid, f"waiting for the {ref.action} task {ref.upid}")
     watch.forget(ref.upid)
     work.status.task_ref = None
-    work.session.inventory.invalidate()
+    work.changed(seen_at)  # the task ended before that read was sent: a list sent after it shows so
     if ref.started_at is not None:
         seconds = (datetime.now(UTC) - ref.started_at).total_seconds()
         metrics.observe_proxmox_task(_task_type(ref.upid, ref.action), max(seconds, 0.0), task.succeeded)

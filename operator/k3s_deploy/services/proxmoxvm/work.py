@@ -12,7 +12,7 @@ from k3s_deploy.errors import NotYet, backoff
 from k3s_deploy.ports.proxmox import VmSummary
 from k3s_deploy.services.conditions import Conditions
 from k3s_deploy.services.ownership import AdoptionPolicy, ownership_tag
-from k3s_deploy.services.proxmoxvm.inventory import Session
+from k3s_deploy.services.proxmoxvm.inventory import Session, Snapshot
 from k3s_deploy.services.proxmoxvm.taskwatch import TASK_POLL, WAKE_FALLBACK
 
 RESTART_ANNOTATION = "k3sdeploy.io/restart"
@@ -91,6 +91,10 @@ class Memory:
     verified_owners: set[str] = field(default_factory=set)  # K3sCluster uids checked in this namespace
     live_state: tuple[VmSummary, str] | None = None  # status/current's answer for this list entry
     agent_wait_since: float | None = None  # epoch seconds the wait for this boot's agent began
+    list_after: float | None = None  # the shared VM list must be sent after this (inventory clock)
+    cloud_init_started: int | None = None  # generation whose config this process confirmed, then started
+    write_in_doubt: bool = False  # a config write failed: it may still land after a later start
+    cloned_here: int | None = None  # the vmid this process cloned: every write of ours to it is known
 
     def backoff(self, cap: float) -> float:
         """5, 10, 20, 40 ... seconds, at most ``cap``."""
@@ -116,6 +120,7 @@ class Work:
     wake: Callable[[], None] | None = None  # runs this object's next pass now (None: nobody can)
     _configs: dict[int, dict[str, Any]] = field(default_factory=dict)  # read in this pass
     finished: str | None = None  # the action of the task this pass found succeeded (tasks.py)
+    config_confirmed: bool = False  # this pass read the config and brought it to the spec (configure.py)
 
     async def vm_config(self, vm: VmSummary) -> dict[str, Any]:
         """The VM's config, read once per pass (the ownership check and configure both need it)."""
@@ -123,6 +128,16 @@ class Work:
         if config is None:
             config = self._configs[vm.vmid] = await self.session.client.vm_config(vm.node, vm.vmid)
         return config
+
+    def changed(self, at: float | None = None) -> None:
+        """This object changed its VM, or saw its task end, at ``at`` (now if None): its next look at
+        the shared VM list must be a read sent after that; other objects' looks are not affected."""
+        at = self.session.inventory.clock() if at is None else at
+        self.memory.list_after = max(at, self.memory.list_after or at)
+
+    async def listed(self, *, fresh: bool = False, max_age: float | None = None) -> Snapshot:
+        """The shared VM list as this object must see it (see :meth:`changed`)."""
+        return await self.session.inventory.get(fresh=fresh, after=self.memory.list_after, max_age=max_age)
 
     def config_changed(self, vmid: int) -> None:
         """We wrote the VM's config: a later read in this pass must ask Proxmox again."""
@@ -145,7 +160,7 @@ class Work:
     async def start_task(self, action: str, node: str, upid: str, message: str) -> NoReturn:
         """Remember an in-flight task in status and end the pass; the next pass checks it."""
         self.status.task_ref = TaskRef(upid=upid, action=action, node=node, started_at=self.now())
-        self.session.inventory.invalidate()
+        self.changed()
         self.event("Normal", action.capitalize() + "Started", message)
         self.wait_for_task(node, upid, f"{message} (task {upid})")
 
