@@ -84,6 +84,10 @@ async def test_secrets_are_written_and_deleted_only_when_ours(
     assert info.value.reason == "SecretConflict"
     assert not await objects.delete_managed_secret(namespace, "users-own", labels=labels)
     assert await objects.read_secret(namespace, "users-own") == {"token": b"keep"}
+    # labels come with the data, so a tenant's reference to an operator-written Secret can be refused
+    assert await objects.read_secret_labelled(namespace, "users-own") == ({"token": b"keep"}, {})
+    assert await objects.read_secret_labelled(namespace, "demo-token") == ({"token": b"t1"}, labels)
+    assert await objects.read_secret_labelled(namespace, "missing") is None
 
     assert await objects.delete_managed_secret(namespace, "demo-token", labels=labels)
     assert await objects.read_secret(namespace, "demo-token") is None

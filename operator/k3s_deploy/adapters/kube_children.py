@@ -150,6 +150,15 @@ class KubeClusterObjects:
         found = await self._call(f"read Secret {name}", lambda: self._read(SECRET, namespace, name))
         return None if found is None else decode_secret(found)
 
+    async def read_secret_labelled(
+        self, namespace: str, name: str
+    ) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        found = await self._call(f"read Secret {name}", lambda: self._read(SECRET, namespace, name))
+        if found is None:
+            return None
+        labels = (found.get("metadata") or {}).get("labels") or {}
+        return decode_secret(found), {str(k): str(v) for k, v in labels.items()}
+
     async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
         found = await self._call(f"read ConfigMap {name}", lambda: self._read(CONFIG_MAP, namespace, name))
         return None if found is None else {str(k): str(v) for k, v in (found.get("data") or {}).items()}

@@ -41,6 +41,12 @@ class ClusterObjects(Protocol):
         """Decoded data of a Secret, or None when it does not exist."""
         ...
 
+    async def read_secret_labelled(
+        self, namespace: str, name: str
+    ) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        """Decoded data and labels of a Secret, or None when it does not exist."""
+        ...
+
     async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
         """The data of a ConfigMap (add-on manifests and chart values), or None when it does not exist."""
         ...

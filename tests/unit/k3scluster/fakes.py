@@ -69,6 +69,12 @@ class FakeObjects:
         secret = self.secrets.get((namespace, name))
         return dict(secret["data"]) if secret else None
 
+    async def read_secret_labelled(
+        self, namespace: str, name: str
+    ) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        secret = self.secrets.get((namespace, name))
+        return (dict(secret["data"]), dict(secret["labels"])) if secret else None
+
     async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
         data = self.config_maps.get((namespace, name))
         return dict(data) if data is not None else None

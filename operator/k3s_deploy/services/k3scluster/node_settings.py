@@ -13,6 +13,7 @@ import hashlib
 from k3s_deploy import errors
 from k3s_deploy.api.registries import RegistryConfig
 from k3s_deploy.services.k3scluster import install, node_config
+from k3s_deploy.services.k3scluster.secrets import read_user_secret
 from k3s_deploy.services.k3scluster.state import ClusterPass
 
 
@@ -70,7 +71,7 @@ async def registries(r: ClusterPass) -> node_config.RegistriesMaterial | None:
 async def _host(r: ClusterPass, c: RegistryConfig) -> node_config.RegistryHost:
     values: dict[str, str | None] = {}
     if c.auth_secret_ref is not None:
-        data = await _secret(r, c.auth_secret_ref.name, f"registry auth for {c.host}")
+        data = await _secret(r, c.auth_secret_ref.name, f"registry auth for {c.host}", "authSecretRef")
         if data.get("token"):
             values["token"] = _text(data, "token", c.auth_secret_ref.name)
         elif data.get("username") and data.get("password"):
@@ -84,7 +85,7 @@ async def _host(r: ClusterPass, c: RegistryConfig) -> node_config.RegistryHost:
             )
     if c.tls_secret_ref is not None:
         name = c.tls_secret_ref.name
-        data = await _secret(r, name, f"registry TLS for {c.host}")
+        data = await _secret(r, name, f"registry TLS for {c.host}", "tlsSecretRef")
         values["ca"] = _pem(data, "ca.crt", name)
         values["cert"] = _pem(data, "tls.crt", name)
         values["key"] = _pem(data, "tls.key", name)
@@ -97,8 +98,9 @@ async def _host(r: ClusterPass, c: RegistryConfig) -> node_config.RegistryHost:
     return node_config.RegistryHost(c.host, **values, insecure_skip_verify=c.insecure_skip_verify)
 
 
-async def _secret(r: ClusterPass, name: str, what: str) -> dict[str, bytes]:
-    data = await r.deps.objects.read_secret(r.ref.namespace, name)
+async def _secret(r: ClusterPass, name: str, what: str, ref: str) -> dict[str, bytes]:
+    field = f"spec.k3s.registries.configs[].{ref} ({what})"
+    data = await read_user_secret(r.deps.objects, r.ref.namespace, name, field=field)
     if data is None:
         raise errors.CredentialsError(
             f"Secret {name!r} ({what}) not found in namespace {r.ref.namespace!r}; create it or "

@@ -23,6 +23,28 @@ def managed_labels(cluster: str) -> dict[str, str]:
     return {LABEL_CLUSTER: cluster, MANAGED_BY: MANAGER}
 
 
+async def read_user_secret(
+    objects: ClusterObjects, namespace: str, name: str, *, field: str
+) -> dict[str, bytes] | None:
+    """The data of a Secret the tenant names in ``field`` (registry auth, S3 keys), bound for the nodes.
+
+    A Secret the operator writes itself (the join token, the kubeconfig, the host-key pins) is refused:
+    named as registry auth, the server token would be written into every agent's registries.yaml, and
+    agents never hold it (docs/security.md). None when the Secret does not exist.
+    """
+    found = await objects.read_secret_labelled(namespace, name)
+    if found is None:
+        return None
+    data, labels = found
+    if labels.get(MANAGED_BY) == MANAGER:
+        raise errors.InvalidSpec(
+            f"{field} names Secret {name!r}, which k3s-deploy writes itself (label {MANAGED_BY}={MANAGER}); "
+            f"its values never go onto the nodes: create a Secret of your own and name it in {field}",
+            reason="SecretRefForbidden",
+        )
+    return data
+
+
 def one_line(value: str, *, name: str, key: str, what: str) -> str:
     """A Secret value bound for a guest's command line or files (the join token), as one line.
 

@@ -21,6 +21,7 @@ from k3s_deploy.api.etcd_snapshots import EtcdSnapshotInfo, EtcdSnapshots
 from k3s_deploy.api.formats import CONTROL_CHAR
 from k3s_deploy.ports.ssh import guest_text
 from k3s_deploy.services.k3scluster import access
+from k3s_deploy.services.k3scluster.secrets import read_user_secret
 from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView
 
 SNAPSHOT_REQUEST = "k3sdeploy.io/snapshot-request"
@@ -116,7 +117,8 @@ async def s3_keys(r: ClusterPass) -> tuple[str, str] | None:
     if spec is None or spec.s3 is None:
         return None
     name = spec.s3.credentials_secret_ref.name
-    data = await r.deps.objects.read_secret(r.ref.namespace, name)
+    field = "spec.etcdSnapshots.s3.credentialsSecretRef"
+    data = await read_user_secret(r.deps.objects, r.ref.namespace, name, field=field)
     if data is None:
         raise errors.CredentialsError(
             f"Secret {name!r} (spec.etcdSnapshots.s3.credentialsSecretRef) not found in namespace "
