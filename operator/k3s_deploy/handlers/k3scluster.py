@@ -54,6 +54,9 @@ async def _write(
     await engine.write(runtime, raw, status, patch, force=force)
 
 
+TRANSIENT_FIRST_RETRY_S = 1.0
+
+
 def _next_delay(runtime: Runtime, uid: str, outcome: Outcome) -> float:
     """Seconds until the next pass: as asked while waiting, backoff on errors, resync when done."""
     resync = runtime.settings.resync_seconds
@@ -63,8 +66,10 @@ def _next_delay(runtime: Runtime, uid: str, outcome: Outcome) -> float:
         return min(outcome.requeue_after, resync) if outcome.requeue_after is not None else resync
     count = failures[uid] = failures.get(uid, 0) + 1
     if outcome.error.transient:
+        # 1, 2, 4 ... s: the common case is a guest whose VM just came up and whose sshd does not answer
+        # yet; a first retry at 5 s cost the whole bootstrap 5 s in a quarter of the 3+2 bench runs.
         asked = outcome.error.delay if isinstance(outcome.error, errors.TransientError) else None
-        return asked or errors.backoff(count, max(resync, 60.0))
+        return asked or errors.backoff(count, max(resync, 60.0), first=TRANSIENT_FIRST_RETRY_S)
     # Stalled: a change of spec wakes us at once; otherwise look again rarely (a Secret may appear).
     return errors.backoff(count, max(resync, 600.0), first=resync)
 
