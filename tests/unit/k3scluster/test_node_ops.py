@@ -11,7 +11,7 @@ import pytest
 
 from k3s_deploy.ports.target import TargetPod
 from k3s_deploy.services.cadence import JOB_FLOOR
-from k3s_deploy.services.k3scluster import node_ops
+from k3s_deploy.services.k3scluster import guest_jobs, node_ops
 
 from .day2_world import B, Target, World, body, bump, cond
 from .test_day2_reconcile import ready_cluster, upgrade_to
@@ -300,3 +300,37 @@ async def test_a_scale_down_drain_is_recorded_and_a_pause_is_seen_between_rounds
     assert w.objects.deleted_children == ["demo-agent-1"]
     mine = [o for o, n in w.ops if n == "demo-agent-1"]
     assert mine[-2:] == ["delete-node", "uninstall"] and w.of("evict") == ["web"] * 3
+
+
+async def test_between_whole_passes_a_look_at_a_running_job_is_one_ssh_command(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """job_look.py: within POLL_S of a whole pass, a look at a running installer asks the guest only
+    for the job's state (no probe of every member, no read of the cluster's nodes); a whole pass still
+    runs every POLL_S, and at once when the job has ended."""
+    w, b = await one_server()
+    w.ssh.hold_jobs = True
+    upgrade_to(b, B)
+    commands: list[str] = []
+    run = w.ssh.run
+
+    async def counted(target: Any, command: str, **kwargs: Any) -> Any:
+        commands.append("poll" if command.startswith(guest_jobs.POLL_PREFIX) else command[:30])
+        return await run(target, command, **kwargs)
+
+    monkeypatch.setattr(w.ssh, "run", counted)
+    first = await w.pass_(b)  # whole: drained, the job started
+    assert operation(first, "demo-server-0")["kind"] == "Upgrade"  # type: ignore[index]
+    whole = len(commands)
+    clock.tick(first.requeue_after or 0)
+    look = await w.pass_(b)
+    assert commands[whole:] == ["poll"]  # one command: the job's state
+    assert look.requeue_after == JOB_FLOOR and look.status == first.status
+    clock.tick(node_ops.POLL_S)  # no whole pass for POLL_S: the next look is one
+    seen = len(commands)
+    assert (await w.pass_(b)).requeue_after == JOB_FLOOR and len(commands) - seen > 1
+    w.ssh.hold_jobs = False  # the installer ends: the next look sees it and the whole pass moves on
+    clock.tick(JOB_FLOOR)
+    out = await w.settle(b)
+    assert cond(out, "Ready")["status"] == "True" and out.status["k3sVersion"] == B
+    assert w.of("install") == ["demo-server-0"] and operation(out, "demo-server-0") is None
