@@ -94,9 +94,7 @@ class Rig:
             shutil.copyfile(self.plane.admin_kubeconfig, self.kubeconfig)
             self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render_all())
             for plural in ("proxmoxvms", "k3sclusters"):
-                self.kubectl(
-                    "wait", "--for", "condition=Established", "--timeout=60s", f"crd/{plural}.k3sdeploy.io"
-                )
+                self._established(f"crd/{plural}.k3sdeploy.io")
             pve_dir = self.dir / "pve"
             pve_dir.mkdir()
             (pve_dir / "inventory.yaml").write_text(yaml.safe_dump(self.inventory))
@@ -202,6 +200,19 @@ class Rig:
     def items(self, kind: str) -> list[dict[str, Any]]:
         found = self.get(kind) or {}
         return list(found.get("items") or [])
+
+    def _established(self, crd: str) -> None:
+        """``kubectl wait`` for the CRD, again while the apiserver has not set any condition yet (kubectl
+        refuses a nil ``status.conditions`` at once instead of waiting)."""
+        for _ in range(40):
+            try:
+                self.kubectl("wait", "--for", "condition=Established", "--timeout=60s", crd)
+                return
+            except RuntimeError as exc:
+                if "accessor error" not in str(exc):
+                    raise
+                time.sleep(0.25)
+        self.kubectl("wait", "--for", "condition=Established", "--timeout=60s", crd)
 
     def cluster(self, name: str, servers: int, agents: int, **kwargs: Any) -> dict[str, Any]:
         return sample_cluster.cluster_manifest(

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from k3s_deploy.ports.target import TargetPod
-from k3s_deploy.services.k3scluster import node_ops
+from k3s_deploy.services.cadence import JOB_FLOOR
+from k3s_deploy.services.k3scluster import guest_jobs, node_ops
 
 from .day2_world import B, Target, World, body, bump, cond
 from .test_day2_reconcile import ready_cluster, upgrade_to
@@ -113,9 +114,11 @@ async def test_wait_ready_times_out_from_its_recorded_start(clock: Clock) -> Non
     out = await w.pass_(b)  # drained, installed, now waiting for Ready
     op = operation(out, "demo-server-0")
     assert op is not None and op["kind"] == "WaitReady" and op["timeoutSeconds"] == 60
-    assert out.requeue_after == node_ops.POLL_S and w.of("install") == ["demo-server-0"]
+    assert out.requeue_after == JOB_FLOOR and w.of("install") == ["demo-server-0"]  # just started: soon
     clock.tick(30)
-    assert operation(await w.pass_(b), "demo-server-0")["kind"] == "WaitReady"  # type: ignore[index]
+    later = await w.pass_(b)
+    assert operation(later, "demo-server-0")["kind"] == "WaitReady"  # type: ignore[index]
+    assert later.requeue_after == node_ops.POLL_S  # 30 s of waiting: at the cap
     clock.tick(31)
     failed = await w.pass_(b)
     stalled = cond(failed, "Stalled")
@@ -128,11 +131,15 @@ async def test_the_installers_exit_code_arrives_on_a_later_pass(clock: Clock) ->
     w, b = await one_server()
     w.ssh.hold_jobs = True
     upgrade_to(b, B)
-    passes = [await w.pass_(b) for _ in range(3)]
+    passes = []
+    for tick in (0, 10, 20):  # looks at a job 0, 10 and 30 s old: the next after a tenth of its age
+        clock.tick(tick)
+        passes.append(await w.pass_(b))
+    assert [out.requeue_after for out in passes] == [JOB_FLOOR, 1.0, node_ops.POLL_S]
     for out in passes:
         op = operation(out, "demo-server-0")
         assert op is not None and op["kind"] == "Upgrade" and op["job"], op
-        assert out.requeue_after == node_ops.POLL_S and out.error is None
+        assert out.error is None
     starts = [job for _, job in w.ssh.job_starts if job.startswith("upgrade")]
     assert len(starts) == 1 and w.of("install") == []
     w.ssh.hold_jobs = False  # the installer ends on the guest
@@ -140,6 +147,35 @@ async def test_the_installers_exit_code_arrives_on_a_later_pass(clock: Clock) ->
     assert cond(out, "Ready")["status"] == "True" and out.status["k3sVersion"] == B
     assert w.of("install") == ["demo-server-0"] and operation(out, "demo-server-0") is None
     assert not next(iter(w.ssh.hosts.values())).jobs  # the job's files were removed once read
+
+
+@pytest.mark.parametrize(
+    ("seconds", "looks"),
+    [(2, 4), (10, 18), (40, 35), (120, 75)],  # at a fixed POLL_S: 1, 5, 20, 60 looks, each up to 2 s late
+)
+async def test_a_jobs_looks_are_paced_by_its_age(clock: Clock, seconds: int, looks: int) -> None:
+    """On a simulated clock, each pass asks for the next look and the clock moves on by that: a job of
+    ``seconds`` costs ``looks`` passes after its start, its end is seen at most a tenth of its duration
+    late (0.5 s at least, POLL_S at most), and the looks never come more than POLL_S apart."""
+    w, b = await one_server()
+    w.ssh.hold_jobs = True
+    upgrade_to(b, B)
+    out = await w.pass_(b)  # drained (nothing on the node), the installer started as a job: its age 0
+    assert operation(out, "demo-server-0")["kind"] == "Upgrade"  # type: ignore[index]
+    waited, count, gaps = 0.0, 0, []
+    while (operation(out, "demo-server-0") or {}).get("kind") == "Upgrade":
+        assert out.requeue_after is not None and out.error is None
+        gaps.append(out.requeue_after)
+        clock.tick(out.requeue_after)
+        waited += out.requeue_after
+        w.ssh.hold_jobs = waited < seconds  # the installer ends on the guest after ``seconds``
+        out = await w.pass_(b)
+        count += 1
+    assert count == looks, gaps
+    assert waited - seconds <= max(JOB_FLOOR, min(node_ops.POLL_S, seconds / 10))
+    assert min(gaps) == JOB_FLOOR and max(gaps) <= node_ops.POLL_S
+    assert gaps == sorted(gaps)  # never sooner than the look before: the older the job, the rarer
+    assert w.of("install") == ["demo-server-0"]
 
 
 @pytest.mark.parametrize("status_lost", [False, True])
@@ -160,7 +196,7 @@ async def test_an_operator_restarted_mid_install_starts_no_second_install(
         b["status"].pop("upgrade", None)
         bump(b)
     again = await fresh.pass_(b)
-    assert again.error is None and again.requeue_after == node_ops.POLL_S
+    assert again.error is None and again.requeue_after == JOB_FLOOR  # a young job: looked at soon
     assert operation(again, "demo-server-0")["kind"] == "Upgrade"  # type: ignore[index]
     starts = [job for _, job in w.ssh.job_starts if job.startswith("upgrade")]
     assert len(starts) == 1, starts  # the job on the guest is found, not started twice
@@ -178,7 +214,7 @@ async def test_paused_mid_install_finishes_that_node_and_starts_no_other(clock: 
     b["spec"]["paused"] = True
     bump(b)
     paused = await w.pass_(b)  # takes effect at once: phase Paused, the installer still runs
-    assert paused.status["phase"] == "Paused" and paused.requeue_after == node_ops.POLL_S
+    assert paused.status["phase"] == "Paused" and paused.requeue_after == JOB_FLOOR
     assert operation(paused, "demo-server-0")["kind"] == "Upgrade"  # type: ignore[index]
     assert paused.status["upgrade"]["state"] == "Progressing"  # not halted yet: a node is in flight
     w.ssh.hold_jobs = False
@@ -203,9 +239,10 @@ async def test_a_first_install_is_a_guest_job_looked_at_on_later_passes(clock: C
     w.ssh.hold_jobs = True
     await w.pass_(b)
     w.boot()
-    for _ in range(3):  # the init server's installer runs: each pass looks once and returns
+    for tick, after in ((0, JOB_FLOOR), (10, 1.0), (20, node_ops.POLL_S)):
+        clock.tick(tick)  # the init server's installer runs: each pass looks once and returns
         out = await w.pass_(b)
-        assert out.requeue_after == node_ops.POLL_S and out.error is None
+        assert out.requeue_after == after and out.error is None  # paced by the job's age
         op = operation(out, "demo-server-0")
         assert op is not None and op["kind"] == "Install" and op["job"].startswith("install-demo-server-0")
         assert out.status["phase"] == "Bootstrapping"
@@ -263,3 +300,37 @@ async def test_a_scale_down_drain_is_recorded_and_a_pause_is_seen_between_rounds
     assert w.objects.deleted_children == ["demo-agent-1"]
     mine = [o for o, n in w.ops if n == "demo-agent-1"]
     assert mine[-2:] == ["delete-node", "uninstall"] and w.of("evict") == ["web"] * 3
+
+
+async def test_between_whole_passes_a_look_at_a_running_job_is_one_ssh_command(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """job_look.py: within POLL_S of a whole pass, a look at a running installer asks the guest only
+    for the job's state (no probe of every member, no read of the cluster's nodes); a whole pass still
+    runs every POLL_S, and at once when the job has ended."""
+    w, b = await one_server()
+    w.ssh.hold_jobs = True
+    upgrade_to(b, B)
+    commands: list[str] = []
+    run = w.ssh.run
+
+    async def counted(target: Any, command: str, **kwargs: Any) -> Any:
+        commands.append("poll" if command.startswith(guest_jobs.POLL_PREFIX) else command[:30])
+        return await run(target, command, **kwargs)
+
+    monkeypatch.setattr(w.ssh, "run", counted)
+    first = await w.pass_(b)  # whole: drained, the job started
+    assert operation(first, "demo-server-0")["kind"] == "Upgrade"  # type: ignore[index]
+    whole = len(commands)
+    clock.tick(first.requeue_after or 0)
+    look = await w.pass_(b)
+    assert commands[whole:] == ["poll"]  # one command: the job's state
+    assert look.requeue_after == JOB_FLOOR and look.status == first.status
+    clock.tick(node_ops.POLL_S)  # no whole pass for POLL_S: the next look is one
+    seen = len(commands)
+    assert (await w.pass_(b)).requeue_after == JOB_FLOOR and len(commands) - seen > 1
+    w.ssh.hold_jobs = False  # the installer ends: the next look sees it and the whole pass moves on
+    clock.tick(JOB_FLOOR)
+    out = await w.settle(b)
+    assert cond(out, "Ready")["status"] == "True" and out.status["k3sVersion"] == B
+    assert w.of("install") == ["demo-server-0"] and operation(out, "demo-server-0") is None

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from k3s_deploy.ports.proxmox import GuestInterface, ProxmoxClient, TaskStatus, VmSummary
+from k3s_deploy.services.cadence import next_look
 from k3s_deploy.services.proxmoxvm import work as work_module
-from k3s_deploy.services.proxmoxvm.cadence import next_look
 from k3s_deploy.services.proxmoxvm.inventory import Sessions
 from k3s_deploy.services.proxmoxvm.taskwatch import TaskWatch
 

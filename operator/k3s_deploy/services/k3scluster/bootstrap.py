@@ -144,11 +144,12 @@ async def bootstrap(r: ClusterPass, private_key: str, settings: install.K3sSetti
 
 
 def _raise_first(results: Sequence[object]) -> None:
-    """The most telling failure of parallel installs; else, while some still run, NotYet."""
+    """The most telling failure of parallel installs; else, while some still run, the NotYet that
+    looks again soonest (a young job's end is not missed for an old one's pace)."""
     raise_first([x for x in results if not isinstance(x, errors.NotYet)])
     waits = [x for x in results if isinstance(x, errors.NotYet)]
     if waits:
-        raise waits[0]
+        raise min(waits, key=lambda w: float("inf") if w.after_s is None else w.after_s)
 
 
 async def _secure_token(r: ClusterPass, private_key: str) -> None:

@@ -17,11 +17,12 @@ from k3s_deploy import errors, metrics
 from k3s_deploy.api.k3scluster_status import NodeState
 from k3s_deploy.api.node_operation import NodeOperation, OperationKind
 from k3s_deploy.ports.target import DrainOptions
+from k3s_deploy.services.cadence import JOB_FLOOR, JOB_FRACTION, next_look
 from k3s_deploy.services.k3scluster import drain, guest_jobs, guest_values
 from k3s_deploy.services.k3scluster.access import node_target
 from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView
 
-POLL_S = 2.0  # between looks at a drain, a job or a node turning Ready
+POLL_S = 2.0  # between looks at a drain; the most a look at a job or a node turning Ready waits
 
 
 class NodeAction(Protocol):
@@ -81,6 +82,12 @@ def _elapsed(op: NodeOperation) -> float:
     return (_now() - op.started_time).total_seconds()
 
 
+def look_after(op: NodeOperation) -> float:
+    """Seconds until the next look at a step in flight (a guest job, a node turning Ready), paced by
+    the step's age (:mod:`k3s_deploy.services.cadence`): a young one soon, an old one every POLL_S."""
+    return next_look(_elapsed(op), floor=JOB_FLOOR, fraction=JOB_FRACTION, cap=POLL_S)
+
+
 async def advance(
     r: ClusterPass, name: str, action: NodeAction, *, kubeconfig: str, private_key: str
 ) -> None:
@@ -106,14 +113,14 @@ async def advance(
         elif op.kind == "WaitReady":
             view.state = action.state
             if not await _ready(r, view, op, action, kubeconfig):
-                raise errors.NotYet(POLL_S, "WaitingForNode", f"waiting for node {name} to be Ready")
+                raise errors.NotYet(look_after(op), "WaitingForNode", f"waiting for node {name} to be Ready")
             await r.deps.target.set_unschedulable(kubeconfig, name, False)
             view.operation = None
             return
         else:
             view.state = action.state
             if not await _change(r, view, op, action, private_key):
-                raise errors.NotYet(POLL_S, action.state, f"{action.name} of node {name} in progress")
+                raise errors.NotYet(look_after(op), action.state, f"{action.name} of node {name} in progress")
             op = view.operation = _step(r, "WaitReady", action)
 
 
@@ -127,7 +134,7 @@ async def run_change(r: ClusterPass, name: str, action: NodeAction, *, private_k
         op = view.operation = _step(r, action.name, action)
     view.state = action.state
     if not await _change(r, view, op, action, private_key):
-        raise errors.NotYet(POLL_S, action.state, f"{action.name} of node {name} in progress")
+        raise errors.NotYet(look_after(op), action.state, f"{action.name} of node {name} in progress")
     view.operation = None
 
 
@@ -141,7 +148,9 @@ async def _let_go(r: ClusterPass, view: NodeView, action: NodeAction, private_ke
     timeout = float(r.spec.ssh.command_timeout_seconds)
     if (await guest_jobs.poll(r.deps.ssh, target, old.job, timeout_s=timeout)).running:
         raise errors.NotYet(
-            POLL_S, action.state, f"{old.action} of node {view.name} still runs; {action.name} waits for it"
+            look_after(old),
+            action.state,
+            f"{old.action} of node {view.name} still runs; {action.name} waits for it",
         )
     await guest_jobs.clean(r.deps.ssh, target, old.job, timeout_s=timeout)
 

@@ -22,6 +22,7 @@ from k3s_deploy.services.k3scluster import (
     day2,
     endpoint,
     in_flight,
+    job_look,
     node_settings,
     nodemeta,
     remediation,
@@ -88,6 +89,9 @@ async def run(r: ClusterPass) -> Outcome:
                 return _outcome(r, wait.after_s, None)
             d2.paused()
             return _outcome(r, None, None)
+        if (look := await job_look.between(r)) is not None:
+            return _outcome(r, look, None)  # only guest jobs in flight, all still running
+        job_look.whole_pass(r)
         await _phases(r, d2)
     except errors.NotYet as wait:
         r.conditions.stalled(False)

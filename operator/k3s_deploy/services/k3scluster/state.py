@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -64,6 +65,8 @@ class Deps:
     artefacts: ArtefactFetcher | None = None
     # Pool addresses chosen by passes of this process whose children may not exist yet (shared by all).
     addresses: ipam.Claims = field(default_factory=ipam.Claims)
+    # When each cluster's last whole pass in this process started (job_look.py: looks in between).
+    whole_passes: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from k3s_deploy.errors import GuestNotReady, NotYet
 from k3s_deploy.ports.proxmox import VmSummary
+from k3s_deploy.services.cadence import AGENT_CAP, AGENT_FRACTION, next_look
 from k3s_deploy.services.proxmoxvm import plan
-from k3s_deploy.services.proxmoxvm.cadence import AGENT_CAP, AGENT_FRACTION, next_look
 from k3s_deploy.services.proxmoxvm.cloudinit import ensure_fresh_cloud_init
 from k3s_deploy.services.proxmoxvm.inventory import Snapshot
 from k3s_deploy.services.proxmoxvm.work import AGENT_READY, BOOT_TOLERANCE, Work

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from k3s_deploy.errors import K3sDeployError
 from k3s_deploy.ports.proxmox import ProxmoxClient, TaskStatus
-from k3s_deploy.services.proxmoxvm.cadence import TASK_CAP, TASK_FRACTION, next_look
+from k3s_deploy.services.cadence import TASK_CAP, TASK_FRACTION, next_look
 
 log = logging.getLogger(__name__)
 
