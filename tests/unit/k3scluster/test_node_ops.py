@@ -334,3 +334,30 @@ async def test_between_whole_passes_a_look_at_a_running_job_is_one_ssh_command(
     out = await w.settle(b)
     assert cond(out, "Ready")["status"] == "True" and out.status["k3sVersion"] == B
     assert w.of("install") == ["demo-server-0"] and operation(out, "demo-server-0") is None
+
+
+async def test_a_look_between_whole_passes_never_dials_an_address_read_from_status(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Status is writable by the cluster's author: an address put there between passes is not dialled
+    by the look; the whole pass runs and works from the addresses it verifies itself."""
+    w, b = await one_server()
+    w.ssh.hold_jobs = True
+    upgrade_to(b, B)
+    hosts: list[str] = []
+    run = w.ssh.run
+
+    async def counted(target: Any, command: str, **kwargs: Any) -> Any:
+        hosts.append(target.host)
+        return await run(target, command, **kwargs)
+
+    monkeypatch.setattr(w.ssh, "run", counted)
+    first = await w.pass_(b)
+    assert operation(first, "demo-server-0")["kind"] == "Upgrade"  # type: ignore[index]
+    real = b["status"]["nodes"][0]["ip"]
+    b["status"]["nodes"][0]["ip"] = "169.254.169.254"
+    seen = len(hosts)
+    clock.tick(first.requeue_after or 0)
+    await w.pass_(b)
+    assert "169.254.169.254" not in hosts
+    assert len(hosts) - seen > 1 and real in hosts[seen:]  # the whole pass ran, on the verified address

@@ -16,14 +16,16 @@ import asyncio
 from datetime import timedelta
 
 from k3s_deploy import errors
+from k3s_deploy.api.node_operation import NodeOperation
 from k3s_deploy.services.k3scluster import access, guest_jobs, node_ops
 from k3s_deploy.services.k3scluster.secrets import read_key
 from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView
 
 
 def whole_pass(r: ClusterPass) -> None:
-    """Record that a whole pass of this cluster starts now."""
-    r.deps.whole_passes[r.ref.uid] = node_ops._now()
+    """Record that a whole pass of this cluster starts now; its member views (filled as it verifies
+    each child's vmid and address) are what the looks until the next whole pass may dial."""
+    r.deps.whole_passes[r.ref.uid] = (node_ops._now(), r.views)
 
 
 async def between(r: ClusterPass) -> float | None:
@@ -32,13 +34,22 @@ async def between(r: ClusterPass) -> float | None:
     if r.spec.paused or r.old.observed_generation != r.generation:
         return None
     last = r.deps.whole_passes.get(r.ref.uid)
-    if last is None or node_ops._now() - last >= timedelta(seconds=node_ops.POLL_S):
+    if last is None or node_ops._now() - last[0] >= timedelta(seconds=node_ops.POLL_S):
         return None
-    jobs = [
-        (n, n.operation)
+    verified = last[1]
+    in_flight = [
+        n
         for n in r.old.nodes
-        if n.operation is not None and n.operation.job and n.operation.kind == n.operation.action and n.ip
+        if n.operation is not None and n.operation.job and n.operation.kind == n.operation.action
     ]
+    # Status is writable by the cluster's author: the address and vmid to dial come from the whole
+    # pass's verified views, and a member whose status disagrees with them gets a whole pass.
+    jobs: list[tuple[NodeView, NodeOperation]] = []
+    for n in in_flight:
+        view = verified.get(n.name)
+        if view is None or not view.ip or view.ip != n.ip or view.vmid != n.vmid or n.operation is None:
+            return None
+        jobs.append((view, n.operation))
     if not jobs:
         return None
     ref = r.spec.ssh.private_key_secret_ref
@@ -50,11 +61,11 @@ async def between(r: ClusterPass) -> float | None:
             *(
                 guest_jobs.poll(
                     r.deps.ssh,
-                    access.node_target(r, NodeView(n.name, n.role, bool(n.adopted), n.vmid, ip=n.ip), key),
+                    access.node_target(r, view, key),
                     str(op.job),
                     timeout_s=timeout,
                 )
-                for n, op in jobs
+                for view, op in jobs
             )
         )
     except errors.K3sDeployError:

@@ -65,8 +65,9 @@ class Deps:
     artefacts: ArtefactFetcher | None = None
     # Pool addresses chosen by passes of this process whose children may not exist yet (shared by all).
     addresses: ipam.Claims = field(default_factory=ipam.Claims)
-    # When each cluster's last whole pass in this process started (job_look.py: looks in between).
-    whole_passes: dict[str, datetime] = field(default_factory=dict)
+    # When each cluster's last whole pass in this process started, and the members it verified
+    # (job_look.py: looks in between go only to those, never to an address read from status).
+    whole_passes: dict[str, tuple[datetime, Mapping[str, NodeView]]] = field(default_factory=dict)
 
 
 @dataclass
