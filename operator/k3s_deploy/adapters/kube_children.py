@@ -147,8 +147,8 @@ class KubeClusterObjects:
         await self._call(f"delete ProxmoxVM {name}", fn)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        found = await self._call(f"read Secret {name}", lambda: self._read(SECRET, namespace, name))
-        return None if found is None else decode_secret(found)
+        found = await self.read_secret_labelled(namespace, name)
+        return None if found is None else found[0]
 
     async def read_secret_labelled(
         self, namespace: str, name: str
