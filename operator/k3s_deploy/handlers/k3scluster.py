@@ -206,4 +206,5 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
             )
     metrics.forget_object(KIND, str(body.metadata.namespace), str(body.metadata.name))
     deps.addresses.release(uid)  # its children are gone: their addresses are free for other clusters
+    deps.whole_passes.pop(uid, None)
     runtime.forget(uid)
