@@ -308,27 +308,17 @@ async def test_between_whole_passes_a_look_at_a_running_job_is_one_ssh_command(
     """job_look.py: within POLL_S of a whole pass, a look at a running installer asks the guest only
     for the job's state (no probe of every member, no read of the cluster's nodes); a whole pass still
     runs every POLL_S, and at once when the job has ended."""
-    w, b = await one_server()
-    w.ssh.hold_jobs = True
-    upgrade_to(b, B)
-    commands: list[str] = []
-    run = w.ssh.run
-
-    async def counted(target: Any, command: str, **kwargs: Any) -> Any:
-        commands.append("poll" if command.startswith(guest_jobs.POLL_PREFIX) else command[:30])
-        return await run(target, command, **kwargs)
-
-    monkeypatch.setattr(w.ssh, "run", counted)
+    w, b, calls = await _upgrade_held(monkeypatch)
     first = await w.pass_(b)  # whole: drained, the job started
     assert operation(first, "demo-server-0")["kind"] == "Upgrade"  # type: ignore[index]
-    whole = len(commands)
+    whole = len(calls)
     clock.tick(first.requeue_after or 0)
     look = await w.pass_(b)
-    assert commands[whole:] == ["poll"]  # one command: the job's state
+    assert [c for _, c in calls[whole:]] == ["poll"]  # one command: the job's state
     assert look.requeue_after == JOB_FLOOR and look.status == first.status
     clock.tick(node_ops.POLL_S)  # no whole pass for POLL_S: the next look is one
-    seen = len(commands)
-    assert (await w.pass_(b)).requeue_after == JOB_FLOOR and len(commands) - seen > 1
+    seen = len(calls)
+    assert (await w.pass_(b)).requeue_after == JOB_FLOOR and len(calls) - seen > 1
     w.ssh.hold_jobs = False  # the installer ends: the next look sees it and the whole pass moves on
     clock.tick(JOB_FLOOR)
     out = await w.settle(b)
@@ -341,23 +331,31 @@ async def test_a_look_between_whole_passes_never_dials_an_address_read_from_stat
 ) -> None:
     """Status is writable by the cluster's author: an address put there between passes is not dialled
     by the look; the whole pass runs and works from the addresses it verifies itself."""
-    w, b = await one_server()
-    w.ssh.hold_jobs = True
-    upgrade_to(b, B)
-    hosts: list[str] = []
-    run = w.ssh.run
-
-    async def counted(target: Any, command: str, **kwargs: Any) -> Any:
-        hosts.append(target.host)
-        return await run(target, command, **kwargs)
-
-    monkeypatch.setattr(w.ssh, "run", counted)
+    w, b, calls = await _upgrade_held(monkeypatch)
     first = await w.pass_(b)
     assert operation(first, "demo-server-0")["kind"] == "Upgrade"  # type: ignore[index]
     real = b["status"]["nodes"][0]["ip"]
     b["status"]["nodes"][0]["ip"] = "169.254.169.254"
-    seen = len(hosts)
+    seen = len(calls)
     clock.tick(first.requeue_after or 0)
     await w.pass_(b)
+    hosts = [h for h, _ in calls]
     assert "169.254.169.254" not in hosts
     assert len(hosts) - seen > 1 and real in hosts[seen:]  # the whole pass ran, on the verified address
+
+
+async def _upgrade_held(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, Any], list[tuple[str, str]]]:
+    """One Ready server asked to upgrade, its installer held running; every SSH command recorded as
+    (host, "poll" or the command's start)."""
+    w, b = await one_server()
+    w.ssh.hold_jobs = True
+    upgrade_to(b, B)
+    calls: list[tuple[str, str]] = []
+    run = w.ssh.run
+
+    async def counted(target: Any, command: str, **kwargs: Any) -> Any:
+        calls.append((target.host, "poll" if command.startswith(guest_jobs.POLL_PREFIX) else command[:30]))
+        return await run(target, command, **kwargs)
+
+    monkeypatch.setattr(w.ssh, "run", counted)
+    return w, b, calls
