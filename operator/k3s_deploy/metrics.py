@@ -268,6 +268,7 @@ SshOperation = Literal[
     "install_k3s",
     "upgrade_k3s",
     "reconfigure_k3s",
+    "convert_etcd",
     "uninstall_k3s",
     "fetch_kubeconfig",
     "upload",

@@ -49,6 +49,7 @@ NodeState = Literal[
     "Draining",
     "Upgrading",
     "Reconfiguring",
+    "Converting",
     "Failed",
     "Stopping",
     "Stopped",

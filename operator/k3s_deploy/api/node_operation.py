@@ -14,19 +14,21 @@ from pydantic import Field
 
 from k3s_deploy.api.common import StatusModel
 
-# The step a node is in. Install (a first install: nothing to drain) and Upgrade, Reconfigure (between
-# Drain and WaitReady) are changes run on the guest.
-OperationKind = Literal["Drain", "Install", "Upgrade", "Reconfigure", "WaitReady"]
+# The step a node is in. Install (a first install: nothing to drain), Convert (a lone server's restart
+# into embedded etcd before servers join it) and Upgrade, Reconfigure (between Drain and WaitReady) are
+# changes run on the guest.
+OperationKind = Literal["Drain", "Install", "Convert", "Upgrade", "Reconfigure", "WaitReady"]
 
 
 class NodeOperation(StatusModel):
     """The step of long work a node is in, and when it started."""
 
     kind: OperationKind = Field(
-        description="The step: Drain, the change (Install, Upgrade, Reconfigure) or WaitReady."
+        description="The step: Drain, the change (Install, Convert, Upgrade, Reconfigure) or WaitReady."
     )
     action: str = Field(
-        max_length=32, description="The change this work applies to the node (Upgrade, Reconfigure)."
+        max_length=32,
+        description="The change this work applies to the node (Install, Convert, Upgrade, Reconfigure).",
     )
     target: str | None = Field(
         default=None, max_length=128, description="What the change brings the node to (a K3s version)."
