@@ -13,6 +13,7 @@ import asyncssh
 import pytest
 
 from fixtures.guests import LabGuest, lab_net
+from k3s_deploy_lab.guests.k3s.cluster import LabCluster
 from k3s_deploy_lab.guests.service import GuestsService
 
 pytestmark = pytest.mark.integration
@@ -71,6 +72,32 @@ async def test_install_takes_the_configured_time(
     assert time.monotonic() - started >= 1.5
     bad = await asyncio.wait_for(_put_raw(guests, "[1]"), 10)
     assert bad == 400
+
+
+async def test_a_first_servers_control_plane_starts_within_its_install_time(
+    guests: GuestsService,
+    start_guest: Callable[..., Awaitable[LabGuest]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """installSeconds stands for a real install (download and unit start, which includes K3s starting
+    its own control plane): the stand-in's real start-up runs inside it, not after it."""
+    began: list[float] = []
+    original = LabCluster.start
+
+    async def timed(self: LabCluster) -> None:
+        began.append(time.monotonic())
+        await original(self)
+
+    monkeypatch.setattr(LabCluster, "start", timed)
+    guest = await start_guest(303, f"{NET}33")
+    await _chaos(guests, {"installSeconds": 2.0})
+    started = time.monotonic()
+    result = await guest.install_k3s(env="INSTALL_K3S_VERSION=v1.31.4+k3s1")
+    took = time.monotonic() - started
+    assert result.exit_status == 0, result.stderr
+    assert len(began) == 1
+    assert began[0] - started < 1.0, "the control plane started only after the install's time"
+    assert took >= 2.0
 
 
 async def _put_raw(service: GuestsService, text: str) -> int:
