@@ -21,6 +21,7 @@ Every failure that crosses a port is raised as one of these, so handlers can dec
         ├── SshAuthFailed               the guest refused our key
         ├── HostKeyMismatch             the guest's host key changed since it was pinned
         ├── HostKeyUnavailable          the host key cannot be read through the guest agent
+        │   └── HostKeyNotGenerated     no key file yet (cloud-init makes them at first boot)
         ├── GuestFileUnreadable         the guest agent could not read a file (missing, no agent)
         ├── CommandFailed               a remote command exited non-zero
         ├── K3sInstallFailed            the K3s installer refused (bad token, bad version, ...)
@@ -127,6 +128,11 @@ class HostKeyUnavailable(PermanentError):
     """The node's SSH host key could not be learned out of band, so no connection is trusted."""
 
     reason = "HostKeyUnavailable"
+
+
+class HostKeyNotGenerated(HostKeyUnavailable):
+    """The guest agent answers but no host key file exists: for a VM that has just booted, cloud-init
+    may not have generated them yet (see services/k3scluster/settling.py); later, it is for good."""
 
 
 class GuestFileUnreadable(PermanentError):

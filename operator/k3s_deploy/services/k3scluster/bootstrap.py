@@ -17,6 +17,7 @@ from k3s_deploy.services.k3scluster import (
     install,
     node_ops,
     nodes,
+    settling,
 )
 from k3s_deploy.services.k3scluster.installer_actions import Install
 from k3s_deploy.services.k3scluster.state import (
@@ -26,6 +27,7 @@ from k3s_deploy.services.k3scluster.state import (
     SERVERS_READY,
     ClusterPass,
     NodeView,
+    fold_errors,
     raise_first,
 )
 
@@ -52,6 +54,9 @@ async def probe_all(r: ClusterPass, private_key: str) -> None:
             view.state = "Unreachable" if exc.transient else "Failed"
             if cause is not None:
                 raise cause from exc
+            if (wait := settling.waiting(view, exc)) is not None:
+                view.state, view.message = "Unreachable", str(wait)
+                raise wait from exc
             raise
         how = r.hostkeys.confirm(view.name, view.vmid, pin, result.host_public_key)
         hostkeys.report(r.event, view.name, how, pin, result.host_key)
@@ -69,7 +74,10 @@ async def probe_all(r: ClusterPass, private_key: str) -> None:
         r.hostkeys.forget_others({v.name: v.vmid for v in r.views.values()}, keep=r.surplus)
         await r.hostkeys.save()
         hostkeys.tofu_condition(r.conditions, r.hostkeys)
-    raise_first(outcomes)
+    waits = [o for o in outcomes if isinstance(o, errors.NotYet)]
+    if waits and not fold_errors([o for o in outcomes if not isinstance(o, errors.NotYet)]):
+        r.conditions.reconciling(True, "WaitingForGuests", "; ".join(str(w) for w in waits[:3]))
+    _raise_first(outcomes)
 
 
 def _installed(r: ClusterPass, view: NodeView) -> str | None:

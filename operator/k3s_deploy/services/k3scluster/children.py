@@ -116,6 +116,7 @@ def _view(
         )
     ready = condition(st.conditions, "Ready")
     view.vm_ready = bool(ready is not None and ready.status == "True" and view.ip)
+    view.vm_ready_since = ready.last_transition_time if view.vm_ready and ready is not None else None
     view.vm_problem = _vm_problem(st.conditions)
     if not view.vm_ready:
         view.state = "Provisioning"

@@ -37,6 +37,8 @@ KEY_FILES = (
     "/etc/ssh/ssh_host_ecdsa_key.pub",
     "/etc/ssh/ssh_host_rsa_key.pub",
 )
+# How qemu-ga says a file is not there (guest-file-open's error, passed on by Proxmox).
+NO_SUCH_FILE = "No such file or directory"
 # A public key line is well under 1 KiB (RSA 4096: ~750 bytes); anything longer is not one.
 MAX_KEY_FILE = 16 * 1024
 _MAX_BLOB = 2048
@@ -182,7 +184,8 @@ class HostKeys:
                     "needs VM.GuestAgent.FileRead (or VM.GuestAgent.Unrestricted) on PVE 9, VM.Monitor "
                     "on PVE 8; or set spec.ssh.hostKeyPolicy: TrustOnFirstUse"
                 ) from exc
-        raise errors.HostKeyUnavailable(
+        missing = bool(problems) and all(NO_SUCH_FILE in p for p in problems)
+        raise (errors.HostKeyNotGenerated if missing else errors.HostKeyUnavailable)(
             f"node {name}: cannot read an SSH host key of VM {vmid} through the QEMU guest agent "
             f"({problems[-1] if problems else 'no answer'}). Install and enable qemu-guest-agent in "
             "the template (and agent: 1 in the VM's options), make sure sshd has generated its host "

@@ -89,6 +89,7 @@ class NodeView:
     pve_node: str | None = None
     ip: str | None = None
     vm_ready: bool = False
+    vm_ready_since: datetime | None = None  # the ProxmoxVM's Ready condition turned True then
     host_key: str | None = None
     k3s_version: str | None = None
     ready: bool = False
