@@ -43,7 +43,7 @@ async def test_a_key_file_not_generated_yet_on_a_vm_just_ready_is_waited_for_qui
     out = await w.pass_(body)
     conds = _conditions(body)
     assert conds.get("Stalled", {}).get("status") != "True", conds.get("Stalled")
-    assert conds["Reconciling"]["status"] == "True" and conds["Reconciling"]["reason"] == "WaitingForGuests"
+    assert conds["Reconciling"]["status"] == "True" and conds["Reconciling"]["reason"] == "HostKeyUnavailable"
     assert "still starting" in conds["Reconciling"]["message"]
     assert out.requeue_after is not None and out.requeue_after <= 1.0
     assert out.error is None and not [e for e in out.events if e.type == "Warning"]
@@ -99,7 +99,7 @@ async def test_a_changed_host_key_on_a_vm_just_ready_is_never_a_wait() -> None:
     assert cond(out, "Stalled")["reason"] == "HostKeyMismatch"
 
 
-@pytest.mark.parametrize(("age", "after"), [(0.0, 0.5), (1.0, 0.5), (8.0, 2.0), (20.0, 5.0), (200.0, 10.0)])
+@pytest.mark.parametrize(("age", "after"), [(0.0, 0.5), (1.0, 0.5), (8.0, 2.0), (20.0, 5.0), (100.0, 10.0)])
 def test_the_looks_are_paced_by_the_vms_age(age: float, after: float) -> None:
     now = datetime(2026, 12, 4, 21, 0, tzinfo=UTC)
     view = NodeView("n", "server", False, vm_ready_since=now - timedelta(seconds=age))

@@ -76,7 +76,7 @@ async def probe_all(r: ClusterPass, private_key: str) -> None:
         hostkeys.tofu_condition(r.conditions, r.hostkeys)
     waits = [o for o in outcomes if isinstance(o, errors.NotYet)]
     if waits and not fold_errors([o for o in outcomes if not isinstance(o, errors.NotYet)]):
-        r.conditions.reconciling(True, "WaitingForGuests", "; ".join(str(w) for w in waits[:3]))
+        r.conditions.reconciling(True, waits[0].reason, "; ".join(str(w) for w in waits[:3]))
     _raise_first(outcomes)
 
 

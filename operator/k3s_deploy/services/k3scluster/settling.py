@@ -5,7 +5,8 @@ may not accept connections for a few seconds, and qemu-guest-agent can answer be
 generated the SSH host keys. Treated as failures, these made a normal first boot post Warning
 Events, and a missing key file even stalled the cluster (``HostKeyUnavailable`` is permanent) until
 the next resync. For ``SETTLE_S`` after the ProxmoxVM's Ready condition turned True they are a wait:
-the pass ends with :class:`~k3s_deploy.errors.NotYet`, looked at again soon (paced by the VM's age,
+the pass ends with :class:`~k3s_deploy.errors.NotYet` (``Reconciling`` keeps the cause as its reason
+and says the guest is still starting), looked at again soon (paced by the VM's age,
 :mod:`k3s_deploy.services.cadence`), with no Event. Afterwards they are what they were.
 
 Only these three are softened: a changed host key, a refused login or a denied permission is never
@@ -20,7 +21,7 @@ from k3s_deploy import errors
 from k3s_deploy.services.cadence import next_look
 from k3s_deploy.services.k3scluster.state import NodeView
 
-SETTLE_S = 300.0  # a slow first boot (cloud-init's package installs) stays within it
+SETTLE_S = 120.0  # cloud-init makes the host keys and sshd starts early in the first boot
 FLOOR_S, FRACTION, CAP_S = 0.5, 0.25, 10.0
 STARTING = (errors.SshUnavailable, errors.GuestNotReady, errors.HostKeyNotGenerated)
 
@@ -44,7 +45,7 @@ def waiting(view: NodeView, exc: errors.K3sDeployError, now: datetime | None = N
     after = next_look(seconds, floor=FLOOR_S, fraction=FRACTION, cap=CAP_S)
     return errors.NotYet(
         after,
-        "WaitingForGuests",
+        exc.reason,
         f"node {view.name}: its VM became ready {seconds:.0f} s ago and the guest is still starting "
         f"({exc.message})",
     )
