@@ -292,6 +292,8 @@ class FakeSsh:
         out = f"{install.CONFIG_DIGEST_MARKER} {digest}\n"
         out += "k3s-deploy:server-kubeconfig\n" if host.kubeconfig else ""
         out += "k3s-deploy:embedded-etcd\n" if host.etcd and host.version else ""
+        placed = bool(host.manifests) and not host.manifests[-1].startswith("rm -f ")
+        out += f"{install.KUBE_VIP_MARKER}\n" if placed else ""
         out += f"k3s version {host.version} (abcdef)\n" if host.version else ""
         return host.result(0, out, "")
 

@@ -99,6 +99,22 @@ async def test_kube_vip_unset_on_day_two_removes_the_manifest() -> None:
     assert len(host.manifests) == 2 and host.manifests[-1].startswith("rm -f ")
 
 
+async def test_kube_vip_unset_after_an_operator_restart_still_removes_the_manifest() -> None:
+    """What is on the server is read by the probe, not remembered by the process that placed it."""
+    w, body = World(), cluster_body(1, 0, endpoint=VIP, kubeVip={})
+    await w.pass_(body)
+    w.boot()
+    assert cond(await w.pass_(body), "Ready")["status"] == "True"
+    endpoint._placed.clear()  # a new operator process remembers nothing
+    del body["spec"]["kubeVip"]
+    body["metadata"]["generation"] = 2
+    await w.pass_(body)
+    host = w.ssh.hosts["10.0.0.10"]
+    assert len(host.manifests) == 2 and host.manifests[-1].startswith("rm -f ")
+    await w.pass_(body)
+    assert len(host.manifests) == 2  # gone now: the probe finds nothing, nothing more is run
+
+
 def test_the_plan_without_endpoint_joins_the_anchor() -> None:
     facts = [install.NodeFacts("s0", "server", "10.0.0.10"), install.NodeFacts("s1", "server", "10.0.0.11")]
     plain = install.plan(facts, install.K3sSettings(version="v1.31.4+k3s1"), init_server=None)

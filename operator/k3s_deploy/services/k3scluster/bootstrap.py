@@ -65,6 +65,7 @@ async def probe_all(r: ClusterPass, private_key: str) -> None:
         view.server_up = result.server_up
         view.embedded_etcd = result.embedded_etcd
         view.config_digest = result.config_digest
+        view.kube_vip_manifest = result.kube_vip_manifest
         view.message = None
         view.state = "Installed" if result.installed_version else "Reachable"
 

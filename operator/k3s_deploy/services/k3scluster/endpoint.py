@@ -19,8 +19,9 @@ from k3s_deploy.services.k3scluster.state import WAIT_DELAY, ClusterPass, NodeVi
 SERVER_CA = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
 
 # (cluster uid, node, vmid) -> digest of the manifest last placed there by this process: saves SSH
-# round trips (a restarted operator places each file once more, which changes nothing). A manifest is
-# removed when spec.kubeVip is unset by the process that placed it (see docs/k3scluster.md).
+# round trips (a restarted operator places each file once more, which changes nothing). Whether a
+# manifest is there to remove (spec.kubeVip unset) is read by the probe on every pass, so removal
+# does not depend on this process having placed it.
 _placed: dict[tuple[str, str, int | None], str] = {}
 
 
@@ -35,8 +36,11 @@ async def place(r: ClusterPass, view: NodeView, target: SshTarget) -> None:
     text = wanted_manifest(r)
     key = (r.ref.uid, view.name, view.vmid)
     want = kubevip.digest(text)
-    if _placed.get(key, kubevip.digest(None)) == want:
-        return  # in place already, or nothing wanted and nothing placed by this process
+    if text is None and not view.kube_vip_manifest:
+        _placed.pop(key, None)
+        return  # nothing wanted, and the probe found no manifest there
+    if text is not None and _placed.get(key) == want:
+        return  # in place already
     result = await r.deps.ssh.run(target, "sh -s", input=kubevip.place_script(text), timeout_s=60.0)
     if not result.ok:
         raise errors.TransientError(
@@ -45,6 +49,7 @@ async def place(r: ClusterPass, view: NodeView, target: SshTarget) -> None:
         )
     if text is not None and _placed.get(key) != want:
         r.event("Normal", "KubeVipManifestWritten", f"kube-vip for {r.spec.endpoint} placed on {view.name}")
+    view.kube_vip_manifest = text is not None
     _placed[key] = want
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from k3s_deploy import errors
-from k3s_deploy.services.k3scluster import node_config
+from k3s_deploy.services.k3scluster import kubevip, node_config
 from k3s_deploy.services.k3scluster.kubeconfig import endpoint_url, server_url
 from k3s_deploy.services.k3scluster.tokens import JoinTokens, new_password
 
@@ -37,13 +37,16 @@ SERVER_UP_MARKER = "k3s-deploy:server-kubeconfig"
 # K3s's embedded etcd keeps its member name here; a server on SQLite (kine) has no such file.
 EMBEDDED_ETCD_FILE = "/var/lib/rancher/k3s/server/db/etcd/name"
 EMBEDDED_ETCD_MARKER = "k3s-deploy:embedded-etcd"
+KUBE_VIP_MARKER = "k3s-deploy:kube-vip-manifest"  # the operator's kube-vip manifest is on the server
 # Prints the installed K3s version (first line of `k3s --version`), then the markers: a server is up,
-# it runs embedded etcd.
+# it runs embedded etcd, it carries the kube-vip manifest (so an unset spec.kubeVip removes it even
+# after an operator restart).
 CONFIG_DIGEST_MARKER = "k3s-deploy:config-digest"
 PROBE_COMMAND = (
     f"printf '{CONFIG_DIGEST_MARKER} %s\\n' \"$(head -c 64 {node_config.DIGEST_FILE} 2>/dev/null)\"; "
     f"test -s {SERVER_KUBECONFIG} && echo {SERVER_UP_MARKER}; "
     f"test -e {EMBEDDED_ETCD_FILE} && echo {EMBEDDED_ETCD_MARKER}; "
+    f"test -e {kubevip.MANIFEST_PATH} && echo {KUBE_VIP_MARKER}; "
     "for b in k3s /usr/local/bin/k3s; do "
     'if command -v "$b" >/dev/null 2>&1; then "$b" --version 2>/dev/null | head -n 1; exit 0; fi; '
     "done; exit 0"

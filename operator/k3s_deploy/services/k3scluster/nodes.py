@@ -26,6 +26,7 @@ class Probe:
     host_public_key: str = ""
     embedded_etcd: bool = False
     config_digest: str | None = None  # of the settings files applied (node_config.DIGEST_FILE)
+    kube_vip_manifest: bool = False  # kubevip.MANIFEST_PATH exists
 
 
 def with_node(name: str, exc: errors.K3sDeployError) -> errors.K3sDeployError:
@@ -55,8 +56,9 @@ async def _probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: flo
         (line.split()[-1] for line in lines if line.startswith(install.CONFIG_DIGEST_MARKER + " ")), ""
     )
     rest = "\n".join(line for line in lines if not line.startswith(install.CONFIG_DIGEST_MARKER))
-    markers = (install.SERVER_UP_MARKER, install.EMBEDDED_ETCD_MARKER)
-    found = install.parse_version(rest.replace(markers[0], "").replace(markers[1], ""))
+    for marker in (install.SERVER_UP_MARKER, install.EMBEDDED_ETCD_MARKER, install.KUBE_VIP_MARKER):
+        rest = rest.replace(marker, "")
+    found = install.parse_version(rest)
     return Probe(
         name,
         guest_values.fingerprint(result.host_key, node=name),
@@ -65,6 +67,7 @@ async def _probe(ssh: SshRunner, name: str, target: SshTarget, *, timeout_s: flo
         result.host_public_key,
         install.EMBEDDED_ETCD_MARKER in result.stdout,
         digest if _DIGEST.fullmatch(digest) else None,  # the guest wrote it: only a hex digest counts
+        install.KUBE_VIP_MARKER in result.stdout,
     )
 
 

@@ -95,6 +95,7 @@ class NodeView:
     ready: bool = False
     server_up: bool = False
     embedded_etcd: bool = False  # a server whose K3s keeps its data in embedded etcd (not SQLite)
+    kube_vip_manifest: bool = False  # the probe found the operator's kube-vip manifest there
     state: NodeState = "Pending"
     message: str | None = None
     # why the child VM holds the node back, said the way the ProxmoxVM says it (e.g. stale cloud-init)
