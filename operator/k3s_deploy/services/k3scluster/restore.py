@@ -93,6 +93,10 @@ async def advance(r: ClusterPass, private_key: str) -> None:
     init, others = servers[0], servers[1:]
     try:
         await _step(r, cur, init, others, private_key)
+    except errors.NotYet as wait:
+        if wait.reason == restore_jobs.IN_FLIGHT:  # the step's job runs: say so in status
+            _progress(r, cur, wait.message)
+        raise
     except errors.PermanentError as exc:
         if exc.reason == restore_jobs.TIMED_OUT:  # stalled at the step: a later look may see its end
             _progress(r, cur, exc.message)

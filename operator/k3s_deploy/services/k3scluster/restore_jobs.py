@@ -22,6 +22,7 @@ from k3s_deploy.services.k3scluster.node_ops import POLL_S
 from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView
 
 RESET, START, REJOIN = "reset", "start", "rejoin"
+IN_FLIGHT = "RestoreJobInFlight"  # the NotYet of a step's job that has not ended
 TIMED_OUT = "RestoreStepTimedOut"  # stalls the restore at its step; a later look may still see the end
 
 
@@ -81,7 +82,7 @@ async def run(
             )
         doing = "waits for another job on the node" if said == "busy" else "in progress"
         after = next_look(waited, floor=JOB_FLOOR, fraction=JOB_FRACTION, cap=POLL_S)
-        raise errors.NotYet(after, "Restoring", f"restore of {cur.name}: {what} on {view.name} {doing}")
+        raise errors.NotYet(after, IN_FLIGHT, f"{what} on {view.name} {doing}")
     if state.rc != 0:
         raise errors.CommandFailed(
             f"node {view.name}: {what} failed (exit {state.rc}): {state.tail or 'no output'}",
