@@ -161,3 +161,20 @@ async def test_a_reset_past_its_timeout_stalls_at_the_step_and_goes_on_when_it_e
     ssh.hold_jobs = False
     out = await w.pass_(body)
     assert out.error is None and step(body) == "StartingInit" and len(resets(ssh)) == 1
+
+
+async def test_a_record_from_before_steps_were_timed_gets_its_step_timed_from_now() -> None:
+    w, body, ssh = await _ready_world(ssh=LoggingSsh())
+    body["spec"]["etcdSnapshots"]["restore"] = {"name": "pre-node-1", "requestId": "r1"}
+    body["status"]["etcdRestore"] = {  # an operator without the jobs was killed in the reset
+        "requestId": "r1",
+        "name": "pre-node-1",
+        "step": "Resetting",
+        "path": "/var/lib/rancher/k3s/server/db/snapshots/pre-node-1",
+        "startedTime": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+    }
+    ssh.hold_jobs = True
+    ssh.job_starts.clear()
+    out = await w.pass_(body)
+    assert out.error is None and step(body) == "Resetting" and ssh.job_starts == [("10.0.0.10", RESET_JOB)]
+    assert body["status"]["etcdRestore"]["stepStartedTime"]  # not timed out by the hour-old request

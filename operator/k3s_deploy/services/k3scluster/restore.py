@@ -83,6 +83,7 @@ async def advance(r: ClusterPass, private_key: str) -> None:
         r.event(
             "Normal", "RestoreRequested", f"restoring etcd snapshot {cur.name} (request {cur.request_id})"
         )
+    cur.step_started_time = cur.step_started_time or _now()  # a record from before steps were timed
     r.status.etcd_restore = cur
     r.status.phase = "Restoring"
     servers = snapshots.servers(r)

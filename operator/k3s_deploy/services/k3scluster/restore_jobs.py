@@ -32,8 +32,8 @@ def job_of(request_id: str, work: str, node: str) -> str:
 
 
 def elapsed(cur: EtcdRestoreStatus) -> float:
-    """Seconds since the current step began (a record from before steps were timed: since the request)."""
-    since = cur.step_started_time or cur.started_time
+    """Seconds since the current step began."""
+    since = cur.step_started_time
     return (datetime.now(UTC) - since).total_seconds() if since is not None else 0.0
 
 
