@@ -142,5 +142,8 @@ class EtcdRestoreStatus(StatusModel):
     path: str | None = Field(default=None, max_length=1024, description="Snapshot file on the init server.")
     rejoined: list[str] = Field(default_factory=list, max_length=100, description="Servers that rejoined.")
     started_time: datetime | None = Field(default=None, description="When the restore was requested.")
+    step_started_time: datetime | None = Field(
+        default=None, description="When the current step began (its guest job's timeout counts from it)."
+    )
     finished_time: datetime | None = Field(default=None, description="When the cluster was Ready again.")
     message: str | None = Field(default=None, max_length=1024, description="Last step done or problem.")

@@ -148,6 +148,7 @@ def full_cluster_status() -> K3sClusterStatus:
             path="/var/lib/rancher/k3s/server/db/snapshots/before-srv-1-1735689600",
             rejoined=["srv-2"],
             started_time=T0,
+            step_started_time=T0,
             finished_time=T0,
             message="restored",
         ),

@@ -67,7 +67,7 @@ async def _phases(r: ClusterPass, d2: day2.Day2) -> None:
     await nodemeta.sync(r, operator_kubeconfig)
     await health(r, operator_kubeconfig, settings)
     d2.after_health()
-    await restore.finish(r)
+    await restore.finish(r, private_key)
     await snapshots.after_ready(r, private_key)
     await addons.sync(r, private_key)
     r.conditions.reconciling(False)

@@ -5,8 +5,11 @@
 ``/var/lib/rancher/k3s/server/db`` and start K3s (it rejoins); 5. restart the agents; 6. wait for Ready.
 
 One step per pass: each is recorded in status.etcdRestore before the next one starts, so an operator
-restarted mid-restore goes on at the step it was at (every step can be run again). The longest a pass
-waits is the reset itself or one server's start; the wait for Ready is looked at again each pass.
+restarted mid-restore goes on at the step it was at. The long ones (the reset, each server's start)
+are detached guest jobs (:mod:`restore_jobs`) named after the request, step and node: a pass starts
+one or looks at it once and ends, so spec.paused, a spec edit or a deletion is seen within seconds,
+and a job is found again (never run twice) after an operator kill or a lost status. The wait for
+Ready is looked at again each pass too.
 A restore runs once per requestId; the last one done is also kept in ``<cluster>-token``, so a lost
 status (a backup restore, a move) never rolls the cluster back again.
 """
@@ -22,7 +25,7 @@ from k3s_deploy import errors
 from k3s_deploy.api.etcd_snapshots import EtcdRestoreStatus
 from k3s_deploy.ports.ssh import guest_text
 from k3s_deploy.services.cluster_identity import token_secret_name
-from k3s_deploy.services.k3scluster import access, snapshots
+from k3s_deploy.services.k3scluster import access, restore_jobs, snapshots
 from k3s_deploy.services.k3scluster.secrets import managed_labels
 from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView
 
@@ -46,7 +49,10 @@ def active(r: ClusterPass) -> EtcdRestoreStatus | None:
         return None
     if cur is not None and cur.request_id == want.request_id:
         return None if cur.step in DONE else cur.model_copy(deep=True)
-    return EtcdRestoreStatus(request_id=want.request_id, name=want.name, step="Pending", started_time=_now())
+    now = _now()
+    return EtcdRestoreStatus(
+        request_id=want.request_id, name=want.name, step="Pending", started_time=now, step_started_time=now
+    )
 
 
 def _owns_token_secret(r: ClusterPass) -> bool:
@@ -77,6 +83,7 @@ async def advance(r: ClusterPass, private_key: str) -> None:
         r.event(
             "Normal", "RestoreRequested", f"restoring etcd snapshot {cur.name} (request {cur.request_id})"
         )
+    cur.step_started_time = cur.step_started_time or _now()  # a record from before steps were timed
     r.status.etcd_restore = cur
     r.status.phase = "Restoring"
     servers = snapshots.servers(r)
@@ -87,7 +94,14 @@ async def advance(r: ClusterPass, private_key: str) -> None:
     init, others = servers[0], servers[1:]
     try:
         await _step(r, cur, init, others, private_key)
+    except errors.NotYet as wait:
+        if wait.reason == restore_jobs.IN_FLIGHT:  # the step's job runs: say so in status
+            _progress(r, cur, wait.message)
+        raise
     except errors.PermanentError as exc:
+        if exc.reason == restore_jobs.TIMED_OUT:  # stalled at the step: a later look may see its end
+            _progress(r, cur, exc.message)
+            raise
         cur.step, cur.message = "Failed", exc.message[:1000]
         r.conditions.set(RESTORED, False, "RestoreFailed", cur.message)
         r.event("Warning", "RestoreFailed", f"restore of {cur.name}: {exc.message}")
@@ -98,6 +112,11 @@ async def _step(
     r: ClusterPass, cur: EtcdRestoreStatus, init: NodeView, others: list[NodeView], key: str
 ) -> None:
     if cur.step == "Pending":
+        reset = await restore_jobs.look(
+            r, init, key, restore_jobs.job_of(cur.request_id, restore_jobs.RESET, init.name)
+        )
+        if reset.running or reset.rc is not None:  # the status was lost after the reset began
+            _next(r, cur, "Resetting", f"found this request's cluster-reset job on {init.name}")
         found = [s for s in await snapshots.list_on(r, init, key) if s.name == cur.name]
         local = [s for s in found if s.node == init.name and s.location.startswith("file:///")]
         if not local:
@@ -115,33 +134,26 @@ async def _step(
         r.event("Normal", "ServersStopped", f"K3s stopped on {len(others) + 1} server(s) for the restore")
         _next(r, cur, "Resetting", "K3s stopped on every server")
     if cur.step == "Resetting":
-        assert cur.path is not None
-        path = shlex.quote(cur.path)
-        await _run(
-            r,
-            init,
-            key,
-            f"k3s server --cluster-reset --cluster-reset-restore-path={path}",
-            "cluster-reset",
-            timeout_s=RESET_TIMEOUT_S,
+        path = shlex.quote(cur.path) if cur.path else None
+        script = f"k3s server --cluster-reset --cluster-reset-restore-path={path}" if path else None
+        await restore_jobs.run(
+            r, cur, init, key, restore_jobs.RESET, script, "cluster-reset", RESET_TIMEOUT_S
         )
         r.event("Normal", "ClusterReset", f"{init.name} reset etcd to snapshot {cur.name}")
         _next(r, cur, "StartingInit", f"{init.name} restored {cur.name}")
     if cur.step == "StartingInit":
-        await _run(r, init, key, "systemctl start k3s", "starting K3s", timeout_s=START_TIMEOUT_S)
+        await restore_jobs.run(
+            r, cur, init, key, restore_jobs.START, "systemctl start k3s", "starting K3s", START_TIMEOUT_S
+        )
         r.event("Normal", "ServerStarted", f"K3s started on {init.name} with the restored datastore")
         _next(r, cur, "Rejoining", f"{init.name} is up")
     if cur.step == "Rejoining":
         left = [v for v in others if v.name not in cur.rejoined]
         if left:
             view = left[0]
-            await _run(
-                r,
-                view,
-                key,
-                f"rm -rf {DB_DIR} && systemctl start k3s",
-                "rejoining",
-                timeout_s=START_TIMEOUT_S,
+            script = f"rm -rf {DB_DIR} && systemctl start k3s"
+            await restore_jobs.run(
+                r, cur, view, key, restore_jobs.REJOIN, script, "rejoining", START_TIMEOUT_S
             )
             cur.rejoined = [*cur.rejoined, view.name]  # assigned, not appended: the field counts as set
             r.event("Normal", "ServerRejoined", f"{view.name} dropped its etcd data and rejoined {init.name}")
@@ -158,6 +170,7 @@ def _next(r: ClusterPass, cur: EtcdRestoreStatus, step: str, message: str) -> No
     """Record the step reached and end the pass: one step per pass, so a spec edit, spec.paused or a
     deletion is seen between steps, and the status written at the end of the pass records it."""
     cur.step = step  # type: ignore[assignment]  # one of RestoreStep, checked by the model on write
+    cur.step_started_time = _now()
     _progress(r, cur, message)
     raise errors.NotYet(0.2, "Restoring", f"restore of {cur.name}: {step}")
 
@@ -170,10 +183,9 @@ def _progress(r: ClusterPass, cur: EtcdRestoreStatus, message: str) -> None:
     r.conditions.reconciling(True, "Restoring", text)
 
 
-async def _run(
-    r: ClusterPass, view: NodeView, key: str, command: str, what: str, *, timeout_s: float = 120.0
-) -> None:
-    result = await r.deps.ssh.run(access.node_target(r, view, key), command, timeout_s=timeout_s)
+async def _run(r: ClusterPass, view: NodeView, key: str, command: str, what: str) -> None:
+    """A short step (stopping K3s, restarting an agent), awaited."""
+    result = await r.deps.ssh.run(access.node_target(r, view, key), command, timeout_s=120.0)
     if not result.ok:
         raise errors.CommandFailed(
             f"node {view.name}: {what} failed (exit {result.exit_status}): "
@@ -183,8 +195,9 @@ async def _run(
         )
 
 
-async def finish(r: ClusterPass) -> None:
-    """The cluster is Ready: a restore waiting for that is complete (and recorded as done)."""
+async def finish(r: ClusterPass, private_key: str) -> None:
+    """The cluster is Ready: a restore waiting for that is complete (recorded as done, then its guest
+    jobs' files go)."""
     cur = r.status.etcd_restore
     if cur is None or cur.step != "WaitingReady":
         return
@@ -203,3 +216,4 @@ async def finish(r: ClusterPass) -> None:
     r.status.etcd_restore = cur
     r.conditions.set(RESTORED, True, "Restored", cur.message)
     r.event("Normal", "RestoreComplete", f"cluster Ready again: {cur.message}")
+    await restore_jobs.clean(r, cur.request_id, snapshots.servers(r), private_key)
