@@ -83,10 +83,7 @@ async def test_an_operator_killed_mid_conversion_resumes_without_a_second_conver
     w2.deps = w.deps
     out = await w2.pass_(b)
     assert 0 < (out.requeue_after or 0) <= node_ops.POLL_S
-    w.ssh.hold_jobs = False
-    done = await w2.settle(b)
-    assert cond(done, "Ready")["status"] == "True" and done.status["readyServers"] == 3
-    assert len(convert_starts(w)) == 1 and w.of("convert") == ["demo-server-0"]
+    await _ends_ready_after_one_conversion(w, b, operator=w2)
 
 
 async def test_a_status_wipe_mid_conversion_finds_the_job_and_runs_it_once() -> None:
@@ -97,10 +94,7 @@ async def test_a_status_wipe_mid_conversion_finds_the_job_and_runs_it_once() -> 
     out = await w.pass_(b)
     assert 0 < (out.requeue_after or 0) <= node_ops.POLL_S and anchor(out)["operation"]["kind"] == "Convert"
     assert not [n for op_, n in w.ops if op_ == "install"]
-    w.ssh.hold_jobs = False
-    done = await w.settle(b)
-    assert cond(done, "Ready")["status"] == "True" and done.status["readyServers"] == 3
-    assert len(convert_starts(w)) == 1 and w.of("convert") == ["demo-server-0"]
+    await _ends_ready_after_one_conversion(w, b)
 
 
 async def test_after_a_status_wipe_a_converted_server_is_read_back_from_the_node() -> None:
@@ -133,3 +127,13 @@ async def test_a_failed_conversion_stalls_naming_the_node_and_is_not_recorded_as
     assert "demo-server-0" in cond(out, "Stalled")["message"]
     assert "did not come up" in cond(out, "Stalled")["message"]
     assert anchor(out).get("operation") is None
+
+
+async def _ends_ready_after_one_conversion(
+    w: World, b: dict[str, Any], operator: World | None = None
+) -> None:
+    """The held job ends on the guest; the cluster settles Ready with 3 servers, converted once."""
+    w.ssh.hold_jobs = False
+    done = await (operator or w).settle(b)
+    assert cond(done, "Ready")["status"] == "True" and done.status["readyServers"] == 3
+    assert len(convert_starts(w)) == 1 and w.of("convert") == ["demo-server-0"]
