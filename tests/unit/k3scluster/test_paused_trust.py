@@ -88,3 +88,43 @@ async def test_a_fresh_operator_process_verifies_from_the_children_and_finishes_
     assert done.status["phase"] == "Paused" and done.requeue_after is None
     assert operation(done, "demo-server-0") is None and not w.target.cordoned
     assert done.status["upgrade"]["completedNodes"] == ["demo-server-0"]
+
+
+async def test_a_pause_mid_reconfigure_finishes_that_node_and_starts_no_other(clock: Clock) -> None:
+    """A settings rollout paused after its drain, the restart job still running: the paused passes
+    carry that node to its end (job, Ready, uncordon, digest), and no other stale node is touched."""
+    w, b = await ready_cluster(3, 0)
+    w.ssh.hold_jobs = True
+    b["spec"]["k3s"]["serverArgs"] = ["--disable=servicelb"]
+    bump(b)
+    first = await w.pass_(b)
+    op = operation(first, "demo-server-0")
+    assert op is not None and op["kind"] == "Reconfigure" and op["job"], op  # drained, the job started
+    assert w.target.cordoned == {"demo-server-0"}
+    b["spec"]["paused"] = True
+    bump(b)
+    held = await w.pass_(b)  # the job still runs: looked at again soon, nothing else done
+    assert held.status["phase"] == "Paused" and held.requeue_after is not None
+    assert operation(held, "demo-server-0")["kind"] == "Reconfigure"  # type: ignore[index]
+    w.ssh.hold_jobs = False
+    for _ in range(5):
+        clock.tick(node_ops.POLL_S)
+        out = await w.pass_(b)
+        if out.requeue_after is None:
+            break
+    assert out.status["phase"] == "Paused" and out.requeue_after is None, out.status["conditions"]
+    assert operation(out, "demo-server-0") is None and not w.target.cordoned
+    digests = {n["name"]: n.get("configDigest") for n in out.status["nodes"]}
+    assert digests["demo-server-0"] != digests["demo-server-1"]  # server 0 runs the new settings
+    for _ in range(3):
+        clock.tick(node_ops.POLL_S)
+        await w.pass_(b)
+    restarted = [ip for ip, h in w.ssh.hosts.items() if h.restarts]
+    assert restarted == [w.ip("demo-server-0")] and w.of("cordon") == ["demo-server-0"]
+    b["spec"]["paused"] = False
+    bump(b)
+    done = await w.settle(b)
+    assert cond(done, "Ready")["status"] == "True"
+    assert sorted(ip for ip, h in w.ssh.hosts.items() if h.restarts) == sorted(
+        w.ip(f"demo-server-{i}") for i in range(3)
+    )
