@@ -4,6 +4,7 @@ author can write (threat T2); and it does so in a fresh operator process too."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -63,7 +64,9 @@ async def test_a_paused_pass_never_dials_an_address_or_vmid_read_from_status(
     hosts = dialled(w, monkeypatch)
     real = b["status"]["nodes"][0]["ip"]
     b["status"]["nodes"][0][field] = forged
+    children = copy.deepcopy(w.objects.children)
     out = await w.pass_(b)
+    assert w.objects.children == children  # a paused pass changes no child
     assert METADATA not in hosts and hosts == [], hosts  # nothing dialled at all
     assert out.status["phase"] == "Paused"
     assert "demo-server-0" in cond(out, "Reconciling")["message"]
