@@ -178,6 +178,7 @@ async def plan(
     children: Iterable[Mapping[str, Any]],
     discovered_vms: Sequence[VmSummary] | None = None,
     in_proxmox: Mapping[str, str] | None = None,
+    read_only: bool = False,
 ) -> Desired:
     """:func:`desired` with the pool addresses read from the ProxmoxVMs, not from status.
 
@@ -187,6 +188,7 @@ async def plan(
     ``children`` are this cluster's ProxmoxVMs as listed now; with a pool, the namespace's other
     ProxmoxVMs on the same credentials Secret are listed too. Only the same Secret in the same namespace
     counts as the same Proxmox: clusters on other Secrets or in other namespaces need disjoint pools.
+    ``read_only``: claim nothing (a paused pass only checks the addresses it is about to dial).
     """
     mine = [c for c in children if owned_by(c, cluster)]
     recorded = {**(in_proxmox or {})}
@@ -194,14 +196,16 @@ async def plan(
     key = (cluster.namespace, spec.credentials_ref.name)
     if spec.network is None or spec.network.ip_pool is None:
         want = desired(cluster, spec, allocations=recorded, discovered_vms=discovered_vms)
-        claims.hold(key, cluster.uid, ())
+        if not read_only:
+            claims.hold(key, cluster.uid, ())
         return want
     vms = await objects.list_namespace_vms(cluster.namespace)
     # from here to hold() there is no await: the claims read and the claim made are one step
     held = ipam.held_by_others(vms, mine=mine, credentials=key[1])
     held |= claims.others(key, cluster.uid) - set(recorded.values())
     want = desired(cluster, spec, allocations=recorded, discovered_vms=discovered_vms, held_elsewhere=held)
-    claims.hold(key, cluster.uid, want.static_ips.values())
+    if not read_only:
+        claims.hold(key, cluster.uid, want.static_ips.values())
     return want
 
 
