@@ -111,6 +111,18 @@ def classify(ip: IPAddress) -> str | None:
     return None
 
 
+def node_address_problem(text: str) -> str | None:
+    """Why a node may never be contacted at ``text`` (a metadata, unspecified, link-local or multicast
+    address, or not an IP address at all), else None. Loopback and private addresses are where nodes
+    live (a homelab's LAN; the lab's guests), so they pass; a member's address comes from a ProxmoxVM's
+    status or the spec's pool, both of which a tenant can write."""
+    ip = parse_ip(text)
+    if ip is None:
+        return "not an IP address"
+    rule = classify(ip)
+    return _DESCRIBED[rule] if rule in ALWAYS_REFUSED else None
+
+
 def parse_ip(text: str) -> IPAddress | None:
     """``text`` as an IP address in its canonical form only (no decimal or hex forms), else None."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from k3s_deploy import errors
+from k3s_deploy import errors, netpolicy
 from k3s_deploy.api.common import Condition, condition
 from k3s_deploy.api.proxmoxvm import ProxmoxVM
 from k3s_deploy.ports.proxmox import VmSummary
@@ -103,6 +103,12 @@ def _view(
     view.pve_node = st.node
     addresses = st.addresses
     view.ip = want.static_ips.get(name) or (addresses[0] if addresses else None)
+    if view.ip and (problem := netpolicy.node_address_problem(view.ip)):
+        raise errors.AddressRefused(
+            f"ProxmoxVM {name}: its address {view.ip} is {problem}; a node is never contacted there "
+            "(the address comes from the ProxmoxVM's status or spec.network.ipPool)",
+            reason="NodeAddressRefused",
+        )
     replaced = d2.vm_replaced(view, recorded)
     if not replaced and recorded is not None:
         # what was learned from this machine stays until it is looked at again

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from k3s_deploy import netpolicy
 from k3s_deploy.api.k3scluster_status import ClusterNode
 from k3s_deploy.services.k3scluster.children import _discovered
 from k3s_deploy.services.k3scluster.desired import Desired, plan
@@ -57,6 +58,8 @@ def _verify(view: NodeView, node: ClusterNode, child: Mapping[str, Any] | None, 
     st = as_vm(child).status
     ip = want.static_ips.get(node.name) or (st.addresses[0] if st.addresses else None)
     if not ip or ip != node.ip or st.vmid is None or st.vmid != node.vmid:
+        return False
+    if netpolicy.node_address_problem(ip):
         return False
     view.ip, view.vmid, view.pve_node = ip, st.vmid, st.node
     view.role, view.adopted, view.pool = member.role, member.adopted, member.pool
