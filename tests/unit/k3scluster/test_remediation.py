@@ -161,3 +161,26 @@ async def test_off_by_default() -> None:
     out = await w.pass_(body)
     assert annotation(w, "demo-agent-0") is None and w.objects.deleted_children == []
     assert all(c["type"] != remediation.CONDITION for c in out.status["conditions"])
+
+
+async def test_a_paused_cluster_is_never_remediated_even_when_its_pass_fails() -> None:
+    """Paused means hands off: a pass that ends in an error while paused (here the SSH key Secret is
+    gone while a node's settings change is in flight) must not reboot or replace a VM."""
+    w, body, target = await world(remediation={"nodeNotReadyTimeoutSeconds": 60, "maxUnhealthy": 1})
+    target.not_ready.add("demo-agent-0")
+    target.since["demo-agent-0"] = datetime.now(UTC) - timedelta(seconds=600)
+    body["spec"]["paused"] = True
+    body["metadata"]["generation"] += 1
+    node = next(n for n in body["status"]["nodes"] if n["name"] == "demo-agent-1")
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    node["operation"] = {
+        "kind": "WaitReady",
+        "action": "Reconfigure",
+        "startedTime": started,
+        "timeoutSeconds": 600,
+    }
+    del w.objects.secrets[(NS, "ssh")]
+    out = await w.pass_(body)
+    assert out.error is not None  # the paused pass did fail
+    assert annotation(w, "demo-agent-0") is None and w.objects.deleted_children == []
+    assert not [e for e in out.events if e.reason.startswith("Remediation")]

@@ -95,8 +95,8 @@ async def remediate(r: ClusterPass, *, now: datetime | None = None) -> None:
     if policy is None:
         r.conditions.remove(CONDITION)
         return
-    if r.spec.power_state == "Stopped" or r.status.kubeconfig_secret_ref is None:
-        return  # nothing to look at yet, or asleep on purpose
+    if r.spec.paused or r.spec.power_state == "Stopped" or r.status.kubeconfig_secret_ref is None:
+        return  # hands off while paused (even when the paused pass failed), asleep, or nothing yet
     if r.status.upgrade is not None and r.status.upgrade.state in ("Progressing", "Paused", "Failed"):
         r.conditions.set(CONDITION, False, "RollingOut", "no remediation while a rollout is in progress")
         return
