@@ -55,3 +55,24 @@ async def test_a_fresh_listing_is_the_truth() -> None:
     await _write(runtime, _current(runtime, runtime.bodies[UID]), OURS, "31")
     await send(runtime, {**body(resourceVersion="40"), "status": {"vmid": 7}}, type_=None)
     assert _current(runtime, runtime.bodies[UID])["status"] == {"vmid": 7}
+
+
+async def test_writes_whose_watch_events_come_before_their_replies_leave_the_next_pass_their_status() -> None:
+    """The watch can hand us a write's event before the write's reply is handled (the reply comes
+    back through a worker thread). Two such writes in a row (a clone pass writes the vmid, then the
+    clone's task) must leave the next pass the last one. It once got a body stripped of its status:
+    it found its own clone again by name while it ran and wrote a status without the clone's task."""
+    runtime, _, _ = runtime_with_scheduler()
+    ack = {"observedGeneration": 1}  # the pass's acknowledgement, delivered already
+    await send(runtime, {**body(resourceVersion="10"), "status": ack}, type_=None)
+    raw = _current(runtime, runtime.bodies[UID])
+    vmid = {**ack, "vmid": 100}
+    task = {**vmid, "taskRef": {"upid": "UPID:pve1:clone", "action": "clone", "node": "pve1"}}
+    for status, version in ((vmid, "11"), (task, "12")):
+
+        async def patch(namespace: str, name: str, sent: dict[str, Any], version: str = version) -> str:
+            await send(runtime, {**body(resourceVersion=version), "status": dict(sent)})  # event first
+            return version
+
+        await engine.write(runtime, raw, status, patch)
+    assert _current(runtime, runtime.bodies[UID])["status"] == task
