@@ -76,3 +76,15 @@ async def test_writes_whose_watch_events_come_before_their_replies_leave_the_nex
 
         await engine.write(runtime, raw, status, patch)
     assert _current(runtime, runtime.bodies[UID])["status"] == task
+
+
+async def test_a_listing_read_before_our_write_returned_does_not_hide_it() -> None:
+    """kopf reads a re-list (after a watch error) and hands its bodies over one by one: one can be
+    older than a write that returned meanwhile. Our write stays until the watch delivers it."""
+    runtime, _, _ = runtime_with_scheduler()
+    await send(runtime, body(resourceVersion="30"), type_=None)
+    await _write(runtime, _current(runtime, runtime.bodies[UID]), OURS, "33")
+    await send(runtime, {**body(resourceVersion="31"), "status": {"vmid": 100}}, type_=None)
+    assert _current(runtime, runtime.bodies[UID])["status"] == OURS
+    await send(runtime, {**body(resourceVersion="33"), "status": dict(OURS)})
+    assert UID not in runtime.last_status and runtime.bodies[UID]["status"] == OURS
