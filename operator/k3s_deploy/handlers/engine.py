@@ -3,9 +3,10 @@ top, write status only when it changed, post Events, and turn a spec that does n
 Stalled status.
 
 Our last status write is laid over the body only until the watch delivers it (the resourceVersion the
-write returned) or a fresh listing arrives: from then on the body is the truth, so a status someone
-wiped (a backup restore, a move, ``kubectl patch --subresource=status``) is seen and rebuilt, not
-hidden behind what this process remembers."""
+write returned) or a fresh listing arrives (not one read before the write returned, which is older):
+from then on the body is the truth, so a status someone wiped (a backup restore, a move,
+``kubectl patch --subresource=status``) is seen and rebuilt, not hidden behind what this process
+remembers."""
 
 from __future__ import annotations
 
@@ -55,14 +56,24 @@ def current(runtime: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
 
 def observe(runtime: Runtime, metadata: Mapping[str, Any], *, listing: bool = False) -> None:
     """A body arrived (a watch event, or the body a pass starts from): once it carries our last status
-    write, or is from a fresh listing (read after every write we made returned), our copy goes."""
+    write, or is from a fresh listing (not older than that write), our copy goes."""
     uid = str(metadata.get("uid"))
     version = str(metadata.get("resourceVersion"))
     written, unchanged = runtime.written_versions.get(uid) or ("", False)
+    if _older(version, written):
+        return  # e.g. a listing read before our write returned: the watch delivers the write later
     # a write that changed nothing left the object at a version already seen: any other is newer
     if listing or (written and (version == written) != unchanged):
         runtime.last_status.pop(uid, None)
         runtime.written_versions.pop(uid, None)
+
+
+def _older(version: str, than: str) -> bool:
+    """Whether one resourceVersion of an object is older than another. They compare as integers
+    (Kubernetes 1.35, KEP-5504; etcd revisions before); anything else is not known to be older."""
+    if not (version.isascii() and version.isdigit() and than.isascii() and than.isdigit()):
+        return False
+    return int(version) < int(than)
 
 
 def _strip(status: dict[str, Any]) -> dict[str, Any]:

@@ -183,10 +183,9 @@ async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any)
         return
     slimmed = slim(body)
     engine.observe(runtime, body.metadata, listing=event.get("type") is None)
-    if uid in runtime.last_status:
-        # _current() puts the status we wrote last in its place: a second copy per object (~5 KiB)
-        # would only take memory.
-        slimmed.pop("status", None)
+    # The body keeps its status even while our last write is laid over it: the watch can deliver a
+    # write before its reply is handled, and once that body is matched to the write the overlay
+    # goes and the body's status is all a pass has (without it, the pass started from no status).
     runtime.bodies[uid] = slimmed
     if body.metadata.get("deletionTimestamp"):
         scheduler.remove(uid)  # the finalizer handler takes over (after a running pass ends)

@@ -231,7 +231,9 @@ async def _template_sharing(work: Work, templates: list[VmSummary]) -> dict[int,
 def _reclaim(work: Work, vm: VmSummary) -> VmSummary:
     work.status.vmid, work.status.node, work.status.adopted = vm.vmid, vm.node, False
     work.event("Normal", "Reclaimed", f"found VM {vm.node}/{vm.vmid} that this object created earlier")
-    if vm.lock:  # its clone still runs (the status that named its task was lost): no write yet
+    # Its clone may still run when the status that named the task was lost (a crash between the
+    # clone and the status write, a wiped or restored status): no write until the lock goes.
+    if vm.lock:
         _wait_unlocked(work, vm)
     return vm
 
