@@ -131,3 +131,17 @@ async def test_a_pause_mid_reconfigure_finishes_that_node_and_starts_no_other(cl
     assert sorted(ip for ip, h in w.ssh.hosts.items() if h.restarts) == sorted(
         w.ip(f"demo-server-{i}") for i in range(3)
     )
+
+
+async def test_a_paused_pass_keeps_the_status_entry_of_a_member_being_removed(clock: Clock) -> None:
+    """A paused pass does not work out which members leave (that needs the whole pass): the entry of
+    one being removed, with its drain record, is written back as it was, not dropped."""
+    w, b = await _paused_mid_upgrade()
+    leaving = copy.deepcopy(b["status"]["nodes"][0])
+    leaving.update(name="demo-server-9", state="Removing", ready=False)
+    leaving["operation"] = {**leaving["operation"], "kind": "Drain", "action": "Remove"}
+    b["status"]["nodes"].append(leaving)
+    w.ssh.hold_jobs = False
+    out = await w.pass_(b)
+    kept = [n for n in out.status["nodes"] if n["name"] == "demo-server-9"]
+    assert kept and kept[0]["state"] == "Removing" and kept[0]["operation"]["kind"] == "Drain"

@@ -44,6 +44,7 @@ async def finish(r: ClusterPass) -> None:
     private_key, _tokens = await access.secrets(r)
     await r.hostkeys.load()
     r.views, unverified = await paused_trust.member_views(r)
+    r.kept_leaving = [n for n in r.old.nodes if n.state == "Removing"]
     if unverified:
         message = (
             f"paused; the work in flight on {', '.join(names)} waits: {', '.join(unverified)} could not be "

@@ -155,6 +155,9 @@ class ClusterPass:
         self.removed: set[str] = set()
         # the drain step of a surplus member this pass (None: drained), kept on its status entry
         self.leaving_ops: dict[str, NodeOperation | None] = {}
+        # status entries of leaving members written back as they were by a pass that does not work out
+        # the surplus (a paused one): their drain record survives the pause
+        self.kept_leaving: list[ClusterNode] = []
         self.power_plan: power.PowerPlan | None = None
         self.replaced: set[str] = set()  # members on a new VM (the old one destroyed outside)
         agent = self.proxmox_client if deps.proxmox is not None else None
@@ -212,7 +215,7 @@ class ClusterPass:
         return out
 
     def store_nodes(self) -> None:
-        self.status.nodes = [v.as_status() for v in self.views.values()] + self.leaving()
+        self.status.nodes = [v.as_status() for v in self.views.values()] + self.leaving() + self.kept_leaving
         servers = [v for v in self.views.values() if v.role == "server"]
         agents = [v for v in self.views.values() if v.role == "agent"]
         self.status.ready_servers = sum(v.ready for v in servers)
