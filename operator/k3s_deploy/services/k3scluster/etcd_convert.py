@@ -129,6 +129,8 @@ async def ensure(r: ClusterPass, plan: install.InstallPlan, private_key: str) ->
     op = view.operation
     recorded = op is not None and op.action == action.name
     if view.embedded_etcd and not recorded:
+        if any(v.role == "server" and v.name != name and v.k3s_version for v in r.views.values()):
+            return  # a server joined it: any conversion there ended (no look on every pass of a growth)
         look = await guest_jobs.poll(
             r.deps.ssh,
             access.node_target(r, view, private_key),
