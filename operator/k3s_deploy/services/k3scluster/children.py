@@ -24,7 +24,8 @@ from k3s_deploy.services.k3scluster.state import (
 from k3s_deploy.services.proxmoxvm.work import AGENT_READY, CLOUD_INIT_STALE
 
 
-async def _discovered(r: ClusterPass) -> list[VmSummary] | None:
+async def discovered_vms(r: ClusterPass) -> list[VmSummary] | None:
+    """The Proxmox VM list when members are discovered by tags (a whole pass and a paused one)."""
     d = r.spec.discovery
     if d is None or d.tags is None:
         return None
@@ -35,7 +36,7 @@ async def _discovered(r: ClusterPass) -> list[VmSummary] | None:
 
 async def ensure_children(r: ClusterPass, d2: day2.Day2) -> Desired:
     existing = {c["metadata"]["name"]: c for c in await r.deps.objects.list_children(*_ns_name(r))}
-    discovered = await _discovered(r)
+    discovered = await discovered_vms(r)
     want = await plan(
         r.ref,
         r.spec,

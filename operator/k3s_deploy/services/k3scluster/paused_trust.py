@@ -19,7 +19,7 @@ from typing import Any
 
 from k3s_deploy import netpolicy
 from k3s_deploy.api.k3scluster_status import ClusterNode
-from k3s_deploy.services.k3scluster.children import _discovered
+from k3s_deploy.services.k3scluster.children import discovered_vms
 from k3s_deploy.services.k3scluster.desired import Desired, plan
 from k3s_deploy.services.k3scluster.state import ClusterPass, NodeView, as_vm
 from k3s_deploy.services.k3scluster.topology import owned_by
@@ -36,7 +36,7 @@ async def member_views(r: ClusterPass) -> tuple[dict[str, NodeView], list[str]]:
         objects=r.deps.objects,
         claims=r.deps.addresses,
         children=listed,
-        discovered_vms=await _discovered(r),
+        discovered_vms=await discovered_vms(r),
         read_only=True,
     )
     mine = {c["metadata"]["name"]: c for c in listed if owned_by(c, r.ref)}
